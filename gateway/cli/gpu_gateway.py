@@ -1,0 +1,183 @@
+"""`gpu-gateway`: serve the webhook, check a manifest, read and verify the audit log, demo."""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from gateway.config import FailureMode, PolicySettings, ServerSettings, Settings, StoreSettings
+from gateway.errors import ConfigError, GatewayError
+
+
+def _parse_time(value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is neither epoch seconds nor an ISO 8601 time") from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=dt.timezone.utc)
+    return parsed.timestamp()
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """gpu-gateway: access control and GPU quotas for Kubernetes, as an admission webhook."""
+
+
+@main.command()
+@click.option("--host", default="0.0.0.0", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8443, show_default=True, type=int)
+@click.option("--state", type=click.Path(dir_okay=False, path_type=Path), default=Path("gpu-gateway.db"),
+              show_default=True, help="SQLite state file (ledger and audit log).")
+@click.option("--policy-dir", type=click.Path(file_okay=False, exists=True, path_type=Path),
+              help="Policy bundle (model.conf, policy.csv, limits.yaml); default: the bundled policies/.")
+@click.option("--insecure-http", is_flag=True, help="Plain HTTP, loopback only (local trials).")
+@click.option("--cert", type=click.Path(dir_okay=False, exists=True, path_type=Path), help="TLS certificate (PEM).")
+@click.option("--key", type=click.Path(dir_okay=False, exists=True, path_type=Path), help="TLS private key (PEM).")
+@click.option("--failure-mode", type=click.Choice(["closed", "open"]), default="closed", show_default=True,
+              help="What a GPU request gets when the gateway cannot decide it.")
+@click.option("--max-body-bytes", type=int, default=8 * 1024 * 1024, show_default=True)
+@click.option("--log-level", default="INFO", show_default=True)
+@click.option("--workers", type=int, default=1, show_default=True, hidden=True)
+def serve(host: str, port: int, state: Path, policy_dir: Path | None, insecure_http: bool,
+          cert: Path | None, key: Path | None, failure_mode: str, max_body_bytes: int,
+          log_level: str, workers: int) -> None:
+    """Run the admission webhook (POST /mutate, /validate; GET /healthz, /readyz, /metrics)."""
+    from gateway.server import run_server
+
+    if insecure_http and not _is_loopback(host):
+        raise click.UsageError("--insecure-http serves plain HTTP and is only allowed on a loopback host")
+    try:
+        settings = Settings(
+            server=ServerSettings(host=host, port=port, insecure_http=insecure_http, cert_file=cert,
+                                  key_file=key, max_body_bytes=max_body_bytes),
+            store=StoreSettings(path=state),
+            policy=PolicySettings(directory=policy_dir),
+            failure_mode=FailureMode(failure_mode),
+        )
+        run_server(settings, log_level=log_level.upper())
+    except GatewayError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+@main.group()
+def audit() -> None:
+    """Read and verify the tamper-evident audit log."""
+
+
+def _open_store(state: Path) -> Any:
+    from gateway.store.sqlite import SQLiteStore
+
+    if not state.exists():
+        raise click.ClickException(f"state file {state} does not exist")
+    try:
+        return SQLiteStore(state, readonly=True)
+    except GatewayError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+@audit.command("verify")
+@click.option("--state", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text")
+def audit_verify(state: Path, output: str) -> None:
+    """Walk the hash chain; exit 0 when intact, 1 naming the first bad record otherwise."""
+    result = _open_store(state).verify()
+    if output == "json":
+        click.echo(json.dumps({"ok": result.ok, "records": result.rows, "first_bad": result.first_bad,
+                               "problem": result.problem}))
+    else:
+        click.echo(result.describe(), err=not result.ok)
+    sys.exit(0 if result.ok else 1)
+
+
+@audit.command("list")
+@click.option("--state", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@click.option("--user", help="Only this requester.")
+@click.option("--action", type=click.Choice(["launch", "modify", "kill", "exec"]))
+@click.option("--decision", type=click.Choice(["allowed", "denied"]))
+@click.option("--since", help="From this time (ISO 8601 or epoch seconds).")
+@click.option("--until", help="Before this time (ISO 8601 or epoch seconds).")
+@click.option("--limit", type=int)
+@click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table")
+def audit_list(state: Path, user: str | None, action: str | None, decision: str | None,
+               since: str | None, until: str | None, limit: int | None, output: str) -> None:
+    """List audit records, oldest first, as a table or JSON lines."""
+    from gateway.cli.render import audit_table
+    from gateway.store.base import AuditQuery
+
+    query = AuditQuery(user=user, action=action, decision=decision, since=_parse_time(since),
+                       until=_parse_time(until), limit=limit)
+    rows = list(_open_store(state).audit_rows(query))
+    if output == "json":
+        for row in rows:
+            click.echo(json.dumps(row, sort_keys=True))
+    else:
+        click.echo(audit_table(rows))
+
+
+@main.command()
+@click.option("--user", required=True, help="Username the API server would pass.")
+@click.option("--group", "groups", multiple=True, help="A group of the user (repeatable).")
+@click.option("-f", "--filename", "file", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              required=True, help="Manifest (YAML or JSON; several documents allowed).")
+@click.option("--action", type=click.Choice(["launch", "modify", "kill", "exec"]), default="launch",
+              show_default=True)
+@click.option("--owner", help="Owner of the target for modify/kill/exec (default: its owner annotation).")
+@click.option("--owner-team", help="Team of the target for modify/kill/exec.")
+@click.option("--namespace", "-n", help="Namespace, when the manifest has none (default: default).")
+@click.option("--policy-dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text")
+def check(user: str, groups: tuple[str, ...], file: Path, action: str, owner: str | None,
+          owner_team: str | None, namespace: str | None, policy_dir: Path | None, output: str) -> None:
+    """What-if: decide a manifest for a user without touching any ledger.
+
+    Exit 0 when every document is allowed, 1 when one is denied, 2 on bad input.
+    """
+    from gateway.cli.check import run_check
+
+    try:
+        results = run_check(user=user, groups=groups, file=file, action=action, owner=owner,
+                            owner_team=owner_team, namespace=namespace, policy_dir=policy_dir)
+    except (GatewayError, ConfigError) as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    from gateway.cli.render import check_text
+
+    for result in results:
+        click.echo(json.dumps(result, sort_keys=True) if output == "json" else check_text(result))
+    sys.exit(0 if all(r["allowed"] for r in results) else 1)
+
+
+@main.command()
+@click.option("--keep", type=click.Path(file_okay=False, path_type=Path),
+              help="Keep the demo's state in this directory instead of a temporary one.")
+def demo(keep: Path | None) -> None:
+    """Run the gateway on loopback and replay a short sabotage scenario through it."""
+    from gateway.cli.demo import run_demo
+
+    sys.exit(run_demo(keep))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,470 @@
+"""The decision pipeline: AdmissionRequest → Plan (what is asked) → Decision (with facts).
+
+`prepare` needs only the request and the policy. `decide` also needs `Facts`: what the
+ledger holds about the target and the owner's current usage, which the store reads inside
+the same transaction that will write the reservation, so caps hold under concurrency.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from gateway.core.decision import Action, Decision, Mode, Reservation, Violation
+from gateway.core.identity import Identity
+from gateway.core.policy import OWNER_ANNOTATION, RULES, TEAM_ANNOTATION, Policy, relation
+from gateway.core.quota import Usage, check_caps
+from gateway.core.review import AdmissionRequest
+from gateway.core.workloads import Workload, read_workload
+from gateway.errors import WorkloadError
+
+TargetKey = tuple[str, str, str]
+"""(resource key, namespace, name) of a workload or pod in the ledger."""
+
+_POD_SUBRESOURCES = {
+    ("CONNECT", "exec"): Action.EXEC,
+    ("CONNECT", "attach"): Action.EXEC,
+    ("CONNECT", "portforward"): Action.EXEC,
+    ("UPDATE", "ephemeralcontainers"): Action.EXEC,
+    ("CREATE", "eviction"): Action.KILL,
+}
+_MAIN = {"CREATE": Action.LAUNCH, "UPDATE": Action.MODIFY, "DELETE": Action.KILL}
+_SCOPE_PHRASE = {"own": "their own workloads", "team": "their team's workloads", "any": "any workload"}
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """The ledger's record of a workload or pod the gateway admitted."""
+
+    owner: str
+    team: str
+    role: str
+    gpus: int
+    charged: bool = True
+    shape: str = "{}"
+
+
+@dataclass(frozen=True, slots=True)
+class Facts:
+    target: Target | None = None
+    usage: Usage = field(default_factory=Usage)
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    request: AdmissionRequest
+    identity: Identity
+    action: Action | None
+    key: TargetKey | None = None
+    workload: Workload | None = None
+    old_gpus: int = 0
+    """GPUs of the old object (DELETE, UPDATE), for targets the ledger does not know."""
+    owner: str = ""
+    team: str = ""
+    """Who a launch will belong to: the requester and their chosen (or default) team."""
+    replicas: int | None = None
+    old_replicas: int | None = None
+    """For `/scale`: the new and old `spec.replicas`."""
+    early: Decision | None = None
+    """Set when the request is decided without the ledger (pass-through or unreadable)."""
+
+    @property
+    def display_kind(self) -> str:
+        req = self.request
+        if req.resource == "pods" and not req.resource_group:
+            return "Pod"
+        if req.sub_resource == "scale":
+            return req.resource_key
+        return req.kind.kind
+
+    @property
+    def display_ref(self) -> str:
+        req = self.request
+        name = req.name or (self.workload.name if self.workload else "")
+        return f"{req.namespace}/{name}" if req.namespace else name
+
+
+def classify(req: AdmissionRequest) -> Action | None:
+    """The governed action a request is, or None (status updates, other subresources)."""
+    if req.resource == "pods" and not req.resource_group and req.sub_resource:
+        return _POD_SUBRESOURCES.get((req.operation, req.sub_resource))
+    if req.sub_resource == "scale":
+        return Action.MODIFY if req.operation == "UPDATE" else None
+    if req.sub_resource:
+        return None
+    return _MAIN.get(req.operation)
+
+
+def _pass(action: Action | None, reason: str) -> Decision:
+    return Decision(allowed=True, rule="not-governed", reason=reason, action=action)
+
+
+def _annotations(obj: Any, pointer: str = "") -> Mapping[str, Any]:
+    node = obj
+    for token in [t for t in pointer.split("/") if t]:
+        token = token.replace("~1", "/").replace("~0", "~")
+        node = node.get(token) if isinstance(node, Mapping) else None
+    meta = node.get("metadata") if isinstance(node, Mapping) else None
+    ann = meta.get("annotations") if isinstance(meta, Mapping) else None
+    return ann if isinstance(ann, Mapping) else {}
+
+
+def _replicas(obj: Mapping[str, Any] | None) -> int | None:
+    spec = obj.get("spec") if obj else None
+    value = spec.get("replicas") if isinstance(spec, Mapping) else None
+    if value is None:
+        return 0 if spec is not None else None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise WorkloadError(f"spec.replicas must be a non-negative integer, not {value!r}")
+    return value
+
+
+def prepare(req: AdmissionRequest, policy: Policy) -> Plan:
+    identity = policy.identity(req.username, req.groups)
+    action = classify(req)
+    plan = Plan(request=req, identity=identity, action=action)
+    if action is None:
+        return replace(plan, early=_pass(None, "not a governed action"))
+    if req.namespace in policy.exempt_namespaces:
+        return replace(plan, early=_pass(action, f"namespace {req.namespace} is exempt"))
+    if action in (Action.EXEC, Action.KILL) and req.sub_resource:
+        return replace(plan, key=("pods", req.namespace, req.name))
+    try:
+        return _prepare_object(plan, policy)
+    except WorkloadError as exc:
+        return replace(plan, early=_unreadable(plan, str(exc)))
+
+
+def _prepare_object(plan: Plan, policy: Policy) -> Plan:
+    req = plan.request
+    if req.sub_resource == "scale":
+        return replace(
+            plan,
+            key=(req.resource_key, req.namespace, req.name),
+            replicas=_replicas(req.obj),
+            old_replicas=_replicas(req.old_obj),
+        )
+    old_gpus = 0
+    if req.old_obj is not None:
+        try:
+            old_gpus = read_workload(req.old_obj, req.kind.group, req.kind.kind, policy.gpu).gpus
+        except WorkloadError:
+            old_gpus = 0  # the API server stored it; an unreadable old object asks for nothing new
+    workload = None
+    if req.obj is not None and plan.action is not Action.KILL:
+        workload = read_workload(req.obj, req.kind.group, req.kind.kind, policy.gpu, req.namespace, req.name)
+    name = req.name or (workload.name if workload else "")
+    plan = replace(plan, key=(req.resource_key, req.namespace, name), workload=workload, old_gpus=old_gpus)
+    if plan.action is Action.LAUNCH:
+        assert workload is not None
+        if workload.gpus == 0:
+            return replace(plan, early=_pass(Action.LAUNCH, "asks for no GPUs"))
+        requested = _annotations(req.obj).get(TEAM_ANNOTATION)
+        ident = plan.identity
+        team = requested if isinstance(requested, str) and requested in ident.teams else ident.default_team
+        return replace(plan, owner=ident.user, team=team)
+    return plan
+
+
+def _unreadable(plan: Plan, why: str) -> Decision:
+    message = (
+        f"gpu-gateway: denied {plan.action.value if plan.action else 'request'} of "
+        f"{plan.display_kind} {plan.display_ref}: cannot read the object: {why}. "
+        f"{RULES['unreadable-object']}"
+    )
+    return Decision(
+        allowed=False, rule="unreadable-object", reason=message, action=plan.action, audited=True
+    )
+
+
+def shape_of(req: AdmissionRequest, workload: Workload) -> str:
+    """JSON kept with a reservation: pod sets and GPUs per unit of `spec.replicas`, if any."""
+    replicas = _replicas(req.obj)
+    unit = None
+    if replicas and workload.gpus % replicas == 0:
+        unit = workload.gpus // replicas
+    sets = [[ps.name, ps.count, ps.gpus_each] for ps in workload.pod_sets]
+    return json.dumps({"unit": unit, "sets": sets}, separators=(",", ":"))
+
+
+# ------------------------------------------------------------------ decide
+
+
+def decide(plan: Plan, policy: Policy, facts: Facts) -> Decision:
+    """Decide a prepared request given the ledger's facts. Pure: no I/O, no clock."""
+    if plan.early is not None:
+        return plan.early
+    action = plan.action
+    if action is Action.LAUNCH:
+        return _launch(plan, policy, facts)
+    if action is Action.MODIFY:
+        return _modify(plan, policy, facts)
+    return _touch(plan, policy, facts)
+
+
+def _violation(policy: Policy, rule: str, message: str) -> Violation:
+    return Violation(rule, policy.mode(rule), message)
+
+
+def _conclude(
+    plan: Plan,
+    violations: list[Violation],
+    *,
+    allow_rule: str,
+    allow_reason: str,
+    gpus: int,
+    reserve: Reservation | None = None,
+    release: bool = False,
+    owner: str = "",
+    team: str = "",
+) -> Decision:
+    action = plan.action
+    assert action is not None
+    what = f"{action.value} of {plan.display_kind} {plan.display_ref}"
+    base = Decision(
+        allowed=True, rule=allow_rule, reason=allow_reason, action=action, gpus=gpus,
+        audited=True, violations=tuple(violations), owner=owner, team=team,
+    )
+    deny = next((v for v in violations if v.mode is Mode.ENFORCE), None)
+    if deny is not None:
+        message = f"gpu-gateway: denied {what}: {deny.message}. {RULES.get(deny.rule, '')}".strip()
+        return replace(base, allowed=False, rule=deny.rule, reason=message, mode=Mode.ENFORCE)
+    if violations:
+        first = violations[0]
+        warnings = tuple(
+            f"gpu-gateway: {what} would be denied by rule {v.rule}: {v.message}"
+            for v in violations if v.mode is Mode.WARN
+        )
+        reason = "; ".join(f"would deny ({v.rule}, {v.mode.value}): {v.message}" for v in violations)
+        return replace(
+            base, rule=first.rule, mode=first.mode, reason=reason, warnings=warnings,
+            reserve=reserve, release=release,
+        )
+    return replace(base, reserve=reserve, release=release)
+
+
+def _owner_spoofs(obj: Any, workload: Workload, user: str) -> Iterator[str]:
+    """Owner annotations in the object or any of its pod templates naming someone else."""
+    for pointer in ("", *(ps.template_path or "" for ps in workload.pod_sets)):
+        value = _annotations(obj, pointer).get(OWNER_ANNOTATION)
+        if value not in (None, "", user):
+            yield str(value)
+
+
+def _priority_classes(obj: Any, workload: Workload) -> set[str]:
+    found: set[str] = set()
+    spec = obj.get("spec") if isinstance(obj, Mapping) else None
+    if isinstance(spec, Mapping) and isinstance(spec.get("priorityClassName"), str):
+        found.add(spec["priorityClassName"])
+    for ps in workload.pod_sets:
+        if ps.template_path is None or ps.gpus == 0:
+            continue
+        node: Any = obj
+        for token in [t for t in ps.template_path.split("/") if t]:
+            node = node.get(token.replace("~1", "/").replace("~0", "~")) if isinstance(node, Mapping) else None
+        pod_spec = node.get("spec") if isinstance(node, Mapping) else None
+        value = pod_spec.get("priorityClassName") if isinstance(pod_spec, Mapping) else None
+        found.add(value if isinstance(value, str) else "")
+    return found
+
+
+def _size_checks(plan: Plan, policy: Policy, workload: Workload, violations: list[Violation]) -> None:
+    ident = plan.identity
+    limits = policy.role_limits(ident.role)
+    allowed = limits.priority_classes
+    if allowed is not None:
+        bad = sorted(_priority_classes(plan.request.obj, workload) - allowed)
+        if bad:
+            names = ", ".join(repr(c) if c else "(none)" for c in sorted(allowed)) or "none"
+            violations.append(_violation(policy, "priority-class",
+                f"{ident.describe()} may not use priority class {', '.join(bad)} (allowed: {names})"))
+    cap = limits.max_gpus_per_workload
+    if cap is not None and workload.gpus > cap:
+        verb = "launch" if plan.action is Action.LAUNCH else "run"
+        violations.append(_violation(policy, "workload-gpu-limit",
+            f"{ident.describe()} may {verb} at most {cap} GPUs per workload; this one asks for "
+            f"{workload.gpus} ({workload.describe_gpus()})"))
+
+
+def _quota_checks(
+    policy: Policy, facts: Facts, *, asked: int, owner: str, owner_role: str | None, team: str,
+    violations: list[Violation],
+) -> None:
+    broken = check_caps(
+        asked, facts.usage,
+        user_cap=policy.role_limits(owner_role).max_concurrent_gpus,
+        team_cap=policy.team_cap(team),
+    )
+    for b in broken:
+        who = f"user {owner} (role {owner_role or 'none'})" if b.scope == "user" else f"team {team}"
+        violations.append(_violation(policy, f"{b.scope}-quota",
+            f"{who} may hold at most {b.cap} GPUs at once; {b.used} are in use and this asks "
+            f"for {b.asked} more"))
+
+
+def _launch(plan: Plan, policy: Policy, facts: Facts) -> Decision:
+    req, ident, workload = plan.request, plan.identity, plan.workload
+    assert workload is not None
+    shape = shape_of(req, workload)
+    if ident.trusted_controller:
+        ann = _annotations(req.obj)
+        owner, team = str(ann.get(OWNER_ANNOTATION, "")), str(ann.get(TEAM_ANNOTATION, ""))
+        return Decision(
+            allowed=True, rule="trusted-controller", action=plan.action, gpus=workload.gpus,
+            reason=f"created by controller {ident.user} for {owner or 'an unrecorded owner'}",
+            reserve=Reservation(owner, team, "", workload.gpus, charged=False, shape=shape),
+            owner=owner, team=team,
+        )
+    violations: list[Violation] = []
+    if ident.role is None or not policy.may(ident.role, "launch", "own"):
+        violations.append(_violation(policy, "no-role",
+            f"{ident.describe()} may not launch GPU workloads; this one asks for "
+            f"{workload.gpus} ({workload.describe_gpus()})"))
+    spoofed = sorted(set(_owner_spoofs(req.obj, workload, ident.user)))
+    if spoofed:
+        violations.append(_violation(policy, "owner-annotation",
+            f"the object names {', '.join(spoofed)} as owner, but {ident.user} is creating it"))
+    requested = _annotations(req.obj).get(TEAM_ANNOTATION)
+    if requested not in (None, "") and requested not in ident.teams:
+        mine = ", ".join(ident.teams) or "none"
+        violations.append(_violation(policy, "team-annotation",
+            f"{ident.describe()} is not in team {requested} (their teams: {mine})"))
+    _size_checks(plan, policy, workload, violations)
+    _quota_checks(policy, facts, asked=workload.gpus, owner=plan.owner, owner_role=ident.role,
+                  team=plan.team, violations=violations)
+    return _conclude(
+        plan, violations, allow_rule="role-limits",
+        allow_reason=f"{ident.describe()} may launch {workload.gpus} GPUs ({workload.describe_gpus()})",
+        gpus=workload.gpus,
+        reserve=Reservation(plan.owner, plan.team, ident.role or "", workload.gpus, True, shape),
+        owner=plan.owner, team=plan.team,
+    )
+
+
+def _new_gpus(plan: Plan, target: Target | None) -> int | None:
+    """GPUs after the change, or None when a scale cannot be computed from the record."""
+    if plan.request.sub_resource != "scale":
+        return plan.workload.gpus if plan.workload else 0
+    if target is None or plan.replicas is None:
+        return None
+    unit = json.loads(target.shape or "{}").get("unit")
+    if isinstance(unit, int):
+        return unit * plan.replicas
+    if plan.old_replicas and target.gpus % plan.old_replicas == 0:
+        return target.gpus // plan.old_replicas * plan.replicas
+    return None
+
+
+def _ownership(plan: Plan, policy: Policy, target: Target, verb: str, violations: list[Violation]) -> None:
+    ident = plan.identity
+    rel = relation(ident, target.owner, target.team)
+    if policy.may(ident.role, verb, rel):
+        return
+    widest = policy.widest_scope(ident.role, verb)
+    can = f"may {verb} only {_SCOPE_PHRASE[widest]}" if widest else f"may not {verb} GPU workloads"
+    team = f" (team {target.team})" if target.team else ""
+    violations.append(_violation(policy, "ownership",
+        f"{ident.describe()} {can}; {plan.display_kind} {plan.display_ref} belongs to "
+        f"{target.owner or 'nobody recorded'}{team}"))
+
+
+def _unowned(plan: Plan, policy: Policy, gpus: int, violations: list[Violation]) -> None:
+    ident = plan.identity
+    if ident.role not in policy.unowned_roles:
+        violations.append(_violation(policy, "unowned-workload",
+            f"{ident.describe()} may not {plan.action.value if plan.action else 'change'} a GPU "
+            f"workload ({gpus} GPUs) that has no recorded owner"))
+
+
+def _modify(plan: Plan, policy: Policy, facts: Facts) -> Decision:
+    req, ident, target = plan.request, plan.identity, facts.target
+    new_gpus = _new_gpus(plan, target)
+    if new_gpus is None:
+        if target is None:
+            return _pass(Action.MODIFY, "scale of a workload the gateway did not admit")
+        return _unreadable(plan, "cannot compute the GPUs after this scale")
+    old_gpus = target.gpus if target else plan.old_gpus
+    if target is None and old_gpus == 0:
+        if new_gpus == 0:
+            return _pass(Action.MODIFY, "asks for no GPUs")
+        # A workload that starts asking for GPUs is a launch by whoever makes it do so.
+        ann = _annotations(req.obj).get(TEAM_ANNOTATION)
+        team = ann if isinstance(ann, str) and ann in ident.teams else ident.default_team
+        return _launch(replace(plan, owner=ident.user, team=team), policy, facts)
+    if ident.trusted_controller:
+        return Decision(allowed=True, rule="trusted-controller", action=Action.MODIFY,
+                        gpus=new_gpus, reason=f"updated by controller {ident.user}")
+    violations: list[Violation] = []
+    if target is None:
+        _unowned(plan, policy, max(old_gpus, new_gpus), violations)
+        return _conclude(plan, violations, allow_rule="unowned-workload", gpus=new_gpus,
+                         allow_reason=f"{ident.describe()} may change workloads with no recorded owner")
+    _ownership(plan, policy, target, "modify", violations)
+    owner, team = target.owner, target.team
+    if req.sub_resource != "scale" and plan.workload is not None:
+        old_ann, new_ann = _annotations(req.old_obj), _annotations(req.obj)
+        changed = any(old_ann.get(k) != new_ann.get(k) for k in (OWNER_ANNOTATION, TEAM_ANNOTATION))
+        changed = changed or any(
+            _annotations(req.obj, ps.template_path).get(OWNER_ANNOTATION) not in (None, old_ann.get(OWNER_ANNOTATION))
+            for ps in plan.workload.pod_sets if ps.template_path
+        )
+        if changed:
+            if policy.may(ident.role, "reassign", relation(ident, target.owner, target.team)):
+                owner = str(new_ann.get(OWNER_ANNOTATION) or owner)
+                team = str(new_ann.get(TEAM_ANNOTATION) or team)
+            else:
+                violations.append(_violation(policy, "owner-annotation",
+                    f"{ident.describe()} may not change the owner or team of a workload"))
+        if new_gpus > old_gpus:
+            _size_checks(plan, policy, plan.workload, violations)
+    elif new_gpus > old_gpus:
+        cap = policy.role_limits(ident.role).max_gpus_per_workload
+        if cap is not None and new_gpus > cap:
+            violations.append(_violation(policy, "workload-gpu-limit",
+                f"{ident.describe()} may run at most {cap} GPUs per workload; this scale asks for "
+                f"{new_gpus} ({plan.replicas} replicas)"))
+    if target.charged and new_gpus > old_gpus:
+        _quota_checks(policy, facts, asked=new_gpus, owner=owner, owner_role=target.role,
+                      team=team, violations=violations)
+    shape = shape_of(req, plan.workload) if plan.workload is not None else target.shape
+    if req.sub_resource == "scale":
+        data = json.loads(target.shape or "{}")
+        shape = json.dumps(data, separators=(",", ":"))
+    return _conclude(
+        plan, violations, allow_rule="ownership",
+        allow_reason=f"{ident.describe()} may modify {target.owner}'s workload "
+                     f"({old_gpus} → {new_gpus} GPUs)",
+        gpus=new_gpus,
+        reserve=Reservation(owner, team, target.role, new_gpus, target.charged, shape),
+        owner=owner, team=team,
+    )
+
+
+def _touch(plan: Plan, policy: Policy, facts: Facts) -> Decision:
+    """Kill and exec: who may touch a running workload or pod."""
+    ident, target, action = plan.identity, facts.target, plan.action
+    assert action is not None
+    if target is None:
+        if action is Action.EXEC or plan.old_gpus == 0:
+            return _pass(action, "not a GPU workload the gateway admitted")
+        if ident.trusted_controller:
+            return _pass(action, f"controller {ident.user}")
+        violations: list[Violation] = []
+        _unowned(plan, policy, plan.old_gpus, violations)
+        return _conclude(plan, violations, allow_rule="unowned-workload", gpus=plan.old_gpus,
+                         allow_reason=f"{ident.describe()} may change workloads with no recorded owner")
+    release = action is Action.KILL
+    if ident.trusted_controller:
+        return Decision(allowed=True, rule="trusted-controller", action=action, gpus=target.gpus,
+                        reason=f"controller {ident.user}", release=release,
+                        owner=target.owner, team=target.team)
+    violations = []
+    _ownership(plan, policy, target, action.value, violations)
+    rel = relation(ident, target.owner, target.team)
+    return _conclude(
+        plan, violations, allow_rule="ownership", gpus=target.gpus, release=release,
+        allow_reason=f"{ident.describe()} may {action.value} {_SCOPE_PHRASE[rel] if rel != 'any' else 'any workload'}",
+        owner=target.owner, team=target.team,
+    )

@@ -1,0 +1,70 @@
+"""Decisions as values that carry their reasons."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+
+
+class Mode(str, Enum):
+    """How a rule acts when it is violated."""
+
+    ENFORCE = "enforce"
+    """Deny the request."""
+    WARN = "warn"
+    """Allow, with an AdmissionReview warning the user sees in kubectl; audited."""
+    DRY_RUN = "dry-run"
+    """Allow silently; the audit log records what would have been denied."""
+
+
+class Action(str, Enum):
+    LAUNCH = "launch"
+    MODIFY = "modify"
+    KILL = "kill"
+    EXEC = "exec"
+
+
+@dataclass(frozen=True, slots=True)
+class Violation:
+    rule: str
+    mode: Mode
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    """What the ledger must hold for the target once the request is admitted."""
+
+    owner: str
+    team: str
+    role: str
+    gpus: int
+    charged: bool
+    """False for pods whose GPUs were already reserved with their workload."""
+    shape: str = "{}"
+    """JSON of the workload's shape (pod sets, GPUs per replica), kept to decide scales later."""
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    allowed: bool
+    rule: str
+    """The rule that decided: the violated rule on a deny, else the rule that allowed."""
+    reason: str
+    mode: Mode = Mode.ENFORCE
+    action: Action | None = None
+    """None when the request is not a governed action (passed untouched, not audited)."""
+    gpus: int = 0
+    audited: bool = False
+    warnings: tuple[str, ...] = ()
+    violations: tuple[Violation, ...] = field(default_factory=tuple)
+    reserve: Reservation | None = None
+    """Set on an admitted launch or modify: the ledger row to write (replacing any old one)."""
+    release: bool = False
+    """True on an admitted kill of a recorded target: the ledger row to drop."""
+    owner: str = ""
+    team: str = ""
+
+    @property
+    def verdict(self) -> str:
+        return "allowed" if self.allowed else "denied"

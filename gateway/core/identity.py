@@ -1,0 +1,66 @@
+"""Who is asking: the identity the API server vouches for, resolved to one role and teams.
+
+Only `request.userInfo` is used. Nothing the requester wrote in the object names them,
+except the choice among their own teams (validated by policy).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    user: str
+    groups: tuple[str, ...]
+    role: str | None
+    """The most privileged role the user holds (by the bundle's role order), None if none."""
+    teams: tuple[str, ...]
+    """Teams from groups with the team prefix, sorted; the first is the default team."""
+    trusted_controller: bool = False
+    """A controller service account whose objects belong to the owner stamped on them."""
+
+    @property
+    def default_team(self) -> str:
+        return self.teams[0] if self.teams else ""
+
+    def describe(self) -> str:
+        return f"user {self.user} (role {self.role or 'none'})"
+
+
+def subjects(user: str, groups: Iterable[str]) -> list[str]:
+    """The casbin subjects a Kubernetes identity stands for: `user:NAME` and `group:NAME`."""
+    return [f"user:{user}", *(f"group:{g}" for g in groups)]
+
+
+def resolve_identity(
+    user: str,
+    groups: Iterable[str],
+    *,
+    bindings: Mapping[str, frozenset[str]],
+    role_order: tuple[str, ...],
+    team_prefix: str,
+    trusted_controllers: frozenset[str],
+) -> Identity:
+    groups = tuple(groups)
+    held: set[str] = set()
+    for subject in subjects(user, groups):
+        held |= bindings.get(subject, frozenset())
+    role = next((r for r in role_order if r in held), None)
+    teams = tuple(sorted({g[len(team_prefix):] for g in groups if g.startswith(team_prefix)} - {""}))
+    return Identity(
+        user=user,
+        groups=groups,
+        role=role,
+        teams=teams,
+        trusted_controller=is_trusted(user, trusted_controllers),
+    )
+
+
+def is_trusted(user: str, patterns: frozenset[str]) -> bool:
+    """Whether `user` matches a trusted-controller name or shell-style pattern."""
+    if user in patterns:
+        return True
+    return any("*" in p and fnmatch.fnmatchcase(user, p) for p in patterns)

@@ -1,0 +1,133 @@
+"""The policy in force, as plain data compiled from the operator's bundle.
+
+casbin (model.conf + policy.csv) stays the source of truth an operator edits; the bundle
+loader evaluates it once per (role, action, scope) into `permissions` so that the hot
+path is a set lookup. Numeric limits live in typed data beside it (limits.yaml).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from gateway.core.decision import Mode
+from gateway.core.identity import Identity, resolve_identity
+from gateway.core.workloads import DEFAULT_GPU_RESOURCES, GpuMatcher
+
+OWNER_ANNOTATION = "gpu-gateway.io/owner"
+TEAM_ANNOTATION = "gpu-gateway.io/team"
+
+#: How the requester relates to a target, narrowest first. A permission on a wider scope
+#: covers the narrower ones (`any` ⊃ `team` ⊃ `own`).
+SCOPES = ("own", "team", "any")
+
+#: casbin actions. `reassign` is changing a workload's owner or team annotations.
+POLICY_ACTIONS = ("launch", "modify", "kill", "exec", "reassign")
+
+#: Every rule that can deny, with the hint a denial message ends with.
+RULES: dict[str, str] = {
+    "unreadable-object": "Fix the object so that it can be read; the gateway never admits what it cannot read.",
+    "no-role": "Ask a cluster administrator to add you to a GPU group (for example gpu-researchers).",
+    "owner-annotation": "Remove the gpu-gateway.io/owner and gpu-gateway.io/team annotations; the gateway sets them.",
+    "team-annotation": "Set gpu-gateway.io/team to one of your own teams, or leave it out.",
+    "priority-class": "Use a priority class your role may use, or ask a lead.",
+    "workload-gpu-limit": "Ask a lead for an exception.",
+    "user-quota": "Wait for your running workloads to finish, or delete one you no longer need.",
+    "team-quota": "Ask your team lead to free GPUs or an administrator to raise the team cap.",
+    "ownership": "Ask the owner, a lead of the owning team or an administrator.",
+    "unowned-workload": "This workload predates the gateway's records; ask an administrator.",
+}
+
+#: Rules whose mode cannot be relaxed: an object the gateway cannot read is never admitted.
+ALWAYS_ENFORCED = frozenset({"unreadable-object"})
+
+
+@dataclass(frozen=True, slots=True)
+class RoleLimits:
+    max_gpus_per_workload: int | None = None
+    """Largest workload (total GPUs, worst case) the role may launch; None is unlimited."""
+    max_concurrent_gpus: int | None = None
+    """GPUs one user of the role may hold at once across workloads; None is unlimited."""
+    priority_classes: frozenset[str] | None = None
+    """Priority classes the role may use ("" is none set); None allows every class."""
+
+
+@dataclass(frozen=True)
+class Policy:
+    bindings: Mapping[str, frozenset[str]]
+    """casbin subject (`group:NAME`, `user:NAME`) → every role it holds, inheritance resolved."""
+    role_order: tuple[str, ...]
+    """Roles from most to least privileged; a user's role is the first one they hold."""
+    permissions: frozenset[tuple[str, str, str]]
+    """(role, action, scope) triples that casbin allows."""
+    limits: Mapping[str, RoleLimits] = field(default_factory=dict)
+    team_caps: Mapping[str, int] = field(default_factory=dict)
+    default_team_cap: int | None = None
+    team_prefix: str = "team:"
+    exempt_namespaces: frozenset[str] = frozenset({"kube-system"})
+    trusted_controllers: frozenset[str] = frozenset()
+    gpu_resources: tuple[str, ...] = DEFAULT_GPU_RESOURCES
+    modes: Mapping[str, Mode] = field(default_factory=dict)
+    unowned_roles: frozenset[str] = frozenset()
+    """Roles that may modify or kill a GPU workload the ledger has no owner for."""
+    version: str = ""
+    """Digest of the bundle this was compiled from, recorded with every audit row."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "gpu", GpuMatcher(self.gpu_resources))
+        object.__setattr__(self, "_identity_cache", {})
+
+    gpu: GpuMatcher = field(init=False, repr=False, compare=False)
+
+    def identity(self, user: str, groups: tuple[str, ...]) -> Identity:
+        cache: dict[tuple[str, tuple[str, ...]], Identity] = self._identity_cache  # type: ignore[attr-defined]
+        key = (user, groups)
+        hit = cache.get(key)
+        if hit is None:
+            hit = resolve_identity(
+                user,
+                groups,
+                bindings=self.bindings,
+                role_order=self.role_order,
+                team_prefix=self.team_prefix,
+                trusted_controllers=self.trusted_controllers,
+            )
+            if len(cache) > 100_000:
+                cache.clear()
+            cache[key] = hit
+        return hit
+
+    def mode(self, rule: str) -> Mode:
+        if rule in ALWAYS_ENFORCED:
+            return Mode.ENFORCE
+        return self.modes.get(rule, Mode.ENFORCE)
+
+    def role_limits(self, role: str | None) -> RoleLimits:
+        return self.limits.get(role or "", RoleLimits())
+
+    def team_cap(self, team: str) -> int | None:
+        if not team:
+            return None
+        return self.team_caps.get(team, self.default_team_cap)
+
+    def may(self, role: str | None, action: str, scope: str) -> bool:
+        """Whether `role` may do `action` on a target at `scope` (or any wider scope)."""
+        if role is None:
+            return False
+        start = SCOPES.index(scope)
+        return any((role, action, s) in self.permissions for s in SCOPES[start:])
+
+    def widest_scope(self, role: str | None, action: str) -> str | None:
+        for s in reversed(SCOPES):
+            if role is not None and (role, action, s) in self.permissions:
+                return s
+        return None
+
+
+def relation(identity: Identity, owner: str, team: str) -> str:
+    """`own`, `team` or `any`: how the requester relates to a target's owner and team."""
+    if owner and owner == identity.user:
+        return "own"
+    if team and team in identity.teams:
+        return "team"
+    return "any"

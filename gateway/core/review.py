@@ -1,0 +1,163 @@
+"""AdmissionReview v1 → AdmissionRequest, and AdmissionRequest + Decision → response.
+
+Only the fields gpu-gateway decides on are kept. Anything that does not look like an
+admission.k8s.io/v1 AdmissionReview raises ReviewError: the caller answers with a deny.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateway.errors import ReviewError
+
+OPERATIONS = frozenset({"CREATE", "UPDATE", "DELETE", "CONNECT"})
+
+
+@dataclass(frozen=True, slots=True)
+class GroupVersionKind:
+    group: str
+    version: str
+    kind: str
+
+
+@dataclass(frozen=True, slots=True)
+class AdmissionRequest:
+    """The parts of `AdmissionReview.request` that decisions read."""
+
+    uid: str
+    kind: GroupVersionKind
+    resource: str
+    sub_resource: str
+    namespace: str
+    name: str
+    operation: str
+    username: str
+    groups: tuple[str, ...]
+    obj: Mapping[str, Any] | None = None
+    old_obj: Mapping[str, Any] | None = None
+    dry_run: bool = False
+    resource_group: str = ""
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def resource_key(self) -> str:
+        """`resource.group` (e.g. `pytorchjobs.kubeflow.org`, `pods`): the ledger's kind key."""
+        return f"{self.resource}.{self.resource_group}" if self.resource_group else self.resource
+
+
+def _str(mapping: Mapping[str, Any], key: str, *, required: bool = False) -> str:
+    value = mapping.get(key)
+    if value is None:
+        if required:
+            raise ReviewError(f"request.{key} is missing")
+        return ""
+    if not isinstance(value, str):
+        raise ReviewError(f"request.{key} must be a string")
+    return value
+
+
+def _object(value: Any, where: str) -> Mapping[str, Any] | None:
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise ReviewError(f"request.{where} must be an object")
+    return value
+
+
+def parse_review(body: Any) -> AdmissionRequest:
+    """Read a decoded AdmissionReview body; raise ReviewError with a clear message if it is not one."""
+    if not isinstance(body, Mapping):
+        raise ReviewError("body is not a JSON object")
+    if body.get("apiVersion") != "admission.k8s.io/v1":
+        raise ReviewError(
+            f"apiVersion {body.get('apiVersion')!r} is not supported; send admission.k8s.io/v1"
+        )
+    if body.get("kind") != "AdmissionReview":
+        raise ReviewError(f"kind {body.get('kind')!r} is not AdmissionReview")
+    req = body.get("request")
+    if not isinstance(req, Mapping):
+        raise ReviewError("request is missing")
+    uid = _str(req, "uid", required=True)
+    if not uid:
+        raise ReviewError("request.uid is empty")
+    operation = _str(req, "operation", required=True)
+    if operation not in OPERATIONS:
+        raise ReviewError(f"request.operation {operation!r} is not one of {sorted(OPERATIONS)}")
+    kind = req.get("kind")
+    if not isinstance(kind, Mapping) or not isinstance(kind.get("kind"), str):
+        raise ReviewError("request.kind is missing")
+    resource = req.get("resource")
+    if not isinstance(resource, Mapping) or not isinstance(resource.get("resource"), str):
+        raise ReviewError("request.resource is missing")
+    user = req.get("userInfo")
+    if not isinstance(user, Mapping):
+        raise ReviewError("request.userInfo is missing")
+    username = _str(user, "username")
+    groups_raw = user.get("groups") or []
+    if not isinstance(groups_raw, list) or not all(isinstance(g, str) for g in groups_raw):
+        raise ReviewError("request.userInfo.groups must be a list of strings")
+    dry_run = req.get("dryRun", False)
+    if not isinstance(dry_run, bool):
+        raise ReviewError("request.dryRun must be a boolean")
+    obj = _object(req.get("object"), "object")
+    old_obj = _object(req.get("oldObject"), "oldObject")
+    if operation in ("CREATE", "UPDATE") and obj is None:
+        raise ReviewError(f"request.object is missing for {operation}")
+    extra = user.get("extra") or {}
+    return AdmissionRequest(
+        uid=uid,
+        kind=GroupVersionKind(
+            group=str(kind.get("group") or ""),
+            version=str(kind.get("version") or ""),
+            kind=kind["kind"],
+        ),
+        resource=resource["resource"],
+        resource_group=str(resource.get("group") or ""),
+        sub_resource=_str(req, "subResource"),
+        namespace=_str(req, "namespace"),
+        name=_str(req, "name"),
+        operation=operation,
+        username=username,
+        groups=tuple(groups_raw),
+        obj=obj,
+        old_obj=old_obj,
+        dry_run=dry_run,
+        extra=extra if isinstance(extra, Mapping) else {},
+    )
+
+
+def review_uid(body: Any) -> str | None:
+    """Best-effort request UID of a body that failed to parse, so the answer can still echo it."""
+    if isinstance(body, Mapping):
+        req = body.get("request")
+        if isinstance(req, Mapping) and isinstance(req.get("uid"), str) and req["uid"]:
+            return str(req["uid"])
+    return None
+
+
+def review_response(
+    uid: str,
+    allowed: bool,
+    *,
+    message: str = "",
+    code: int | None = None,
+    warnings: tuple[str, ...] = (),
+    patch: str | None = None,
+) -> dict[str, Any]:
+    """An AdmissionReview v1 response body. `patch` is base64 of a JSONPatch document."""
+    response: dict[str, Any] = {"uid": uid, "allowed": allowed}
+    if not allowed or message:
+        response["status"] = {
+            "code": code if code is not None else (200 if allowed else 403),
+            "message": message,
+        }
+        if not allowed:
+            response["status"]["reason"] = "Forbidden"
+    if warnings:
+        response["warnings"] = list(warnings)
+    if patch is not None:
+        response["patchType"] = "JSONPatch"
+        response["patch"] = patch
+    return {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": response}

@@ -1,0 +1,451 @@
+"""Every workload kind reduced to one neutral shape: a list of pod sets.
+
+A PodSet is (name, count, GPUs per pod, where its pod template lives). Policy and quota
+speak only this shape. Each kind is a small adapter in `ADAPTERS`; a kind with no adapter
+that still carries pod templates is walked generically, so it is never silently passed.
+
+Counts are worst case where the kind allows a range (autoscaling, elastic training).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.core.quantity import MAX_GPUS, gpu_count
+from gateway.errors import WorkloadError
+
+DEFAULT_GPU_RESOURCES = ("nvidia.com/gpu", "nvidia.com/mig-*", "amd.com/gpu", "gpu.intel.com/*")
+
+#: Replica counts above this are refused as absurd before any arithmetic.
+MAX_REPLICAS = 2**31 - 1
+
+
+class GpuMatcher:
+    """Which extended resources are GPUs (shell-style patterns, e.g. `nvidia.com/mig-*`)."""
+
+    __slots__ = ("_cache", "patterns")
+
+    def __init__(self, patterns: Sequence[str] = DEFAULT_GPU_RESOURCES) -> None:
+        self.patterns = tuple(patterns)
+        self._cache: dict[str, bool] = {}
+
+    def __call__(self, resource: str) -> bool:
+        hit = self._cache.get(resource)
+        if hit is None:
+            hit = any(fnmatch.fnmatchcase(resource, p) for p in self.patterns)
+            if len(self._cache) < 10_000:
+                self._cache[resource] = hit
+        return hit
+
+
+@dataclass(frozen=True, slots=True)
+class PodSet:
+    """`count` pods from one template, each asking for `gpus_per_pod` (resource → devices).
+
+    `template_path` is the JSON pointer of the pod template (an object with metadata and
+    spec) inside the workload; "" for a bare Pod; None where the kind has no template.
+    """
+
+    name: str
+    count: int
+    gpus_per_pod: Mapping[str, int]
+    template_path: str | None
+
+    @property
+    def gpus_each(self) -> int:
+        return sum(self.gpus_per_pod.values())
+
+    @property
+    def gpus(self) -> int:
+        return self.count * self.gpus_each
+
+
+@dataclass(frozen=True, slots=True)
+class Workload:
+    kind: str
+    group: str
+    namespace: str
+    name: str
+    pod_sets: tuple[PodSet, ...]
+
+    @property
+    def gpus(self) -> int:
+        return sum(ps.gpus for ps in self.pod_sets)
+
+    @property
+    def pods(self) -> int:
+        return sum(ps.count for ps in self.pod_sets)
+
+    @property
+    def ref(self) -> str:
+        return f"{self.namespace}/{self.name}" if self.namespace else self.name
+
+    def describe_gpus(self) -> str:
+        """`1000 pods x 8 nvidia.com/gpu`: pod sets with the same per-pod GPUs are merged."""
+        merged: dict[tuple[tuple[str, int], ...], int] = {}
+        for ps in self.pod_sets:
+            if ps.gpus:
+                key = tuple(sorted((r, n) for r, n in ps.gpus_per_pod.items() if n))
+                merged[key] = merged.get(key, 0) + ps.count
+        parts = []
+        for key, count in merged.items():
+            per_pod = " + ".join(f"{n} {r}" for r, n in key)
+            parts.append(f"{count} {'pod' if count == 1 else 'pods'} x {per_pod}")
+        return ", ".join(parts) if parts else "no GPUs"
+
+
+# ---------------------------------------------------------------- pod arithmetic
+
+
+def _container_gpus(container: Any, is_gpu: GpuMatcher, where: str) -> dict[str, int]:
+    if not isinstance(container, Mapping):
+        raise WorkloadError(f"{where}: container is not an object")
+    resources = container.get("resources") or {}
+    if not isinstance(resources, Mapping):
+        raise WorkloadError(f"{where}: resources is not an object")
+    found: dict[str, int] = {}
+    for section in ("limits", "requests"):
+        values = resources.get(section) or {}
+        if not isinstance(values, Mapping):
+            raise WorkloadError(f"{where}: resources.{section} is not an object")
+        for resource, quantity in values.items():
+            if is_gpu(resource):
+                # Extended resources cannot be overcommitted: requests default to limits and
+                # must equal them. Take the larger if they differ (the API server rejects it).
+                n = gpu_count(quantity, f"{where}: {resource}")
+                if n > found.get(resource, -1):
+                    found[resource] = n
+    return found
+
+
+def _add(into: dict[str, int], more: Mapping[str, int]) -> None:
+    for r, n in more.items():
+        into[r] = into.get(r, 0) + n
+
+
+def _containers(spec: Mapping[str, Any], key: str, where: str) -> list[Any]:
+    value = spec.get(key) or []
+    if not isinstance(value, list):
+        raise WorkloadError(f"{where}.{key} is not a list")
+    return value
+
+
+def pod_gpus(spec: Any, is_gpu: GpuMatcher, where: str = "spec") -> dict[str, int]:
+    """GPUs one pod holds, as the scheduler counts them.
+
+    Effective request = max(sum of app containers + sidecars, each init container + the
+    sidecars started before it), per resource (Kubernetes' rule, sidecars included).
+    """
+    if spec is None:
+        return {}
+    if not isinstance(spec, Mapping):
+        raise WorkloadError(f"{where} is not an object")
+    app: dict[str, int] = {}
+    for i, c in enumerate(_containers(spec, "containers", where)):
+        _add(app, _container_gpus(c, is_gpu, f"{where}.containers[{i}]"))
+    sidecars: dict[str, int] = {}
+    init_peak: dict[str, int] = {}
+    for i, c in enumerate(_containers(spec, "initContainers", where)):
+        gpus = _container_gpus(c, is_gpu, f"{where}.initContainers[{i}]")
+        if isinstance(c, Mapping) and c.get("restartPolicy") == "Always":
+            _add(sidecars, gpus)
+            continue
+        for r, n in gpus.items():
+            init_peak[r] = max(init_peak.get(r, 0), n + sidecars.get(r, 0))
+    total = dict(app)
+    _add(total, sidecars)
+    for r, n in init_peak.items():
+        total[r] = max(total.get(r, 0), n)
+    return {r: n for r, n in total.items() if n}
+
+
+# ---------------------------------------------------------------- field helpers
+
+
+def _get(obj: Any, *path: str | int) -> Any:
+    for key in path:
+        if isinstance(key, int):
+            if not isinstance(obj, list) or key >= len(obj):
+                return None
+            obj = obj[key]
+        else:
+            if not isinstance(obj, Mapping):
+                return None
+            obj = obj.get(key)
+    return obj
+
+
+def _count(value: Any, default: int, where: str) -> int:
+    """A replica-like count: missing means the Kubernetes default; negative or absurd is refused."""
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise WorkloadError(f"{where} must be an integer, not {value!r}")
+    if value < 0:
+        raise WorkloadError(f"{where} must not be negative ({value})")
+    if value > MAX_REPLICAS:
+        raise WorkloadError(f"{where} is absurdly large ({value})")
+    return value
+
+
+def _template_spec(template: Any) -> Any:
+    return template.get("spec") if isinstance(template, Mapping) else None
+
+
+def _job_pods(job_spec: Any, where: str) -> int:
+    """Pods a batch/v1 Job runs at once: parallelism (default 1), capped by completions."""
+    parallelism = _count(_get(job_spec, "parallelism"), 1, f"{where}.parallelism")
+    completions = _get(job_spec, "completions")
+    if completions is not None:
+        parallelism = min(parallelism, _count(completions, 1, f"{where}.completions"))
+    return parallelism
+
+
+RawPodSet = tuple[str, int, str | None, Any]  # name, count, template path, pod spec
+
+
+def _pod(obj: Mapping[str, Any]) -> list[RawPodSet]:
+    return [("pod", 1, "", obj.get("spec"))]
+
+
+def _replicated(obj: Mapping[str, Any]) -> list[RawPodSet]:
+    spec = obj.get("spec")
+    n = _count(_get(spec, "replicas"), 1, "spec.replicas")
+    return [("main", n, "/spec/template", _get(spec, "template", "spec"))]
+
+
+def _job(obj: Mapping[str, Any]) -> list[RawPodSet]:
+    spec = obj.get("spec")
+    return [("main", _job_pods(spec, "spec"), "/spec/template", _get(spec, "template", "spec"))]
+
+
+def _cronjob(obj: Mapping[str, Any]) -> list[RawPodSet]:
+    job_spec = _get(obj, "spec", "jobTemplate", "spec")
+    n = _job_pods(job_spec, "spec.jobTemplate.spec")
+    return [("main", n, "/spec/jobTemplate/spec/template", _get(job_spec, "template", "spec"))]
+
+
+def _jobset(obj: Mapping[str, Any]) -> list[RawPodSet]:
+    sets: list[RawPodSet] = []
+    rjobs = _get(obj, "spec", "replicatedJobs") or []
+    if not isinstance(rjobs, list):
+        raise WorkloadError("spec.replicatedJobs is not a list")
+    for i, rj in enumerate(rjobs):
+        where = f"spec.replicatedJobs[{i}]"
+        replicas = _count(_get(rj, "replicas"), 1, f"{where}.replicas")
+        job_spec = _get(rj, "template", "spec")
+        pods = _job_pods(job_spec, f"{where}.template.spec")
+        name = str(_get(rj, "name") or i)
+        path = f"/spec/replicatedJobs/{i}/template/spec/template"
+        sets.append((name, replicas * pods, path, _get(job_spec, "template", "spec")))
+    return sets
+
+
+def _kubeflow(obj: Mapping[str, Any]) -> list[RawPodSet]:
+    """PyTorchJob, MPIJob, TFJob, XGBoostJob, PaddleJob, JAXJob: `spec.<x>ReplicaSpecs`."""
+    spec = obj.get("spec")
+    if not isinstance(spec, Mapping):
+        return []
+    elastic_max = _get(spec, "elasticPolicy", "maxReplicas")
+    sets: list[RawPodSet] = []
+    for key, roles in spec.items():
+        if not key.endswith("ReplicaSpecs"):
+            continue
+        if not isinstance(roles, Mapping):
+            raise WorkloadError(f"spec.{key} is not an object")
+        for role, rs in roles.items():
+            where = f"spec.{key}.{role}"
+            n = _count(_get(rs, "replicas"), 1, f"{where}.replicas")
+            if elastic_max is not None and role == "Worker":
+                n = max(n, _count(elastic_max, 1, "spec.elasticPolicy.maxReplicas"))
+            path = f"/spec/{key}/{role}/template"
+            sets.append((str(role), n, path, _get(rs, "template", "spec")))
+    return sets
+
+
+def _trainjob(obj: Mapping[str, Any]) -> list[RawPodSet]:
+    """Kubeflow Trainer v2: numNodes x resourcesPerNode; the pod template is in the runtime."""
+    trainer = _get(obj, "spec", "trainer")
+    nodes = _count(_get(trainer, "numNodes"), 1, "spec.trainer.numNodes")
+    per_node = _get(trainer, "resourcesPerNode")
+    fake_spec = {"containers": [{"resources": per_node}]} if per_node is not None else None
+    return [("node", nodes, None, fake_spec)]
+
+
+def _ray_cluster(cluster: Any, prefix: str, where: str) -> list[RawPodSet]:
+    if cluster is None:
+        return []
+    autoscaling = bool(_get(cluster, "enableInTreeAutoscaling"))
+    sets: list[RawPodSet] = [
+        ("head", 1, f"{prefix}/headGroupSpec/template", _get(cluster, "headGroupSpec", "template", "spec"))
+    ]
+    groups = _get(cluster, "workerGroupSpecs") or []
+    if not isinstance(groups, list):
+        raise WorkloadError(f"{where}.workerGroupSpecs is not a list")
+    for i, g in enumerate(groups):
+        w = f"{where}.workerGroupSpecs[{i}]"
+        n = max(
+            _count(_get(g, "replicas"), 0, f"{w}.replicas"),
+            _count(_get(g, "minReplicas"), 0, f"{w}.minReplicas"),
+        )
+        if autoscaling:
+            n = max(n, _count(_get(g, "maxReplicas"), MAX_REPLICAS, f"{w}.maxReplicas"))
+        hosts = _count(_get(g, "numOfHosts"), 1, f"{w}.numOfHosts")
+        name = str(_get(g, "groupName") or i)
+        path = f"{prefix}/workerGroupSpecs/{i}/template"
+        sets.append((name, n * hosts, path, _get(g, "template", "spec")))
+    return sets
+
+
+def _raycluster(obj: Mapping[str, Any]) -> list[RawPodSet]:
+    return _ray_cluster(obj.get("spec"), "/spec", "spec")
+
+
+def _rayjob(obj: Mapping[str, Any]) -> list[RawPodSet]:
+    sets = _ray_cluster(_get(obj, "spec", "rayClusterSpec"), "/spec/rayClusterSpec", "spec.rayClusterSpec")
+    submitter = _get(obj, "spec", "submitterPodTemplate")
+    if submitter is not None:
+        sets.append(("submitter", 1, "/spec/submitterPodTemplate", _template_spec(submitter)))
+    return sets
+
+
+def _rayservice(obj: Mapping[str, Any]) -> list[RawPodSet]:
+    return _ray_cluster(_get(obj, "spec", "rayClusterConfig"), "/spec/rayClusterConfig", "spec.rayClusterConfig")
+
+
+def _volcano(obj: Mapping[str, Any]) -> list[RawPodSet]:
+    tasks = _get(obj, "spec", "tasks") or []
+    if not isinstance(tasks, list):
+        raise WorkloadError("spec.tasks is not a list")
+    sets: list[RawPodSet] = []
+    for i, t in enumerate(tasks):
+        n = _count(_get(t, "replicas"), 1, f"spec.tasks[{i}].replicas")
+        name = str(_get(t, "name") or i)
+        sets.append((name, n, f"/spec/tasks/{i}/template", _get(t, "template", "spec")))
+    return sets
+
+
+def _leaderworkerset(obj: Mapping[str, Any]) -> list[RawPodSet]:
+    spec = obj.get("spec")
+    groups = _count(_get(spec, "replicas"), 1, "spec.replicas")
+    lwt = _get(spec, "leaderWorkerTemplate")
+    size = _count(_get(lwt, "size"), 1, "spec.leaderWorkerTemplate.size")
+    base = "/spec/leaderWorkerTemplate"
+    worker = _get(lwt, "workerTemplate", "spec")
+    if _get(lwt, "leaderTemplate") is None:
+        return [("worker", groups * size, f"{base}/workerTemplate", worker)]
+    return [
+        ("leader", groups, f"{base}/leaderTemplate", _get(lwt, "leaderTemplate", "spec")),
+        ("worker", groups * max(size - 1, 0), f"{base}/workerTemplate", worker),
+    ]
+
+
+_MULTIPLIERS = ("replicas", "parallelism", "maxReplicas", "numNodes", "size")
+
+
+def _generic(obj: Mapping[str, Any]) -> list[RawPodSet]:
+    """Any object: every nested pod template, times the replica-like counts above it."""
+    if isinstance(_get(obj, "spec", "containers"), list):
+        return [("pod", 1, "", obj.get("spec"))]
+    sets: list[RawPodSet] = []
+
+    def walk(node: Any, path: str, mult: int, depth: int) -> None:
+        if depth > 32:
+            raise WorkloadError("object is nested too deeply to read")
+        if isinstance(node, Mapping):
+            here = mult
+            for key in _MULTIPLIERS:
+                value = node.get(key)
+                if isinstance(value, int) and not isinstance(value, bool):
+                    here = mult * _count(value, 1, f"{path or '/'}.{key}")
+                    break
+            for key, child in node.items():
+                child_path = f"{path}/{_escape(str(key))}"
+                if isinstance(child, Mapping) and isinstance(_get(child, "spec", "containers"), list):
+                    sets.append((child_path.rsplit("/", 1)[-1], here, child_path, child["spec"]))
+                else:
+                    walk(child, child_path, here, depth + 1)
+        elif isinstance(node, list):
+            for i, item in enumerate(node):
+                walk(item, f"{path}/{i}", mult, depth + 1)
+
+    walk(obj.get("spec"), "/spec", 1, 0)
+    return sets
+
+
+def _escape(token: str) -> str:
+    return token.replace("~", "~0").replace("/", "~1")
+
+
+Adapter = Callable[[Mapping[str, Any]], list[RawPodSet]]
+
+#: The workload kinds gpu-gateway knows, by (API group, kind). One line per integration.
+ADAPTERS: dict[tuple[str, str], Adapter] = {
+    ("", "Pod"): _pod,
+    ("", "ReplicationController"): _replicated,
+    ("apps", "Deployment"): _replicated,
+    ("apps", "StatefulSet"): _replicated,
+    ("apps", "ReplicaSet"): _replicated,
+    ("batch", "Job"): _job,
+    ("batch", "CronJob"): _cronjob,
+    ("jobset.x-k8s.io", "JobSet"): _jobset,
+    ("kubeflow.org", "PyTorchJob"): _kubeflow,
+    ("kubeflow.org", "MPIJob"): _kubeflow,
+    ("kubeflow.org", "TFJob"): _kubeflow,
+    ("kubeflow.org", "XGBoostJob"): _kubeflow,
+    ("kubeflow.org", "PaddleJob"): _kubeflow,
+    ("kubeflow.org", "JAXJob"): _kubeflow,
+    ("trainer.kubeflow.org", "TrainJob"): _trainjob,
+    ("ray.io", "RayJob"): _rayjob,
+    ("ray.io", "RayCluster"): _raycluster,
+    ("ray.io", "RayService"): _rayservice,
+    ("batch.volcano.sh", "Job"): _volcano,
+    ("leaderworkerset.x-k8s.io", "LeaderWorkerSet"): _leaderworkerset,
+}
+
+#: Kinds that are never workloads even though they pass through the webhook.
+NOT_WORKLOADS = frozenset({"Scale", "Eviction", "PodExecOptions", "PodAttachOptions",
+                           "PodPortForwardOptions", "DeleteOptions"})
+
+
+def is_known_kind(group: str, kind: str) -> bool:
+    return (group, kind) in ADAPTERS
+
+
+def read_workload(
+    obj: Mapping[str, Any], group: str, kind: str, is_gpu: GpuMatcher,
+    namespace: str = "", name: str = "",
+) -> Workload:
+    """Reduce `obj` (of API `group` and `kind`) to a Workload, or raise WorkloadError."""
+    if not isinstance(obj, Mapping):
+        raise WorkloadError("object is not a JSON object")
+    adapter = ADAPTERS.get((group, kind), _generic)
+    meta = obj.get("metadata") or {}
+    if not isinstance(meta, Mapping):
+        raise WorkloadError("metadata is not an object")
+    pod_sets = []
+    for set_name, count, path, spec in adapter(obj):
+        per_pod = pod_gpus(spec, is_gpu, (path or "/spec").lstrip("/").replace("/", "."))
+        pod_sets.append(PodSet(set_name, count, per_pod, path))
+    workload = Workload(
+        kind=kind,
+        group=group,
+        namespace=namespace or str(meta.get("namespace") or ""),
+        name=name or str(meta.get("name") or meta.get("generateName") or ""),
+        pod_sets=tuple(pod_sets),
+    )
+    if workload.gpus > MAX_GPUS:
+        raise WorkloadError(f"asks for an absurd number of GPUs ({workload.gpus})")
+    return workload
+
+
+def template_paths(workload: Workload) -> Iterator[str]:
+    """JSON pointers of every pod template in the workload (not the bare pod's own path)."""
+    seen: set[str] = set()
+    for ps in workload.pod_sets:
+        if ps.template_path and ps.template_path not in seen:
+            seen.add(ps.template_path)
+            yield ps.template_path

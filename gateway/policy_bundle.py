@@ -1,0 +1,226 @@
+"""Load the operator's policy bundle (model.conf, policy.csv, limits.yaml) into a Policy.
+
+This is the adapter around casbin: casbin evaluates the model once per (role, action,
+scope) and resolves role bindings; the result is the plain `Policy` the core decides with.
+`PolicyHolder` keeps the last good bundle when a changed one fails to load.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import casbin
+import yaml
+
+from gateway.core.decision import Mode
+from gateway.core.policy import POLICY_ACTIONS, RULES, SCOPES, Policy, RoleLimits
+from gateway.core.workloads import DEFAULT_GPU_RESOURCES
+from gateway.errors import ConfigError
+
+log = logging.getLogger("gateway.policy")
+
+BUNDLE_FILES = ("model.conf", "policy.csv", "limits.yaml")
+
+
+def default_policy_dir() -> Path:
+    """The `policies/` bundle shipped beside the package."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here.parent / "policies", here / "bundled_policies"):
+        if (candidate / "policy.csv").is_file():
+            return candidate
+    raise ConfigError("no default policy bundle found; pass --policy-dir")
+
+
+def _opt_int(data: Mapping[str, Any], key: str, where: str) -> int | None:
+    value = data.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigError(f"{where}.{key} must be a non-negative integer or null, not {value!r}")
+    return value
+
+
+def _str_list(data: Mapping[str, Any], key: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    value = data.get(key, list(default))
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"limits.yaml: {key} must be a list of strings")
+    return tuple(value)
+
+
+def _mapping(data: Any, where: str) -> Mapping[str, Any]:
+    if data is None:
+        return {}
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{where} must be a mapping")
+    return data
+
+
+def _limits(raw: Mapping[str, Any]) -> dict[str, Any]:
+    known = {
+        "role_order", "roles", "teams", "default_team_max_concurrent_gpus", "team_group_prefix",
+        "gpu_resources", "exempt_namespaces", "trusted_controllers", "unowned_workloads", "modes",
+    }
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ConfigError(f"limits.yaml: unknown setting(s) {', '.join(unknown)}")
+    roles: dict[str, RoleLimits] = {}
+    for role, spec in _mapping(raw.get("roles"), "limits.yaml: roles").items():
+        spec = _mapping(spec, f"limits.yaml: roles.{role}")
+        extra = sorted(set(spec) - {"max_gpus_per_workload", "max_concurrent_gpus", "priority_classes"})
+        if extra:
+            raise ConfigError(f"limits.yaml: roles.{role}: unknown setting(s) {', '.join(extra)}")
+        classes = spec.get("priority_classes")
+        if classes is not None and (
+            not isinstance(classes, list) or not all(isinstance(c, str) for c in classes)
+        ):
+            raise ConfigError(f"limits.yaml: roles.{role}.priority_classes must be a list of strings")
+        roles[str(role)] = RoleLimits(
+            max_gpus_per_workload=_opt_int(spec, "max_gpus_per_workload", f"roles.{role}"),
+            max_concurrent_gpus=_opt_int(spec, "max_concurrent_gpus", f"roles.{role}"),
+            priority_classes=frozenset(classes) if classes is not None else None,
+        )
+    teams: dict[str, int] = {}
+    for team, spec in _mapping(raw.get("teams"), "limits.yaml: teams").items():
+        cap = _opt_int(_mapping(spec, f"limits.yaml: teams.{team}"), "max_concurrent_gpus", f"teams.{team}")
+        if cap is not None:
+            teams[str(team)] = cap
+    modes: dict[str, Mode] = {}
+    for rule, mode in _mapping(raw.get("modes"), "limits.yaml: modes").items():
+        if rule not in RULES:
+            raise ConfigError(f"limits.yaml: modes: unknown rule {rule!r} (rules: {', '.join(RULES)})")
+        try:
+            modes[rule] = Mode(mode)
+        except ValueError:
+            raise ConfigError(f"limits.yaml: modes.{rule}: {mode!r} is not enforce, warn or dry-run") from None
+    unowned = _mapping(raw.get("unowned_workloads"), "limits.yaml: unowned_workloads")
+    prefix = raw.get("team_group_prefix", "team:")
+    if not isinstance(prefix, str) or not prefix:
+        raise ConfigError("limits.yaml: team_group_prefix must be a non-empty string")
+    return {
+        "role_order": _str_list(raw, "role_order", ()),
+        "limits": roles,
+        "team_caps": teams,
+        "default_team_cap": _opt_int(raw, "default_team_max_concurrent_gpus", "limits.yaml"),
+        "team_prefix": prefix,
+        "gpu_resources": _str_list(raw, "gpu_resources", DEFAULT_GPU_RESOURCES),
+        "exempt_namespaces": frozenset(_str_list(raw, "exempt_namespaces", ("kube-system",))),
+        "trusted_controllers": frozenset(_str_list(raw, "trusted_controllers", ())),
+        "unowned_roles": frozenset(_str_list(unowned, "allow_roles", ())),
+        "modes": modes,
+    }
+
+
+def load_bundle(directory: Path) -> Policy:
+    """Read and compile a bundle; raise ConfigError naming the file and the problem."""
+    directory = Path(directory)
+    digest = hashlib.sha256()
+    for name in BUNDLE_FILES:
+        path = directory / name
+        if not path.is_file():
+            raise ConfigError(f"policy bundle {directory}: {name} is missing")
+        digest.update(path.read_bytes())
+    try:
+        raw = yaml.safe_load((directory / "limits.yaml").read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"limits.yaml: {exc}") from exc
+    settings = _limits(_mapping(raw, "limits.yaml"))
+    try:
+        enforcer = casbin.Enforcer(str(directory / "model.conf"), str(directory / "policy.csv"))
+    except Exception as exc:  # casbin raises plain Exceptions of many kinds
+        raise ConfigError(f"policy.csv/model.conf: casbin could not load them: {exc}") from exc
+    for line in enforcer.get_policy():
+        if len(line) < 3 or line[1] not in POLICY_ACTIONS or line[2] not in SCOPES:
+            raise ConfigError(
+                f"policy.csv: p, {', '.join(line)}: action must be one of {', '.join(POLICY_ACTIONS)} "
+                f"and scope one of {', '.join(SCOPES)}"
+            )
+    roles = {line[0] for line in enforcer.get_policy()}
+    subjects = set()
+    for line in enforcer.get_grouping_policy():
+        if len(line) < 2:
+            raise ConfigError(f"policy.csv: g, {', '.join(line)}: needs a subject and a role")
+        subjects.add(line[0])
+        roles.add(line[1])
+    for s in subjects:
+        if not s.startswith(("group:", "user:")) and s not in roles:
+            raise ConfigError(f"policy.csv: g, {s}: subjects are group:NAME, user:NAME or a role")
+    role_order = settings.pop("role_order") or tuple(sorted(roles))
+    missing = sorted(roles - set(role_order) - {s for s in subjects if s.startswith(("group:", "user:"))})
+    if missing:
+        raise ConfigError(f"limits.yaml: role_order does not list role(s) {', '.join(missing)}")
+    permissions = frozenset(
+        (role, action, scope)
+        for role in role_order
+        for action in POLICY_ACTIONS
+        for scope in SCOPES
+        if enforcer.enforce(role, action, scope)
+    )
+    bindings = {
+        s: frozenset(enforcer.get_implicit_roles_for_user(s))
+        for s in subjects
+        if s.startswith(("group:", "user:"))
+    }
+    return Policy(
+        bindings=bindings,
+        role_order=tuple(role_order),
+        permissions=permissions,
+        version=digest.hexdigest()[:16],
+        **settings,
+    )
+
+
+def _fingerprint(directory: Path) -> tuple[float, ...]:
+    out = []
+    for name in BUNDLE_FILES:
+        try:
+            st = (directory / name).stat()
+            out.extend((st.st_mtime_ns, st.st_size))
+        except OSError:
+            out.extend((-1, -1))
+    return tuple(out)
+
+
+@dataclass
+class ReloadResult:
+    changed: bool
+    error: str | None = None
+
+
+class PolicyHolder:
+    """The policy in force, reloaded when the bundle changes; the last good one is kept."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = Path(directory)
+        self._lock = threading.Lock()
+        self._fingerprint = _fingerprint(self.directory)
+        self.policy: Policy = load_bundle(self.directory)
+        self.last_error: str | None = None
+        self.reloads = 0
+        self.failures = 0
+
+    def reload(self, *, force: bool = False) -> ReloadResult:
+        with self._lock:
+            fingerprint = _fingerprint(self.directory)
+            if not force and fingerprint == self._fingerprint:
+                return ReloadResult(changed=False)
+            self._fingerprint = fingerprint
+            try:
+                policy = load_bundle(self.directory)
+            except ConfigError as exc:
+                self.failures += 1
+                self.last_error = str(exc)
+                log.error("policy reload failed; keeping version %s in force: %s",
+                          self.policy.version, exc, extra={"event": "policy_reload_failed"})
+                return ReloadResult(changed=False, error=str(exc))
+            old = self.policy.version
+            self.policy = policy
+            self.last_error = None
+            self.reloads += 1
+            log.info("policy reloaded: %s -> %s", old, policy.version, extra={"event": "policy_reloaded"})
+            return ReloadResult(changed=True)

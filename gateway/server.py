@@ -1,0 +1,65 @@
+"""Wire settings into a running server: policy holder, store, service, ASGI app, uvicorn."""
+
+from __future__ import annotations
+
+import logging
+import signal
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.config import Settings
+from gateway.logs import setup_logging
+from gateway.metrics import Metrics
+from gateway.policy_bundle import PolicyHolder, default_policy_dir
+from gateway.service import AdmissionService
+from gateway.store.sqlite import SQLiteStore
+from gateway.webhook.app import create_app
+from gateway.webhook.tls import ensure_self_signed
+
+log = logging.getLogger("gateway")
+
+
+@dataclass
+class Gateway:
+    service: AdmissionService
+    app: Any
+
+
+def build_gateway(settings: Settings) -> Gateway:
+    directory = settings.policy.directory or default_policy_dir()
+    policies = PolicyHolder(directory)
+    store = SQLiteStore(settings.store.path, synchronous=settings.store.synchronous)
+    metrics = Metrics()
+    metrics.watch_team_gpus(store.gpus_by_team)
+    service = AdmissionService(policies, store, failure_mode=settings.failure_mode, metrics=metrics)
+    app = create_app(service, max_body_bytes=settings.server.max_body_bytes,
+                     reload_interval_s=settings.policy.reload_interval_s)
+    return Gateway(service, app)
+
+
+def run_server(settings: Settings, *, log_level: str = "INFO") -> None:
+    import uvicorn
+
+    setup_logging(log_level)
+    gateway = build_gateway(settings)
+    server = settings.server
+    ssl: dict[str, Any] = {}
+    if not server.insecure_http:
+        cert, key = server.cert_file, server.key_file
+        if cert is None or key is None:
+            tls_dir = settings.store.path.resolve().parent / "tls"
+            cert, key = ensure_self_signed(tls_dir, [server.host, "localhost", "127.0.0.1"])
+            log.info("using self-signed TLS certificate %s", cert)
+        ssl = {"ssl_certfile": str(cert), "ssl_keyfile": str(key)}
+
+    def on_sighup(*_: Any) -> None:
+        result = gateway.service.policies.reload(force=True)
+        if result.error:
+            gateway.service.metrics.policy_reload_failures.inc()
+
+    signal.signal(signal.SIGHUP, on_sighup)
+    log.info("gpu-gateway listening on %s://%s:%d (policy %s, state %s)",
+             "http" if server.insecure_http else "https", server.host, server.port,
+             gateway.service.policies.policy.version, settings.store.path)
+    uvicorn.run(gateway.app, host=server.host, port=server.port, log_config=None,
+                access_log=False, log_level=log_level.lower(), timeout_graceful_shutdown=10, **ssl)

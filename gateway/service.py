@@ -1,0 +1,176 @@
+"""Admission as a service: body in, AdmissionReview response out.
+
+Glue between the pure core, the policy holder and the store. The HTTP adapter calls
+`mutate` and `validate`; the CLI's `check` calls the core directly.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import orjson
+
+from gateway.config import FailureMode
+from gateway.core.admission import Facts, Plan, decide, prepare
+from gateway.core.decision import Decision
+from gateway.core.mutation import ownership_patch
+from gateway.core.review import AdmissionRequest, parse_review, review_response, review_uid
+from gateway.errors import GatewayError, ReviewError
+from gateway.metrics import Metrics
+from gateway.policy_bundle import PolicyHolder
+from gateway.store.base import Store
+
+log = logging.getLogger("gateway.decision")
+
+
+def _object_uid(req: AdmissionRequest) -> str:
+    for obj in (req.obj, req.old_obj):
+        meta = obj.get("metadata") if isinstance(obj, Mapping) else None
+        if isinstance(meta, Mapping) and isinstance(meta.get("uid"), str) and meta["uid"]:
+            return str(meta["uid"])
+    return ""
+
+
+def audit_fields(plan: Plan, decision: Decision, policy_version: str) -> dict[str, Any]:
+    req = plan.request
+    return {
+        "request_uid": req.uid,
+        "user": req.username,
+        "groups": json.dumps(list(req.groups)),
+        "role": plan.identity.role or "",
+        "action": decision.action.value if decision.action else "",
+        "kind": plan.display_kind,
+        "namespace": req.namespace,
+        "name": plan.key[2] if plan.key else req.name,
+        "object_uid": _object_uid(req),
+        "gpus": decision.gpus,
+        "decision": decision.verdict,
+        "mode": decision.mode.value,
+        "rule": decision.rule,
+        "reason": decision.reason,
+        "policy_version": policy_version,
+        "owner": decision.owner,
+        "team": decision.team,
+    }
+
+
+class AdmissionService:
+    def __init__(
+        self,
+        policies: PolicyHolder,
+        store: Store,
+        *,
+        failure_mode: FailureMode = FailureMode.CLOSED,
+        metrics: Metrics | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.policies = policies
+        self.store = store
+        self.failure_mode = failure_mode
+        self.metrics = metrics or Metrics()
+        self.clock = clock
+
+    # ------------------------------------------------------------- endpoints
+
+    def mutate(self, body: Any) -> dict[str, Any]:
+        """Stamp ownership on GPU launches. Side-effect free (safe on dry runs)."""
+        try:
+            req = parse_review(body)
+        except ReviewError as exc:
+            return self._unreadable(body, exc)
+        try:
+            plan = prepare(req, self.policies.policy)
+            ops = ownership_patch(plan)
+        except Exception:
+            log.exception("mutate failed", extra={"uid": req.uid})
+            self.metrics.errors.labels("internal").inc()
+            # No stamp means the validating webhook records the owner itself; never block here
+            # on our own bug, the validating half applies the failure policy.
+            return review_response(req.uid, True, warnings=("gpu-gateway: could not stamp the owner",))
+        if not ops:
+            return review_response(req.uid, True)
+        patch = base64.b64encode(orjson.dumps(ops)).decode()
+        return review_response(req.uid, True, patch=patch)
+
+    def validate(self, body: Any) -> dict[str, Any]:
+        """Decide, and for governed actions reserve and audit in one transaction."""
+        try:
+            req = parse_review(body)
+        except ReviewError as exc:
+            return self._unreadable(body, exc)
+        policy = self.policies.policy
+        try:
+            plan = prepare(req, policy)
+            if plan.early is not None and not plan.early.audited:
+                return self._answer(plan, plan.early)
+            now = self.clock()
+            key = plan.key or (req.resource_key, req.namespace, req.name)
+            decision = self.store.decide_in_transaction(
+                key, plan.owner, plan.team,
+                lambda facts: decide(plan, policy, facts),
+                lambda d: audit_fields(plan, d, policy.version),
+                dry_run=req.dry_run, now=now, request_uid=req.uid,
+            )
+        except GatewayError as exc:
+            return self._failed(req, "store", exc)
+        except Exception as exc:
+            log.exception("validate failed", extra={"uid": req.uid})
+            return self._failed(req, "internal", exc)
+        return self._answer(plan, decision)
+
+    # ------------------------------------------------------------- answers
+
+    def _answer(self, plan: Plan, decision: Decision) -> dict[str, Any]:
+        req = plan.request
+        if decision.action is not None and (decision.audited or decision.rule == "trusted-controller"):
+            self.metrics.decisions.labels(decision.action.value, decision.verdict, decision.rule).inc()
+            log.info(
+                "decision",
+                extra={
+                    "uid": req.uid, "user": req.username, "role": plan.identity.role,
+                    "action": decision.action.value, "kind": plan.display_kind,
+                    "namespace": req.namespace, "object": plan.key[2] if plan.key else req.name,
+                    "gpus": decision.gpus, "decision": decision.verdict, "mode": decision.mode.value,
+                    "rule": decision.rule, "dry_run": req.dry_run,
+                },
+            )
+        message = decision.reason if not decision.allowed else ""
+        return review_response(req.uid, decision.allowed, message=message, warnings=decision.warnings)
+
+    def _unreadable(self, body: Any, exc: ReviewError) -> dict[str, Any]:
+        self.metrics.errors.labels("unreadable").inc()
+        uid = review_uid(body)
+        if uid is None:
+            raise exc
+        log.warning("unreadable review: %s", exc, extra={"uid": uid})
+        return review_response(
+            uid, False, code=400, message=f"gpu-gateway: cannot read the AdmissionReview: {exc}"
+        )
+
+    def _failed(self, req: AdmissionRequest, kind: str, exc: Exception) -> dict[str, Any]:
+        self.metrics.errors.labels(kind).inc()
+        log.error("failure policy %s applied: %s", self.failure_mode.value, exc,
+                  extra={"uid": req.uid, "event": "failure_policy"})
+        if self.failure_mode is FailureMode.OPEN:
+            return review_response(req.uid, True, warnings=(
+                "gpu-gateway: the gateway could not decide this request and let it through "
+                "(failure mode open); it was not recorded",))
+        return review_response(
+            req.uid, False, code=500,
+            message="gpu-gateway: the gateway could not decide this GPU request and refuses it "
+                    "(failure mode closed); retry shortly or ask an administrator",
+        )
+
+    def ready(self) -> tuple[bool, str]:
+        try:
+            self.store.ping()
+        except GatewayError as exc:
+            return False, f"store unavailable: {exc}"
+        if self.policies.last_error:
+            return True, f"policy reload failing, last good in force: {self.policies.last_error}"
+        return True, "ok"

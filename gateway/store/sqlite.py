@@ -1,0 +1,264 @@
+"""SQLite backend: WAL, one writer, `BEGIN IMMEDIATE` around every decision.
+
+The SQL is kept portable (no SQLite-only functions) so the PostgreSQL backend can share it.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from gateway.core.admission import Facts, Target, TargetKey
+from gateway.core.decision import Decision
+from gateway.core.quota import Usage
+from gateway.errors import StoreError
+from gateway.store.base import AuditFields, AuditQuery, Decider, LedgerRow
+from gateway.store.chain import AUDIT_FIELDS, GENESIS, VerifyResult, row_hash, verify_rows
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS reservations (
+    resource    TEXT NOT NULL,
+    namespace   TEXT NOT NULL,
+    name        TEXT NOT NULL,
+    owner       TEXT NOT NULL,
+    team        TEXT NOT NULL,
+    role        TEXT NOT NULL,
+    gpus        INTEGER NOT NULL,
+    charged     INTEGER NOT NULL,
+    shape       TEXT NOT NULL,
+    created_at  REAL NOT NULL,
+    request_uid TEXT NOT NULL,
+    PRIMARY KEY (resource, namespace, name)
+);
+CREATE INDEX IF NOT EXISTS reservations_owner ON reservations (owner, charged);
+CREATE INDEX IF NOT EXISTS reservations_team ON reservations (team, charged);
+CREATE TABLE IF NOT EXISTS audit (
+    seq            INTEGER PRIMARY KEY,
+    ts             REAL NOT NULL,
+    request_uid    TEXT NOT NULL,
+    user           TEXT NOT NULL,
+    groups         TEXT NOT NULL,
+    role           TEXT NOT NULL,
+    action         TEXT NOT NULL,
+    kind           TEXT NOT NULL,
+    namespace      TEXT NOT NULL,
+    name           TEXT NOT NULL,
+    object_uid     TEXT NOT NULL,
+    gpus           INTEGER NOT NULL,
+    decision       TEXT NOT NULL,
+    mode           TEXT NOT NULL,
+    rule           TEXT NOT NULL,
+    reason         TEXT NOT NULL,
+    dry_run        INTEGER NOT NULL,
+    policy_version TEXT NOT NULL,
+    owner          TEXT NOT NULL,
+    team           TEXT NOT NULL,
+    prev_hash      TEXT NOT NULL,
+    hash           TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_user ON audit (user, ts);
+CREATE INDEX IF NOT EXISTS audit_ts ON audit (ts);
+CREATE TABLE IF NOT EXISTS audit_head (
+    id        INTEGER PRIMARY KEY CHECK (id = 1),
+    count     INTEGER NOT NULL,
+    last_hash TEXT NOT NULL
+);
+"""
+
+_AUDIT_COLUMNS = (*AUDIT_FIELDS, "prev_hash", "hash")
+_INSERT_AUDIT = (
+    f"INSERT INTO audit ({', '.join(_AUDIT_COLUMNS)}) "
+    f"VALUES ({', '.join('?' for _ in _AUDIT_COLUMNS)})"
+)
+
+
+class SQLiteStore:
+    """The embedded store. Safe to share between threads; writes are serialised."""
+
+    def __init__(self, path: str | Path, *, synchronous: str = "FULL", readonly: bool = False) -> None:
+        self.path = str(path)
+        self._lock = threading.RLock()
+        try:
+            if readonly:
+                uri = f"file:{Path(self.path).resolve()}?mode=ro"
+                self._db = sqlite3.connect(uri, uri=True, check_same_thread=False, isolation_level=None)
+            else:
+                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+                self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=10)
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute(f"PRAGMA synchronous={synchronous}")
+                self._db.executescript(SCHEMA)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open state file {self.path}: {exc}") from exc
+        self._db.row_factory = sqlite3.Row
+
+    # ------------------------------------------------------------- reads
+
+    def _target(self, key: TargetKey) -> Target | None:
+        row = self._db.execute(
+            "SELECT owner, team, role, gpus, charged, shape FROM reservations "
+            "WHERE resource = ? AND namespace = ? AND name = ?",
+            key,
+        ).fetchone()
+        if row is None:
+            return None
+        return Target(row["owner"], row["team"], row["role"], row["gpus"], bool(row["charged"]), row["shape"])
+
+    def _usage(self, key: TargetKey, owner: str, team: str) -> Usage:
+        exclude = "NOT (resource = ? AND namespace = ? AND name = ?)"
+        user_used = self._db.execute(
+            f"SELECT COALESCE(SUM(gpus), 0) FROM reservations WHERE owner = ? AND charged = 1 AND {exclude}",
+            (owner, *key),
+        ).fetchone()[0]
+        team_used = 0
+        if team:
+            team_used = self._db.execute(
+                f"SELECT COALESCE(SUM(gpus), 0) FROM reservations WHERE team = ? AND charged = 1 AND {exclude}",
+                (team, *key),
+            ).fetchone()[0]
+        return Usage(user=int(user_used), team=int(team_used))
+
+    def facts(self, key: TargetKey, owner: str, team: str) -> Facts:
+        with self._lock:
+            target = self._target(key)
+            if target is not None:
+                owner, team = target.owner, target.team
+            return Facts(target=target, usage=self._usage(key, owner, team))
+
+    # ------------------------------------------------------------- the write path
+
+    def decide_in_transaction(
+        self,
+        key: TargetKey,
+        owner: str,
+        team: str,
+        decider: Decider,
+        audit_fields: AuditFields,
+        *,
+        dry_run: bool,
+        now: float,
+        request_uid: str,
+    ) -> Decision:
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise StoreError(f"cannot start a transaction: {exc}") from exc
+            try:
+                decision = decider(self.facts(key, owner, team))
+                if decision.audited:
+                    self._append_audit(audit_fields(decision), now=now, dry_run=dry_run)
+                if decision.allowed and not dry_run:
+                    self._apply(key, decision, now=now, request_uid=request_uid)
+                self._db.execute("COMMIT")
+                return decision
+            except BaseException as exc:
+                self._db.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.Error):
+                    raise StoreError(f"state file {self.path}: {exc}") from exc
+                raise
+
+    def _apply(self, key: TargetKey, decision: Decision, *, now: float, request_uid: str) -> None:
+        if decision.release:
+            self._db.execute(
+                "DELETE FROM reservations WHERE resource = ? AND namespace = ? AND name = ?", key
+            )
+        elif decision.reserve is not None:
+            r = decision.reserve
+            self._db.execute(
+                "DELETE FROM reservations WHERE resource = ? AND namespace = ? AND name = ?", key
+            )
+            self._db.execute(
+                "INSERT INTO reservations (resource, namespace, name, owner, team, role, gpus, "
+                "charged, shape, created_at, request_uid) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (*key, r.owner, r.team, r.role, r.gpus, int(r.charged), r.shape, now, request_uid),
+            )
+
+    def _append_audit(self, fields: dict[str, Any], *, now: float, dry_run: bool) -> None:
+        head = self._db.execute("SELECT count, last_hash FROM audit_head WHERE id = 1").fetchone()
+        count, prev = (head["count"], head["last_hash"]) if head else (0, GENESIS)
+        row = dict(fields)
+        row.update(seq=count + 1, ts=now, dry_run=int(dry_run))
+        row["hash"] = row_hash(prev, row)
+        row["prev_hash"] = prev
+        self._db.execute(_INSERT_AUDIT, tuple(row[c] for c in _AUDIT_COLUMNS))
+        self._db.execute(
+            "INSERT INTO audit_head (id, count, last_hash) VALUES (1, ?, ?) "
+            "ON CONFLICT (id) DO UPDATE SET count = excluded.count, last_hash = excluded.last_hash",
+            (row["seq"], row["hash"]),
+        )
+
+    # ------------------------------------------------------------- audit
+
+    def audit_rows(self, query: AuditQuery = AuditQuery()) -> Iterator[dict[str, Any]]:
+        where, args = [], []
+        for column, value in (("user", query.user), ("action", query.action), ("decision", query.decision)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                args.append(value)
+        if query.since is not None:
+            where.append("ts >= ?")
+            args.append(query.since)
+        if query.until is not None:
+            where.append("ts < ?")
+            args.append(query.until)
+        sql = "SELECT * FROM audit"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY seq"
+        if query.limit is not None:
+            sql += f" LIMIT {int(query.limit)}"
+        with self._lock:
+            rows = self._db.execute(sql, args).fetchall()
+        for row in rows:
+            out = dict(row)
+            out["groups"] = json.loads(out["groups"])
+            out["dry_run"] = bool(out["dry_run"])
+            yield out
+
+    def verify(self) -> VerifyResult:
+        with self._lock:
+            try:
+                head = self._db.execute("SELECT count, last_hash FROM audit_head WHERE id = 1").fetchone()
+                rows = self._db.execute("SELECT * FROM audit ORDER BY seq").fetchall()
+            except sqlite3.Error as exc:
+                return VerifyResult(False, 0, 1, f"cannot read the audit log: {exc}")
+        return verify_rows(
+            (dict(r) for r in rows),
+            head["count"] if head else 0,
+            head["last_hash"] if head else None,
+        )
+
+    # ------------------------------------------------------------- ledger views
+
+    def reservations(self) -> list[LedgerRow]:
+        with self._lock:
+            rows = self._db.execute("SELECT * FROM reservations ORDER BY created_at").fetchall()
+        return [
+            LedgerRow(r["resource"], r["namespace"], r["name"], r["owner"], r["team"], r["role"],
+                      r["gpus"], bool(r["charged"]), r["created_at"], r["request_uid"],
+                      json.loads(r["shape"] or "{}"))
+            for r in rows
+        ]
+
+    def gpus_by_team(self) -> dict[str, int]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT team, SUM(gpus) FROM reservations WHERE charged = 1 GROUP BY team"
+            ).fetchall()
+        return {r[0]: int(r[1]) for r in rows}
+
+    def ping(self) -> None:
+        with self._lock:
+            try:
+                self._db.execute("SELECT 1").fetchone()
+            except sqlite3.Error as exc:
+                raise StoreError(str(exc)) from exc
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
