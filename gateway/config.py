@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 
 from gateway.errors import ConfigError
 
 
-class FailureMode(str, Enum):
+class FailureMode(StrEnum):
     """What a GPU request gets when the gateway itself fails (store down, internal error)."""
 
     CLOSED = "closed"

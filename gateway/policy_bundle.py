@@ -176,7 +176,7 @@ def load_bundle(directory: Path) -> Policy:
 
 
 def _fingerprint(directory: Path) -> tuple[float, ...]:
-    out = []
+    out: list[float] = []
     for name in BUNDLE_FILES:
         try:
             st = (directory / name).stat()

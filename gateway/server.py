@@ -57,7 +57,12 @@ def run_server(settings: Settings, *, log_level: str = "INFO") -> None:
         if result.error:
             gateway.service.metrics.policy_reload_failures.inc()
 
+    def on_stopped(signum: int, *_: Any) -> None:
+        # uvicorn drains in-flight requests first, then hands the signal on to us: exit 0.
+        log.info("stopped by signal %d after a graceful shutdown", signum)
+
     signal.signal(signal.SIGHUP, on_sighup)
+    signal.signal(signal.SIGTERM, on_stopped)
     log.info("gpu-gateway listening on %s://%s:%d (policy %s, state %s)",
              "http" if server.insecure_http else "https", server.host, server.port,
              gateway.service.policies.policy.version, settings.store.path)

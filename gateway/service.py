@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 
 from gateway.config import FailureMode
-from gateway.core.admission import Facts, Plan, decide, prepare
+from gateway.core.admission import Plan, decide, prepare
 from gateway.core.decision import Decision
 from gateway.core.mutation import ownership_patch
 from gateway.core.review import AdmissionRequest, parse_review, review_response, review_uid

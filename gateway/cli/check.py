@@ -17,6 +17,10 @@ from gateway.policy_bundle import PolicyHolder, default_policy_dir
 _OPERATION = {"launch": "CREATE", "modify": "UPDATE", "kill": "DELETE", "exec": "CONNECT"}
 
 
+def _mapping(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
 def load_documents(file: Path) -> list[Mapping[str, Any]]:
     try:
         docs = [d for d in yaml.safe_load_all(file.read_text()) if d is not None]
@@ -42,7 +46,7 @@ def _request(obj: Mapping[str, Any], user: str, groups: tuple[str, ...], action:
     kind = str(obj.get("kind") or "")
     if not kind or not version:
         raise RequestError("the object has no apiVersion or kind")
-    meta = obj.get("metadata") if isinstance(obj.get("metadata"), Mapping) else {}
+    meta = _mapping(obj.get("metadata"))
     name = str(meta.get("name") or meta.get("generateName") or "")
     resource = kind.lower() + "s"
     sub = ""
@@ -63,13 +67,13 @@ def run_check(*, user: str, groups: tuple[str, ...], file: Path, action: str, ow
     policy = PolicyHolder(policy_dir or default_policy_dir()).policy
     results = []
     for obj in load_documents(file):
-        meta = obj.get("metadata") if isinstance(obj.get("metadata"), Mapping) else {}
+        meta = _mapping(obj.get("metadata"))
         ns = namespace or str(meta.get("namespace") or "default")
         req = _request(obj, user, groups, action, ns)
         plan = prepare(req, policy)
         facts = Facts()
         if action != "launch":
-            ann = meta.get("annotations") if isinstance(meta.get("annotations"), Mapping) else {}
+            ann = _mapping(meta.get("annotations"))
             target_owner = owner or str(ann.get(OWNER_ANNOTATION) or "")
             gpus = plan.workload.gpus if plan.workload else plan.old_gpus
             if not gpus and action == "exec":

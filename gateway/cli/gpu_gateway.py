@@ -27,7 +27,7 @@ def _parse_time(value: str | None) -> float | None:
     except ValueError:
         raise click.BadParameter(f"{value!r} is neither epoch seconds nor an ISO 8601 time") from None
     if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=dt.timezone.utc)
+        parsed = parsed.replace(tzinfo=dt.UTC)
     return parsed.timestamp()
 
 

@@ -22,7 +22,7 @@ def audit_table(rows: Sequence[dict[str, Any]]) -> str:
             decision += f" [{r['mode']}]"
         cells.append({
             "seq": str(r["seq"]),
-            "time": dt.datetime.fromtimestamp(r["ts"], dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S"),
+            "time": dt.datetime.fromtimestamp(r["ts"], dt.UTC).strftime("%Y-%m-%d %H:%M:%S"),
             "user": r["user"], "role": r["role"] or "-", "action": r["action"],
             "target": f"{r['kind']} {r['namespace']}/{r['name']}", "gpus": str(r["gpus"]),
             "decision": decision, "rule": r["rule"],

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 
 
-class Mode(str, Enum):
+class Mode(StrEnum):
     """How a rule acts when it is violated."""
 
     ENFORCE = "enforce"
@@ -17,7 +17,7 @@ class Mode(str, Enum):
     """Allow silently; the audit log records what would have been denied."""
 
 
-class Action(str, Enum):
+class Action(StrEnum):
     LAUNCH = "launch"
     MODIFY = "modify"
     KILL = "kill"

@@ -28,7 +28,7 @@ def gpu_count(value: object, resource: str = "gpu") -> int:
 @lru_cache(maxsize=4096)
 def _gpu_count(value: str | int | float, resource: str) -> int:
     try:
-        amount = parse_quantity(value)
+        amount = parse_quantity(value)  # type: ignore[no-untyped-call]
     except (ValueError, TypeError, InvalidOperation) as exc:
         raise WorkloadError(f"{resource}: {value!r} is not a Kubernetes quantity") from exc
     if not isinstance(amount, Decimal) or not amount.is_finite():

@@ -194,8 +194,10 @@ class SQLiteStore:
 
     # ------------------------------------------------------------- audit
 
-    def audit_rows(self, query: AuditQuery = AuditQuery()) -> Iterator[dict[str, Any]]:
-        where, args = [], []
+    def audit_rows(self, query: AuditQuery | None = None) -> Iterator[dict[str, Any]]:
+        query = query or AuditQuery()
+        where: list[str] = []
+        args: list[Any] = []
         for column, value in (("user", query.user), ("action", query.action), ("decision", query.decision)):
             if value is not None:
                 where.append(f"{column} = ?")

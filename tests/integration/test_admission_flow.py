@@ -7,8 +7,17 @@ import json
 from typing import Any
 
 from conftest import (
-    ADMIN, INTERN, LEAD, RESEARCHER, delete_review, exec_review, make_deployment, make_job,
-    make_pod, make_pytorchjob, review,
+    ADMIN,
+    INTERN,
+    LEAD,
+    RESEARCHER,
+    delete_review,
+    exec_review,
+    make_deployment,
+    make_job,
+    make_pod,
+    make_pytorchjob,
+    review,
 )
 
 from gateway.service import AdmissionService
@@ -70,7 +79,8 @@ def test_intern_cannot_kill_researchers_job(service, store):
     assert launch(service, job, "bob", RESEARCHER)["allowed"]
     resp = answer(service, delete_review(job, user="carol", groups=("gpu-interns", "team:nlp")).body())
     assert resp["allowed"] is False
-    assert "may kill only their own workloads; Job research/big belongs to bob (team vision)" in resp["status"]["message"]
+    message = resp["status"]["message"]
+    assert "may kill only their own workloads; Job research/big belongs to bob (team vision)" in message
     assert len(store.reservations()) == 1
 
 
@@ -183,7 +193,8 @@ def test_pods_from_trusted_controllers_are_attributed_to_the_template_owner_and_
     job = make_job(gpus=8, parallelism=2).named("research", "j").obj()
     assert launch(service, job, "bob", RESEARCHER)["allowed"]
     pod = make_pod(gpus=8).named("research", "j-abcde").owned_by("bob", "vision").obj()
-    body = review(pod, user="system:serviceaccount:kube-system:job-controller", groups=("system:serviceaccounts",)).body()
+    controller = "system:serviceaccount:kube-system:job-controller"
+    body = review(pod, user=controller, groups=("system:serviceaccounts",)).body()
     assert answer(service, body)["allowed"]
     rows = {r.name: r for r in store.reservations()}
     assert rows["j-abcde"].owner == "bob" and rows["j-abcde"].charged is False
