@@ -20,7 +20,7 @@ import yaml
 
 from gateway.core.decision import Mode
 from gateway.core.policy import POLICY_ACTIONS, RULES, SCOPES, Policy, RoleLimits
-from gateway.core.workloads import DEFAULT_GPU_RESOURCES
+from gateway.core.workloads import DEFAULT_GPU_RESOURCES, DEFAULT_NOT_GPU_RESOURCES
 from gateway.errors import ConfigError
 
 log = logging.getLogger("gateway.policy")
@@ -64,7 +64,7 @@ def _mapping(data: Any, where: str) -> Mapping[str, Any]:
 def _limits(raw: Mapping[str, Any]) -> dict[str, Any]:
     known = {
         "role_order", "roles", "teams", "default_team_max_concurrent_gpus", "team_group_prefix",
-        "gpu_resources", "exempt_namespaces", "trusted_controllers", "unowned_workloads", "modes",
+        "gpu_resources", "not_gpu_resources", "exempt_namespaces", "trusted_controllers", "unowned_workloads", "modes",
     }
     unknown = sorted(set(raw) - known)
     if unknown:
@@ -109,6 +109,7 @@ def _limits(raw: Mapping[str, Any]) -> dict[str, Any]:
         "default_team_cap": _opt_int(raw, "default_team_max_concurrent_gpus", "limits.yaml"),
         "team_prefix": prefix,
         "gpu_resources": _str_list(raw, "gpu_resources", DEFAULT_GPU_RESOURCES),
+        "not_gpu_resources": _str_list(raw, "not_gpu_resources", DEFAULT_NOT_GPU_RESOURCES),
         "exempt_namespaces": frozenset(_str_list(raw, "exempt_namespaces", ("kube-system",))),
         "trusted_controllers": frozenset(_str_list(raw, "trusted_controllers", ())),
         "unowned_roles": frozenset(_str_list(unowned, "allow_roles", ())),

@@ -14,6 +14,7 @@ from typing import Any
 
 from gateway.core.decision import Action, Decision, Mode, Reservation, Violation
 from gateway.core.identity import Identity
+from gateway.core.pointer import annotations_at, resolve
 from gateway.core.policy import OWNER_ANNOTATION, RULES, TEAM_ANNOTATION, Policy, relation
 from gateway.core.quota import Usage, check_caps
 from gateway.core.review import AdmissionRequest
@@ -101,16 +102,6 @@ def _pass(action: Action | None, reason: str) -> Decision:
     return Decision(allowed=True, rule="not-governed", reason=reason, action=action)
 
 
-def _annotations(obj: Any, pointer: str = "") -> Mapping[str, Any]:
-    node = obj
-    for token in [t for t in pointer.split("/") if t]:
-        token = token.replace("~1", "/").replace("~0", "~")
-        node = node.get(token) if isinstance(node, Mapping) else None
-    meta = node.get("metadata") if isinstance(node, Mapping) else None
-    ann = meta.get("annotations") if isinstance(meta, Mapping) else None
-    return ann if isinstance(ann, Mapping) else {}
-
-
 def _replicas(obj: Mapping[str, Any] | None) -> int | None:
     spec = obj.get("spec") if obj else None
     value = spec.get("replicas") if isinstance(spec, Mapping) else None
@@ -157,11 +148,12 @@ def _prepare_object(plan: Plan, policy: Policy) -> Plan:
         workload = read_workload(req.obj, req.kind.group, req.kind.kind, policy.gpu, req.namespace, req.name)
     name = req.name or (workload.name if workload else "")
     plan = replace(plan, key=(req.resource_key, req.namespace, name), workload=workload, old_gpus=old_gpus)
-    if plan.action is Action.LAUNCH:
-        assert workload is not None
-        if workload.gpus == 0:
-            return replace(plan, early=_pass(Action.LAUNCH, "asks for no GPUs"))
-        requested = _annotations(req.obj).get(TEAM_ANNOTATION)
+    if plan.action is Action.LAUNCH and workload is not None and workload.gpus == 0:
+        return replace(plan, early=_pass(Action.LAUNCH, "asks for no GPUs"))
+    if plan.action in (Action.LAUNCH, Action.MODIFY):
+        # The requester and their chosen team own a launch, and a modify of a workload the
+        # ledger does not know that makes it ask for GPUs; a known target keeps its owner.
+        requested = annotations_at(req.obj).get(TEAM_ANNOTATION)
         ident = plan.identity
         team = requested if isinstance(requested, str) and requested in ident.teams else ident.default_team
         return replace(plan, owner=ident.user, team=team)
@@ -248,7 +240,7 @@ def _conclude(
 def _owner_spoofs(obj: Any, workload: Workload, user: str) -> Iterator[str]:
     """Owner annotations in the object or any of its pod templates naming someone else."""
     for pointer in ("", *(ps.template_path or "" for ps in workload.pod_sets)):
-        value = _annotations(obj, pointer).get(OWNER_ANNOTATION)
+        value = annotations_at(obj, pointer).get(OWNER_ANNOTATION)
         if value not in (None, "", user):
             yield str(value)
 
@@ -261,9 +253,7 @@ def _priority_classes(obj: Any, workload: Workload) -> set[str]:
     for ps in workload.pod_sets:
         if ps.template_path is None or ps.gpus == 0:
             continue
-        node: Any = obj
-        for token in [t for t in ps.template_path.split("/") if t]:
-            node = node.get(token.replace("~1", "/").replace("~0", "~")) if isinstance(node, Mapping) else None
+        node = resolve(obj, ps.template_path)
         pod_spec = node.get("spec") if isinstance(node, Mapping) else None
         value = pod_spec.get("priorityClassName") if isinstance(pod_spec, Mapping) else None
         found.add(value if isinstance(value, str) else "")
@@ -309,7 +299,7 @@ def _launch(plan: Plan, policy: Policy, facts: Facts) -> Decision:
     assert workload is not None
     shape = shape_of(req, workload)
     if ident.trusted_controller:
-        ann = _annotations(req.obj)
+        ann = annotations_at(req.obj)
         owner, team = str(ann.get(OWNER_ANNOTATION, "")), str(ann.get(TEAM_ANNOTATION, ""))
         return Decision(
             allowed=True, rule="trusted-controller", action=plan.action, gpus=workload.gpus,
@@ -317,6 +307,14 @@ def _launch(plan: Plan, policy: Policy, facts: Facts) -> Decision:
             reserve=Reservation(owner, team, "", workload.gpus, charged=False, shape=shape),
             owner=owner, team=team,
         )
+    if facts.target is not None and facts.target.owner != ident.user:
+        # The ledger holds this name for someone else: the object exists (the API server will
+        # refuse the create) or its deletion was never seen. Never hand the record over.
+        team = f" (team {facts.target.team})" if facts.target.team else ""
+        return _conclude(plan, [_violation(policy, "ownership",
+            f"the gateway's ledger holds {plan.display_kind} {plan.display_ref} for "
+            f"{facts.target.owner or 'nobody recorded'}{team}; it may still exist")],
+            allow_rule="ownership", allow_reason="", gpus=workload.gpus)
     violations: list[Violation] = []
     if ident.role is None or not policy.may(ident.role, "launch", "own"):
         violations.append(_violation(policy, "no-role",
@@ -326,7 +324,7 @@ def _launch(plan: Plan, policy: Policy, facts: Facts) -> Decision:
     if spoofed:
         violations.append(_violation(policy, "owner-annotation",
             f"the object names {', '.join(spoofed)} as owner, but {ident.user} is creating it"))
-    requested = _annotations(req.obj).get(TEAM_ANNOTATION)
+    requested = annotations_at(req.obj).get(TEAM_ANNOTATION)
     if requested not in (None, "") and requested not in ident.teams:
         mine = ", ".join(ident.teams) or "none"
         violations.append(_violation(policy, "team-annotation",
@@ -390,9 +388,7 @@ def _modify(plan: Plan, policy: Policy, facts: Facts) -> Decision:
         if new_gpus == 0:
             return _pass(Action.MODIFY, "asks for no GPUs")
         # A workload that starts asking for GPUs is a launch by whoever makes it do so.
-        ann = _annotations(req.obj).get(TEAM_ANNOTATION)
-        team = ann if isinstance(ann, str) and ann in ident.teams else ident.default_team
-        return _launch(replace(plan, owner=ident.user, team=team), policy, facts)
+        return _launch(plan, policy, facts)
     if ident.trusted_controller:
         return Decision(allowed=True, rule="trusted-controller", action=Action.MODIFY,
                         gpus=new_gpus, reason=f"updated by controller {ident.user}")
@@ -404,10 +400,10 @@ def _modify(plan: Plan, policy: Policy, facts: Facts) -> Decision:
     _ownership(plan, policy, target, "modify", violations)
     owner, team = target.owner, target.team
     if req.sub_resource != "scale" and plan.workload is not None:
-        old_ann, new_ann = _annotations(req.old_obj), _annotations(req.obj)
+        old_ann, new_ann = annotations_at(req.old_obj), annotations_at(req.obj)
         changed = any(old_ann.get(k) != new_ann.get(k) for k in (OWNER_ANNOTATION, TEAM_ANNOTATION))
         changed = changed or any(
-            _annotations(req.obj, ps.template_path).get(OWNER_ANNOTATION) not in (None, old_ann.get(OWNER_ANNOTATION))
+            annotations_at(req.obj, ps.template_path).get(OWNER_ANNOTATION) not in (None, old_ann.get(OWNER_ANNOTATION))
             for ps in plan.workload.pod_sets if ps.template_path
         )
         if changed:

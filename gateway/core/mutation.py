@@ -12,27 +12,16 @@ from typing import Any
 
 from gateway.core.admission import Plan
 from gateway.core.decision import Action
+from gateway.core.pointer import escape, resolve
 from gateway.core.policy import OWNER_ANNOTATION, TEAM_ANNOTATION
 from gateway.core.workloads import template_paths
 
 JsonPatch = list[dict[str, Any]]
 
 
-def _escape(token: str) -> str:
-    return token.replace("~", "~0").replace("/", "~1")
-
-
-def _resolve(obj: Any, pointer: str) -> Any:
-    node = obj
-    for token in [t for t in pointer.split("/") if t]:
-        token = token.replace("~1", "/").replace("~0", "~")
-        node = node.get(token) if isinstance(node, Mapping) else None
-    return node
-
-
 def _stamp(obj: Any, pointer: str, wanted: Mapping[str, str]) -> JsonPatch:
     """Operations that make `pointer`'s metadata.annotations hold `wanted`."""
-    node = _resolve(obj, pointer)
+    node = resolve(obj, pointer)
     if not isinstance(node, Mapping):
         return []
     meta = node.get("metadata")
@@ -45,7 +34,7 @@ def _stamp(obj: Any, pointer: str, wanted: Mapping[str, str]) -> JsonPatch:
     for key, value in wanted.items():
         if annotations.get(key) != value:
             op = "replace" if key in annotations else "add"
-            ops.append({"op": op, "path": f"{pointer}/metadata/annotations/{_escape(key)}", "value": value})
+            ops.append({"op": op, "path": f"{pointer}/metadata/annotations/{escape(key)}", "value": value})
     return ops
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from gateway.core.decision import Mode
 from gateway.core.identity import Identity, resolve_identity
-from gateway.core.workloads import DEFAULT_GPU_RESOURCES, GpuMatcher
+from gateway.core.workloads import DEFAULT_GPU_RESOURCES, DEFAULT_NOT_GPU_RESOURCES, GpuMatcher
 
 OWNER_ANNOTATION = "gpu-gateway.io/owner"
 TEAM_ANNOTATION = "gpu-gateway.io/team"
@@ -67,6 +67,7 @@ class Policy:
     exempt_namespaces: frozenset[str] = frozenset({"kube-system"})
     trusted_controllers: frozenset[str] = frozenset()
     gpu_resources: tuple[str, ...] = DEFAULT_GPU_RESOURCES
+    not_gpu_resources: tuple[str, ...] = DEFAULT_NOT_GPU_RESOURCES
     modes: Mapping[str, Mode] = field(default_factory=dict)
     unowned_roles: frozenset[str] = frozenset()
     """Roles that may modify or kill a GPU workload the ledger has no owner for."""
@@ -74,7 +75,7 @@ class Policy:
     """Digest of the bundle this was compiled from, recorded with every audit row."""
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "gpu", GpuMatcher(self.gpu_resources))
+        object.__setattr__(self, "gpu", GpuMatcher(self.gpu_resources, self.not_gpu_resources))
         object.__setattr__(self, "_identity_cache", {})
 
     gpu: GpuMatcher = field(init=False, repr=False, compare=False)

@@ -7,7 +7,8 @@ a quantity that is not a whole, non-negative number is refused.
 
 from __future__ import annotations
 
-from decimal import Decimal, InvalidOperation
+from collections.abc import Callable
+from decimal import Decimal
 from functools import lru_cache
 
 from kubernetes.utils.quantity import parse_quantity
@@ -17,29 +18,47 @@ from gateway.errors import WorkloadError
 #: Larger GPU counts than this are refused as absurd (and would overflow a 64-bit ledger).
 MAX_GPUS = 2**48
 
+#: Longer quantity strings are parsed but not cached (a cache of huge keys is a memory leak).
+_CACHED_LENGTH = 64
+
+_parse: Callable[[str | int | float], object] = parse_quantity
+
 
 def gpu_count(value: object, resource: str = "gpu") -> int:
     """Return the whole number of devices a quantity asks for, or raise WorkloadError."""
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-        raise WorkloadError(f"{resource}: quantity {value!r} is not a Kubernetes quantity")
-    return _gpu_count(value, resource)
+        raise WorkloadError(f"{resource}: quantity {_show(value)} is not a Kubernetes quantity")
+    if isinstance(value, str) and len(value) > _CACHED_LENGTH:
+        return _gpu_count(value, resource)
+    return _gpu_count_cached(value, resource)
 
 
-@lru_cache(maxsize=4096)
 def _gpu_count(value: str | int | float, resource: str) -> int:
     try:
-        amount = parse_quantity(value)  # type: ignore[no-untyped-call]
-    except (ValueError, TypeError, InvalidOperation) as exc:
-        raise WorkloadError(f"{resource}: {value!r} is not a Kubernetes quantity") from exc
+        amount = _parse(value)
+    except (ValueError, TypeError, ArithmeticError) as exc:  # decimal errors are ArithmeticError
+        raise WorkloadError(f"{resource}: {_show(value)} is not a Kubernetes quantity") from exc
     if not isinstance(amount, Decimal) or not amount.is_finite():
-        raise WorkloadError(f"{resource}: {value!r} is not a finite quantity")
+        raise WorkloadError(f"{resource}: {_show(value)} is not a finite quantity")
     if amount < 0:
-        raise WorkloadError(f"{resource}: {value!r} is negative")
+        raise WorkloadError(f"{resource}: {_show(value)} is negative")
+    # Before any integer conversion: int(Decimal("1e999999999")) would build a huge integer.
+    if amount > MAX_GPUS:
+        raise WorkloadError(f"{resource}: {_show(value)} is an absurd GPU count")
     if amount != amount.to_integral_value():
         raise WorkloadError(
-            f"{resource}: {value!r} is a fractional GPU count; GPUs are whole devices"
+            f"{resource}: {_show(value)} is a fractional GPU count; GPUs are whole devices"
         )
-    count = int(amount)
-    if count > MAX_GPUS:
-        raise WorkloadError(f"{resource}: {value!r} is an absurd GPU count")
-    return count
+    return int(amount)
+
+
+_gpu_count_cached = lru_cache(maxsize=4096)(_gpu_count)
+
+
+def _show(value: object) -> str:
+    """`repr` for a message, cut short: a quantity may be megabytes long."""
+    try:
+        text = repr(value)
+    except ValueError:  # an integer beyond Python's int-to-str digit limit
+        return "(a huge number)"
+    return text if len(text) <= 40 else f"{text[:32]}...({len(text)} chars)"

@@ -14,28 +14,41 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from gateway.core.pointer import escape
 from gateway.core.quantity import MAX_GPUS, gpu_count
 from gateway.errors import WorkloadError
 
 DEFAULT_GPU_RESOURCES = ("nvidia.com/gpu", "nvidia.com/mig-*", "amd.com/gpu", "gpu.intel.com/*")
+
+#: Resources that match a GPU pattern but are not whole devices: Intel's plugin registers
+#: shares of a GPU (`millicores` in thousandths, `memory.max` in bytes, `tiles`).
+DEFAULT_NOT_GPU_RESOURCES = ("gpu.intel.com/millicores", "gpu.intel.com/memory.max", "gpu.intel.com/tiles")
 
 #: Replica counts above this are refused as absurd before any arithmetic.
 MAX_REPLICAS = 2**31 - 1
 
 
 class GpuMatcher:
-    """Which extended resources are GPUs (shell-style patterns, e.g. `nvidia.com/mig-*`)."""
+    """Which extended resources are GPUs: shell-style patterns (e.g. `nvidia.com/mig-*`),
+    less the exclusions (resources that measure a share of a device, not devices)."""
 
-    __slots__ = ("_cache", "patterns")
+    __slots__ = ("_cache", "excluded", "patterns")
 
-    def __init__(self, patterns: Sequence[str] = DEFAULT_GPU_RESOURCES) -> None:
+    def __init__(
+        self,
+        patterns: Sequence[str] = DEFAULT_GPU_RESOURCES,
+        excluded: Sequence[str] = DEFAULT_NOT_GPU_RESOURCES,
+    ) -> None:
         self.patterns = tuple(patterns)
+        self.excluded = tuple(excluded)
         self._cache: dict[str, bool] = {}
 
     def __call__(self, resource: str) -> bool:
         hit = self._cache.get(resource)
         if hit is None:
-            hit = any(fnmatch.fnmatchcase(resource, p) for p in self.patterns)
+            hit = any(fnmatch.fnmatchcase(resource, p) for p in self.patterns) and not any(
+                fnmatch.fnmatchcase(resource, p) for p in self.excluded
+            )
             if len(self._cache) < 10_000:
                 self._cache[resource] = hit
         return hit
@@ -261,7 +274,7 @@ def _kubeflow(obj: Mapping[str, Any]) -> list[RawPodSet]:
             n = _count(_get(rs, "replicas"), 1, f"{where}.replicas")
             if elastic_max is not None and role == "Worker":
                 n = max(n, _count(elastic_max, 1, "spec.elasticPolicy.maxReplicas"))
-            path = f"/spec/{key}/{role}/template"
+            path = f"/spec/{escape(key)}/{escape(str(role))}/template"
             sets.append((str(role), n, path, _get(rs, "template", "spec")))
     return sets
 
@@ -279,9 +292,8 @@ def _ray_cluster(cluster: Any, prefix: str, where: str) -> list[RawPodSet]:
     if cluster is None:
         return []
     autoscaling = bool(_get(cluster, "enableInTreeAutoscaling"))
-    sets: list[RawPodSet] = [
-        ("head", 1, f"{prefix}/headGroupSpec/template", _get(cluster, "headGroupSpec", "template", "spec"))
-    ]
+    head = _get(cluster, "headGroupSpec", "template", "spec")
+    sets: list[RawPodSet] = [("head", 1, f"{prefix}/headGroupSpec/template", head)]
     groups = _get(cluster, "workerGroupSpecs") or []
     if not isinstance(groups, list):
         raise WorkloadError(f"{where}.workerGroupSpecs is not a list")
@@ -305,7 +317,8 @@ def _raycluster(obj: Mapping[str, Any]) -> list[RawPodSet]:
 
 
 def _rayjob(obj: Mapping[str, Any]) -> list[RawPodSet]:
-    sets = _ray_cluster(_get(obj, "spec", "rayClusterSpec"), "/spec/rayClusterSpec", "spec.rayClusterSpec")
+    cluster = _get(obj, "spec", "rayClusterSpec")
+    sets = _ray_cluster(cluster, "/spec/rayClusterSpec", "spec.rayClusterSpec")
     submitter = _get(obj, "spec", "submitterPodTemplate")
     if submitter is not None:
         sets.append(("submitter", 1, "/spec/submitterPodTemplate", _template_spec(submitter)))
@@ -313,7 +326,8 @@ def _rayjob(obj: Mapping[str, Any]) -> list[RawPodSet]:
 
 
 def _rayservice(obj: Mapping[str, Any]) -> list[RawPodSet]:
-    return _ray_cluster(_get(obj, "spec", "rayClusterConfig"), "/spec/rayClusterConfig", "spec.rayClusterConfig")
+    cluster = _get(obj, "spec", "rayClusterConfig")
+    return _ray_cluster(cluster, "/spec/rayClusterConfig", "spec.rayClusterConfig")
 
 
 def _volcano(obj: Mapping[str, Any]) -> list[RawPodSet]:
@@ -347,7 +361,12 @@ _MULTIPLIERS = ("replicas", "parallelism", "maxReplicas", "numNodes", "size")
 
 
 def _generic(obj: Mapping[str, Any]) -> list[RawPodSet]:
-    """Any object: every nested pod template, times the replica-like counts above it."""
+    """Any object: every nested pod template, times the replica-like counts above it.
+
+    Where one level has several counts (`replicas` and `maxReplicas`), the largest is the
+    worst case. A bare pod spec (an object with a `containers` list of objects, as KServe's
+    predictor) counts too; it has no template path, having no pod metadata of its own.
+    """
     if isinstance(_get(obj, "spec", "containers"), list):
         return [("pod", 1, "", obj.get("spec"))]
     sets: list[RawPodSet] = []
@@ -355,29 +374,51 @@ def _generic(obj: Mapping[str, Any]) -> list[RawPodSet]:
     def walk(node: Any, path: str, mult: int, depth: int) -> None:
         if depth > 32:
             raise WorkloadError("object is nested too deeply to read")
-        if isinstance(node, Mapping):
-            here = mult
-            for key in _MULTIPLIERS:
-                value = node.get(key)
-                if isinstance(value, int) and not isinstance(value, bool):
-                    here = mult * _count(value, 1, f"{path or '/'}.{key}")
-                    break
-            for key, child in node.items():
-                child_path = f"{path}/{_escape(str(key))}"
-                if isinstance(child, Mapping) and isinstance(_get(child, "spec", "containers"), list):
-                    sets.append((child_path.rsplit("/", 1)[-1], here, child_path, child["spec"]))
-                else:
-                    walk(child, child_path, here, depth + 1)
-        elif isinstance(node, list):
+        if isinstance(node, list):
             for i, item in enumerate(node):
                 walk(item, f"{path}/{i}", mult, depth + 1)
+            return
+        if not isinstance(node, Mapping):
+            return
+        counts = [
+            _count(value, 1, f"{_dotted(path)}.{key}")
+            for key in _MULTIPLIERS
+            if isinstance(value := node.get(key), int) and not isinstance(value, bool)
+        ]
+        here = mult * max(counts, default=1)
+        if isinstance(_get(node, "spec", "containers"), list):
+            sets.append((_set_name(path), here, path, node["spec"]))
+            return
+        if _is_pod_spec(node):  # counts beside the containers apply, as KServe's minReplicas
+            sets.append((_set_name(path), here, None, node))
+            return
+        for key, child in node.items():
+            walk(child, f"{path}/{escape(str(key))}", here, depth + 1)
 
     walk(obj.get("spec"), "/spec", 1, 0)
     return sets
 
 
-def _escape(token: str) -> str:
-    return token.replace("~", "~0").replace("/", "~1")
+def _is_pod_spec(node: Mapping[str, Any]) -> bool:
+    containers = node.get("containers")
+    return (
+        isinstance(containers, list)
+        and bool(containers)
+        and all(isinstance(c, Mapping) for c in containers)
+    )
+
+
+def _set_name(path: str) -> str:
+    """`template` for /spec/template, `pods[2]` for /spec/pods/2."""
+    tokens = [t.replace("~1", "/").replace("~0", "~") for t in path.split("/")]
+    if tokens[-1].isdigit() and len(tokens) > 2:
+        return f"{tokens[-2]}[{tokens[-1]}]"
+    return tokens[-1]
+
+
+def _dotted(path: str) -> str:
+    """A JSON pointer as a field path for messages: /spec/tasks/0 → spec.tasks.0."""
+    return path.lstrip("/").replace("/", ".")
 
 
 Adapter = Callable[[Mapping[str, Any]], list[RawPodSet]]
@@ -428,7 +469,8 @@ def read_workload(
         raise WorkloadError("metadata is not an object")
     pod_sets = []
     for set_name, count, path, spec in adapter(obj):
-        per_pod = pod_gpus(spec, is_gpu, (path or "/spec").lstrip("/").replace("/", "."))
+        where = f"{_dotted(path)}.spec" if path else "spec"
+        per_pod = pod_gpus(spec, is_gpu, where)
         pod_sets.append(PodSet(set_name, count, per_pod, path))
     workload = Workload(
         kind=kind,

@@ -8,6 +8,7 @@ store also keeps a head (row count and last hash), which catches a truncated tai
 from __future__ import annotations
 
 import hashlib
+from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -49,31 +50,68 @@ class VerifyResult:
 def verify_rows(
     rows: Iterable[Mapping[str, Any]], head_count: int | None, head_hash: str | None
 ) -> VerifyResult:
-    """Walk rows in storage order (by rowid, not by seq) and name the first bad one."""
+    """Walk rows in sequence order and name the first bad one.
+
+    A record that does not link to the one before it is not always the culprit: a record
+    edited and then re-hashed still verifies on its own, and the break shows at the next
+    one. `_blame` looks at the record where the chain breaks to name the first record that
+    is not genuine.
+    """
     prev = GENESIS
+    recent: deque[str] = deque([GENESIS], maxlen=_LOOKBACK)  # hashes of the last good records
     count = 0
     for expected_seq, row in enumerate(rows, start=1):
         count = expected_seq
-        seq = row.get("seq")
-        if seq != expected_seq:
-            return VerifyResult(False, count, expected_seq,
-                                f"expected record {expected_seq} here, found record {seq} "
-                                "(a record was deleted, inserted or moved)")
-        if row.get("prev_hash") != prev:
-            return VerifyResult(False, count, expected_seq,
-                                "prev_hash does not match the record before it "
-                                "(a record before it was deleted, inserted or changed)")
         try:
             actual = row_hash(prev, row)
         except (KeyError, TypeError) as exc:
             return VerifyResult(False, count, expected_seq, f"record is malformed: {exc}")
-        if row.get("hash") != actual:
-            return VerifyResult(False, count, expected_seq, "contents do not match its hash (edited)")
-        prev = actual
+        if row.get("seq") == expected_seq and row.get("prev_hash") == prev and row.get("hash") == actual:
+            prev = actual
+            recent.append(actual)
+            continue
+        first_bad, problem = _blame(row, expected_seq, recent)
+        return VerifyResult(False, count, first_bad, problem)
     if head_count is not None and head_count != count:
-        return VerifyResult(False, count, count + 1,
+        return VerifyResult(False, count, min(head_count, count) + 1,
                             f"the log should hold {head_count} records but holds {count} "
                             "(records after the last one were deleted, or added outside the gateway)")
     if head_hash is not None and count and head_hash != prev:
         return VerifyResult(False, count, count, "the last record is not the one the head points to")
     return VerifyResult(True, count)
+
+
+#: How many verified hashes `verify_rows` keeps to recognise records inserted before a genuine one.
+_LOOKBACK = 1024
+
+
+def _self_hash(prev_hash: Any, row: Mapping[str, Any], **changes: Any) -> str | None:
+    """The hash `row` would have if chained to `prev_hash` (with `changes`), None if it cannot."""
+    try:
+        return row_hash(str(prev_hash), {**row, **changes})
+    except (KeyError, TypeError):
+        return None
+
+
+def _blame(row: Mapping[str, Any], position: int, recent: deque[str]) -> tuple[int, str]:
+    """Row at `position` breaks the chain: (first bad record, why)."""
+    seq, prev_hash, stored = row.get("seq"), row.get("prev_hash"), row.get("hash")
+    known = list(recent)
+    # A genuine record, renumbered or not, linking to an earlier record than the one before it:
+    # everything in between was inserted.
+    if stored not in known and prev_hash in known[:-1]:
+        linked = len(known) - 1 - known[::-1].index(prev_hash)
+        genuine_seq = position - (len(known) - 1 - linked)
+        if _self_hash(prev_hash, row, seq=genuine_seq) == stored:
+            return genuine_seq, (f"{position - genuine_seq} record(s) inserted at {genuine_seq}: "
+                                 f"the record at position {position} is the genuine record {genuine_seq}")
+    if seq != position:
+        return position, (f"expected record {position} here, found record {seq} "
+                          "(a record was deleted, inserted or moved)")
+    if prev_hash != known[-1]:
+        if position > 1 and stored not in known and _self_hash(prev_hash, row) == stored:
+            return position - 1, (f"record {position} is intact but was chained to a different "
+                                  f"record {position - 1} (its contents were changed and re-hashed)")
+        return position, ("prev_hash does not match the record before it "
+                          "(a record before it was deleted, inserted or changed)")
+    return position, "contents do not match its hash (edited)"

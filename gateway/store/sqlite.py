@@ -182,7 +182,8 @@ class SQLiteStore:
         head = self._db.execute("SELECT count, last_hash FROM audit_head WHERE id = 1").fetchone()
         count, prev = (head["count"], head["last_hash"]) if head else (0, GENESIS)
         row = dict(fields)
-        row.update(seq=count + 1, ts=now, dry_run=int(dry_run))
+        # ts is hashed as stored: the REAL column reads an int clock back as a float.
+        row.update(seq=count + 1, ts=float(now), dry_run=int(dry_run))
         row["hash"] = row_hash(prev, row)
         row["prev_hash"] = prev
         self._db.execute(_INSERT_AUDIT, tuple(row[c] for c in _AUDIT_COLUMNS))

@@ -19,9 +19,9 @@ def apply(obj: dict[str, Any], ops: list[dict[str, Any]]) -> dict[str, Any]:
     for op in ops:
         assert op["op"] in ("add", "replace")
         tokens = [t.replace("~1", "/").replace("~0", "~") for t in op["path"].split("/")[1:]]
-        node = out
+        node: Any = out
         for t in tokens[:-1]:
-            node = node[t]
+            node = node[int(t)] if isinstance(node, list) else node[t]
         if op["op"] == "replace":
             assert tokens[-1] in node
         node[tokens[-1]] = op["value"]
@@ -67,3 +67,37 @@ def test_a_foreign_team_annotation_is_left_for_validation_to_deny(policy: Policy
     job = make_job(gpus=1).annotated(**{"gpu-gateway.io/team": "nlp"}).obj()
     out = stamp(policy, job, "alice", INTERN)
     assert out["metadata"]["annotations"]["gpu-gateway.io/team"] == "nlp"
+
+
+def _load(name: str) -> dict[str, Any]:
+    import yaml
+    from conftest import FIXTURES
+
+    return dict(yaml.safe_load((FIXTURES / "crds" / name).read_text()))
+
+
+def test_templates_inside_lists_are_stamped(policy: Policy) -> None:
+    """JobSet replicatedJobs, Volcano tasks and Ray worker groups keep templates in lists."""
+    from gateway.core.pointer import annotations_at
+    from gateway.core.workloads import read_workload, template_paths
+
+    for name in ("jobset.yaml", "volcano-job.yaml", "raycluster-autoscaling.yaml"):
+        obj = _load(name)
+        group, kind = obj["apiVersion"].rpartition("/")[0], obj["kind"]
+        out = stamp(policy, obj, "lead1", ("gpu-leads", "team:vision"))
+        workload = read_workload(out, group, kind, policy.gpu)
+        paths = list(template_paths(workload))
+        assert any("/0/" in p for p in paths), name
+        for pointer in paths:
+            assert annotations_at(out, pointer).get("gpu-gateway.io/owner") == "lead1", (name, pointer)
+
+
+def test_a_forged_owner_in_a_listed_template_is_denied(policy: Policy) -> None:
+    from gateway.core.admission import Facts, decide
+
+    obj = _load("jobset.yaml")
+    template = obj["spec"]["replicatedJobs"][0]["template"]["spec"]["template"]
+    template.setdefault("metadata", {}).setdefault("annotations", {})["gpu-gateway.io/owner"] = "bob"
+    plan = prepare(parse_review(review(obj, user="lead1", groups=("gpu-leads", "team:vision")).body()), policy)
+    d = decide(plan, policy, Facts())
+    assert not d.allowed and d.rule == "owner-annotation"
