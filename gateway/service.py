@@ -11,6 +11,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -20,12 +21,19 @@ from gateway.core.admission import Plan, decide, prepare
 from gateway.core.decision import Decision
 from gateway.core.mutation import ownership_patch
 from gateway.core.review import AdmissionRequest, parse_review, review_response, review_uid
-from gateway.errors import GatewayError, ReviewError
+from gateway.errors import GatewayError, ReviewError, StoreError
 from gateway.metrics import Metrics
 from gateway.policy_bundle import PolicyHolder
-from gateway.store.base import Store
+from gateway.store.base import Job, Store
+from gateway.store.writer import StoreWriter
 
 log = logging.getLogger("gateway.decision")
+
+
+@dataclass(frozen=True, slots=True)
+class _Staged:
+    plan: Plan
+    job: Job
 
 
 def _object_uid(req: AdmissionRequest) -> str:
@@ -99,6 +107,32 @@ class AdmissionService:
 
     def validate(self, body: Any) -> dict[str, Any]:
         """Decide, and for governed actions reserve and audit in one transaction."""
+        staged = self._stage(body)
+        if not isinstance(staged, _Staged):
+            return staged
+        try:
+            decision = self.store.decide_in_transaction(
+                staged.job.key, staged.job.owner, staged.job.team, staged.job.decider,
+                staged.job.audit_fields, dry_run=staged.job.dry_run, now=staged.job.now,
+                request_uid=staged.job.request_uid,
+            )
+        except Exception as exc:
+            return self._failed(staged.plan.request, exc)
+        return self._answer(staged.plan, decision)
+
+    async def validate_async(self, body: Any, writer: StoreWriter) -> dict[str, Any]:
+        """`validate` for the event loop: the store work goes to the writer thread."""
+        staged = self._stage(body)
+        if not isinstance(staged, _Staged):
+            return staged
+        try:
+            decision = await writer.submit(staged.job)
+        except Exception as exc:
+            return self._failed(staged.plan.request, exc)
+        return self._answer(staged.plan, decision)
+
+    def _stage(self, body: Any) -> _Staged | dict[str, Any]:
+        """Parse and prepare; answer at once what needs no ledger, else the store job to run."""
         try:
             req = parse_review(body)
         except ReviewError as exc:
@@ -106,22 +140,18 @@ class AdmissionService:
         policy = self.policies.policy
         try:
             plan = prepare(req, policy)
-            if plan.early is not None and not plan.early.audited:
-                return self._answer(plan, plan.early)
-            now = self.clock()
-            key = plan.key or (req.resource_key, req.namespace, req.name)
-            decision = self.store.decide_in_transaction(
-                key, plan.owner, plan.team,
-                lambda facts: decide(plan, policy, facts),
-                lambda d: audit_fields(plan, d, policy.version),
-                dry_run=req.dry_run, now=now, request_uid=req.uid,
-            )
-        except GatewayError as exc:
-            return self._failed(req, "store", exc)
         except Exception as exc:
-            log.exception("validate failed", extra={"uid": req.uid})
-            return self._failed(req, "internal", exc)
-        return self._answer(plan, decision)
+            return self._failed(req, exc)
+        if plan.early is not None and not plan.early.audited:
+            return self._answer(plan, plan.early)
+        job = Job(
+            key=plan.key or (req.resource_key, req.namespace, req.name),
+            owner=plan.owner, team=plan.team,
+            decider=lambda facts: decide(plan, policy, facts),
+            audit_fields=lambda d: audit_fields(plan, d, policy.version),
+            dry_run=req.dry_run, now=self.clock(), request_uid=req.uid,
+        )
+        return _Staged(plan, job)
 
     # ------------------------------------------------------------- answers
 
@@ -152,10 +182,15 @@ class AdmissionService:
             uid, False, code=400, message=f"gpu-gateway: cannot read the AdmissionReview: {exc}"
         )
 
-    def _failed(self, req: AdmissionRequest, kind: str, exc: Exception) -> dict[str, Any]:
+    def _failed(self, req: AdmissionRequest, exc: Exception) -> dict[str, Any]:
+        kind = "store" if isinstance(exc, StoreError) else "internal"
         self.metrics.errors.labels(kind).inc()
-        log.error("failure policy %s applied: %s", self.failure_mode.value, exc,
-                  extra={"uid": req.uid, "event": "failure_policy"})
+        if kind == "internal":
+            log.error("failure policy %s applied after an internal error", self.failure_mode.value,
+                      exc_info=exc, extra={"uid": req.uid, "event": "failure_policy"})
+        else:
+            log.error("failure policy %s applied: %s", self.failure_mode.value, exc,
+                      extra={"uid": req.uid, "event": "failure_policy"})
         if self.failure_mode is FailureMode.OPEN:
             return review_response(req.uid, True, warnings=(
                 "gpu-gateway: the gateway could not decide this request and let it through "

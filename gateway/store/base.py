@@ -8,7 +8,7 @@ a cap.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -18,6 +18,20 @@ from gateway.store.chain import VerifyResult
 
 Decider = Callable[[Facts], Decision]
 AuditFields = Callable[[Decision], dict[str, Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """One admission to decide in a store transaction."""
+
+    key: TargetKey
+    owner: str
+    team: str
+    decider: Decider
+    audit_fields: AuditFields
+    dry_run: bool
+    now: float
+    request_uid: str
 
 
 @dataclass(frozen=True)
@@ -58,6 +72,8 @@ class Store(Protocol):
         now: float,
         request_uid: str,
     ) -> Decision: ...
+
+    def decide_batch(self, jobs: Sequence[Job]) -> list[Decision | BaseException]: ...
 
     def facts(self, key: TargetKey, owner: str, team: str) -> Facts: ...
 

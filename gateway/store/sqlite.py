@@ -5,10 +5,11 @@ The SQL is kept portable (no SQLite-only functions) so the PostgreSQL backend ca
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ from gateway.core.admission import Facts, Target, TargetKey
 from gateway.core.decision import Decision
 from gateway.core.quota import Usage
 from gateway.errors import StoreError
-from gateway.store.base import AuditFields, AuditQuery, Decider, LedgerRow
+from gateway.store.base import AuditFields, AuditQuery, Decider, Job, LedgerRow
 from gateway.store.chain import AUDIT_FIELDS, GENESIS, VerifyResult, row_hash, verify_rows
 
 SCHEMA = """
@@ -143,24 +144,56 @@ class SQLiteStore:
         now: float,
         request_uid: str,
     ) -> Decision:
+        job = Job(key, owner, team, decider, audit_fields, dry_run=dry_run, now=now, request_uid=request_uid)
+        [outcome] = self.decide_batch([job])
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+    def decide_batch(self, jobs: Sequence[Job]) -> list[Decision | BaseException]:
+        """Decide several requests in one transaction (one disk sync), in order.
+
+        Each job runs inside its own savepoint and sees the writes of the jobs before it,
+        so caps hold exactly as if they ran one by one; a job that fails is rolled back alone.
+        If the commit fails, every job fails with a StoreError.
+        """
         with self._lock:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
             except sqlite3.Error as exc:
-                raise StoreError(f"cannot start a transaction: {exc}") from exc
+                return [StoreError(f"cannot start a transaction on {self.path}: {exc}") for _ in jobs]
+            outcomes: list[Decision | BaseException] = []
             try:
-                decision = decider(self.facts(key, owner, team))
-                if decision.audited:
-                    self._append_audit(audit_fields(decision), now=now, dry_run=dry_run)
-                if decision.allowed and not dry_run:
-                    self._apply(key, decision, now=now, request_uid=request_uid)
+                for job in jobs:
+                    outcomes.append(self._run_job(job))
                 self._db.execute("COMMIT")
-                return decision
-            except BaseException as exc:
-                self._db.execute("ROLLBACK")
-                if isinstance(exc, sqlite3.Error):
-                    raise StoreError(f"state file {self.path}: {exc}") from exc
+            except sqlite3.Error as exc:
+                self._rollback()
+                return [StoreError(f"state file {self.path}: {exc}") for _ in jobs]
+            except BaseException:
+                self._rollback()
                 raise
+            return outcomes
+
+    def _run_job(self, job: Job) -> Decision | BaseException:
+        self._db.execute("SAVEPOINT job")
+        try:
+            decision = job.decider(self.facts(job.key, job.owner, job.team))
+            if decision.audited:
+                self._append_audit(job.audit_fields(decision), now=job.now, dry_run=job.dry_run)
+            if decision.allowed and not job.dry_run:
+                self._apply(job.key, decision, now=job.now, request_uid=job.request_uid)
+        except Exception as exc:
+            self._db.execute("ROLLBACK TO job")
+            self._db.execute("RELEASE job")
+            return StoreError(f"state file {self.path}: {exc}") if isinstance(exc, sqlite3.Error) else exc
+        self._db.execute("RELEASE job")
+        return decision
+
+    def _rollback(self) -> None:
+        """Roll back, tolerating a transaction SQLite already rolled back itself (I/O errors)."""
+        with contextlib.suppress(sqlite3.Error):
+            self._db.execute("ROLLBACK")
 
     def _apply(self, key: TargetKey, decision: Decision, *, now: float, request_uid: str) -> None:
         if decision.release:

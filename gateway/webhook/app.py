@@ -18,6 +18,7 @@ from starlette.routing import Route
 
 from gateway.errors import ReviewError
 from gateway.service import AdmissionService
+from gateway.store.writer import StoreWriter
 
 log = logging.getLogger("gateway.http")
 
@@ -56,7 +57,18 @@ def create_app(
     max_body_bytes: int = 8 * 1024 * 1024,
     reload_interval_s: float | None = None,
 ) -> Starlette:
-    """Build the app. With `reload_interval_s`, the policy bundle is re-checked in the background."""
+    """Build the app. With `reload_interval_s`, the policy bundle is re-checked in the background.
+
+    Ledger writes go through one writer thread (group commit) started with the app, so the
+    event loop never waits on a disk sync.
+    """
+    writer = StoreWriter(service.store)
+
+    async def validate(body: Any) -> dict[str, Any]:
+        return await service.validate_async(body, writer)
+
+    async def mutate(body: Any) -> dict[str, Any]:
+        return service.mutate(body)
 
     def endpoint(name: str, handler: Any) -> Any:
         latency = service.metrics.latency.labels(name)
@@ -77,7 +89,7 @@ def create_app(
                     service.metrics.errors.labels("unreadable").inc()
                     return _error(400, f"body is not JSON: {exc}")
                 try:
-                    return _Json(handler(body))
+                    return _Json(await handler(body))
                 except ReviewError as exc:
                     return _error(400, f"not an admission.k8s.io/v1 AdmissionReview: {exc}")
             finally:
@@ -99,6 +111,7 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         task = None
+        writer.start()
         if reload_interval_s:
             task = asyncio.create_task(_watch_policy(service, reload_interval_s))
         try:
@@ -106,10 +119,11 @@ def create_app(
         finally:
             if task:
                 task.cancel()
+            await asyncio.to_thread(writer.stop)
 
     routes = [
-        Route("/mutate", endpoint("mutate", service.mutate), methods=["POST"]),
-        Route("/validate", endpoint("validate", service.validate), methods=["POST"]),
+        Route("/mutate", endpoint("mutate", mutate), methods=["POST"]),
+        Route("/validate", endpoint("validate", validate), methods=["POST"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),

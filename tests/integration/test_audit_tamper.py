@@ -32,11 +32,13 @@ from conftest import (
     make_pytorchjob,
     review,
 )
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gateway.metrics import Metrics
 from gateway.policy_bundle import PolicyHolder
 from gateway.service import AdmissionService
-from gateway.store.chain import GENESIS, row_hash
+from gateway.store.chain import AUDIT_FIELDS, GENESIS, VerifyResult, row_hash, verify_rows
 from gateway.store.sqlite import SQLiteStore
 
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC).timestamp()
@@ -486,3 +488,60 @@ def test_list_says_when_nothing_matches_and_rejects_a_bad_time(list_runs):
 def test_list_reads_a_tampered_log_without_judging_it(list_runs):
     """`list` shows what is stored; `verify` is what judges it."""
     assert [r["seq"] for r in json_lines(list_runs[("tampered",)])] == [4, 6, 8]
+
+
+# ------------------------------------------------------------------ the chain alone, at random
+
+
+def synthetic_chain(n: int) -> list[dict[str, Any]]:
+    chain, prev = [], GENESIS
+    for seq in range(1, n + 1):
+        row: dict[str, Any] = {f: "" for f in AUDIT_FIELDS}
+        row.update(seq=seq, ts=T0 + seq, user=f"u{seq % 3}", gpus=seq, dry_run=0, decision="allowed")
+        row["prev_hash"], row["hash"] = prev, row_hash(prev, row)
+        prev = row["hash"]
+        chain.append(row)
+    return chain
+
+
+def renumbered(chain: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{**row, "seq": i} for i, row in enumerate(chain, start=1)]
+
+
+def rehashed(row: dict[str, Any], **changes: Any) -> dict[str, Any]:
+    out = {**row, **changes}
+    out["hash"] = row_hash(out["prev_hash"], out)
+    return out
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(n=st.integers(2, 30), data=st.data())
+def test_verify_names_the_first_record_touched_by_any_single_tampering(n, data):
+    chain = synthetic_chain(n)
+    head = (n, chain[-1]["hash"])
+    op = data.draw(st.sampled_from(["edit", "edit+rehash", "delete", "delete+renumber", "forge+renumber",
+                                    "swap", "swap seq"]))
+    k = data.draw(st.integers(1, n - 1))  # a record that has a successor
+    rows_, bad = list(chain), k
+    if op == "edit":
+        rows_[k - 1] = {**chain[k - 1], "user": "mallory"}
+    elif op == "edit+rehash":
+        rows_[k - 1] = rehashed(chain[k - 1], user="mallory")
+    elif op == "delete":
+        del rows_[k - 1]
+    elif op == "delete+renumber":
+        del rows_[k - 1]
+        rows_, head = renumbered(rows_), (n - 1, head[1])
+    elif op == "forge+renumber":
+        prev = chain[k - 2]["hash"] if k > 1 else GENESIS
+        rows_.insert(k - 1, rehashed({**chain[k - 1], "seq": k, "user": "mallory", "prev_hash": prev}))
+        rows_, head = renumbered(rows_), (n + 1, head[1])
+    else:
+        j = data.draw(st.integers(k + 1, n))
+        if op == "swap":  # contents change places, numbers stay
+            rows_[k - 1], rows_[j - 1] = {**chain[j - 1], "seq": k}, {**chain[k - 1], "seq": j}
+        else:  # numbers change places
+            rows_[k - 1], rows_[j - 1] = {**chain[k - 1], "seq": j}, {**chain[j - 1], "seq": k}
+    result = verify_rows(sorted(rows_, key=lambda r: r["seq"]), *head)
+    assert (result.ok, result.first_bad) == (False, bad), (op, k, result)
+    assert verify_rows(chain, n, chain[-1]["hash"]) == VerifyResult(True, n)
