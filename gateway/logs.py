@@ -8,10 +8,10 @@ from typing import Any
 
 import orjson
 
-_RESERVED = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
-
 
 class JsonFormatter(logging.Formatter):
+    """Structured fields come in one `fields` mapping: `log.info("msg", extra=fields(uid=...))`."""
+
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
             "ts": round(record.created, 6),
@@ -19,9 +19,9 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
-        for key, value in vars(record).items():
-            if key not in _RESERVED and not key.startswith("_"):
-                entry[key] = value
+        extra = getattr(record, "fields", None)
+        if extra:
+            entry.update(extra)
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
         return orjson.dumps(entry, default=str).decode()
@@ -35,3 +35,8 @@ def setup_logging(level: str = "INFO") -> None:
     root.setLevel(level)
     # casbin logs the whole model and policy at INFO on every load.
     logging.getLogger("casbin").setLevel(logging.WARNING)
+
+
+def fields(**values: Any) -> dict[str, Any]:
+    """The `extra=` argument that puts `values` into the JSON line."""
+    return {"fields": values}

@@ -22,6 +22,7 @@ from gateway.core.decision import Mode
 from gateway.core.policy import POLICY_ACTIONS, RULES, SCOPES, Policy, RoleLimits
 from gateway.core.workloads import DEFAULT_GPU_RESOURCES, DEFAULT_NOT_GPU_RESOURCES
 from gateway.errors import ConfigError
+from gateway.logs import fields
 
 log = logging.getLogger("gateway.policy")
 
@@ -217,11 +218,11 @@ class PolicyHolder:
                 self.failures += 1
                 self.last_error = str(exc)
                 log.error("policy reload failed; keeping version %s in force: %s",
-                          self.policy.version, exc, extra={"event": "policy_reload_failed"})
+                          self.policy.version, exc, extra=fields(event="policy_reload_failed"))
                 return ReloadResult(changed=False, error=str(exc))
             old = self.policy.version
             self.policy = policy
             self.last_error = None
             self.reloads += 1
-            log.info("policy reloaded: %s -> %s", old, policy.version, extra={"event": "policy_reloaded"})
+            log.info("policy reloaded: %s -> %s", old, policy.version, extra=fields(event="policy_reloaded"))
             return ReloadResult(changed=True)

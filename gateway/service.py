@@ -22,6 +22,7 @@ from gateway.core.decision import Decision
 from gateway.core.mutation import ownership_patch
 from gateway.core.review import AdmissionRequest, parse_review, review_response, review_uid
 from gateway.errors import GatewayError, ReviewError, StoreError
+from gateway.logs import fields
 from gateway.metrics import Metrics
 from gateway.policy_bundle import PolicyHolder
 from gateway.store.base import Job, Store
@@ -95,7 +96,7 @@ class AdmissionService:
             plan = prepare(req, self.policies.policy)
             ops = ownership_patch(plan)
         except Exception:
-            log.exception("mutate failed", extra={"uid": req.uid})
+            log.exception("mutate failed", extra=fields(uid=req.uid))
             self.metrics.errors.labels("internal").inc()
             # No stamp means the validating webhook records the owner itself; never block here
             # on our own bug, the validating half applies the failure policy.
@@ -159,16 +160,14 @@ class AdmissionService:
         req = plan.request
         if decision.action is not None and (decision.audited or decision.rule == "trusted-controller"):
             self.metrics.decisions.labels(decision.action.value, decision.verdict, decision.rule).inc()
-            log.info(
-                "decision",
-                extra={
-                    "uid": req.uid, "user": req.username, "role": plan.identity.role,
-                    "action": decision.action.value, "kind": plan.display_kind,
-                    "namespace": req.namespace, "object": plan.key[2] if plan.key else req.name,
-                    "gpus": decision.gpus, "decision": decision.verdict, "mode": decision.mode.value,
-                    "rule": decision.rule, "dry_run": req.dry_run,
-                },
-            )
+            if log.isEnabledFor(logging.INFO):
+                log.info("decision", extra=fields(
+                    uid=req.uid, user=req.username, role=plan.identity.role,
+                    action=decision.action.value, kind=plan.display_kind, namespace=req.namespace,
+                    object=plan.key[2] if plan.key else req.name, gpus=decision.gpus,
+                    decision=decision.verdict, mode=decision.mode.value, rule=decision.rule,
+                    dry_run=req.dry_run,
+                ))
         message = decision.reason if not decision.allowed else ""
         return review_response(req.uid, decision.allowed, message=message, warnings=decision.warnings)
 
@@ -177,7 +176,7 @@ class AdmissionService:
         uid = review_uid(body)
         if uid is None:
             raise exc
-        log.warning("unreadable review: %s", exc, extra={"uid": uid})
+        log.warning("unreadable review: %s", exc, extra=fields(uid=uid))
         return review_response(
             uid, False, code=400, message=f"gpu-gateway: cannot read the AdmissionReview: {exc}"
         )
@@ -187,10 +186,10 @@ class AdmissionService:
         self.metrics.errors.labels(kind).inc()
         if kind == "internal":
             log.error("failure policy %s applied after an internal error", self.failure_mode.value,
-                      exc_info=exc, extra={"uid": req.uid, "event": "failure_policy"})
+                      exc_info=exc, extra=fields(uid=req.uid, event="failure_policy"))
         else:
             log.error("failure policy %s applied: %s", self.failure_mode.value, exc,
-                      extra={"uid": req.uid, "event": "failure_policy"})
+                      extra=fields(uid=req.uid, event="failure_policy"))
         if self.failure_mode is FailureMode.OPEN:
             return review_response(req.uid, True, warnings=(
                 "gpu-gateway: the gateway could not decide this request and let it through "
