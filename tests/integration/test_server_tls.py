@@ -6,8 +6,6 @@ import base64
 import json
 import os
 import signal
-import socket
-import ssl
 import subprocess
 import sys
 import time
@@ -17,69 +15,15 @@ from pathlib import Path
 import httpx
 import pytest
 from conftest import INTERN, RESEARCHER, delete_review, make_job, make_pytorchjob, review
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _trust(verify: str | bool) -> ssl.SSLContext | bool:
-    return ssl.create_default_context(cafile=verify) if isinstance(verify, str) else verify
-
-
-class Served:
-    def __init__(self, proc: subprocess.Popen[bytes], url: str, verify: str | bool, state: Path) -> None:
-        self.proc, self.url, self.verify, self.state = proc, url, _trust(verify), state
-
-    def client(self) -> httpx.Client:
-        return httpx.Client(base_url=self.url, verify=self.verify, timeout=10)
-
-
-def _start(tmp_path: Path, *extra: str, tls: bool = True, policy_dir: Path | None = None) -> Served:
-    port = _free_port()
-    state = tmp_path / "state.db"
-    args = [sys.executable, "-m", "gateway.cli.gpu_gateway", "serve", "--host", "127.0.0.1",
-            "--port", str(port), "--state", str(state), *extra]
-    if policy_dir:
-        args += ["--policy-dir", str(policy_dir)]
-    if not tls:
-        args.append("--insecure-http")
-    log = open(tmp_path / "server.log", "wb")  # noqa: SIM115 - lives as long as the server
-    proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
-    scheme = "https" if tls else "http"
-    cert = tmp_path / "tls" / "tls.crt"
-    deadline = time.monotonic() + 30
-    while True:
-        if proc.poll() is not None:
-            raise AssertionError(f"server exited: {(tmp_path / 'server.log').read_text()}")
-        verify: str | bool = str(cert) if tls and "--cert" not in extra else False
-        if tls and "--cert" in extra:
-            verify = extra[extra.index("--cert") + 1]
-        try:
-            if not tls or Path(str(verify)).exists():
-                httpx.get(f"{scheme}://127.0.0.1:{port}/healthz", verify=_trust(verify), timeout=1).raise_for_status()
-                return Served(proc, f"{scheme}://127.0.0.1:{port}", verify, state)
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline:
-            proc.kill()
-            raise AssertionError("server did not become healthy")
-        time.sleep(0.1)
-
-
-def _stop(served: Served) -> int:
-    served.proc.send_signal(signal.SIGTERM)
-    return served.proc.wait(timeout=20)
+from served import Served, start_server, stop_server
 
 
 @pytest.fixture
 def server(tmp_path: Path, policy_dir: Path) -> Iterator[Served]:
-    served = _start(tmp_path, policy_dir=policy_dir)
+    served = start_server(tmp_path, policy_dir=policy_dir)
     yield served
     if served.proc.poll() is None:
-        _stop(served)
+        stop_server(served)
 
 
 def test_generated_self_signed_certificate_serves_tls_and_health(server: Served) -> None:
@@ -115,14 +59,14 @@ def test_mutate_returns_a_base64_jsonpatch(server: Served) -> None:
 def test_warnings_reach_the_response(tmp_path: Path, policy_dir: Path) -> None:
     limits = policy_dir / "limits.yaml"
     limits.write_text(limits.read_text().replace("workload-gpu-limit: enforce", "workload-gpu-limit: warn"))
-    served = _start(tmp_path, policy_dir=policy_dir)
+    served = start_server(tmp_path, policy_dir=policy_dir)
     try:
         body = review(make_job(gpus=8, parallelism=2).obj(), user="alice", groups=INTERN).body()
         with served.client() as c:
             resp = c.post("/validate", json=body).json()["response"]
         assert resp["allowed"] is True and resp["warnings"]
     finally:
-        _stop(served)
+        stop_server(served)
 
 
 def test_bad_input_gets_a_clear_error_never_an_allow(server: Served) -> None:
@@ -150,33 +94,33 @@ def test_metrics_count_decisions(server: Served) -> None:
 
 def test_state_survives_a_restart(tmp_path: Path, policy_dir: Path) -> None:
     job = make_job(gpus=8).named("research", "j").obj()
-    served = _start(tmp_path, policy_dir=policy_dir)
+    served = start_server(tmp_path, policy_dir=policy_dir)
     with served.client() as c:
         assert c.post("/validate", json=review(job, user="bob", groups=RESEARCHER).body()).json()["response"]["allowed"]
-    assert _stop(served) == 0
-    served = _start(tmp_path, policy_dir=policy_dir)
+    assert stop_server(served) == 0
+    served = start_server(tmp_path, policy_dir=policy_dir)
     try:
         with served.client() as c:
             resp = c.post("/validate", json=delete_review(job, user="alice", groups=INTERN).body()).json()
         assert resp["response"]["allowed"] is False  # the owner is still known after the restart
     finally:
-        _stop(served)
+        stop_server(served)
 
 
 def test_operator_supplied_certificate(tmp_path: Path, policy_dir: Path) -> None:
     from gateway.webhook.tls import ensure_self_signed
 
     cert, key = ensure_self_signed(tmp_path / "mine", ["127.0.0.1"])
-    served = _start(tmp_path, "--cert", str(cert), "--key", str(key), policy_dir=policy_dir)
+    served = start_server(tmp_path, "--cert", str(cert), "--key", str(key), policy_dir=policy_dir)
     try:
         with served.client() as c:
             assert c.get("/healthz").status_code == 200
     finally:
-        _stop(served)
+        stop_server(served)
 
 
 def test_policy_is_reloaded_on_sighup_and_a_broken_one_keeps_the_last_good(tmp_path: Path, policy_dir: Path) -> None:
-    served = _start(tmp_path, policy_dir=policy_dir)
+    served = start_server(tmp_path, policy_dir=policy_dir)
     body = lambda: review(make_job(gpus=8, parallelism=2).obj(), user="alice", groups=INTERN).body()  # noqa: E731
     try:
         with served.client() as c:
@@ -196,7 +140,7 @@ def test_policy_is_reloaded_on_sighup_and_a_broken_one_keeps_the_last_good(tmp_p
             assert "last good in force" in c.get("/readyz").text
             assert "gpu_gateway_policy_ok 0.0" in c.get("/metrics").text
     finally:
-        _stop(served)
+        stop_server(served)
     assert "policy reload failed" in (tmp_path / "server.log").read_text()
 
 
@@ -207,4 +151,4 @@ def test_insecure_http_is_refused_off_loopback(tmp_path: Path) -> None:
 
 
 def test_sigterm_stops_cleanly(server: Served) -> None:
-    assert _stop(server) == 0
+    assert stop_server(server) == 0
