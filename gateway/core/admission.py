@@ -8,17 +8,17 @@ the same transaction that will write the reservation, so caps hold under concurr
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from gateway.core.decision import Action, Decision, Mode, Reservation, Violation
 from gateway.core.identity import Identity
-from gateway.core.pointer import annotations_at, resolve
+from gateway.core.pointer import annotations_at, is_object, resolve
 from gateway.core.policy import OWNER_ANNOTATION, RULES, TEAM_ANNOTATION, Policy, relation
 from gateway.core.quota import Usage, check_caps
 from gateway.core.review import AdmissionRequest
-from gateway.core.workloads import Workload, read_workload
+from gateway.core.workloads import GpuMatcher, Workload, read_workload
 from gateway.errors import WorkloadError
 
 TargetKey = tuple[str, str, str]
@@ -53,15 +53,19 @@ class Facts:
     usage: Usage = field(default_factory=Usage)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Plan:
+    """What a request asks for, read without the ledger.
+
+    Treat as immutable. Not `frozen`: one is built per request, and a frozen dataclass's
+    `__init__` costs several times a plain one; `old_gpus` is also cached on first use.
+    """
+
     request: AdmissionRequest
     identity: Identity
     action: Action | None
     key: TargetKey | None = None
     workload: Workload | None = None
-    old_gpus: int = 0
-    """GPUs of the old object (DELETE, UPDATE), for targets the ledger does not know."""
     owner: str = ""
     team: str = ""
     """Who a launch will belong to: the requester and their chosen (or default) team."""
@@ -70,6 +74,21 @@ class Plan:
     """For `/scale`: the new and old `spec.replicas`."""
     early: Decision | None = None
     """Set when the request is decided without the ledger (pass-through or unreadable)."""
+    is_gpu: GpuMatcher | None = field(default=None, repr=False, compare=False)
+    """The policy's GPU resources, kept to read `old_gpus`; None where the old object's GPUs
+    are never needed (scales, pod subresources, requests decided early)."""
+    _old_gpus: int | None = field(default=None, init=False, repr=False, compare=False)
+
+    @property
+    def old_gpus(self) -> int:
+        """GPUs of the old object (DELETE, UPDATE), for targets the ledger does not know.
+
+        Read on first use: `decide` needs it only when the ledger has no record of the
+        target, and reading a workload is a large share of a decision's cost.
+        """
+        if self._old_gpus is None:
+            self._old_gpus = _old_object_gpus(self.request, self.is_gpu)
+        return self._old_gpus
 
     @property
     def display_kind(self) -> str:
@@ -104,7 +123,7 @@ def _pass(action: Action | None, reason: str) -> Decision:
 
 def _replicas(obj: Mapping[str, Any] | None) -> int | None:
     spec = obj.get("spec") if obj else None
-    value = spec.get("replicas") if isinstance(spec, Mapping) else None
+    value = spec.get("replicas") if is_object(spec) else None
     if value is None:
         return 0 if spec is not None else None
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
@@ -115,49 +134,50 @@ def _replicas(obj: Mapping[str, Any] | None) -> int | None:
 def prepare(req: AdmissionRequest, policy: Policy) -> Plan:
     identity = policy.identity(req.username, req.groups)
     action = classify(req)
-    plan = Plan(request=req, identity=identity, action=action)
     if action is None:
-        return replace(plan, early=_pass(None, "not a governed action"))
+        return Plan(req, identity, action, early=_pass(None, "not a governed action"))
     if req.namespace in policy.exempt_namespaces:
-        return replace(plan, early=_pass(action, f"namespace {req.namespace} is exempt"))
+        return Plan(req, identity, action, early=_pass(action, f"namespace {req.namespace} is exempt"))
     if action in (Action.EXEC, Action.KILL) and req.sub_resource:
-        return replace(plan, key=("pods", req.namespace, req.name))
+        return Plan(req, identity, action, key=("pods", req.namespace, req.name))
     try:
-        return _prepare_object(plan, policy)
+        return _prepare_object(req, identity, action, policy)
     except WorkloadError as exc:
+        plan = Plan(req, identity, action)
         return replace(plan, early=_unreadable(plan, str(exc)))
 
 
-def _prepare_object(plan: Plan, policy: Policy) -> Plan:
-    req = plan.request
+def _prepare_object(req: AdmissionRequest, identity: Identity, action: Action, policy: Policy) -> Plan:
     if req.sub_resource == "scale":
-        return replace(
-            plan,
+        return Plan(
+            req, identity, action,
             key=(req.resource_key, req.namespace, req.name),
             replicas=_replicas(req.obj),
             old_replicas=_replicas(req.old_obj),
         )
-    old_gpus = 0
-    if req.old_obj is not None:
-        try:
-            old_gpus = read_workload(req.old_obj, req.kind.group, req.kind.kind, policy.gpu).gpus
-        except WorkloadError:
-            old_gpus = 0  # the API server stored it; an unreadable old object asks for nothing new
     workload = None
-    if req.obj is not None and plan.action is not Action.KILL:
+    if req.obj is not None and action is not Action.KILL:
         workload = read_workload(req.obj, req.kind.group, req.kind.kind, policy.gpu, req.namespace, req.name)
-    name = req.name or (workload.name if workload else "")
-    plan = replace(plan, key=(req.resource_key, req.namespace, name), workload=workload, old_gpus=old_gpus)
-    if plan.action is Action.LAUNCH and workload is not None and workload.gpus == 0:
-        return replace(plan, early=_pass(Action.LAUNCH, "asks for no GPUs"))
-    if plan.action in (Action.LAUNCH, Action.MODIFY):
+    key = (req.resource_key, req.namespace, req.name or (workload.name if workload else ""))
+    if action is Action.LAUNCH and workload is not None and workload.gpus == 0:
+        return Plan(req, identity, action, key=key, workload=workload, early=_pass(Action.LAUNCH, "asks for no GPUs"))
+    owner = team = ""
+    if action in (Action.LAUNCH, Action.MODIFY):
         # The requester and their chosen team own a launch, and a modify of a workload the
         # ledger does not know that makes it ask for GPUs; a known target keeps its owner.
         requested = annotations_at(req.obj).get(TEAM_ANNOTATION)
-        ident = plan.identity
-        team = requested if isinstance(requested, str) and requested in ident.teams else ident.default_team
-        return replace(plan, owner=ident.user, team=team)
-    return plan
+        owner = identity.user
+        team = requested if isinstance(requested, str) and requested in identity.teams else identity.default_team
+    return Plan(req, identity, action, key=key, workload=workload, owner=owner, team=team, is_gpu=policy.gpu)
+
+
+def _old_object_gpus(req: AdmissionRequest, is_gpu: GpuMatcher | None) -> int:
+    if req.old_obj is None or is_gpu is None:
+        return 0
+    try:
+        return read_workload(req.old_obj, req.kind.group, req.kind.kind, is_gpu).gpus
+    except WorkloadError:
+        return 0  # the API server stored it; an unreadable old object asks for nothing new
 
 
 def _unreadable(plan: Plan, why: str) -> Decision:
@@ -171,14 +191,24 @@ def _unreadable(plan: Plan, why: str) -> Decision:
     )
 
 
+#: Compact JSON for shapes; built once, as `json.dumps(..., separators=...)` builds an encoder per call.
+_COMPACT_JSON = json.JSONEncoder(separators=(",", ":"))
+
+
 def shape_of(req: AdmissionRequest, workload: Workload) -> str:
-    """JSON kept with a reservation: pod sets and GPUs per unit of `spec.replicas`, if any."""
-    replicas = _replicas(req.obj)
+    """JSON kept with a reservation: pod sets and GPUs per unit of `spec.replicas`, if any.
+
+    A `spec.replicas` the kind does not use and that is not a count just means no unit.
+    """
+    try:
+        replicas = _replicas(req.obj)
+    except WorkloadError:
+        replicas = None
     unit = None
     if replicas and workload.gpus % replicas == 0:
         unit = workload.gpus // replicas
     sets = [[ps.name, ps.count, ps.gpus_each] for ps in workload.pod_sets]
-    return json.dumps({"unit": unit, "sets": sets}, separators=(",", ":"))
+    return _COMPACT_JSON.encode({"unit": unit, "sets": sets})
 
 
 # ------------------------------------------------------------------ decide
@@ -200,6 +230,12 @@ def _violation(policy: Policy, rule: str, message: str) -> Violation:
     return Violation(rule, policy.mode(rule), message)
 
 
+def _what(plan: Plan) -> str:
+    """`launch of PyTorchJob research/llm`: the request, as denials and warnings name it."""
+    assert plan.action is not None
+    return f"{plan.action.value} of {plan.display_kind} {plan.display_ref}"
+
+
 def _conclude(
     plan: Plan,
     violations: list[Violation],
@@ -212,50 +248,82 @@ def _conclude(
     owner: str = "",
     team: str = "",
 ) -> Decision:
-    action = plan.action
-    assert action is not None
-    what = f"{action.value} of {plan.display_kind} {plan.display_ref}"
-    base = Decision(
-        allowed=True, rule=allow_rule, reason=allow_reason, action=action, gpus=gpus,
-        audited=True, violations=tuple(violations), owner=owner, team=team,
-    )
-    deny = next((v for v in violations if v.mode is Mode.ENFORCE), None)
-    if deny is not None:
-        message = f"gpu-gateway: denied {what}: {deny.message}. {RULES.get(deny.rule, '')}".strip()
-        return replace(base, allowed=False, rule=deny.rule, reason=message, mode=Mode.ENFORCE)
+    """Deny by the first enforced violation, else admit (see `_admit`)."""
+    denial = _denial(plan, violations, gpus=gpus, owner=owner, team=team)
+    if denial is not None:
+        return denial
+    return _admit(plan, violations, rule=allow_rule, reason=allow_reason, gpus=gpus, reserve=reserve,
+                  release=release, owner=owner, team=team)
+
+
+def _denial(plan: Plan, violations: list[Violation], *, gpus: int, owner: str = "", team: str = "") -> Decision | None:
+    """The denial by the first enforced violation, or None when no violation is enforced.
+
+    A launch asks this before `_admit`, so that its allow reason (which describes the
+    workload's GPUs) is built only for a request that is admitted.
+    """
+    for v in violations:
+        if v.mode is Mode.ENFORCE:
+            message = f"gpu-gateway: denied {_what(plan)}: {v.message}. {RULES.get(v.rule, '')}".strip()
+            return Decision(
+                allowed=False, rule=v.rule, reason=message, mode=Mode.ENFORCE, action=plan.action, gpus=gpus,
+                audited=True, violations=tuple(violations), owner=owner, team=team,
+            )
+    return None
+
+
+def _admit(
+    plan: Plan,
+    violations: list[Violation],
+    *,
+    rule: str,
+    reason: str,
+    gpus: int,
+    reserve: Reservation | None = None,
+    release: bool = False,
+    owner: str = "",
+    team: str = "",
+) -> Decision:
+    """An audited allow, once `_denial` found nothing enforced. Violations in warn or
+    dry-run mode take the place of `rule` and `reason`, and warnings name them."""
+    mode = Mode.ENFORCE
+    warnings: tuple[str, ...] = ()
     if violations:
-        first = violations[0]
+        what = _what(plan)
+        rule, mode = violations[0].rule, violations[0].mode
         warnings = tuple(
             f"gpu-gateway: {what} would be denied by rule {v.rule}: {v.message}"
             for v in violations if v.mode is Mode.WARN
         )
         reason = "; ".join(f"would deny ({v.rule}, {v.mode.value}): {v.message}" for v in violations)
-        return replace(
-            base, rule=first.rule, mode=first.mode, reason=reason, warnings=warnings,
-            reserve=reserve, release=release,
-        )
-    return replace(base, reserve=reserve, release=release)
+    return Decision(
+        allowed=True, rule=rule, reason=reason, mode=mode, action=plan.action, gpus=gpus, audited=True,
+        warnings=warnings, violations=tuple(violations), reserve=reserve, release=release, owner=owner,
+        team=team,
+    )
 
 
-def _owner_spoofs(obj: Any, workload: Workload, user: str) -> Iterator[str]:
-    """Owner annotations in the object or any of its pod templates naming someone else."""
-    for pointer in ("", *(ps.template_path or "" for ps in workload.pod_sets)):
+def _owner_spoofs(obj: Any, workload: Workload, user: str) -> list[str]:
+    """Owner annotations in the object or any of its pod templates naming someone else, sorted."""
+    found: set[str] = set()
+    for pointer in {"", *(ps.template_path for ps in workload.pod_sets if ps.template_path)}:
         value = annotations_at(obj, pointer).get(OWNER_ANNOTATION)
         if value not in (None, "", user):
-            yield str(value)
+            found.add(str(value))
+    return sorted(found)
 
 
 def _priority_classes(obj: Any, workload: Workload) -> set[str]:
     found: set[str] = set()
-    spec = obj.get("spec") if isinstance(obj, Mapping) else None
-    if isinstance(spec, Mapping) and isinstance(spec.get("priorityClassName"), str):
+    spec = obj.get("spec") if is_object(obj) else None
+    if is_object(spec) and isinstance(spec.get("priorityClassName"), str):
         found.add(spec["priorityClassName"])
     for ps in workload.pod_sets:
         if ps.template_path is None or ps.gpus == 0:
             continue
         node = resolve(obj, ps.template_path)
-        pod_spec = node.get("spec") if isinstance(node, Mapping) else None
-        value = pod_spec.get("priorityClassName") if isinstance(pod_spec, Mapping) else None
+        pod_spec = node.get("spec") if is_object(node) else None
+        value = pod_spec.get("priorityClassName") if is_object(pod_spec) else None
         found.add(value if isinstance(value, str) else "")
     return found
 
@@ -320,7 +388,7 @@ def _launch(plan: Plan, policy: Policy, facts: Facts) -> Decision:
         violations.append(_violation(policy, "no-role",
             f"{ident.describe()} may not launch GPU workloads; this one asks for "
             f"{workload.gpus} ({workload.describe_gpus()})"))
-    spoofed = sorted(set(_owner_spoofs(req.obj, workload, ident.user)))
+    spoofed = _owner_spoofs(req.obj, workload, ident.user)
     if spoofed:
         violations.append(_violation(policy, "owner-annotation",
             f"the object names {', '.join(spoofed)} as owner, but {ident.user} is creating it"))
@@ -332,9 +400,12 @@ def _launch(plan: Plan, policy: Policy, facts: Facts) -> Decision:
     _size_checks(plan, policy, workload, violations)
     _quota_checks(policy, facts, asked=workload.gpus, owner=plan.owner, owner_role=ident.role,
                   team=plan.team, violations=violations)
-    return _conclude(
-        plan, violations, allow_rule="role-limits",
-        allow_reason=f"{ident.describe()} may launch {workload.gpus} GPUs ({workload.describe_gpus()})",
+    denial = _denial(plan, violations, gpus=workload.gpus, owner=plan.owner, team=plan.team)
+    if denial is not None:
+        return denial
+    return _admit(
+        plan, violations, rule="role-limits",
+        reason=f"{ident.describe()} may launch {workload.gpus} GPUs ({workload.describe_gpus()})",
         gpus=workload.gpus,
         reserve=Reservation(plan.owner, plan.team, ident.role or "", workload.gpus, True, shape),
         owner=plan.owner, team=plan.team,
@@ -426,8 +497,7 @@ def _modify(plan: Plan, policy: Policy, facts: Facts) -> Decision:
                       team=team, violations=violations)
     shape = shape_of(req, plan.workload) if plan.workload is not None else target.shape
     if req.sub_resource == "scale":
-        data = json.loads(target.shape or "{}")
-        shape = json.dumps(data, separators=(",", ":"))
+        shape = _COMPACT_JSON.encode(json.loads(target.shape or "{}"))
     return _conclude(
         plan, violations, allow_rule="ownership",
         allow_reason=f"{ident.describe()} may modify {target.owner}'s workload "

@@ -45,8 +45,14 @@ class Reservation:
     """JSON of the workload's shape (pod sets, GPUs per replica), kept to decide scales later."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Decision:
+    """The answer to one request, with its reasons.
+
+    Treat as immutable. Not `frozen`: one is built per request, and a frozen dataclass's
+    `__init__` (an `object.__setattr__` per field) costs several times a plain one.
+    """
+
     allowed: bool
     rule: str
     """The rule that decided: the violated rule on a deny, else the rule that allowed."""

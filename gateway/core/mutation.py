@@ -12,7 +12,7 @@ from typing import Any
 
 from gateway.core.admission import Plan
 from gateway.core.decision import Action
-from gateway.core.pointer import escape, resolve
+from gateway.core.pointer import annotations_at, escape, is_object, resolve
 from gateway.core.policy import OWNER_ANNOTATION, TEAM_ANNOTATION
 from gateway.core.workloads import template_paths
 
@@ -22,13 +22,13 @@ JsonPatch = list[dict[str, Any]]
 def _stamp(obj: Any, pointer: str, wanted: Mapping[str, str]) -> JsonPatch:
     """Operations that make `pointer`'s metadata.annotations hold `wanted`."""
     node = resolve(obj, pointer)
-    if not isinstance(node, Mapping):
+    if not is_object(node):
         return []
     meta = node.get("metadata")
-    if not isinstance(meta, Mapping):
+    if not is_object(meta):
         return [{"op": "add", "path": f"{pointer}/metadata", "value": {"annotations": dict(wanted)}}]
     annotations = meta.get("annotations")
-    if not isinstance(annotations, Mapping):
+    if not is_object(annotations):
         return [{"op": "add", "path": f"{pointer}/metadata/annotations", "value": dict(wanted)}]
     ops: JsonPatch = []
     for key, value in wanted.items():
@@ -46,9 +46,7 @@ def ownership_patch(plan: Plan) -> JsonPatch:
         return []
     obj = plan.request.obj
     wanted = {OWNER_ANNOTATION: plan.owner}
-    meta = obj.get("metadata") if isinstance(obj, Mapping) else None
-    ann = meta.get("annotations") if isinstance(meta, Mapping) else None
-    requested = ann.get(TEAM_ANNOTATION) if isinstance(ann, Mapping) else None
+    requested = annotations_at(obj).get(TEAM_ANNOTATION)
     if requested in (None, "", plan.team) and plan.team:
         wanted[TEAM_ANNOTATION] = plan.team
     ops = _stamp(obj, "", wanted)

@@ -52,6 +52,9 @@ class RoleLimits:
     """Priority classes the role may use ("" is none set); None allows every class."""
 
 
+_NO_LIMITS = RoleLimits()
+
+
 @dataclass(frozen=True)
 class Policy:
     bindings: Mapping[str, frozenset[str]]
@@ -77,8 +80,16 @@ class Policy:
     def __post_init__(self) -> None:
         object.__setattr__(self, "gpu", GpuMatcher(self.gpu_resources, self.not_gpu_resources))
         object.__setattr__(self, "_identity_cache", {})
+        covered = {
+            (role, action, narrower)
+            for role, action, scope in self.permissions if scope in SCOPES
+            for narrower in SCOPES[: SCOPES.index(scope) + 1]
+        }
+        object.__setattr__(self, "_covered", frozenset(covered))
 
     gpu: GpuMatcher = field(init=False, repr=False, compare=False)
+    _covered: frozenset[tuple[str, str, str]] = field(init=False, repr=False, compare=False)
+    """`permissions` with each scope's narrower scopes added, so that `may` is one lookup."""
 
     def identity(self, user: str, groups: tuple[str, ...]) -> Identity:
         cache: dict[tuple[str, tuple[str, ...]], Identity] = self._identity_cache  # type: ignore[attr-defined]
@@ -104,7 +115,7 @@ class Policy:
         return self.modes.get(rule, Mode.ENFORCE)
 
     def role_limits(self, role: str | None) -> RoleLimits:
-        return self.limits.get(role or "", RoleLimits())
+        return self.limits.get(role or "", _NO_LIMITS)
 
     def team_cap(self, team: str) -> int | None:
         if not team:
@@ -113,10 +124,7 @@ class Policy:
 
     def may(self, role: str | None, action: str, scope: str) -> bool:
         """Whether `role` may do `action` on a target at `scope` (or any wider scope)."""
-        if role is None:
-            return False
-        start = SCOPES.index(scope)
-        return any((role, action, s) in self.permissions for s in SCOPES[start:])
+        return role is not None and (role, action, scope) in self._covered
 
     def widest_scope(self, role: str | None, action: str) -> str | None:
         for s in reversed(SCOPES):

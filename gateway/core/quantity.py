@@ -28,27 +28,30 @@ def gpu_count(value: object, resource: str = "gpu") -> int:
     """Return the whole number of devices a quantity asks for, or raise WorkloadError."""
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
         raise WorkloadError(f"{resource}: quantity {_show(value)} is not a Kubernetes quantity")
-    if isinstance(value, str) and len(value) > _CACHED_LENGTH:
-        return _gpu_count(value, resource)
-    return _gpu_count_cached(value, resource)
+    try:
+        if isinstance(value, str) and len(value) > _CACHED_LENGTH:
+            return _gpu_count(value)
+        return _gpu_count_cached(value)
+    except WorkloadError as exc:
+        # The count is cached by value alone; the resource is named only in the message.
+        raise WorkloadError(f"{resource}: {exc}") from exc
 
 
-def _gpu_count(value: str | int | float, resource: str) -> int:
+def _gpu_count(value: str | int | float) -> int:
+    """The whole devices in `value`; a WorkloadError's text does not name the resource."""
     try:
         amount = _parse(value)
     except (ValueError, TypeError, ArithmeticError) as exc:  # decimal errors are ArithmeticError
-        raise WorkloadError(f"{resource}: {_show(value)} is not a Kubernetes quantity") from exc
+        raise WorkloadError(f"{_show(value)} is not a Kubernetes quantity") from exc
     if not isinstance(amount, Decimal) or not amount.is_finite():
-        raise WorkloadError(f"{resource}: {_show(value)} is not a finite quantity")
+        raise WorkloadError(f"{_show(value)} is not a finite quantity")
     if amount < 0:
-        raise WorkloadError(f"{resource}: {_show(value)} is negative")
+        raise WorkloadError(f"{_show(value)} is negative")
     # Before any integer conversion: int(Decimal("1e999999999")) would build a huge integer.
     if amount > MAX_GPUS:
-        raise WorkloadError(f"{resource}: {_show(value)} is an absurd GPU count")
+        raise WorkloadError(f"{_show(value)} is an absurd GPU count")
     if amount != amount.to_integral_value():
-        raise WorkloadError(
-            f"{resource}: {_show(value)} is a fractional GPU count; GPUs are whole devices"
-        )
+        raise WorkloadError(f"{_show(value)} is a fractional GPU count; GPUs are whole devices")
     return int(amount)
 
 

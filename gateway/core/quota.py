@@ -42,8 +42,6 @@ def check_caps(
     if asked <= 0:
         return broken
     for scope, cap, used in (("user", user_cap, usage.user), ("team", team_cap, usage.team)):
-        if cap is not None:
-            check = CapCheck(scope, cap, used, asked)
-            if not check.fits:
-                broken.append(check)
+        if cap is not None and used + asked > cap:  # CapCheck.fits, without building one that fits
+            broken.append(CapCheck(scope, cap, used, asked))
     return broken

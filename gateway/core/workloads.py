@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import fnmatch
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.core.pointer import escape
+from gateway.core.pointer import escape, is_object
 from gateway.core.quantity import MAX_GPUS, gpu_count
 from gateway.errors import WorkloadError
 
@@ -54,7 +54,13 @@ class GpuMatcher:
         return hit
 
 
-@dataclass(frozen=True, slots=True)
+# PodSet and Workload are values: treat them as immutable. They are not `frozen` because
+# one request builds several, and a frozen dataclass's `__init__` (an `object.__setattr__`
+# per field) costs several times a plain one; their GPU totals, which a decision reads many
+# times, are computed once here.
+
+
+@dataclass(slots=True)
 class PodSet:
     """`count` pods from one template, each asking for `gpus_per_pod` (resource → devices).
 
@@ -66,27 +72,28 @@ class PodSet:
     count: int
     gpus_per_pod: Mapping[str, int]
     template_path: str | None
+    gpus_each: int = field(init=False)
+    """GPUs of one pod: the sum of `gpus_per_pod`."""
+    gpus: int = field(init=False)
+    """GPUs of the whole set: `count` x `gpus_each`."""
 
-    @property
-    def gpus_each(self) -> int:
-        return sum(self.gpus_per_pod.values())
-
-    @property
-    def gpus(self) -> int:
-        return self.count * self.gpus_each
+    def __post_init__(self) -> None:
+        self.gpus_each = sum(self.gpus_per_pod.values())
+        self.gpus = self.count * self.gpus_each
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Workload:
     kind: str
     group: str
     namespace: str
     name: str
     pod_sets: tuple[PodSet, ...]
+    gpus: int = field(init=False)
+    """GPUs of every pod set together (worst case)."""
 
-    @property
-    def gpus(self) -> int:
-        return sum(ps.gpus for ps in self.pod_sets)
+    def __post_init__(self) -> None:
+        self.gpus = sum(ps.gpus for ps in self.pod_sets)
 
     @property
     def pods(self) -> int:
@@ -113,22 +120,35 @@ class Workload:
 # ---------------------------------------------------------------- pod arithmetic
 
 
-def _container_gpus(container: Any, is_gpu: GpuMatcher, where: str) -> dict[str, int]:
-    if not isinstance(container, Mapping):
-        raise WorkloadError(f"{where}: container is not an object")
+class _Misplaced(Exception):
+    """A problem inside a pod spec, raised before the spec's location is known.
+
+    Its text continues the location (" is not an object", ".containers[0]: resources is
+    not an object"). The caller prefixes the location only on failure, so that reading a
+    well-formed workload formats no field paths at all.
+    """
+
+    def at(self, where: str) -> WorkloadError:
+        return WorkloadError(f"{where}{self}")
+
+
+def _container_gpus(container: Any, is_gpu: GpuMatcher) -> dict[str, int]:
+    """GPUs one container asks for. Errors name fields relative to the container."""
+    if not is_object(container):
+        raise WorkloadError("container is not an object")
     resources = container.get("resources") or {}
-    if not isinstance(resources, Mapping):
-        raise WorkloadError(f"{where}: resources is not an object")
+    if not is_object(resources):
+        raise WorkloadError("resources is not an object")
     found: dict[str, int] = {}
     for section in ("limits", "requests"):
         values = resources.get(section) or {}
-        if not isinstance(values, Mapping):
-            raise WorkloadError(f"{where}: resources.{section} is not an object")
+        if not is_object(values):
+            raise WorkloadError(f"resources.{section} is not an object")
         for resource, quantity in values.items():
             if is_gpu(resource):
                 # Extended resources cannot be overcommitted: requests default to limits and
                 # must equal them. Take the larger if they differ (the API server rejects it).
-                n = gpu_count(quantity, f"{where}: {resource}")
+                n = gpu_count(quantity, resource)
                 if n > found.get(resource, -1):
                     found[resource] = n
     return found
@@ -139,11 +159,18 @@ def _add(into: dict[str, int], more: Mapping[str, int]) -> None:
         into[r] = into.get(r, 0) + n
 
 
-def _containers(spec: Mapping[str, Any], key: str, where: str) -> list[Any]:
-    value = spec.get(key) or []
-    if not isinstance(value, list):
-        raise WorkloadError(f"{where}.{key} is not a list")
-    return value
+def _gpus_by_container(spec: Mapping[str, Any], key: str, is_gpu: GpuMatcher) -> list[tuple[Any, dict[str, int]]]:
+    """Each container of `spec[key]` (`containers`, `initContainers`) with the GPUs it asks for."""
+    containers = spec.get(key) or []
+    if not isinstance(containers, list):
+        raise _Misplaced(f".{key} is not a list")
+    found = []
+    for i, container in enumerate(containers):
+        try:
+            found.append((container, _container_gpus(container, is_gpu)))
+        except WorkloadError as exc:
+            raise _Misplaced(f".{key}[{i}]: {exc}") from exc
+    return found
 
 
 def pod_gpus(spec: Any, is_gpu: GpuMatcher, where: str = "spec") -> dict[str, int]:
@@ -151,19 +178,26 @@ def pod_gpus(spec: Any, is_gpu: GpuMatcher, where: str = "spec") -> dict[str, in
 
     Effective request = max(sum of app containers + sidecars, each init container + the
     sidecars started before it), per resource (Kubernetes' rule, sidecars included).
+    `where` locates `spec` in error messages.
     """
+    try:
+        return _pod_gpus(spec, is_gpu)
+    except _Misplaced as exc:
+        raise exc.at(where) from exc
+
+
+def _pod_gpus(spec: Any, is_gpu: GpuMatcher) -> dict[str, int]:
     if spec is None:
         return {}
-    if not isinstance(spec, Mapping):
-        raise WorkloadError(f"{where} is not an object")
+    if not is_object(spec):
+        raise _Misplaced(" is not an object")
     app: dict[str, int] = {}
-    for i, c in enumerate(_containers(spec, "containers", where)):
-        _add(app, _container_gpus(c, is_gpu, f"{where}.containers[{i}]"))
+    for _, gpus in _gpus_by_container(spec, "containers", is_gpu):
+        _add(app, gpus)
     sidecars: dict[str, int] = {}
     init_peak: dict[str, int] = {}
-    for i, c in enumerate(_containers(spec, "initContainers", where)):
-        gpus = _container_gpus(c, is_gpu, f"{where}.initContainers[{i}]")
-        if isinstance(c, Mapping) and c.get("restartPolicy") == "Always":
+    for container, gpus in _gpus_by_container(spec, "initContainers", is_gpu):
+        if container.get("restartPolicy") == "Always":  # an object: _container_gpus checked it
             _add(sidecars, gpus)
             continue
         for r, n in gpus.items():
@@ -178,16 +212,12 @@ def pod_gpus(spec: Any, is_gpu: GpuMatcher, where: str = "spec") -> dict[str, in
 # ---------------------------------------------------------------- field helpers
 
 
-def _get(obj: Any, *path: str | int) -> Any:
+def _get(obj: Any, *path: str) -> Any:
+    """`obj[path[0]][path[1]]...`, or None where a field is missing or not an object."""
     for key in path:
-        if isinstance(key, int):
-            if not isinstance(obj, list) or key >= len(obj):
-                return None
-            obj = obj[key]
-        else:
-            if not isinstance(obj, Mapping):
-                return None
-            obj = obj.get(key)
+        if not is_object(obj):
+            return None
+        obj = obj.get(key)
     return obj
 
 
@@ -205,7 +235,7 @@ def _count(value: Any, default: int, where: str) -> int:
 
 
 def _template_spec(template: Any) -> Any:
-    return template.get("spec") if isinstance(template, Mapping) else None
+    return template.get("spec") if is_object(template) else None
 
 
 def _job_pods(job_spec: Any, where: str) -> int:
@@ -260,21 +290,21 @@ def _jobset(obj: Mapping[str, Any]) -> list[RawPodSet]:
 def _kubeflow(obj: Mapping[str, Any]) -> list[RawPodSet]:
     """PyTorchJob, MPIJob, TFJob, XGBoostJob, PaddleJob, JAXJob: `spec.<x>ReplicaSpecs`."""
     spec = obj.get("spec")
-    if not isinstance(spec, Mapping):
+    if not is_object(spec):
         return []
     elastic_max = _get(spec, "elasticPolicy", "maxReplicas")
     sets: list[RawPodSet] = []
     for key, roles in spec.items():
         if not key.endswith("ReplicaSpecs"):
             continue
-        if not isinstance(roles, Mapping):
+        if not is_object(roles):
             raise WorkloadError(f"spec.{key} is not an object")
+        pointer = f"/spec/{escape(key)}"
         for role, rs in roles.items():
-            where = f"spec.{key}.{role}"
-            n = _count(_get(rs, "replicas"), 1, f"{where}.replicas")
+            n = _count(_get(rs, "replicas"), 1, f"spec.{key}.{role}.replicas")
             if elastic_max is not None and role == "Worker":
                 n = max(n, _count(elastic_max, 1, "spec.elasticPolicy.maxReplicas"))
-            path = f"/spec/{escape(key)}/{escape(str(role))}/template"
+            path = f"{pointer}/{escape(str(role))}/template"
             sets.append((str(role), n, path, _get(rs, "template", "spec")))
     return sets
 
@@ -378,7 +408,7 @@ def _generic(obj: Mapping[str, Any]) -> list[RawPodSet]:
             for i, item in enumerate(node):
                 walk(item, f"{path}/{i}", mult, depth + 1)
             return
-        if not isinstance(node, Mapping):
+        if not is_object(node):
             return
         counts = [
             _count(value, 1, f"{_dotted(path)}.{key}")
@@ -404,7 +434,7 @@ def _is_pod_spec(node: Mapping[str, Any]) -> bool:
     return (
         isinstance(containers, list)
         and bool(containers)
-        and all(isinstance(c, Mapping) for c in containers)
+        and all(is_object(c) for c in containers)
     )
 
 
@@ -461,16 +491,18 @@ def read_workload(
     namespace: str = "", name: str = "",
 ) -> Workload:
     """Reduce `obj` (of API `group` and `kind`) to a Workload, or raise WorkloadError."""
-    if not isinstance(obj, Mapping):
+    if not is_object(obj):
         raise WorkloadError("object is not a JSON object")
     adapter = ADAPTERS.get((group, kind), _generic)
     meta = obj.get("metadata") or {}
-    if not isinstance(meta, Mapping):
+    if not is_object(meta):
         raise WorkloadError("metadata is not an object")
     pod_sets = []
     for set_name, count, path, spec in adapter(obj):
-        where = f"{_dotted(path)}.spec" if path else "spec"
-        per_pod = pod_gpus(spec, is_gpu, where)
+        try:
+            per_pod = _pod_gpus(spec, is_gpu)
+        except _Misplaced as exc:
+            raise exc.at(f"{_dotted(path)}.spec" if path else "spec") from exc
         pod_sets.append(PodSet(set_name, count, per_pod, path))
     workload = Workload(
         kind=kind,
