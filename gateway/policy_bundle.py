@@ -19,6 +19,7 @@ import casbin
 import yaml
 
 from gateway.core.decision import Mode
+from gateway.core.podspec import DEFAULT_SAFE_CAPABILITIES, HATCHES
 from gateway.core.policy import POLICY_ACTIONS, RULES, SCOPES, Policy, RoleLimits
 from gateway.core.workloads import DEFAULT_GPU_RESOURCES, DEFAULT_NOT_GPU_RESOURCES
 from gateway.errors import ConfigError
@@ -66,6 +67,7 @@ def _limits(raw: Mapping[str, Any]) -> dict[str, Any]:
     known = {
         "role_order", "roles", "teams", "default_team_max_concurrent_gpus", "team_group_prefix",
         "gpu_resources", "not_gpu_resources", "exempt_namespaces", "trusted_controllers", "unowned_workloads", "modes",
+        "safe_capabilities", "allowed_schedulers", "ignored_references",
     }
     unknown = sorted(set(raw) - known)
     if unknown:
@@ -73,7 +75,8 @@ def _limits(raw: Mapping[str, Any]) -> dict[str, Any]:
     roles: dict[str, RoleLimits] = {}
     for role, spec in _mapping(raw.get("roles"), "limits.yaml: roles").items():
         spec = _mapping(spec, f"limits.yaml: roles.{role}")
-        extra = sorted(set(spec) - {"max_gpus_per_workload", "max_concurrent_gpus", "priority_classes"})
+        extra = sorted(set(spec) - {"max_gpus_per_workload", "max_concurrent_gpus", "priority_classes",
+                                    "escape_hatches"})
         if extra:
             raise ConfigError(f"limits.yaml: roles.{role}: unknown setting(s) {', '.join(extra)}")
         classes = spec.get("priority_classes")
@@ -85,6 +88,7 @@ def _limits(raw: Mapping[str, Any]) -> dict[str, Any]:
             max_gpus_per_workload=_opt_int(spec, "max_gpus_per_workload", f"roles.{role}"),
             max_concurrent_gpus=_opt_int(spec, "max_concurrent_gpus", f"roles.{role}"),
             priority_classes=frozenset(classes) if classes is not None else None,
+            escape_hatches=_hatches(spec.get("escape_hatches"), f"roles.{role}.escape_hatches"),
         )
     teams: dict[str, int] = {}
     for team, spec in _mapping(raw.get("teams"), "limits.yaml: teams").items():
@@ -115,7 +119,37 @@ def _limits(raw: Mapping[str, Any]) -> dict[str, Any]:
         "trusted_controllers": frozenset(_str_list(raw, "trusted_controllers", ())),
         "unowned_roles": frozenset(_str_list(unowned, "allow_roles", ())),
         "modes": modes,
+        "safe_capabilities": frozenset(c.upper() for c in _str_list(raw, "safe_capabilities",
+                                                                   tuple(DEFAULT_SAFE_CAPABILITIES))),
+        "allowed_schedulers": frozenset(_str_list(raw, "allowed_schedulers", ("default-scheduler",))),
+        "ignored_references": _references(_str_list(raw, "ignored_references", ("ConfigMap/kube-root-ca.crt",))),
     }
+
+
+def _hatches(value: Any, where: str) -> frozenset[str]:
+    """`[hostPath, privileged]`, or `["*"]` for every escape hatch."""
+    if value is None:
+        return frozenset()
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"limits.yaml: {where} must be a list of escape hatch names")
+    if "*" in value:
+        return frozenset(HATCHES)
+    unknown = sorted(set(value) - set(HATCHES))
+    if unknown:
+        raise ConfigError(f"limits.yaml: {where}: unknown escape hatch(es) {', '.join(unknown)} "
+                          f"(known: {', '.join(HATCHES)})")
+    return frozenset(value)
+
+
+def _references(values: tuple[str, ...]) -> frozenset[tuple[str, str]]:
+    out = set()
+    for value in values:
+        kind, _, name = value.partition("/")
+        if kind not in ("PersistentVolumeClaim", "ConfigMap", "Secret") or not name:
+            raise ConfigError(f"limits.yaml: ignored_references: {value!r} is not Kind/name "
+                              "(PersistentVolumeClaim, ConfigMap or Secret)")
+        out.add((kind, name))
+    return frozenset(out)
 
 
 def load_bundle(directory: Path) -> Policy:

@@ -8,10 +8,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway.config import Settings
+from gateway.core.history import keyed_digest
 from gateway.logs import setup_logging
 from gateway.metrics import Metrics
 from gateway.policy_bundle import PolicyHolder, default_policy_dir
 from gateway.service import AdmissionService
+from gateway.store.history_key import load_history_key
 from gateway.store.sqlite import SQLiteStore
 from gateway.webhook.app import create_app
 from gateway.webhook.tls import ensure_self_signed
@@ -31,7 +33,9 @@ def build_gateway(settings: Settings) -> Gateway:
     store = SQLiteStore(settings.store.path, synchronous=settings.store.synchronous)
     metrics = Metrics()
     metrics.watch_team_gpus(store.gpus_by_team)
-    service = AdmissionService(policies, store, failure_mode=settings.failure_mode, metrics=metrics)
+    digest = keyed_digest(load_history_key(settings.store.path))
+    service = AdmissionService(policies, store, failure_mode=settings.failure_mode, metrics=metrics,
+                               digest=digest)
     app = create_app(service, max_body_bytes=settings.server.max_body_bytes,
                      reload_interval_s=settings.policy.reload_interval_s)
     return Gateway(service, app)

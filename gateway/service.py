@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import secrets
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -19,9 +20,10 @@ import orjson
 from gateway.config import FailureMode
 from gateway.core.admission import Plan, decide, prepare
 from gateway.core.decision import Decision
+from gateway.core.history import Digest, changes, keyed_digest
 from gateway.core.mutation import ownership_patch
 from gateway.core.review import AdmissionRequest, parse_review, review_response, review_uid
-from gateway.errors import GatewayError, ReviewError, StoreError
+from gateway.errors import GatewayError, RequestError, ReviewError, StoreError
 from gateway.logs import fields
 from gateway.metrics import Metrics
 from gateway.policy_bundle import PolicyHolder
@@ -45,7 +47,18 @@ def _object_uid(req: AdmissionRequest) -> str:
     return ""
 
 
-def audit_fields(plan: Plan, decision: Decision, policy_version: str) -> dict[str, Any]:
+def _changes(req: AdmissionRequest, digest: Digest) -> str:
+    """JSON of what an UPDATE (or a /scale) changed in the object; "[]" for other requests."""
+    if req.operation != "UPDATE" or req.sub_resource not in ("", "scale"):
+        return "[]"
+    try:
+        found = changes(req.kind.group, req.kind.kind, req.old_obj, req.obj, digest=digest)
+    except RequestError:
+        found = []  # the object is unreadable: denied and audited as such, without a diff
+    return orjson.dumps(found, option=orjson.OPT_SORT_KEYS).decode()
+
+
+def audit_fields(plan: Plan, decision: Decision, policy_version: str, *, digest: Digest) -> dict[str, Any]:
     req = plan.request
     return {
         "request_uid": req.uid,
@@ -65,6 +78,7 @@ def audit_fields(plan: Plan, decision: Decision, policy_version: str) -> dict[st
         "policy_version": policy_version,
         "owner": decision.owner,
         "team": decision.team,
+        "changes": _changes(req, digest),
     }
 
 
@@ -77,12 +91,17 @@ class AdmissionService:
         failure_mode: FailureMode = FailureMode.CLOSED,
         metrics: Metrics | None = None,
         clock: Callable[[], float] = time.time,
+        digest: Digest | None = None,
     ) -> None:
+        """`digest` hashes ConfigMap and Secret values in the audit log's changes; the server
+        passes the installation's keyed digest. Without one, a key of this process is used,
+        so digests compare only within its lifetime."""
         self.policies = policies
         self.store = store
         self.failure_mode = failure_mode
         self.metrics = metrics or Metrics()
         self.clock = clock
+        self.digest = digest or keyed_digest(secrets.token_bytes(32))
 
     # ------------------------------------------------------------- endpoints
 
@@ -112,11 +131,10 @@ class AdmissionService:
         if not isinstance(staged, _Staged):
             return staged
         try:
-            decision = self.store.decide_in_transaction(
-                staged.job.key, staged.job.owner, staged.job.team, staged.job.decider,
-                staged.job.audit_fields, dry_run=staged.job.dry_run, now=staged.job.now,
-                request_uid=staged.job.request_uid,
-            )
+            [outcome] = self.store.decide_batch([staged.job])
+            if isinstance(outcome, BaseException):
+                raise outcome
+            decision = outcome
         except Exception as exc:
             return self._failed(staged.plan.request, exc)
         return self._answer(staged.plan, decision)
@@ -149,8 +167,9 @@ class AdmissionService:
             key=plan.key or (req.resource_key, req.namespace, req.name),
             owner=plan.owner, team=plan.team,
             decider=lambda facts: decide(plan, policy, facts),
-            audit_fields=lambda d: audit_fields(plan, d, policy.version),
+            audit_fields=lambda d: audit_fields(plan, d, policy.version, digest=self.digest),
             dry_run=req.dry_run, now=self.clock(), request_uid=req.uid,
+            reference_keys=plan.reference_keys,
         )
         return _Staged(plan, job)
 

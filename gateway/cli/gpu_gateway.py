@@ -136,6 +136,35 @@ def audit_list(state: Path, user: str | None, action: str | None, decision: str 
         click.echo(audit_table(rows))
 
 
+@audit.command("history")
+@click.argument("kind")
+@click.argument("ref", metavar="NAMESPACE/NAME")
+@click.option("--state", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@click.option("--since", help="From this time (ISO 8601 or epoch seconds).")
+@click.option("--until", help="Before this time (ISO 8601 or epoch seconds).")
+@click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text")
+def audit_history(kind: str, ref: str, state: Path, since: str | None, until: str | None, output: str) -> None:
+    """The timeline of one object: who did what to it, decided how, and what each change was.
+
+    KIND is the kind or its resource, in any case (PyTorchJob, pytorchjobs). NAME alone
+    means a cluster-scoped object.
+    """
+    from gateway.cli.render import history_text
+    from gateway.store.base import AuditQuery
+
+    namespace, _, name = ref.rpartition("/")
+    if not name:
+        raise click.BadParameter(f"{ref!r} is not NAMESPACE/NAME", param_hint="NAMESPACE/NAME")
+    query = AuditQuery(kind=kind, namespace=namespace, name=name, since=_parse_time(since),
+                       until=_parse_time(until))
+    rows = list(_open_store(state).audit_rows(query))
+    if output == "json":
+        for row in rows:
+            click.echo(json.dumps(row, sort_keys=True))
+    else:
+        click.echo(history_text(rows))
+
+
 @main.command()
 @click.option("--user", required=True, help="Username the API server would pass.")
 @click.option("--group", "groups", multiple=True, help="A group of the user (repeatable).")

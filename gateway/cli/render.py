@@ -1,4 +1,4 @@
-"""Terminal rendering for the CLI: tables and check results."""
+"""Terminal rendering for the CLI: tables, object timelines and check results."""
 
 from __future__ import annotations
 
@@ -8,6 +8,10 @@ from typing import Any
 
 _COLUMNS = (("seq", "#"), ("time", "TIME"), ("user", "USER"), ("role", "ROLE"), ("action", "ACTION"),
             ("target", "TARGET"), ("gpus", "GPUS"), ("decision", "DECISION"), ("rule", "RULE"))
+
+
+def _time(ts: float) -> str:
+    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def audit_table(rows: Sequence[dict[str, Any]]) -> str:
@@ -22,7 +26,7 @@ def audit_table(rows: Sequence[dict[str, Any]]) -> str:
             decision += f" [{r['mode']}]"
         cells.append({
             "seq": str(r["seq"]),
-            "time": dt.datetime.fromtimestamp(r["ts"], dt.UTC).strftime("%Y-%m-%d %H:%M:%S"),
+            "time": _time(r["ts"]),
             "user": r["user"], "role": r["role"] or "-", "action": r["action"],
             "target": f"{r['kind']} {r['namespace']}/{r['name']}", "gpus": str(r["gpus"]),
             "decision": decision, "rule": r["rule"],
@@ -31,6 +35,72 @@ def audit_table(rows: Sequence[dict[str, Any]]) -> str:
     lines = ["  ".join(h.ljust(widths[k]) for k, h in _COLUMNS).rstrip()]
     lines += ["  ".join(c[k].ljust(widths[k]) for k, _ in _COLUMNS).rstrip() for c in cells]
     return "\n".join(lines)
+
+
+def history_text(rows: Sequence[dict[str, Any]]) -> str:
+    """One object's timeline: time, who, action, decision, then what changed, one change a line.
+
+    The changes of one record after its first go on lines of their own, under the first.
+    """
+    if not rows:
+        return "no audit records match"
+    entries = []
+    for r in rows:
+        who = f"{r['user']} ({r['role'] or 'no role'})"
+        decision = r["decision"].upper() + (" (dry run)" if r.get("dry_run") else "")
+        details = [change_text(c) for c in r.get("changes") or []] or [_no_change(r)]
+        entries.append(([_time(r["ts"]), who, r["action"], decision], details))
+    widths = [max(len(cells[i]) for cells, _ in entries) for i in range(4)]
+    indent = " " * (sum(widths) + 2 * len(widths))
+    lines = []
+    for cells, (first, *more) in entries:
+        lines.append("  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)) + "  " + first)
+        lines += [indent + detail for detail in more]
+    return "\n".join(lines)
+
+
+def _no_change(row: dict[str, Any]) -> str:
+    if row["action"] == "modify":
+        return "no change recorded"
+    return f"{row['gpus']} GPUs"
+
+
+#: How a change's field reads in a sentence ("" where its key says it all).
+_FIELD_WORDS = {"count": "", "volumeMount": "volume mount", "data": "data key", "binaryData": "binaryData key"}
+_DIGESTED = frozenset({"data", "binaryData"})
+
+
+def change_text(change: dict[str, Any]) -> str:
+    """`image of container pytorch in Worker: ghcr.io/lab/llm:1 -> ghcr.io/eve/llm:evil`."""
+    field = str(change.get("field", ""))
+    if field == "more":
+        return f"... and {change.get('new')} more changes"
+    container, template = change.get("container"), change.get("template")
+    if field in ("template", "container"):  # the thing added or removed names itself
+        subject = f"{field} {change.get(field)}"
+    else:
+        subject = " ".join(str(p) for p in (_FIELD_WORDS.get(field, field), change.get("key")) if p)
+        subject += f" of container {container}" if container else ""
+    subject += f" in {template}" if template and field != "template" else ""
+    return f"{subject}: {_what_happened(field, change)}"
+
+
+def _what_happened(field: str, change: dict[str, Any]) -> str:
+    def shown(side: str) -> str | None:
+        value = change.get(side)
+        if value is None:
+            return None
+        return f"digest {value}" if field in _DIGESTED else str(value)
+
+    old, new = shown("old"), shown("new")
+    how = change.get("change")
+    if how == "added":
+        return "added" + (f" ({new})" if new is not None else "")
+    if how == "removed":
+        return "removed" + (f" (was {old})" if old is not None else "")
+    if old == new:
+        return "changed (value not recorded)" if field == "env" else "changed"
+    return f"{old or '(unset)'} -> {new or '(unset)'}"
 
 
 def check_text(result: dict[str, Any]) -> str:

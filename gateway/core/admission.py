@@ -9,20 +9,24 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any
 
-from gateway.core.decision import Action, Decision, Mode, Reservation, Violation
+from gateway.core.access import PodSpecs, access_checks, collect, hatch_checks
+from gateway.core.decision import Action, Decision, Reservation, Violation
 from gateway.core.identity import Identity
+from gateway.core.owned_data import decide_data, is_data_kind
+from gateway.core.plan import Facts, Plan, Target, TargetKey
+from gateway.core.podspec import Reference
 from gateway.core.pointer import annotations_at, is_object, resolve
 from gateway.core.policy import OWNER_ANNOTATION, RULES, TEAM_ANNOTATION, Policy, relation
-from gateway.core.quota import Usage, check_caps
+from gateway.core.quota import check_caps
 from gateway.core.review import AdmissionRequest
-from gateway.core.workloads import GpuMatcher, Workload, read_workload
+from gateway.core.verdict import admit, conclude, denial, violation
+from gateway.core.workloads import Workload, read_workload
 from gateway.errors import WorkloadError
 
-TargetKey = tuple[str, str, str]
-"""(resource key, namespace, name) of a workload or pod in the ledger."""
+__all__ = ["Facts", "Plan", "Target", "TargetKey", "classify", "decide", "prepare", "shape_of"]
 
 _POD_SUBRESOURCES = {
     ("CONNECT", "exec"): Action.EXEC,
@@ -32,78 +36,8 @@ _POD_SUBRESOURCES = {
     ("CREATE", "eviction"): Action.KILL,
 }
 _MAIN = {"CREATE": Action.LAUNCH, "UPDATE": Action.MODIFY, "DELETE": Action.KILL}
-_SCOPE_PHRASE = {"own": "their own workloads", "team": "their team's workloads", "any": "any workload"}
-
-
-@dataclass(frozen=True, slots=True)
-class Target:
-    """The ledger's record of a workload or pod the gateway admitted."""
-
-    owner: str
-    team: str
-    role: str
-    gpus: int
-    charged: bool = True
-    shape: str = "{}"
-
-
-@dataclass(frozen=True, slots=True)
-class Facts:
-    target: Target | None = None
-    usage: Usage = field(default_factory=Usage)
-
-
-@dataclass(slots=True)
-class Plan:
-    """What a request asks for, read without the ledger.
-
-    Treat as immutable. Not `frozen`: one is built per request, and a frozen dataclass's
-    `__init__` costs several times a plain one; `old_gpus` is also cached on first use.
-    """
-
-    request: AdmissionRequest
-    identity: Identity
-    action: Action | None
-    key: TargetKey | None = None
-    workload: Workload | None = None
-    owner: str = ""
-    team: str = ""
-    """Who a launch will belong to: the requester and their chosen (or default) team."""
-    replicas: int | None = None
-    old_replicas: int | None = None
-    """For `/scale`: the new and old `spec.replicas`."""
-    early: Decision | None = None
-    """Set when the request is decided without the ledger (pass-through or unreadable)."""
-    is_gpu: GpuMatcher | None = field(default=None, repr=False, compare=False)
-    """The policy's GPU resources, kept to read `old_gpus`; None where the old object's GPUs
-    are never needed (scales, pod subresources, requests decided early)."""
-    _old_gpus: int | None = field(default=None, init=False, repr=False, compare=False)
-
-    @property
-    def old_gpus(self) -> int:
-        """GPUs of the old object (DELETE, UPDATE), for targets the ledger does not know.
-
-        Read on first use: `decide` needs it only when the ledger has no record of the
-        target, and reading a workload is a large share of a decision's cost.
-        """
-        if self._old_gpus is None:
-            self._old_gpus = _old_object_gpus(self.request, self.is_gpu)
-        return self._old_gpus
-
-    @property
-    def display_kind(self) -> str:
-        req = self.request
-        if req.resource == "pods" and not req.resource_group:
-            return "Pod"
-        if req.sub_resource == "scale":
-            return req.resource_key
-        return req.kind.kind
-
-    @property
-    def display_ref(self) -> str:
-        req = self.request
-        name = req.name or (self.workload.name if self.workload else "")
-        return f"{req.namespace}/{name}" if req.namespace else name
+_SCOPE_PHRASE = {"own": "their own workloads", "team-shared": "their team's shared workloads",
+                 "team": "their team's workloads", "any": "any workload"}
 
 
 def classify(req: AdmissionRequest) -> Action | None:
@@ -140,6 +74,8 @@ def prepare(req: AdmissionRequest, policy: Policy) -> Plan:
         return Plan(req, identity, action, early=_pass(action, f"namespace {req.namespace} is exempt"))
     if action in (Action.EXEC, Action.KILL) and req.sub_resource:
         return Plan(req, identity, action, key=("pods", req.namespace, req.name))
+    if is_data_kind(req.kind.group, req.kind.kind) and not req.sub_resource:
+        return _prepare_data(req, identity, action)
     try:
         return _prepare_object(req, identity, action, policy)
     except WorkloadError as exc:
@@ -159,25 +95,33 @@ def _prepare_object(req: AdmissionRequest, identity: Identity, action: Action, p
     if req.obj is not None and action is not Action.KILL:
         workload = read_workload(req.obj, req.kind.group, req.kind.kind, policy.gpu, req.namespace, req.name)
     key = (req.resource_key, req.namespace, req.name or (workload.name if workload else ""))
-    if action is Action.LAUNCH and workload is not None and workload.gpus == 0:
+    refs: tuple[tuple[str, Reference], ...] = ()
+    gpu_specs: PodSpecs = ()
+    if workload is not None and not identity.trusted_controller:
+        refs, gpu_specs = collect(req.obj, workload, policy)
+    if action is Action.LAUNCH and workload is not None and workload.gpus == 0 and not refs:
         return Plan(req, identity, action, key=key, workload=workload, early=_pass(Action.LAUNCH, "asks for no GPUs"))
     owner = team = ""
     if action in (Action.LAUNCH, Action.MODIFY):
-        # The requester and their chosen team own a launch, and a modify of a workload the
-        # ledger does not know that makes it ask for GPUs; a known target keeps its owner.
-        requested = annotations_at(req.obj).get(TEAM_ANNOTATION)
-        owner = identity.user
-        team = requested if isinstance(requested, str) and requested in identity.teams else identity.default_team
-    return Plan(req, identity, action, key=key, workload=workload, owner=owner, team=team, is_gpu=policy.gpu)
+        owner, team = _owner_and_team(req, identity)
+    return Plan(req, identity, action, key=key, workload=workload, owner=owner, team=team, is_gpu=policy.gpu,
+                references=refs, gpu_pod_specs=gpu_specs)
 
 
-def _old_object_gpus(req: AdmissionRequest, is_gpu: GpuMatcher | None) -> int:
-    if req.old_obj is None or is_gpu is None:
-        return 0
-    try:
-        return read_workload(req.old_obj, req.kind.group, req.kind.kind, is_gpu).gpus
-    except WorkloadError:
-        return 0  # the API server stored it; an unreadable old object asks for nothing new
+def _owner_and_team(req: AdmissionRequest, identity: Identity) -> tuple[str, str]:
+    """The requester and their chosen team own a launch, and a modify of an object the ledger
+    does not know that makes it ask for GPUs; a known target keeps its owner."""
+    requested = annotations_at(req.obj).get(TEAM_ANNOTATION)
+    team = requested if isinstance(requested, str) and requested in identity.teams else identity.default_team
+    return identity.user, team
+
+
+def _prepare_data(req: AdmissionRequest, identity: Identity, action: Action) -> Plan:
+    meta = req.obj.get("metadata") if req.obj is not None else None
+    name = req.name or (str(meta.get("name") or "") if is_object(meta) else "")
+    owner, team = _owner_and_team(req, identity) if action is Action.LAUNCH else ("", "")
+    return Plan(req, identity, action, key=(req.resource_key, req.namespace, name), owner=owner, team=team,
+                data_kind=req.kind.kind)
 
 
 def _unreadable(plan: Plan, why: str) -> Decision:
@@ -218,89 +162,14 @@ def decide(plan: Plan, policy: Policy, facts: Facts) -> Decision:
     """Decide a prepared request given the ledger's facts. Pure: no I/O, no clock."""
     if plan.early is not None:
         return plan.early
+    if plan.data_kind:
+        return decide_data(plan, policy, facts)
     action = plan.action
     if action is Action.LAUNCH:
         return _launch(plan, policy, facts)
     if action is Action.MODIFY:
         return _modify(plan, policy, facts)
     return _touch(plan, policy, facts)
-
-
-def _violation(policy: Policy, rule: str, message: str) -> Violation:
-    return Violation(rule, policy.mode(rule), message)
-
-
-def _what(plan: Plan) -> str:
-    """`launch of PyTorchJob research/llm`: the request, as denials and warnings name it."""
-    assert plan.action is not None
-    return f"{plan.action.value} of {plan.display_kind} {plan.display_ref}"
-
-
-def _conclude(
-    plan: Plan,
-    violations: list[Violation],
-    *,
-    allow_rule: str,
-    allow_reason: str,
-    gpus: int,
-    reserve: Reservation | None = None,
-    release: bool = False,
-    owner: str = "",
-    team: str = "",
-) -> Decision:
-    """Deny by the first enforced violation, else admit (see `_admit`)."""
-    denial = _denial(plan, violations, gpus=gpus, owner=owner, team=team)
-    if denial is not None:
-        return denial
-    return _admit(plan, violations, rule=allow_rule, reason=allow_reason, gpus=gpus, reserve=reserve,
-                  release=release, owner=owner, team=team)
-
-
-def _denial(plan: Plan, violations: list[Violation], *, gpus: int, owner: str = "", team: str = "") -> Decision | None:
-    """The denial by the first enforced violation, or None when no violation is enforced.
-
-    A launch asks this before `_admit`, so that its allow reason (which describes the
-    workload's GPUs) is built only for a request that is admitted.
-    """
-    for v in violations:
-        if v.mode is Mode.ENFORCE:
-            message = f"gpu-gateway: denied {_what(plan)}: {v.message}. {RULES.get(v.rule, '')}".strip()
-            return Decision(
-                allowed=False, rule=v.rule, reason=message, mode=Mode.ENFORCE, action=plan.action, gpus=gpus,
-                audited=True, violations=tuple(violations), owner=owner, team=team,
-            )
-    return None
-
-
-def _admit(
-    plan: Plan,
-    violations: list[Violation],
-    *,
-    rule: str,
-    reason: str,
-    gpus: int,
-    reserve: Reservation | None = None,
-    release: bool = False,
-    owner: str = "",
-    team: str = "",
-) -> Decision:
-    """An audited allow, once `_denial` found nothing enforced. Violations in warn or
-    dry-run mode take the place of `rule` and `reason`, and warnings name them."""
-    mode = Mode.ENFORCE
-    warnings: tuple[str, ...] = ()
-    if violations:
-        what = _what(plan)
-        rule, mode = violations[0].rule, violations[0].mode
-        warnings = tuple(
-            f"gpu-gateway: {what} would be denied by rule {v.rule}: {v.message}"
-            for v in violations if v.mode is Mode.WARN
-        )
-        reason = "; ".join(f"would deny ({v.rule}, {v.mode.value}): {v.message}" for v in violations)
-    return Decision(
-        allowed=True, rule=rule, reason=reason, mode=mode, action=plan.action, gpus=gpus, audited=True,
-        warnings=warnings, violations=tuple(violations), reserve=reserve, release=release, owner=owner,
-        team=team,
-    )
 
 
 def _owner_spoofs(obj: Any, workload: Workload, user: str) -> list[str]:
@@ -336,12 +205,12 @@ def _size_checks(plan: Plan, policy: Policy, workload: Workload, violations: lis
         bad = sorted(_priority_classes(plan.request.obj, workload) - allowed)
         if bad:
             names = ", ".join(repr(c) if c else "(none)" for c in sorted(allowed)) or "none"
-            violations.append(_violation(policy, "priority-class",
+            violations.append(violation(policy, "priority-class",
                 f"{ident.describe()} may not use priority class {', '.join(bad)} (allowed: {names})"))
     cap = limits.max_gpus_per_workload
     if cap is not None and workload.gpus > cap:
         verb = "launch" if plan.action is Action.LAUNCH else "run"
-        violations.append(_violation(policy, "workload-gpu-limit",
+        violations.append(violation(policy, "workload-gpu-limit",
             f"{ident.describe()} may {verb} at most {cap} GPUs per workload; this one asks for "
             f"{workload.gpus} ({workload.describe_gpus()})"))
 
@@ -357,7 +226,7 @@ def _quota_checks(
     )
     for b in broken:
         who = f"user {owner} (role {owner_role or 'none'})" if b.scope == "user" else f"team {team}"
-        violations.append(_violation(policy, f"{b.scope}-quota",
+        violations.append(violation(policy, f"{b.scope}-quota",
             f"{who} may hold at most {b.cap} GPUs at once; {b.used} are in use and this asks "
             f"for {b.asked} more"))
 
@@ -379,37 +248,53 @@ def _launch(plan: Plan, policy: Policy, facts: Facts) -> Decision:
         # The ledger holds this name for someone else: the object exists (the API server will
         # refuse the create) or its deletion was never seen. Never hand the record over.
         team = f" (team {facts.target.team})" if facts.target.team else ""
-        return _conclude(plan, [_violation(policy, "ownership",
+        return conclude(plan, [violation(policy, "ownership",
             f"the gateway's ledger holds {plan.display_kind} {plan.display_ref} for "
             f"{facts.target.owner or 'nobody recorded'}{team}; it may still exist")],
             allow_rule="ownership", allow_reason="", gpus=workload.gpus)
+    if workload.gpus == 0:
+        return _without_gpus(plan, policy, facts)
     violations: list[Violation] = []
     if ident.role is None or not policy.may(ident.role, "launch", "own"):
-        violations.append(_violation(policy, "no-role",
+        violations.append(violation(policy, "no-role",
             f"{ident.describe()} may not launch GPU workloads; this one asks for "
             f"{workload.gpus} ({workload.describe_gpus()})"))
     spoofed = _owner_spoofs(req.obj, workload, ident.user)
     if spoofed:
-        violations.append(_violation(policy, "owner-annotation",
+        violations.append(violation(policy, "owner-annotation",
             f"the object names {', '.join(spoofed)} as owner, but {ident.user} is creating it"))
     requested = annotations_at(req.obj).get(TEAM_ANNOTATION)
     if requested not in (None, "") and requested not in ident.teams:
         mine = ", ".join(ident.teams) or "none"
-        violations.append(_violation(policy, "team-annotation",
+        violations.append(violation(policy, "team-annotation",
             f"{ident.describe()} is not in team {requested} (their teams: {mine})"))
     _size_checks(plan, policy, workload, violations)
+    access_checks(plan, policy, facts, violations)
+    hatch_checks(plan, policy, violations)
     _quota_checks(policy, facts, asked=workload.gpus, owner=plan.owner, owner_role=ident.role,
                   team=plan.team, violations=violations)
-    denial = _denial(plan, violations, gpus=workload.gpus, owner=plan.owner, team=plan.team)
-    if denial is not None:
-        return denial
-    return _admit(
+    denied = denial(plan, violations, gpus=workload.gpus, owner=plan.owner, team=plan.team)
+    if denied is not None:
+        return denied
+    return admit(
         plan, violations, rule="role-limits",
         reason=f"{ident.describe()} may launch {workload.gpus} GPUs ({workload.describe_gpus()})",
         gpus=workload.gpus,
         reserve=Reservation(plan.owner, plan.team, ident.role or "", workload.gpus, True, shape),
         owner=plan.owner, team=plan.team,
     )
+
+
+def _without_gpus(plan: Plan, policy: Policy, facts: Facts) -> Decision:
+    """A workload that asks for no GPUs is decided only on the data its pods reach; it is
+    audited only when a rule objects."""
+    violations: list[Violation] = []
+    access_checks(plan, policy, facts, violations)
+    if not violations:
+        return Decision(allowed=True, rule="data-access", action=plan.action,
+                        reason="asks for no GPUs; every referenced object is reachable")
+    return conclude(plan, violations, allow_rule="data-access", gpus=0,
+                    allow_reason="asks for no GPUs; every referenced object is reachable")
 
 
 def _new_gpus(plan: Plan, target: Target | None) -> int | None:
@@ -434,7 +319,7 @@ def _ownership(plan: Plan, policy: Policy, target: Target, verb: str, violations
     widest = policy.widest_scope(ident.role, verb)
     can = f"may {verb} only {_SCOPE_PHRASE[widest]}" if widest else f"may not {verb} GPU workloads"
     team = f" (team {target.team})" if target.team else ""
-    violations.append(_violation(policy, "ownership",
+    violations.append(violation(policy, "ownership",
         f"{ident.describe()} {can}; {plan.display_kind} {plan.display_ref} belongs to "
         f"{target.owner or 'nobody recorded'}{team}"))
 
@@ -442,7 +327,7 @@ def _ownership(plan: Plan, policy: Policy, target: Target, verb: str, violations
 def _unowned(plan: Plan, policy: Policy, gpus: int, violations: list[Violation]) -> None:
     ident = plan.identity
     if ident.role not in policy.unowned_roles:
-        violations.append(_violation(policy, "unowned-workload",
+        violations.append(violation(policy, "unowned-workload",
             f"{ident.describe()} may not {plan.action.value if plan.action else 'change'} a GPU "
             f"workload ({gpus} GPUs) that has no recorded owner"))
 
@@ -457,7 +342,9 @@ def _modify(plan: Plan, policy: Policy, facts: Facts) -> Decision:
     old_gpus = target.gpus if target else plan.old_gpus
     if target is None and old_gpus == 0:
         if new_gpus == 0:
-            return _pass(Action.MODIFY, "asks for no GPUs")
+            if ident.trusted_controller or not plan.references:
+                return _pass(Action.MODIFY, "asks for no GPUs")
+            return _without_gpus(plan, policy, facts)
         # A workload that starts asking for GPUs is a launch by whoever makes it do so.
         return _launch(plan, policy, facts)
     if ident.trusted_controller:
@@ -466,13 +353,14 @@ def _modify(plan: Plan, policy: Policy, facts: Facts) -> Decision:
     violations: list[Violation] = []
     if target is None:
         _unowned(plan, policy, max(old_gpus, new_gpus), violations)
-        return _conclude(plan, violations, allow_rule="unowned-workload", gpus=new_gpus,
+        return conclude(plan, violations, allow_rule="unowned-workload", gpus=new_gpus,
                          allow_reason=f"{ident.describe()} may change workloads with no recorded owner")
     _ownership(plan, policy, target, "modify", violations)
     owner, team = target.owner, target.team
     if req.sub_resource != "scale" and plan.workload is not None:
         old_ann, new_ann = annotations_at(req.old_obj), annotations_at(req.obj)
-        changed = any(old_ann.get(k) != new_ann.get(k) for k in (OWNER_ANNOTATION, TEAM_ANNOTATION))
+        # An annotation left out (`kubectl replace` of the submitted manifest) is no change.
+        changed = any(new_ann.get(k) not in (None, old_ann.get(k)) for k in (OWNER_ANNOTATION, TEAM_ANNOTATION))
         changed = changed or any(
             annotations_at(req.obj, ps.template_path).get(OWNER_ANNOTATION) not in (None, old_ann.get(OWNER_ANNOTATION))
             for ps in plan.workload.pod_sets if ps.template_path
@@ -482,14 +370,16 @@ def _modify(plan: Plan, policy: Policy, facts: Facts) -> Decision:
                 owner = str(new_ann.get(OWNER_ANNOTATION) or owner)
                 team = str(new_ann.get(TEAM_ANNOTATION) or team)
             else:
-                violations.append(_violation(policy, "owner-annotation",
+                violations.append(violation(policy, "owner-annotation",
                     f"{ident.describe()} may not change the owner or team of a workload"))
         if new_gpus > old_gpus:
             _size_checks(plan, policy, plan.workload, violations)
+        access_checks(plan, policy, facts, violations)
+        hatch_checks(plan, policy, violations)
     elif new_gpus > old_gpus:
         cap = policy.role_limits(ident.role).max_gpus_per_workload
         if cap is not None and new_gpus > cap:
-            violations.append(_violation(policy, "workload-gpu-limit",
+            violations.append(violation(policy, "workload-gpu-limit",
                 f"{ident.describe()} may run at most {cap} GPUs per workload; this scale asks for "
                 f"{new_gpus} ({plan.replicas} replicas)"))
     if target.charged and new_gpus > old_gpus:
@@ -498,7 +388,7 @@ def _modify(plan: Plan, policy: Policy, facts: Facts) -> Decision:
     shape = shape_of(req, plan.workload) if plan.workload is not None else target.shape
     if req.sub_resource == "scale":
         shape = _COMPACT_JSON.encode(json.loads(target.shape or "{}"))
-    return _conclude(
+    return conclude(
         plan, violations, allow_rule="ownership",
         allow_reason=f"{ident.describe()} may modify {target.owner}'s workload "
                      f"({old_gpus} → {new_gpus} GPUs)",
@@ -519,7 +409,7 @@ def _touch(plan: Plan, policy: Policy, facts: Facts) -> Decision:
             return _pass(action, f"controller {ident.user}")
         violations: list[Violation] = []
         _unowned(plan, policy, plan.old_gpus, violations)
-        return _conclude(plan, violations, allow_rule="unowned-workload", gpus=plan.old_gpus,
+        return conclude(plan, violations, allow_rule="unowned-workload", gpus=plan.old_gpus,
                          allow_reason=f"{ident.describe()} may change workloads with no recorded owner")
     release = action is Action.KILL
     if ident.trusted_controller:
@@ -529,7 +419,7 @@ def _touch(plan: Plan, policy: Policy, facts: Facts) -> Decision:
     violations = []
     _ownership(plan, policy, target, action.value, violations)
     rel = relation(ident, target.owner, target.team)
-    return _conclude(
+    return conclude(
         plan, violations, allow_rule="ownership", gpus=target.gpus, release=release,
         allow_reason=f"{ident.describe()} may {action.value} {_SCOPE_PHRASE[rel] if rel != 'any' else 'any workload'}",
         owner=target.owner, team=target.team,

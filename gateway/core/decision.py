@@ -29,6 +29,8 @@ class Violation:
     rule: str
     mode: Mode
     message: str
+    hint: str = ""
+    """What the person can do about it, when the rule's general hint does not fit."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,4 +1,4 @@
-"""The mutating half: stamp the requester as owner on a GPU workload and its pod templates.
+"""The mutating half: stamp the requester as owner on what they create and the gateway governs.
 
 Whatever the requester wrote in the owner annotation is overwritten. A team annotation
 naming one of the requester's teams is kept; one naming a team that is not theirs is left
@@ -39,17 +39,46 @@ def _stamp(obj: Any, pointer: str, wanted: Mapping[str, str]) -> JsonPatch:
 
 
 def ownership_patch(plan: Plan) -> JsonPatch:
-    """JSONPatch stamping owner (and team) on a GPU launch by a person; [] otherwise."""
-    if plan.early is not None or plan.action is not Action.LAUNCH or plan.workload is None:
+    """JSONPatch stamping owner (and team) on what a person creates and the gateway governs:
+    a GPU workload with its pod and volume-claim templates, or a PVC, ConfigMap or Secret."""
+    if plan.early is not None or plan.action is not Action.LAUNCH or plan.identity.trusted_controller:
         return []
-    if plan.identity.trusted_controller or plan.workload.gpus == 0:
+    if plan.data_kind:
+        return _stamp(plan.request.obj, "", _wanted(plan))
+    if plan.workload is None or plan.workload.gpus == 0:
         return []
     obj = plan.request.obj
-    wanted = {OWNER_ANNOTATION: plan.owner}
-    requested = annotations_at(obj).get(TEAM_ANNOTATION)
-    if requested in (None, "", plan.team) and plan.team:
-        wanted[TEAM_ANNOTATION] = plan.team
+    wanted = _wanted(plan)
     ops = _stamp(obj, "", wanted)
-    for pointer in template_paths(plan.workload):
+    for pointer in (*template_paths(plan.workload), *_claim_templates(obj, plan)):
         ops.extend(_stamp(obj, pointer, wanted))
     return ops
+
+
+def _wanted(plan: Plan) -> dict[str, str]:
+    wanted = {OWNER_ANNOTATION: plan.owner}
+    requested = annotations_at(plan.request.obj).get(TEAM_ANNOTATION)
+    if requested in (None, "", plan.team) and plan.team:
+        wanted[TEAM_ANNOTATION] = plan.team
+    return wanted
+
+
+def _claim_templates(obj: Any, plan: Plan) -> list[str]:
+    """Volume-claim templates whose PVCs a controller will create from this object, so the
+    claims are owned too: StatefulSet `volumeClaimTemplates` and ephemeral volumes."""
+    found = []
+    claims = resolve(obj, "/spec/volumeClaimTemplates")
+    if isinstance(claims, list):
+        found += [f"/spec/volumeClaimTemplates/{i}" for i, c in enumerate(claims) if is_object(c)]
+    assert plan.workload is not None
+    pod_templates = list(template_paths(plan.workload))
+    if any(ps.template_path == "" for ps in plan.workload.pod_sets):
+        pod_templates.append("")  # a bare Pod is its own template
+    for pointer in pod_templates:
+        volumes = resolve(obj, f"{pointer}/spec/volumes")
+        if not isinstance(volumes, list):
+            continue
+        for i, volume in enumerate(volumes):
+            if is_object(volume) and is_object(resolve(volume, "/ephemeral/volumeClaimTemplate")):
+                found.append(f"{pointer}/spec/volumes/{i}/ephemeral/volumeClaimTemplate")
+    return found

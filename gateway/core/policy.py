@@ -12,17 +12,23 @@ from dataclasses import dataclass, field
 
 from gateway.core.decision import Mode
 from gateway.core.identity import Identity, resolve_identity
+from gateway.core.podspec import DEFAULT_SAFE_CAPABILITIES
 from gateway.core.workloads import DEFAULT_GPU_RESOURCES, DEFAULT_NOT_GPU_RESOURCES, GpuMatcher
 
 OWNER_ANNOTATION = "gpu-gateway.io/owner"
 TEAM_ANNOTATION = "gpu-gateway.io/team"
 
-#: How the requester relates to a target, narrowest first. A permission on a wider scope
-#: covers the narrower ones (`any` ⊃ `team` ⊃ `own`).
-SCOPES = ("own", "team", "any")
+SHAREABLE_ANNOTATION = "gpu-gateway.io/shareable"
 
-#: casbin actions. `reassign` is changing a workload's owner or team annotations.
-POLICY_ACTIONS = ("launch", "modify", "kill", "exec", "reassign")
+#: How the requester relates to a target, narrowest first. A permission on a wider scope
+#: covers the narrower ones (`any` ⊃ `team` ⊃ `team-shared` ⊃ `own`). `team-shared` is a
+#: target of one of the requester's teams that its owner annotated shareable.
+SCOPES = ("own", "team-shared", "team", "any")
+
+#: casbin actions. `reassign` is changing a workload's owner or team annotations; `mount`
+#: is writing to a PersistentVolumeClaim; `read` is mounting a claim read-only or reading a
+#: ConfigMap; `use-secret` is reading a Secret (volume, envFrom, valueFrom).
+POLICY_ACTIONS = ("launch", "modify", "kill", "exec", "reassign", "mount", "read", "use-secret")
 
 #: Every rule that can deny, with the hint a denial message ends with.
 RULES: dict[str, str] = {
@@ -36,6 +42,9 @@ RULES: dict[str, str] = {
     "team-quota": "Ask your team lead to free GPUs or an administrator to raise the team cap.",
     "ownership": "Ask the owner, a lead of the owning team or an administrator.",
     "unowned-workload": "This workload predates the gateway's records; ask an administrator.",
+    "unowned-object": "This object predates the gateway's records; ask an administrator.",
+    "data-access": "",  # the message names the owner to ask
+    "escape-hatch": "GPU pods may not reach the node; ask an administrator if this pod really must.",
 }
 
 #: Rules whose mode cannot be relaxed: an object the gateway cannot read is never admitted.
@@ -50,6 +59,8 @@ class RoleLimits:
     """GPUs one user of the role may hold at once across workloads; None is unlimited."""
     priority_classes: frozenset[str] | None = None
     """Priority classes the role may use ("" is none set); None allows every class."""
+    escape_hatches: frozenset[str] = frozenset()
+    """Escape hatches (podspec.HATCHES) the role's GPU pods may use."""
 
 
 _NO_LIMITS = RoleLimits()
@@ -73,7 +84,14 @@ class Policy:
     not_gpu_resources: tuple[str, ...] = DEFAULT_NOT_GPU_RESOURCES
     modes: Mapping[str, Mode] = field(default_factory=dict)
     unowned_roles: frozenset[str] = frozenset()
-    """Roles that may modify or kill a GPU workload the ledger has no owner for."""
+    """Roles that may modify or kill a GPU workload, or change a volume claim, ConfigMap or
+    Secret, that the ledger has no owner for (and mount such a claim read-write)."""
+    safe_capabilities: frozenset[str] = DEFAULT_SAFE_CAPABILITIES
+    """Linux capabilities a GPU pod may add without the `capabilities` escape hatch."""
+    allowed_schedulers: frozenset[str] = frozenset({"default-scheduler"})
+    """Scheduler names a GPU pod may use without the `schedulerName` escape hatch."""
+    ignored_references: frozenset[tuple[str, str]] = frozenset({("ConfigMap", "kube-root-ca.crt")})
+    """(kind, name) of objects every pod may read (published by the cluster itself)."""
     version: str = ""
     """Digest of the bundle this was compiled from, recorded with every audit row."""
 
@@ -133,10 +151,10 @@ class Policy:
         return None
 
 
-def relation(identity: Identity, owner: str, team: str) -> str:
-    """`own`, `team` or `any`: how the requester relates to a target's owner and team."""
+def relation(identity: Identity, owner: str, team: str, *, shareable: bool = False) -> str:
+    """`own`, `team-shared`, `team` or `any`: how the requester relates to a target."""
     if owner and owner == identity.user:
         return "own"
     if team and team in identity.teams:
-        return "team"
+        return "team-shared" if shareable else "team"
     return "any"

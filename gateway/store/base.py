@@ -32,6 +32,8 @@ class Job:
     dry_run: bool
     now: float
     request_uid: str
+    reference_keys: tuple[TargetKey, ...] = ()
+    """Ledger keys of the PVCs, ConfigMaps and Secrets the request's pods reference."""
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,33 @@ class AuditQuery:
     since: float | None = None
     until: float | None = None
     limit: int | None = None
+    kind: str | None = None
+    """The kind or its resource, in any case: `PyTorchJob`, `pytorchjobs` (see `kind_names`)."""
+    namespace: str | None = None
+    name: str | None = None
+
+
+def kind_names(kind: str) -> tuple[str, ...]:
+    """The lower-case names one kind goes by, from either of them: `PyTorchJob` or `pytorchjobs`.
+
+    Records name a workload by its kind (`PyTorchJob`), and a `/scale` request by its resource
+    (`pytorchjobs.kubeflow.org`), so a query for either must match both. The resource is the
+    kind's plural, as Kubernetes forms it; a group suffix in `kind` is ignored.
+    """
+    base = kind.split(".", 1)[0].lower()
+    names = {base, _plural(base)}
+    for suffix, replacement in (("ies", "y"), ("es", ""), ("s", "")):
+        if base.endswith(suffix) and len(base) > len(suffix):
+            names.add(base[: -len(suffix)] + replacement)
+    return tuple(sorted(n for n in names if n))
+
+
+def _plural(word: str) -> str:
+    if word.endswith(("s", "x", "z", "ch", "sh")):
+        return word + "es"
+    if word.endswith("y") and word[-2:-1] not in ("a", "e", "i", "o", "u", ""):
+        return word[:-1] + "ies"
+    return word + "s"
 
 
 @dataclass(frozen=True)
@@ -75,7 +104,7 @@ class Store(Protocol):
 
     def decide_batch(self, jobs: Sequence[Job]) -> list[Decision | BaseException]: ...
 
-    def facts(self, key: TargetKey, owner: str, team: str) -> Facts: ...
+    def facts(self, key: TargetKey, owner: str, team: str, references: Sequence[TargetKey] = ()) -> Facts: ...
 
     def audit_rows(self, query: AuditQuery | None = None) -> Iterator[dict[str, Any]]: ...
 

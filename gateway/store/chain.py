@@ -17,16 +17,28 @@ import orjson
 
 GENESIS = "0" * 64
 
-#: The audit columns covered by the hash, in order. Adding a column means a new chain version.
-AUDIT_FIELDS = (
+_FIRST_FIELDS = (
     "seq", "ts", "request_uid", "user", "groups", "role", "action", "kind", "namespace",
     "name", "object_uid", "gpus", "decision", "mode", "rule", "reason", "dry_run",
     "policy_version", "owner", "team",
 )
 
+#: Fields added after the first version of the chain, with their empty value. A record whose
+#: field is empty (or absent) is hashed without it, exactly as before the field existed, so
+#: logs written by earlier versions still verify; any other value is hashed like every field.
+LATER_FIELDS = {"changes": "[]"}
+
+#: The audit columns covered by the hash. A new one goes into LATER_FIELDS, with its empty value.
+AUDIT_FIELDS = (*_FIRST_FIELDS, *LATER_FIELDS)
+
 
 def canonical(row: Mapping[str, Any]) -> bytes:
-    return orjson.dumps({k: row[k] for k in AUDIT_FIELDS}, option=orjson.OPT_SORT_KEYS)
+    record = {k: row[k] for k in _FIRST_FIELDS}
+    for k, empty in LATER_FIELDS.items():
+        value = row.get(k, empty)
+        if value != empty:
+            record[k] = value
+    return orjson.dumps(record, option=orjson.OPT_SORT_KEYS)
 
 
 def row_hash(prev_hash: str, row: Mapping[str, Any]) -> str:

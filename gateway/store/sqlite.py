@@ -17,8 +17,8 @@ from gateway.core.admission import Facts, Target, TargetKey
 from gateway.core.decision import Decision
 from gateway.core.quota import Usage
 from gateway.errors import StoreError
-from gateway.store.base import AuditFields, AuditQuery, Decider, Job, LedgerRow
-from gateway.store.chain import AUDIT_FIELDS, GENESIS, VerifyResult, row_hash, verify_rows
+from gateway.store.base import AuditFields, AuditQuery, Decider, Job, LedgerRow, kind_names
+from gateway.store.chain import AUDIT_FIELDS, GENESIS, LATER_FIELDS, VerifyResult, row_hash, verify_rows
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS reservations (
@@ -58,11 +58,13 @@ CREATE TABLE IF NOT EXISTS audit (
     policy_version TEXT NOT NULL,
     owner          TEXT NOT NULL,
     team           TEXT NOT NULL,
+    changes        TEXT NOT NULL DEFAULT '[]',
     prev_hash      TEXT NOT NULL,
     hash           TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS audit_user ON audit (user, ts);
 CREATE INDEX IF NOT EXISTS audit_ts ON audit (ts);
+CREATE INDEX IF NOT EXISTS audit_object ON audit (namespace, name);
 CREATE TABLE IF NOT EXISTS audit_head (
     id        INTEGER PRIMARY KEY CHECK (id = 1),
     count     INTEGER NOT NULL,
@@ -93,9 +95,21 @@ class SQLiteStore:
                 self._db.execute("PRAGMA journal_mode=WAL")
                 self._db.execute(f"PRAGMA synchronous={synchronous}")
                 self._db.executescript(SCHEMA)
+                self._add_later_columns()
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open state file {self.path}: {exc}") from exc
         self._db.row_factory = sqlite3.Row
+
+    def _add_later_columns(self) -> None:
+        """Give a state file written by an earlier version the audit columns added since.
+
+        Their default is the empty value, which the chain leaves out of the hash, so the
+        records already written still verify.
+        """
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(audit)")}
+        for column, empty in LATER_FIELDS.items():
+            if column not in columns:
+                self._db.execute(f"ALTER TABLE audit ADD COLUMN {column} TEXT NOT NULL DEFAULT '{empty}'")
 
     # ------------------------------------------------------------- reads
 
@@ -123,12 +137,17 @@ class SQLiteStore:
             ).fetchone()[0]
         return Usage(user=int(user_used), team=int(team_used))
 
-    def facts(self, key: TargetKey, owner: str, team: str) -> Facts:
+    def facts(self, key: TargetKey, owner: str, team: str, references: Sequence[TargetKey] = ()) -> Facts:
         with self._lock:
             target = self._target(key)
             if target is not None:
                 owner, team = target.owner, target.team
-            return Facts(target=target, usage=self._usage(key, owner, team))
+            found = {}
+            for ref in references:
+                record = self._target(ref)
+                if record is not None:
+                    found[ref] = record
+            return Facts(target=target, usage=self._usage(key, owner, team), references=found)
 
     # ------------------------------------------------------------- the write path
 
@@ -178,7 +197,7 @@ class SQLiteStore:
     def _run_job(self, job: Job) -> Decision | BaseException:
         self._db.execute("SAVEPOINT job")
         try:
-            decision = job.decider(self.facts(job.key, job.owner, job.team))
+            decision = job.decider(self.facts(job.key, job.owner, job.team, job.reference_keys))
             if decision.audited:
                 self._append_audit(job.audit_fields(decision), now=job.now, dry_run=job.dry_run)
             if decision.allowed and not job.dry_run:
@@ -214,7 +233,7 @@ class SQLiteStore:
     def _append_audit(self, fields: dict[str, Any], *, now: float, dry_run: bool) -> None:
         head = self._db.execute("SELECT count, last_hash FROM audit_head WHERE id = 1").fetchone()
         count, prev = (head["count"], head["last_hash"]) if head else (0, GENESIS)
-        row = dict(fields)
+        row = {**LATER_FIELDS, **fields}
         # ts is hashed as stored: the REAL column reads an int clock back as a float.
         row.update(seq=count + 1, ts=float(now), dry_run=int(dry_run))
         row["hash"] = row_hash(prev, row)
@@ -230,18 +249,7 @@ class SQLiteStore:
 
     def audit_rows(self, query: AuditQuery | None = None) -> Iterator[dict[str, Any]]:
         query = query or AuditQuery()
-        where: list[str] = []
-        args: list[Any] = []
-        for column, value in (("user", query.user), ("action", query.action), ("decision", query.decision)):
-            if value is not None:
-                where.append(f"{column} = ?")
-                args.append(value)
-        if query.since is not None:
-            where.append("ts >= ?")
-            args.append(query.since)
-        if query.until is not None:
-            where.append("ts < ?")
-            args.append(query.until)
+        where, args = _audit_filters(query)
         sql = "SELECT * FROM audit"
         if where:
             sql += " WHERE " + " AND ".join(where)
@@ -254,6 +262,8 @@ class SQLiteStore:
             out = dict(row)
             out["groups"] = json.loads(out["groups"])
             out["dry_run"] = bool(out["dry_run"])
+            # A read-only state file of an earlier version has no `changes` column.
+            out["changes"] = json.loads(out.get("changes") or "[]")
             yield out
 
     def verify(self) -> VerifyResult:
@@ -298,3 +308,32 @@ class SQLiteStore:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+def _audit_filters(query: AuditQuery) -> tuple[list[str], list[Any]]:
+    """SQL conditions (joined with AND) and their arguments for `query`."""
+    where: list[str] = []
+    args: list[Any] = []
+    for column, value in (("user", query.user), ("action", query.action), ("decision", query.decision),
+                          ("namespace", query.namespace), ("name", query.name)):
+        if value is not None:
+            where.append(f"{column} = ?")
+            args.append(value)
+    if query.kind is not None:
+        # The kind (`PyTorchJob`) or, for /scale records, the resource (`pytorchjobs.kubeflow.org`).
+        names = kind_names(query.kind)
+        exact = f"LOWER(kind) IN ({', '.join('?' for _ in names)})"
+        scaled = " OR ".join("LOWER(kind) LIKE ? ESCAPE '!'" for _ in names)
+        where.append(f"({exact} OR {scaled})")
+        args += [*names, *(_like_escape(n) + ".%" for n in names)]
+    if query.since is not None:
+        where.append("ts >= ?")
+        args.append(query.since)
+    if query.until is not None:
+        where.append("ts < ?")
+        args.append(query.until)
+    return where, args
+
+
+def _like_escape(text: str) -> str:
+    return text.replace("!", "!!").replace("%", "!%").replace("_", "!_")

@@ -139,8 +139,9 @@ def test_status_updates_are_not_modifications(service):
 
 
 def test_non_gpu_objects_pass_untouched_and_unaudited(service, store):
-    cm = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c", "namespace": "research"}, "data": {}}
-    body = review(cm, user="nobody", groups=()).body()
+    svc = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "c", "namespace": "research"},
+           "spec": {"ports": [{"port": 80}]}}
+    body = review(svc, user="nobody", groups=()).body()
     assert answer(service, body)["allowed"]
     assert patch_of(service, body) == []
     pod = make_pod(gpus=0).named("research", "cpu").obj()

@@ -1,0 +1,124 @@
+"""The values the decision pipeline passes along: what a request asks (Plan) and what the
+ledger knows (Facts about the target and the objects it references)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from gateway.core.decision import Action, Decision
+from gateway.core.identity import Identity
+from gateway.core.podspec import Reference
+from gateway.core.quota import Usage
+from gateway.core.review import AdmissionRequest
+from gateway.core.workloads import GpuMatcher, Workload, read_workload
+from gateway.errors import WorkloadError
+
+TargetKey = tuple[str, str, str]
+"""(resource key, namespace, name) of a workload or pod in the ledger."""
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """The ledger's record of a workload or pod the gateway admitted."""
+
+    owner: str
+    team: str
+    role: str
+    gpus: int
+    charged: bool = True
+    shape: str = "{}"
+
+    @property
+    def shareable(self) -> bool:
+        """The owner annotated the object `gpu-gateway.io/shareable: "true"` (kept in its shape)."""
+        return '"shareable":true' in self.shape and json.loads(self.shape).get("shareable") is True
+
+
+@dataclass(frozen=True, slots=True)
+class Facts:
+    target: Target | None = None
+    usage: Usage = field(default_factory=Usage)
+    references: Mapping[TargetKey, Target] = field(default_factory=dict)
+    """Ledger records of the objects the request's pods reference; absent ones are unowned."""
+
+
+@dataclass(slots=True)
+class Plan:
+    """What a request asks for, read without the ledger.
+
+    Treat as immutable. Not `frozen`: one is built per request, and a frozen dataclass's
+    `__init__` costs several times a plain one; `old_gpus` is also cached on first use.
+    """
+
+    request: AdmissionRequest
+    identity: Identity
+    action: Action | None
+    key: TargetKey | None = None
+    workload: Workload | None = None
+    owner: str = ""
+    team: str = ""
+    """Who a launch will belong to: the requester and their chosen (or default) team."""
+    replicas: int | None = None
+    old_replicas: int | None = None
+    """For `/scale`: the new and old `spec.replicas`."""
+    references: tuple[tuple[str, Reference], ...] = ()
+    """(pod set, reference) for every PVC, ConfigMap and Secret the pods reach, when checked."""
+    gpu_pod_specs: tuple[tuple[str, Mapping[str, object]], ...] = ()
+    """(pod set, pod spec) of the pod sets that ask for GPUs, checked for escape hatches."""
+    data_kind: str = ""
+    """Set for a PersistentVolumeClaim, ConfigMap or Secret: owned data, not a workload."""
+    early: Decision | None = None
+    """Set when the request is decided without the ledger (pass-through or unreadable)."""
+    is_gpu: GpuMatcher | None = field(default=None, repr=False, compare=False)
+    """The policy's GPU resources, kept to read `old_gpus`; None where the old object's GPUs
+    are never needed (scales, pod subresources, requests decided early)."""
+    _old_gpus: int | None = field(default=None, init=False, repr=False, compare=False)
+
+    @property
+    def old_gpus(self) -> int:
+        """GPUs of the old object (DELETE, UPDATE), for targets the ledger does not know.
+
+        Read on first use: `decide` needs it only when the ledger has no record of the
+        target, and reading a workload is a large share of a decision's cost.
+        """
+        if self._old_gpus is None:
+            self._old_gpus = _old_object_gpus(self.request, self.is_gpu)
+        return self._old_gpus
+
+    @property
+    def reference_keys(self) -> tuple[TargetKey, ...]:
+        return tuple(dict.fromkeys(reference_key(self.request.namespace, r) for _, r in self.references))
+
+    @property
+    def display_kind(self) -> str:
+        req = self.request
+        if req.resource == "pods" and not req.resource_group:
+            return "Pod"
+        if req.sub_resource == "scale":
+            return req.resource_key
+        return req.kind.kind
+
+    @property
+    def display_ref(self) -> str:
+        req = self.request
+        name = req.name or (self.workload.name if self.workload else "")
+        return f"{req.namespace}/{name}" if req.namespace else name
+
+
+def _old_object_gpus(req: AdmissionRequest, is_gpu: GpuMatcher | None) -> int:
+    if req.old_obj is None or is_gpu is None:
+        return 0
+    try:
+        return read_workload(req.old_obj, req.kind.group, req.kind.kind, is_gpu).gpus
+    except WorkloadError:
+        return 0  # the API server stored it; an unreadable old object asks for nothing new
+
+
+
+_RESOURCES = {"PersistentVolumeClaim": "persistentvolumeclaims", "ConfigMap": "configmaps", "Secret": "secrets"}
+
+
+def reference_key(namespace: str, ref: Reference) -> TargetKey:
+    """The ledger key of a referenced PVC, ConfigMap or Secret."""
+    return (_RESOURCES[ref.kind], namespace, ref.name)
