@@ -31,6 +31,7 @@ def build_gateway(settings: Settings) -> Gateway:
     directory = settings.policy.directory or default_policy_dir()
     policies = PolicyHolder(directory)
     store = SQLiteStore(settings.store.path, synchronous=settings.store.synchronous)
+    store.start_checkpoints()
     metrics = Metrics()
     metrics.watch_team_gpus(store.gpus_by_team)
     digest = keyed_digest(load_history_key(settings.store.path))

@@ -19,12 +19,12 @@ import orjson
 
 from gateway.config import FailureMode
 from gateway.core.admission import Plan, decide, prepare
-from gateway.core.decision import Decision
+from gateway.core.decision import Action, Decision
 from gateway.core.history import Digest, changes, keyed_digest
 from gateway.core.mutation import ownership_patch
 from gateway.core.review import AdmissionRequest, parse_review, review_response, review_uid
 from gateway.errors import GatewayError, RequestError, ReviewError, StoreError
-from gateway.logs import fields
+from gateway.logs import event, fields
 from gateway.metrics import Metrics
 from gateway.policy_bundle import PolicyHolder
 from gateway.store.base import Job, Store
@@ -170,6 +170,7 @@ class AdmissionService:
             audit_fields=lambda d: audit_fields(plan, d, policy.version, digest=self.digest),
             dry_run=req.dry_run, now=self.clock(), request_uid=req.uid,
             reference_keys=plan.reference_keys,
+            needs_usage=plan.action in (Action.LAUNCH, Action.MODIFY) and not plan.data_kind,
         )
         return _Staged(plan, job)
 
@@ -179,14 +180,12 @@ class AdmissionService:
         req = plan.request
         if decision.action is not None and (decision.audited or decision.rule == "trusted-controller"):
             self.metrics.decisions.labels(decision.action.value, decision.verdict, decision.rule).inc()
-            if log.isEnabledFor(logging.INFO):
-                log.info("decision", extra=fields(
-                    uid=req.uid, user=req.username, role=plan.identity.role,
-                    action=decision.action.value, kind=plan.display_kind, namespace=req.namespace,
-                    object=plan.key[2] if plan.key else req.name, gpus=decision.gpus,
-                    decision=decision.verdict, mode=decision.mode.value, rule=decision.rule,
-                    dry_run=req.dry_run,
-                ))
+            event(log, "decision",
+                  uid=req.uid, user=req.username, role=plan.identity.role,
+                  action=decision.action.value, kind=plan.display_kind, namespace=req.namespace,
+                  object=plan.key[2] if plan.key else req.name, gpus=decision.gpus,
+                  decision=decision.verdict, mode=decision.mode.value, rule=decision.rule,
+                  dry_run=req.dry_run)
         message = decision.reason if not decision.allowed else ""
         return review_response(req.uid, decision.allowed, message=message, warnings=decision.warnings)
 

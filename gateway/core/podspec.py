@@ -45,7 +45,9 @@ class Hatch:
 
 
 def _dicts(value: Any) -> list[Mapping[str, Any]]:
-    return [v for v in value if isinstance(v, Mapping)] if isinstance(value, list) else []
+    if not value or type(value) is not list:  # most fields are absent: skip the list building
+        return []
+    return [v for v in value if type(v) is dict or isinstance(v, Mapping)]
 
 
 def _containers(spec: Mapping[str, Any]) -> Iterator[Mapping[str, Any]]:
@@ -87,6 +89,8 @@ def references(spec: Any) -> list[Reference]:
                     if isinstance(src, Mapping) and _name(src.get("name")):
                         refs.append(Reference(kind, src["name"], False, where))
     for c in _containers(spec):
+        if not c.get("envFrom") and not c.get("env"):
+            continue
         cname = _name(c.get("name"))
         for env_from in _dicts(c.get("envFrom")):
             for key, kind in (("configMapRef", CONFIGMAP), ("secretRef", SECRET)):

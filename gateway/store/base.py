@@ -34,6 +34,8 @@ class Job:
     request_uid: str
     reference_keys: tuple[TargetKey, ...] = ()
     """Ledger keys of the PVCs, ConfigMaps and Secrets the request's pods reference."""
+    needs_usage: bool = True
+    """Whether the decision may add GPUs, and so needs the owner's and team's usage."""
 
 
 @dataclass(frozen=True)
@@ -104,7 +106,8 @@ class Store(Protocol):
 
     def decide_batch(self, jobs: Sequence[Job]) -> list[Decision | BaseException]: ...
 
-    def facts(self, key: TargetKey, owner: str, team: str, references: Sequence[TargetKey] = ()) -> Facts: ...
+    def facts(self, key: TargetKey, owner: str, team: str, references: Sequence[TargetKey] = (),
+              *, usage: bool = True) -> Facts: ...
 
     def audit_rows(self, query: AuditQuery | None = None) -> Iterator[dict[str, Any]]: ...
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
@@ -19,6 +20,8 @@ from gateway.core.quota import Usage
 from gateway.errors import StoreError
 from gateway.store.base import AuditFields, AuditQuery, Decider, Job, LedgerRow, kind_names
 from gateway.store.chain import AUDIT_FIELDS, GENESIS, LATER_FIELDS, VerifyResult, row_hash, verify_rows
+
+log = logging.getLogger("gateway.store")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS reservations (
@@ -85,6 +88,8 @@ class SQLiteStore:
     def __init__(self, path: str | Path, *, synchronous: str = "FULL", readonly: bool = False) -> None:
         self.path = str(path)
         self._lock = threading.RLock()
+        self._checkpoints_stop: threading.Event | None = None
+        self._checkpoints: threading.Thread | None = None
         try:
             if readonly:
                 uri = f"file:{Path(self.path).resolve()}?mode=ro"
@@ -124,20 +129,20 @@ class SQLiteStore:
         return Target(row["owner"], row["team"], row["role"], row["gpus"], bool(row["charged"]), row["shape"])
 
     def _usage(self, key: TargetKey, owner: str, team: str) -> Usage:
-        exclude = "NOT (resource = ? AND namespace = ? AND name = ?)"
-        user_used = self._db.execute(
-            f"SELECT COALESCE(SUM(gpus), 0) FROM reservations WHERE owner = ? AND charged = 1 AND {exclude}",
-            (owner, *key),
-        ).fetchone()[0]
-        team_used = 0
-        if team:
-            team_used = self._db.execute(
-                f"SELECT COALESCE(SUM(gpus), 0) FROM reservations WHERE team = ? AND charged = 1 AND {exclude}",
-                (team, *key),
-            ).fetchone()[0]
-        return Usage(user=int(user_used), team=int(team_used))
+        """Charged GPUs of the owner and of the team, less the target's own, in one query."""
+        row = self._db.execute(
+            "SELECT COALESCE(SUM(CASE WHEN owner = ? THEN gpus ELSE 0 END), 0), "
+            "COALESCE(SUM(CASE WHEN team = ? THEN gpus ELSE 0 END), 0) FROM reservations "
+            "WHERE charged = 1 AND (owner = ? OR team = ?) "
+            "AND NOT (resource = ? AND namespace = ? AND name = ?)",
+            (owner, team, owner, team or "\x00", *key),
+        ).fetchone()
+        return Usage(user=int(row[0]), team=int(row[1]) if team else 0)
 
-    def facts(self, key: TargetKey, owner: str, team: str, references: Sequence[TargetKey] = ()) -> Facts:
+    def facts(self, key: TargetKey, owner: str, team: str, references: Sequence[TargetKey] = (),
+              *, usage: bool = True) -> Facts:
+        """The target's record, the records of referenced objects, and (unless `usage` is
+        False, for requests that cannot add GPUs) the owner's and team's usage."""
         with self._lock:
             target = self._target(key)
             if target is not None:
@@ -147,7 +152,8 @@ class SQLiteStore:
                 record = self._target(ref)
                 if record is not None:
                     found[ref] = record
-            return Facts(target=target, usage=self._usage(key, owner, team), references=found)
+            used = self._usage(key, owner, team) if usage else Usage()
+            return Facts(target=target, usage=used, references=found)
 
     # ------------------------------------------------------------- the write path
 
@@ -183,8 +189,17 @@ class SQLiteStore:
                 return [StoreError(f"cannot start a transaction on {self.path}: {exc}") for _ in jobs]
             outcomes: list[Decision | BaseException] = []
             try:
-                for job in jobs:
-                    outcomes.append(self._run_job(job))
+                if len(jobs) == 1:
+                    try:
+                        outcomes.append(self._run_job(jobs[0], alone=True))
+                    except Exception as exc:
+                        if isinstance(exc, sqlite3.Error):
+                            raise
+                        self._rollback()
+                        return [exc]
+                else:
+                    for job in jobs:
+                        outcomes.append(self._run_job(job, alone=False))
                 self._db.execute("COMMIT")
             except sqlite3.Error as exc:
                 self._rollback()
@@ -194,19 +209,26 @@ class SQLiteStore:
                 raise
             return outcomes
 
-    def _run_job(self, job: Job) -> Decision | BaseException:
+    def _run_job(self, job: Job, *, alone: bool) -> Decision | BaseException:
+        """Run one job; in a batch, inside a savepoint so that its failure is its own."""
+        if alone:
+            return self._decide(job)
         self._db.execute("SAVEPOINT job")
         try:
-            decision = job.decider(self.facts(job.key, job.owner, job.team, job.reference_keys))
-            if decision.audited:
-                self._append_audit(job.audit_fields(decision), now=job.now, dry_run=job.dry_run)
-            if decision.allowed and not job.dry_run:
-                self._apply(job.key, decision, now=job.now, request_uid=job.request_uid)
+            decision = self._decide(job)
         except Exception as exc:
             self._db.execute("ROLLBACK TO job")
             self._db.execute("RELEASE job")
             return StoreError(f"state file {self.path}: {exc}") if isinstance(exc, sqlite3.Error) else exc
         self._db.execute("RELEASE job")
+        return decision
+
+    def _decide(self, job: Job) -> Decision:
+        decision = job.decider(self.facts(job.key, job.owner, job.team, job.reference_keys, usage=job.needs_usage))
+        if decision.audited:
+            self._append_audit(job.audit_fields(decision), now=job.now, dry_run=job.dry_run)
+        if decision.allowed and not job.dry_run:
+            self._apply(job.key, decision, now=job.now, request_uid=job.request_uid)
         return decision
 
     def _rollback(self) -> None:
@@ -222,11 +244,11 @@ class SQLiteStore:
         elif decision.reserve is not None:
             r = decision.reserve
             self._db.execute(
-                "DELETE FROM reservations WHERE resource = ? AND namespace = ? AND name = ?", key
-            )
-            self._db.execute(
                 "INSERT INTO reservations (resource, namespace, name, owner, team, role, gpus, "
-                "charged, shape, created_at, request_uid) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "charged, shape, created_at, request_uid) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (resource, namespace, name) DO UPDATE SET owner = excluded.owner, "
+                "team = excluded.team, role = excluded.role, gpus = excluded.gpus, charged = excluded.charged, "
+                "shape = excluded.shape, created_at = excluded.created_at, request_uid = excluded.request_uid",
                 (*key, r.owner, r.team, r.role, r.gpus, int(r.charged), r.shape, now, request_uid),
             )
 
@@ -305,7 +327,38 @@ class SQLiteStore:
             except sqlite3.Error as exc:
                 raise StoreError(str(exc)) from exc
 
+    def start_checkpoints(self, interval_s: float = 1.0) -> None:
+        """Move WAL checkpoints off the request path.
+
+        By default the connection that commits copies the WAL back into the database every
+        1,000 pages, inside a request. Here a thread with its own connection does it every
+        `interval_s` (PASSIVE: it never blocks a writer; sqlite3 releases the GIL meanwhile).
+        """
+        if self._checkpoints is not None:
+            return
+        self._db.execute("PRAGMA wal_autocheckpoint=0")
+        stop = threading.Event()
+
+        def run() -> None:
+            conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=10)
+            try:
+                while not stop.wait(interval_s):
+                    try:
+                        conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                    except sqlite3.Error as exc:
+                        log.warning("WAL checkpoint failed: %s", exc)
+            finally:
+                conn.close()
+
+        self._checkpoints_stop = stop
+        self._checkpoints = threading.Thread(target=run, name="gpu-gateway-checkpoints", daemon=True)
+        self._checkpoints.start()
+
     def close(self) -> None:
+        if self._checkpoints is not None and self._checkpoints_stop is not None:
+            self._checkpoints_stop.set()
+            self._checkpoints.join(timeout=10)
+            self._checkpoints = None
         with self._lock:
             self._db.close()
 

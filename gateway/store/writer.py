@@ -1,17 +1,16 @@
-"""One writer thread in front of the store, with group commit.
+"""Group commit on the event loop, in front of the store.
 
-The event loop never waits on a disk sync: a request that needs the ledger is queued, the
-writer decides everything queued so far in one transaction (one sync for the batch), and
-each request's future is resolved after the commit, so no answer goes out before its audit
-record is durable.
+Requests that need the ledger are queued; once the loop has handled what is ready, one
+callback decides everything queued in one transaction (one disk sync for the batch) and
+resolves each request's future after the commit, so no answer goes out before its audit
+record is durable. Running on the loop itself, not on a thread, keeps the GIL from
+bouncing between a writer and the requests that pass straight through.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import queue
-import threading
 from dataclasses import dataclass
 
 from gateway.core.decision import Decision
@@ -20,73 +19,53 @@ from gateway.store.base import Job, Store
 
 log = logging.getLogger("gateway.store")
 
-_STOP = object()
-
 
 @dataclass(slots=True)
 class _Pending:
     job: Job
     future: asyncio.Future[Decision]
-    loop: asyncio.AbstractEventLoop
 
 
 class StoreWriter:
     def __init__(self, store: Store, *, max_batch: int = 256) -> None:
         self.store = store
         self.max_batch = max_batch
-        self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
+        self._pending: list[_Pending] = []
+        self._scheduled = False
+        self._running = False
 
     def start(self) -> None:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="gpu-gateway-writer", daemon=True)
-            self._thread.start()
+        self._running = True
 
-    def stop(self, timeout: float = 10.0) -> None:
-        """Finish what is queued, then stop."""
-        if self._thread is not None:
-            self._queue.put(_STOP)
-            self._thread.join(timeout)
-            self._thread = None
+    def stop(self) -> None:
+        """Refuse new work; what is queued is still decided by its scheduled flush."""
+        self._running = False
 
     async def submit(self, job: Job) -> Decision:
-        if self._thread is None:
+        if not self._running:
             raise StoreError("the store writer is not running")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Decision] = loop.create_future()
-        self._queue.put(_Pending(job, future, loop))
+        self._pending.append(_Pending(job, future))
+        if not self._scheduled:
+            self._scheduled = True
+            loop.call_soon(self._flush, loop)
         return await future
 
-    def _run(self) -> None:
-        stopping = False
-        while not stopping:
-            first = self._queue.get()
-            if first is _STOP:
-                break
-            batch = [first]
-            while len(batch) < self.max_batch:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is _STOP:
-                    stopping = True
-                    break
-                batch.append(item)
-            pending = [p for p in batch if isinstance(p, _Pending)]
-            try:
-                outcomes = self.store.decide_batch([p.job for p in pending])
-            except Exception as exc:  # the store must never kill the writer
-                log.exception("store batch failed")
-                outcomes = [StoreError(str(exc)) for _ in pending]
-            for p, outcome in zip(pending, outcomes, strict=True):
-                p.loop.call_soon_threadsafe(_resolve, p.future, outcome)
-
-
-def _resolve(future: asyncio.Future[Decision], outcome: Decision | BaseException) -> None:
-    if future.done():
-        return
-    if isinstance(outcome, BaseException):
-        future.set_exception(outcome)
-    else:
-        future.set_result(outcome)
+    def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
+        batch, self._pending = self._pending[: self.max_batch], self._pending[self.max_batch :]
+        self._scheduled = bool(self._pending)
+        if self._scheduled:
+            loop.call_soon(self._flush, loop)
+        try:
+            outcomes = self.store.decide_batch([p.job for p in batch])
+        except Exception as exc:  # the store must never leave a request unanswered
+            log.exception("store batch failed")
+            outcomes = [StoreError(str(exc)) for _ in batch]
+        for p, outcome in zip(batch, outcomes, strict=True):
+            if p.future.done():
+                continue
+            if isinstance(outcome, BaseException):
+                p.future.set_exception(outcome)
+            else:
+                p.future.set_result(outcome)

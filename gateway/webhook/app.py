@@ -59,8 +59,7 @@ def create_app(
 ) -> Starlette:
     """Build the app. With `reload_interval_s`, the policy bundle is re-checked in the background.
 
-    Ledger writes go through one writer thread (group commit) started with the app, so the
-    event loop never waits on a disk sync.
+    Ledger writes are group-committed on the event loop (one disk sync per batch of requests).
     """
     writer = StoreWriter(service.store)
 
@@ -119,7 +118,7 @@ def create_app(
         finally:
             if task:
                 task.cancel()
-            await asyncio.to_thread(writer.stop)
+            writer.stop()
 
     routes = [
         Route("/mutate", endpoint("mutate", mutate), methods=["POST"]),

@@ -1,4 +1,4 @@
-"""Group commit through the writer thread: same decisions as one by one, caps hold, faults isolated."""
+"""Group commit on the event loop: same decisions as one by one, caps hold, faults isolated."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ async def _validate_all(service: AdmissionService, bodies: list[dict[str, Any]])
     try:
         return await asyncio.gather(*(service.validate_async(b, writer) for b in bodies))
     finally:
-        await asyncio.to_thread(writer.stop)
+        writer.stop()
 
 
 def test_concurrent_launches_never_exceed_the_users_cap(service: AdmissionService, store: SQLiteStore) -> None:
