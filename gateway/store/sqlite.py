@@ -73,6 +73,22 @@ CREATE TABLE IF NOT EXISTS audit_head (
     count     INTEGER NOT NULL,
     last_hash TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS usage (
+    scope TEXT NOT NULL,
+    name  TEXT NOT NULL,
+    gpus  INTEGER NOT NULL,
+    PRIMARY KEY (scope, name)
+);
+"""
+
+#: `usage` holds the charged GPUs per user and per team, kept in step with `reservations`
+#: in the same transactions, so a cap check reads two rows however large the ledger grows.
+_REBUILD_USAGE = """
+DELETE FROM usage;
+INSERT INTO usage (scope, name, gpus)
+    SELECT 'user', owner, SUM(gpus) FROM reservations WHERE charged = 1 GROUP BY owner;
+INSERT INTO usage (scope, name, gpus)
+    SELECT 'team', team, SUM(gpus) FROM reservations WHERE charged = 1 AND team != '' GROUP BY team;
 """
 
 _AUDIT_COLUMNS = (*AUDIT_FIELDS, "prev_hash", "hash")
@@ -101,6 +117,7 @@ class SQLiteStore:
                 self._db.execute(f"PRAGMA synchronous={synchronous}")
                 self._db.executescript(SCHEMA)
                 self._add_later_columns()
+                self._db.executescript("BEGIN IMMEDIATE;" + _REBUILD_USAGE + "COMMIT;")
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open state file {self.path}: {exc}") from exc
         self._db.row_factory = sqlite3.Row
@@ -128,16 +145,17 @@ class SQLiteStore:
             return None
         return Target(row["owner"], row["team"], row["role"], row["gpus"], bool(row["charged"]), row["shape"])
 
-    def _usage(self, key: TargetKey, owner: str, team: str) -> Usage:
-        """Charged GPUs of the owner and of the team, less the target's own, in one query."""
-        row = self._db.execute(
-            "SELECT COALESCE(SUM(CASE WHEN owner = ? THEN gpus ELSE 0 END), 0), "
-            "COALESCE(SUM(CASE WHEN team = ? THEN gpus ELSE 0 END), 0) FROM reservations "
-            "WHERE charged = 1 AND (owner = ? OR team = ?) "
-            "AND NOT (resource = ? AND namespace = ? AND name = ?)",
-            (owner, team, owner, team or "\x00", *key),
-        ).fetchone()
-        return Usage(user=int(row[0]), team=int(row[1]) if team else 0)
+    def _usage(self, target: Target | None, owner: str, team: str) -> Usage:
+        """Charged GPUs of the owner and of the team, less the target's own reservation."""
+        rows = dict(self._db.execute(
+            "SELECT scope, gpus FROM usage WHERE (scope = 'user' AND name = ?) OR (scope = 'team' AND name = ?)",
+            (owner, team),
+        ).fetchall())
+        user, team_used = int(rows.get("user", 0)), int(rows.get("team", 0)) if team else 0
+        if target is not None and target.charged:
+            user -= target.gpus if target.owner == owner else 0
+            team_used -= target.gpus if team and target.team == team else 0
+        return Usage(user=user, team=team_used)
 
     def facts(self, key: TargetKey, owner: str, team: str, references: Sequence[TargetKey] = (),
               *, usage: bool = True) -> Facts:
@@ -152,7 +170,7 @@ class SQLiteStore:
                 record = self._target(ref)
                 if record is not None:
                     found[ref] = record
-            used = self._usage(key, owner, team) if usage else Usage()
+            used = self._usage(target, owner, team) if usage else Usage()
             return Facts(target=target, usage=used, references=found)
 
     # ------------------------------------------------------------- the write path
@@ -237,20 +255,36 @@ class SQLiteStore:
             self._db.execute("ROLLBACK")
 
     def _apply(self, key: TargetKey, decision: Decision, *, now: float, request_uid: str) -> None:
+        """Write the reservation change, keeping the usage counters in step."""
+        if not decision.release and decision.reserve is None:
+            return
+        old = self._target(key)
+        if old is not None and old.charged:
+            self._count(old.owner, old.team, -old.gpus)
         if decision.release:
-            self._db.execute(
-                "DELETE FROM reservations WHERE resource = ? AND namespace = ? AND name = ?", key
-            )
-        elif decision.reserve is not None:
-            r = decision.reserve
-            self._db.execute(
-                "INSERT INTO reservations (resource, namespace, name, owner, team, role, gpus, "
-                "charged, shape, created_at, request_uid) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-                "ON CONFLICT (resource, namespace, name) DO UPDATE SET owner = excluded.owner, "
-                "team = excluded.team, role = excluded.role, gpus = excluded.gpus, charged = excluded.charged, "
-                "shape = excluded.shape, created_at = excluded.created_at, request_uid = excluded.request_uid",
-                (*key, r.owner, r.team, r.role, r.gpus, int(r.charged), r.shape, now, request_uid),
-            )
+            self._db.execute("DELETE FROM reservations WHERE resource = ? AND namespace = ? AND name = ?", key)
+            return
+        r = decision.reserve
+        assert r is not None
+        if r.charged:
+            self._count(r.owner, r.team, r.gpus)
+        self._db.execute(
+            "INSERT INTO reservations (resource, namespace, name, owner, team, role, gpus, "
+            "charged, shape, created_at, request_uid) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (resource, namespace, name) DO UPDATE SET owner = excluded.owner, "
+            "team = excluded.team, role = excluded.role, gpus = excluded.gpus, charged = excluded.charged, "
+            "shape = excluded.shape, created_at = excluded.created_at, request_uid = excluded.request_uid",
+            (*key, r.owner, r.team, r.role, r.gpus, int(r.charged), r.shape, now, request_uid),
+        )
+
+    def _count(self, owner: str, team: str, delta: int) -> None:
+        for scope, name in (("user", owner), ("team", team)):
+            if name and delta:
+                self._db.execute(
+                    "INSERT INTO usage (scope, name, gpus) VALUES (?, ?, ?) "
+                    "ON CONFLICT (scope, name) DO UPDATE SET gpus = usage.gpus + excluded.gpus",
+                    (scope, name, delta),
+                )
 
     def _append_audit(self, fields: dict[str, Any], *, now: float, dry_run: bool) -> None:
         head = self._db.execute("SELECT count, last_hash FROM audit_head WHERE id = 1").fetchone()
@@ -315,9 +349,7 @@ class SQLiteStore:
 
     def gpus_by_team(self) -> dict[str, int]:
         with self._lock:
-            rows = self._db.execute(
-                "SELECT team, SUM(gpus) FROM reservations WHERE charged = 1 GROUP BY team"
-            ).fetchall()
+            rows = self._db.execute("SELECT name, gpus FROM usage WHERE scope = 'team'").fetchall()
         return {r[0]: int(r[1]) for r in rows}
 
     def ping(self) -> None:
