@@ -193,9 +193,12 @@ def summary_rows(results: dict[str, Any], rate: float) -> list[dict[str, Any]]:
     c = results.get("core")
     if c:
         cas = c["casbin"]
-        row("core decisions/s (10k users, 1k teams)", _fmt_rate(c["decisions_per_s"]),
+        row("parse + prepare + decide/s (10k users, 1k teams)", _fmt_rate(c["decisions_per_s"]),
             f"casbin checks {_fmt_rate(cas['checks_per_s'])}", c["decisions_per_s"] / cas["checks_per_s"],
             f">= {CORE_GOAL:,.0f}/s", c["decisions_per_s"] >= CORE_GOAL)
+        decide_rate = 1e6 / c["stage_us"]["decide"]
+        row("decide() alone: policy + ledger facts -> Decision", _fmt_rate(decide_rate), "", None,
+            f">= {CORE_GOAL:,.0f}/s", decide_rate >= CORE_GOAL)
         row("core decisions/s by CPU time (same run)", _fmt_rate(c["decisions_per_cpu_s"]))
         row("core decisions/s incl. orjson.loads", _fmt_rate(c["decisions_per_s_with_decode"]))
         row("casbin enforce() calls/s (same bundle)", _fmt_rate(cas["enforce_per_s"]))
