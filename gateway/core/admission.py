@@ -385,9 +385,8 @@ def _modify(plan: Plan, policy: Policy, facts: Facts) -> Decision:
     if target.charged and new_gpus > old_gpus:
         _quota_checks(policy, facts, asked=new_gpus, owner=owner, owner_role=target.role,
                       team=team, violations=violations)
+    # A scale keeps the recorded shape: GPUs per replica do not change with the count.
     shape = shape_of(req, plan.workload) if plan.workload is not None else target.shape
-    if req.sub_resource == "scale":
-        shape = _COMPACT_JSON.encode(json.loads(target.shape or "{}"))
     return conclude(
         plan, violations, allow_rule="ownership",
         allow_reason=f"{ident.describe()} may modify {target.owner}'s workload "
