@@ -37,6 +37,9 @@ class StoreSettings:
     """SQLite state file: the ledger and the audit chain."""
     synchronous: str = "FULL"
     """SQLite `synchronous` pragma: FULL survives power loss; NORMAL is faster."""
+    database_url: str | None = None
+    """PostgreSQL URL shared by several replicas; when set it replaces the SQLite state file,
+    and `path` only places the history key (and a self-signed TLS pair) beside it."""
 
 
 @dataclass(frozen=True)
@@ -48,10 +51,52 @@ class PolicySettings:
 
 
 @dataclass(frozen=True)
+class AuthSettings:
+    """Bearer-token authentication of the admin API (/api/v1); see docs/auth.md.
+
+    At most one mode: a shared HS256 secret (local use) or an OIDC issuer (RS256/ES256).
+    With neither, /api/v1 answers 503 and the admission endpoints are unaffected.
+    """
+
+    jwt_secret_file: Path | None = None
+    jwt_issuer: str | None = None
+    jwt_audience: str | None = None
+    oidc_issuer: str | None = None
+    oidc_audience: str | None = None
+    username_claims: tuple[str, ...] = ("preferred_username", "sub")
+    """The first of these claims that holds a non-empty string is the username."""
+    groups_claim: str = "groups"
+    """A list of strings; a token without it is refused (an empty list is no groups)."""
+    leeway_s: float = 30.0
+    """Clock skew tolerated on exp, nbf and iat."""
+
+    @property
+    def enabled(self) -> bool:
+        return self.jwt_secret_file is not None or self.oidc_issuer is not None
+
+    def __post_init__(self) -> None:
+        if self.jwt_secret_file is not None and self.oidc_issuer is not None:
+            raise ConfigError("--jwt-secret-file and --oidc-issuer are exclusive: pick one authentication mode")
+        if self.jwt_secret_file is None and (self.jwt_issuer or self.jwt_audience):
+            raise ConfigError("--jwt-issuer and --jwt-audience need --jwt-secret-file")
+        if self.jwt_secret_file is not None and not (self.jwt_issuer and self.jwt_audience):
+            raise ConfigError("--jwt-secret-file needs both --jwt-issuer and --jwt-audience")
+        if self.oidc_issuer is None and self.oidc_audience:
+            raise ConfigError("--oidc-audience needs --oidc-issuer")
+        if self.oidc_issuer is not None and not self.oidc_audience:
+            raise ConfigError("--oidc-issuer needs --oidc-audience (the client id tokens are issued for)")
+        if not self.username_claims or not all(self.username_claims) or not self.groups_claim:
+            raise ConfigError("username and groups claim names must not be empty")
+        if not 0 <= self.leeway_s <= 300:
+            raise ConfigError("JWT leeway must be between 0 and 300 seconds")
+
+
+@dataclass(frozen=True)
 class Settings:
     server: ServerSettings = field(default_factory=ServerSettings)
     store: StoreSettings = field(default_factory=StoreSettings)
     policy: PolicySettings = field(default_factory=PolicySettings)
+    auth: AuthSettings = field(default_factory=AuthSettings)
     failure_mode: FailureMode = FailureMode.CLOSED
 
     def __post_init__(self) -> None:
@@ -61,5 +106,8 @@ class Settings:
             raise ConfigError("--cert and --key go together")
         if self.store.synchronous not in ("FULL", "NORMAL", "EXTRA"):
             raise ConfigError("store synchronous must be FULL, NORMAL or EXTRA")
+        if self.store.database_url is not None and not self.store.database_url.startswith(
+                ("postgresql://", "postgres://")):
+            raise ConfigError("--database-url must be a postgresql:// URL")
         if self.server.max_body_bytes < 1024:
             raise ConfigError("max body size must be at least 1 KiB")

@@ -5,9 +5,11 @@ from __future__ import annotations
 import logging
 import signal
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from gateway.config import Settings
+from gateway.api import api_routes
+from gateway.auth import build_authenticator
+from gateway.config import Settings, StoreSettings
 from gateway.core.history import keyed_digest
 from gateway.logs import setup_logging
 from gateway.metrics import Metrics
@@ -18,6 +20,9 @@ from gateway.store.sqlite import SQLiteStore
 from gateway.webhook.app import create_app
 from gateway.webhook.tls import ensure_self_signed
 
+if TYPE_CHECKING:
+    from gateway.store.postgres import PostgresStore
+
 log = logging.getLogger("gateway")
 
 
@@ -27,18 +32,29 @@ class Gateway:
     app: Any
 
 
+def open_store(settings: StoreSettings) -> SQLiteStore | PostgresStore:
+    """The PostgreSQL store shared by replicas when a database URL is set, else the SQLite file."""
+    if settings.database_url is not None:
+        from gateway.store.postgres import PostgresStore
+
+        return PostgresStore(settings.database_url)
+    return SQLiteStore(settings.path, synchronous=settings.synchronous)
+
+
 def build_gateway(settings: Settings) -> Gateway:
+    authenticator = build_authenticator(settings.auth)  # first: a bad secret file fails before the store opens
     directory = settings.policy.directory or default_policy_dir()
     policies = PolicyHolder(directory)
-    store = SQLiteStore(settings.store.path, synchronous=settings.store.synchronous)
+    store = open_store(settings.store)
     store.start_checkpoints()
     metrics = Metrics()
     metrics.watch_team_gpus(store.gpus_by_team)
     digest = keyed_digest(load_history_key(settings.store.path))
     service = AdmissionService(policies, store, failure_mode=settings.failure_mode, metrics=metrics,
                                digest=digest)
+    api = api_routes(authenticator, lambda: service.policies.policy)
     app = create_app(service, max_body_bytes=settings.server.max_body_bytes,
-                     reload_interval_s=settings.policy.reload_interval_s)
+                     reload_interval_s=settings.policy.reload_interval_s, api=api)
     return Gateway(service, app)
 
 

@@ -11,7 +11,8 @@ from typing import Any
 
 import click
 
-from gateway.config import FailureMode, PolicySettings, ServerSettings, Settings, StoreSettings
+from gateway.cli.auth_options import auth_options
+from gateway.config import AuthSettings, FailureMode, PolicySettings, ServerSettings, Settings, StoreSettings
 from gateway.errors import ConfigError, GatewayError
 
 
@@ -50,6 +51,9 @@ def main() -> None:
 @click.option("--port", default=8443, show_default=True, type=int)
 @click.option("--state", type=click.Path(dir_okay=False, path_type=Path), default=Path("gpu-gateway.db"),
               show_default=True, help="SQLite state file (ledger and audit log).")
+@click.option("--database-url", metavar="URL",
+              help="PostgreSQL shared by several replicas (postgresql://USER@HOST:PORT/DB), instead of "
+                   "the --state file; the history key then lives beside --state.")
 @click.option("--policy-dir", type=click.Path(file_okay=False, exists=True, path_type=Path),
               help="Policy bundle (model.conf, policy.csv, limits.yaml); default: the bundled policies/.")
 @click.option("--insecure-http", is_flag=True, help="Plain HTTP, loopback only (local trials).")
@@ -60,10 +64,14 @@ def main() -> None:
 @click.option("--max-body-bytes", type=int, default=8 * 1024 * 1024, show_default=True)
 @click.option("--log-level", default="INFO", show_default=True)
 @click.option("--workers", type=int, default=1, show_default=True, hidden=True)
-def serve(host: str, port: int, state: Path, policy_dir: Path | None, insecure_http: bool,
+@auth_options
+def serve(host: str, port: int, state: Path, database_url: str | None, policy_dir: Path | None, insecure_http: bool,
           cert: Path | None, key: Path | None, failure_mode: str, max_body_bytes: int,
-          log_level: str, workers: int) -> None:
-    """Run the admission webhook (POST /mutate, /validate; GET /healthz, /readyz, /metrics)."""
+          log_level: str, workers: int, auth: AuthSettings) -> None:
+    """Run the admission webhook (POST /mutate, /validate; GET /healthz, /readyz, /metrics).
+
+    With --oidc-issuer or --jwt-secret-file, the admin API (GET /api/v1/whoami) accepts bearer tokens.
+    """
     from gateway.server import run_server
 
     if insecure_http and not _is_loopback(host):
@@ -72,8 +80,9 @@ def serve(host: str, port: int, state: Path, policy_dir: Path | None, insecure_h
         settings = Settings(
             server=ServerSettings(host=host, port=port, insecure_http=insecure_http, cert_file=cert,
                                   key_file=key, max_body_bytes=max_body_bytes),
-            store=StoreSettings(path=state),
+            store=StoreSettings(path=state, database_url=database_url),
             policy=PolicySettings(directory=policy_dir),
+            auth=auth,
             failure_mode=FailureMode(failure_mode),
         )
         run_server(settings, log_level=log_level.upper())
@@ -86,23 +95,37 @@ def audit() -> None:
     """Read and verify the tamper-evident audit log."""
 
 
-def _open_store(state: Path) -> Any:
-    from gateway.store.sqlite import SQLiteStore
+def _store_source(command: Any) -> Any:
+    """`--state PATH` or `--database-url URL`: where a read-only command finds the ledger."""
+    command = click.option("--database-url", metavar="URL", help="PostgreSQL database (instead of --state).")(command)
+    return click.option("--state", type=click.Path(dir_okay=False, path_type=Path),
+                        help="SQLite state file.")(command)
 
-    if not state.exists():
-        raise click.ClickException(f"state file {state} does not exist")
+
+def _open_store(state: Path | None, database_url: str | None) -> Any:
+    if (state is None) == (database_url is None):
+        raise click.UsageError("give exactly one of --state PATH and --database-url URL")
     try:
+        if database_url is not None:
+            from gateway.store.postgres import PostgresStore
+
+            return PostgresStore(database_url, readonly=True)
+        from gateway.store.sqlite import SQLiteStore
+
+        assert state is not None
+        if not state.exists():
+            raise click.ClickException(f"state file {state} does not exist")
         return SQLiteStore(state, readonly=True)
     except GatewayError as exc:
         raise click.ClickException(str(exc)) from exc
 
 
 @audit.command("verify")
-@click.option("--state", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@_store_source
 @click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text")
-def audit_verify(state: Path, output: str) -> None:
+def audit_verify(state: Path | None, database_url: str | None, output: str) -> None:
     """Walk the hash chain; exit 0 when intact, 1 naming the first bad record otherwise."""
-    result = _open_store(state).verify()
+    result = _open_store(state, database_url).verify()
     if output == "json":
         click.echo(json.dumps({"ok": result.ok, "records": result.rows, "first_bad": result.first_bad,
                                "problem": result.problem}))
@@ -112,7 +135,7 @@ def audit_verify(state: Path, output: str) -> None:
 
 
 @audit.command("list")
-@click.option("--state", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@_store_source
 @click.option("--user", help="Only this requester.")
 @click.option("--action", type=click.Choice(["launch", "modify", "kill", "exec"]))
 @click.option("--decision", type=click.Choice(["allowed", "denied"]))
@@ -120,7 +143,7 @@ def audit_verify(state: Path, output: str) -> None:
 @click.option("--until", help="Before this time (ISO 8601 or epoch seconds).")
 @click.option("--limit", type=int)
 @click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table")
-def audit_list(state: Path, user: str | None, action: str | None, decision: str | None,
+def audit_list(state: Path | None, database_url: str | None, user: str | None, action: str | None, decision: str | None,
                since: str | None, until: str | None, limit: int | None, output: str) -> None:
     """List audit records, oldest first, as a table or JSON lines."""
     from gateway.cli.render import audit_table
@@ -128,7 +151,7 @@ def audit_list(state: Path, user: str | None, action: str | None, decision: str 
 
     query = AuditQuery(user=user, action=action, decision=decision, since=_parse_time(since),
                        until=_parse_time(until), limit=limit)
-    rows = list(_open_store(state).audit_rows(query))
+    rows = list(_open_store(state, database_url).audit_rows(query))
     if output == "json":
         for row in rows:
             click.echo(json.dumps(row, sort_keys=True))
@@ -139,11 +162,12 @@ def audit_list(state: Path, user: str | None, action: str | None, decision: str 
 @audit.command("history")
 @click.argument("kind")
 @click.argument("ref", metavar="NAMESPACE/NAME")
-@click.option("--state", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@_store_source
 @click.option("--since", help="From this time (ISO 8601 or epoch seconds).")
 @click.option("--until", help="Before this time (ISO 8601 or epoch seconds).")
 @click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text")
-def audit_history(kind: str, ref: str, state: Path, since: str | None, until: str | None, output: str) -> None:
+def audit_history(kind: str, ref: str, state: Path | None, database_url: str | None, since: str | None,
+                  until: str | None, output: str) -> None:
     """The timeline of one object: who did what to it, decided how, and what each change was.
 
     KIND is the kind or its resource, in any case (PyTorchJob, pytorchjobs). NAME alone
@@ -157,12 +181,33 @@ def audit_history(kind: str, ref: str, state: Path, since: str | None, until: st
         raise click.BadParameter(f"{ref!r} is not NAMESPACE/NAME", param_hint="NAMESPACE/NAME")
     query = AuditQuery(kind=kind, namespace=namespace, name=name, since=_parse_time(since),
                        until=_parse_time(until))
-    rows = list(_open_store(state).audit_rows(query))
+    rows = list(_open_store(state, database_url).audit_rows(query))
     if output == "json":
         for row in rows:
             click.echo(json.dumps(row, sort_keys=True))
     else:
         click.echo(history_text(rows))
+
+
+@main.command()
+@_store_source
+@click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table")
+def usage(state: Path | None, database_url: str | None, output: str) -> None:
+    """GPUs reserved now, per user and per team."""
+    from gateway.cli.render import usage_table
+
+    store = _open_store(state, database_url)
+    try:
+        users, teams = store.gpus_by_user(), store.gpus_by_team()
+    except GatewayError as exc:
+        raise click.ClickException(str(exc)) from exc
+    finally:
+        store.close()
+    users, teams = ({k: v for k, v in m.items() if v} for m in (users, teams))
+    if output == "json":
+        click.echo(json.dumps({"users": users, "teams": teams}, sort_keys=True))
+    else:
+        click.echo(usage_table(users, teams))
 
 
 @main.command()

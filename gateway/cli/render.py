@@ -37,6 +37,18 @@ def audit_table(rows: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def usage_table(users: dict[str, int], teams: dict[str, int]) -> str:
+    """GPUs reserved now: one line per user, then one per team, largest first."""
+    rows = [("user", n, g) for n, g in users.items()] + [("team", n, g) for n, g in teams.items()]
+    if not rows:
+        return "no GPUs reserved"
+    rows.sort(key=lambda r: (r[0] != "user", -r[2], r[1]))
+    width = max(len("NAME"), *(len(name) for _, name, _ in rows))
+    lines = [f"{'SCOPE':<5}  {'NAME':<{width}}  GPUS"]
+    lines += [f"{scope:<5}  {name:<{width}}  {gpus}" for scope, name, gpus in rows]
+    return "\n".join(lines)
+
+
 def history_text(rows: Sequence[dict[str, Any]]) -> str:
     """One object's timeline: time, who, action, decision, then what changed, one change a line.
 

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import orjson
@@ -14,7 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 from gateway.errors import ReviewError
 from gateway.service import AdmissionService
@@ -56,8 +56,11 @@ def create_app(
     *,
     max_body_bytes: int = 8 * 1024 * 1024,
     reload_interval_s: float | None = None,
+    api: Sequence[BaseRoute] | None = None,
 ) -> Starlette:
     """Build the app. With `reload_interval_s`, the policy bundle is re-checked in the background.
+
+    `api` (gateway.api.api_routes) is mounted beside the admission endpoints.
 
     Ledger writes are group-committed on the event loop (one disk sync per batch of requests).
     """
@@ -120,12 +123,13 @@ def create_app(
                 task.cancel()
             writer.stop()
 
-    routes = [
+    routes: list[BaseRoute] = [
         Route("/mutate", endpoint("mutate", mutate), methods=["POST"]),
         Route("/validate", endpoint("validate", validate), methods=["POST"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
+        *(api or ()),
     ]
     return Starlette(routes=routes, lifespan=lifespan)
 

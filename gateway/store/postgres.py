@@ -1,0 +1,223 @@
+"""PostgreSQL backend: one database shared by several gateway replicas.
+
+The statements are those of the SQLite store (`gateway.store.sql`). Every write
+transaction first takes one transaction-scoped advisory lock, so the deciders of all
+replicas run one at a time: the facts, the cap check, the audit append and the
+reservation change are atomic across processes, and the audit log stays one chain.
+Reads take no lock. A failed connection is dropped and a new one made on the next call;
+every psycopg error surfaces as a StoreError, to which the service applies the failure mode.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, TypeVar
+
+import psycopg
+from psycopg.rows import dict_row
+
+from gateway.core.admission import Facts, TargetKey
+from gateway.core.decision import Decision
+from gateway.errors import StoreError
+from gateway.store.base import AuditFields, AuditQuery, Decider, Job, LedgerRow
+from gateway.store.chain import LATER_FIELDS, VerifyResult
+from gateway.store.sql import Ledger, Row, schema
+
+log = logging.getLogger("gateway.store")
+
+SCHEMA = schema(float_type="DOUBLE PRECISION", seq_type="BIGINT")
+
+#: The advisory lock every write transaction holds: "gpugate" in ASCII.
+WRITE_LOCK = 0x67707567617465
+
+_T = TypeVar("_T")
+
+
+@functools.lru_cache(maxsize=256)
+def _pg(sql: str) -> str:
+    """A shared statement with psycopg's placeholders (the statements hold no literal `?` or `%`)."""
+    return sql.replace("?", "%s")
+
+
+class _Runner:
+    """`sql.Runner` over one psycopg connection."""
+
+    def __init__(self, conn: psycopg.Connection[dict[str, Any]]) -> None:
+        self._conn = conn
+
+    def one(self, sql: str, args: Sequence[Any] = ()) -> Row | None:
+        return self._conn.execute(_pg(sql), tuple(args)).fetchone()
+
+    def all(self, sql: str, args: Sequence[Any] = ()) -> list[Row]:
+        return list(self._conn.execute(_pg(sql), tuple(args)).fetchall())
+
+    def run(self, sql: str, args: Sequence[Any] = ()) -> None:
+        self._conn.execute(_pg(sql), tuple(args))
+
+
+class PostgresStore:
+    """The shared store. Safe to share between threads; one connection, used under a lock."""
+
+    def __init__(self, url: str, *, readonly: bool = False, connect_timeout_s: int = 5,
+                 statement_timeout_ms: int = 10_000) -> None:
+        self.url = url
+        self._connect_timeout_s = connect_timeout_s
+        self._statement_timeout_ms = statement_timeout_ms
+        self._lock = threading.RLock()
+        self._conn: psycopg.Connection[dict[str, Any]] | None = None
+        if not readonly:
+            self._with_ledger(self._create_schema, "cannot create the schema")
+
+    # ------------------------------------------------------------- connection
+
+    def _ledger(self) -> tuple[psycopg.Connection[dict[str, Any]], Ledger]:
+        """The live connection (made anew after a failure) and a ledger over it."""
+        if self._conn is None or self._conn.closed or self._conn.broken:
+            self._conn = psycopg.connect(self.url, autocommit=True, row_factory=dict_row,
+                                         connect_timeout=self._connect_timeout_s)
+            self._conn.execute(f"SET statement_timeout = {int(self._statement_timeout_ms)}")
+        return self._conn, Ledger(_Runner(self._conn))
+
+    def _with_ledger(self, work: Callable[[Ledger], _T], what: str) -> _T:
+        """Run `work` on the ledger; a database error becomes a StoreError and drops a broken connection."""
+        with self._lock:
+            try:
+                _, ledger = self._ledger()
+                return work(ledger)
+            except psycopg.Error as exc:
+                self._discard_if_broken()
+                raise StoreError(f"{what}: PostgreSQL: {exc}") from exc
+
+    def _discard_if_broken(self) -> None:
+        if self._conn is not None and (self._conn.closed or self._conn.broken):
+            self._conn = None
+
+    def _create_schema(self, ledger: Ledger) -> None:
+        """Create the tables (replicas may start together: under the write lock) and recount usage."""
+        with _Transaction(ledger):
+            for statement in SCHEMA:
+                ledger.db.run(statement)
+            for column, empty in LATER_FIELDS.items():
+                ledger.db.run(f"ALTER TABLE audit ADD COLUMN IF NOT EXISTS {column} TEXT NOT NULL DEFAULT '{empty}'")
+            ledger.rebuild_usage()
+
+    # ------------------------------------------------------------- reads
+
+    def facts(self, key: TargetKey, owner: str, team: str, references: Sequence[TargetKey] = (),
+              *, usage: bool = True) -> Facts:
+        return self._with_ledger(lambda ledger: ledger.facts(key, owner, team, references, usage=usage),
+                                 "cannot read the ledger")
+
+    # ------------------------------------------------------------- the write path
+
+    def decide_in_transaction(
+        self,
+        key: TargetKey,
+        owner: str,
+        team: str,
+        decider: Decider,
+        audit_fields: AuditFields,
+        *,
+        dry_run: bool,
+        now: float,
+        request_uid: str,
+    ) -> Decision:
+        job = Job(key, owner, team, decider, audit_fields, dry_run=dry_run, now=now, request_uid=request_uid)
+        [outcome] = self.decide_batch([job])
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+    def decide_batch(self, jobs: Sequence[Job]) -> list[Decision | BaseException]:
+        """Decide several requests in one transaction, in order, each in its own savepoint.
+
+        A job that fails is rolled back alone; if the transaction itself fails (connection
+        lost, timeout), every job fails with a StoreError.
+        """
+        try:
+            return self._with_ledger(lambda ledger: self._run_batch(ledger, jobs), "cannot decide")
+        except StoreError as exc:
+            return [exc for _ in jobs]
+
+    def _run_batch(self, ledger: Ledger, jobs: Sequence[Job]) -> list[Decision | BaseException]:
+        with _Transaction(ledger):
+            return [self._run_job(ledger, job) for job in jobs]
+
+    @staticmethod
+    def _run_job(ledger: Ledger, job: Job) -> Decision | BaseException:
+        ledger.db.run("SAVEPOINT job")
+        try:
+            decision = ledger.decide(job)
+        except Exception as exc:
+            ledger.db.run("ROLLBACK TO SAVEPOINT job")
+            ledger.db.run("RELEASE SAVEPOINT job")
+            return StoreError(f"PostgreSQL: {exc}") if isinstance(exc, psycopg.Error) else exc
+        ledger.db.run("RELEASE SAVEPOINT job")
+        return decision
+
+    # ------------------------------------------------------------- audit
+
+    def audit_rows(self, query: AuditQuery | None = None) -> Iterator[dict[str, Any]]:
+        yield from self._with_ledger(lambda ledger: ledger.audit_rows(query or AuditQuery()),
+                                     "cannot read the audit log")
+
+    def verify(self) -> VerifyResult:
+        """Walk the chain as of one snapshot, so that records other replicas append meanwhile
+        do not look like a mismatch with the head."""
+        def walk(ledger: Ledger) -> VerifyResult:
+            ledger.db.run("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            try:
+                return ledger.verify()
+            finally:
+                ledger.db.run("COMMIT")
+
+        try:
+            return self._with_ledger(walk, "cannot read the audit log")
+        except StoreError as exc:
+            return VerifyResult(False, 0, 1, str(exc))
+
+    # ------------------------------------------------------------- ledger views
+
+    def reservations(self) -> list[LedgerRow]:
+        return self._with_ledger(lambda ledger: ledger.reservations(), "cannot read the ledger")
+
+    def gpus_by_team(self) -> dict[str, int]:
+        return self._with_ledger(lambda ledger: ledger.gpus_by_scope("team"), "cannot read the ledger")
+
+    def gpus_by_user(self) -> dict[str, int]:
+        return self._with_ledger(lambda ledger: ledger.gpus_by_scope("user"), "cannot read the ledger")
+
+    def ping(self) -> None:
+        self._with_ledger(lambda ledger: ledger.db.one("SELECT 1"), "unreachable")
+
+    def start_checkpoints(self, interval_s: float = 1.0) -> None:
+        """Nothing to do: PostgreSQL checkpoints by itself."""
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+
+class _Transaction:
+    """BEGIN, the write lock, then COMMIT, or ROLLBACK on any error (tolerating a dead connection)."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        self._db = ledger.db
+
+    def __enter__(self) -> None:
+        self._db.run("BEGIN")
+        self._db.run("SELECT pg_advisory_xact_lock(?)", (WRITE_LOCK,))
+
+    def __exit__(self, exc_type: type[BaseException] | None, *_: Any) -> None:
+        if exc_type is None:
+            self._db.run("COMMIT")
+            return
+        try:
+            self._db.run("ROLLBACK")
+        except psycopg.Error as exc:
+            log.warning("rollback failed: %s", exc)

@@ -1,0 +1,302 @@
+"""The ledger and the audit chain in portable SQL, shared by the SQLite and PostgreSQL stores.
+
+`Ledger` holds every statement and every row mapping once. It runs on a `Runner`, the
+backend's thin wrapper over one connection inside a transaction the backend opened; the
+backend owns connections, locking and transactions. Statements are written with `?`
+placeholders; a backend that uses another style rewrites them (see `PostgresStore`).
+Column names that are keywords in PostgreSQL (`user`, `groups`) are always quoted.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+
+from gateway.core.admission import Facts, Target, TargetKey
+from gateway.core.decision import Decision
+from gateway.core.quota import Usage
+from gateway.store.base import AuditQuery, Job, LedgerRow, kind_names
+from gateway.store.chain import AUDIT_FIELDS, GENESIS, LATER_FIELDS, VerifyResult, row_hash, verify_rows
+
+Row = Mapping[str, Any]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS reservations (
+    resource    TEXT NOT NULL,
+    namespace   TEXT NOT NULL,
+    name        TEXT NOT NULL,
+    owner       TEXT NOT NULL,
+    team        TEXT NOT NULL,
+    role        TEXT NOT NULL,
+    gpus        INTEGER NOT NULL,
+    charged     INTEGER NOT NULL,
+    shape       TEXT NOT NULL,
+    created_at  {float} NOT NULL,
+    request_uid TEXT NOT NULL,
+    PRIMARY KEY (resource, namespace, name)
+);
+CREATE INDEX IF NOT EXISTS reservations_owner ON reservations (owner, charged);
+CREATE INDEX IF NOT EXISTS reservations_team ON reservations (team, charged);
+CREATE TABLE IF NOT EXISTS audit (
+    seq            {seq} PRIMARY KEY,
+    ts             {float} NOT NULL,
+    request_uid    TEXT NOT NULL,
+    "user"         TEXT NOT NULL,
+    "groups"       TEXT NOT NULL,
+    role           TEXT NOT NULL,
+    action         TEXT NOT NULL,
+    kind           TEXT NOT NULL,
+    namespace      TEXT NOT NULL,
+    name           TEXT NOT NULL,
+    object_uid     TEXT NOT NULL,
+    gpus           INTEGER NOT NULL,
+    decision       TEXT NOT NULL,
+    mode           TEXT NOT NULL,
+    rule           TEXT NOT NULL,
+    reason         TEXT NOT NULL,
+    dry_run        INTEGER NOT NULL,
+    policy_version TEXT NOT NULL,
+    owner          TEXT NOT NULL,
+    team           TEXT NOT NULL,
+    changes        TEXT NOT NULL DEFAULT '[]',
+    prev_hash      TEXT NOT NULL,
+    hash           TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_user ON audit ("user", ts);
+CREATE INDEX IF NOT EXISTS audit_ts ON audit (ts);
+CREATE INDEX IF NOT EXISTS audit_object ON audit (namespace, name);
+CREATE TABLE IF NOT EXISTS audit_head (
+    id        INTEGER PRIMARY KEY CHECK (id = 1),
+    count     {seq} NOT NULL,
+    last_hash TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS usage (
+    scope TEXT NOT NULL,
+    name  TEXT NOT NULL,
+    gpus  INTEGER NOT NULL,
+    PRIMARY KEY (scope, name)
+);
+"""
+
+
+def schema(*, float_type: str, seq_type: str) -> list[str]:
+    """The schema's statements. Timestamps need a 64-bit float (`ts` is hashed as stored)."""
+    text = _SCHEMA.format(float=float_type, seq=seq_type)
+    return [s.strip() for s in text.split(";") if s.strip()]
+
+
+#: `usage` holds the charged GPUs per user and per team, kept in step with `reservations`
+#: in the same transactions, so a cap check reads two rows however large the ledger grows.
+REBUILD_USAGE = (
+    "DELETE FROM usage",
+    "INSERT INTO usage (scope, name, gpus) "
+    "SELECT 'user', owner, SUM(gpus) FROM reservations WHERE charged = 1 GROUP BY owner",
+    "INSERT INTO usage (scope, name, gpus) "
+    "SELECT 'team', team, SUM(gpus) FROM reservations WHERE charged = 1 AND team != '' GROUP BY team",
+)
+
+
+
+def _quote(column: str) -> str:
+    """Quote the column names that are keywords in PostgreSQL (harmless in SQLite)."""
+    return f'"{column}"' if column in ("user", "groups") else column
+
+
+AUDIT_COLUMNS = (*AUDIT_FIELDS, "prev_hash", "hash")
+_INSERT_AUDIT = (
+    f"INSERT INTO audit ({', '.join(_quote(c) for c in AUDIT_COLUMNS)}) "
+    f"VALUES ({', '.join('?' for _ in AUDIT_COLUMNS)})"
+)
+_HEAD = "SELECT count, last_hash FROM audit_head WHERE id = 1"
+_SET_HEAD = (
+    "INSERT INTO audit_head (id, count, last_hash) VALUES (1, ?, ?) "
+    "ON CONFLICT (id) DO UPDATE SET count = excluded.count, last_hash = excluded.last_hash"
+)
+
+
+class Runner(Protocol):
+    """One connection of a backend, inside the transaction the backend opened."""
+
+    def one(self, sql: str, args: Sequence[Any] = ()) -> Row | None: ...
+
+    def all(self, sql: str, args: Sequence[Any] = ()) -> list[Row]: ...
+
+    def run(self, sql: str, args: Sequence[Any] = ()) -> None: ...
+
+
+class Ledger:
+    """Reads and writes of the ledger and the audit chain over a `Runner`."""
+
+    def __init__(self, db: Runner) -> None:
+        self.db = db
+
+    # ------------------------------------------------------------- reads
+
+    def target(self, key: TargetKey) -> Target | None:
+        row = self.db.one(
+            "SELECT owner, team, role, gpus, charged, shape FROM reservations "
+            "WHERE resource = ? AND namespace = ? AND name = ?",
+            key,
+        )
+        if row is None:
+            return None
+        return Target(row["owner"], row["team"], row["role"], row["gpus"], bool(row["charged"]), row["shape"])
+
+    def usage(self, target: Target | None, owner: str, team: str) -> Usage:
+        """Charged GPUs of the owner and of the team, less the target's own reservation."""
+        rows = {r["scope"]: r["gpus"] for r in self.db.all(
+            "SELECT scope, gpus FROM usage WHERE (scope = 'user' AND name = ?) OR (scope = 'team' AND name = ?)",
+            (owner, team),
+        )}
+        user, team_used = int(rows.get("user", 0)), int(rows.get("team", 0)) if team else 0
+        if target is not None and target.charged:
+            user -= target.gpus if target.owner == owner else 0
+            team_used -= target.gpus if team and target.team == team else 0
+        return Usage(user=user, team=team_used)
+
+    def facts(self, key: TargetKey, owner: str, team: str, references: Sequence[TargetKey] = (),
+              *, usage: bool = True) -> Facts:
+        """The target's record, the records of referenced objects, and (unless `usage` is
+        False, for requests that cannot add GPUs) the owner's and team's usage."""
+        target = self.target(key)
+        if target is not None:
+            owner, team = target.owner, target.team
+        found = {}
+        for ref in references:
+            record = self.target(ref)
+            if record is not None:
+                found[ref] = record
+        used = self.usage(target, owner, team) if usage else Usage()
+        return Facts(target=target, usage=used, references=found)
+
+    # ------------------------------------------------------------- the write path
+
+    def decide(self, job: Job) -> Decision:
+        """Decide one job from the facts, and write its audit record and reservation change."""
+        decision = job.decider(self.facts(job.key, job.owner, job.team, job.reference_keys, usage=job.needs_usage))
+        if decision.audited:
+            self.append_audit(job.audit_fields(decision), now=job.now, dry_run=job.dry_run)
+        if decision.allowed and not job.dry_run:
+            self.apply(job.key, decision, now=job.now, request_uid=job.request_uid)
+        return decision
+
+    def apply(self, key: TargetKey, decision: Decision, *, now: float, request_uid: str) -> None:
+        """Write the reservation change, keeping the usage counters in step."""
+        if not decision.release and decision.reserve is None:
+            return
+        old = self.target(key)
+        if old is not None and old.charged:
+            self.count(old.owner, old.team, -old.gpus)
+        if decision.release:
+            self.db.run("DELETE FROM reservations WHERE resource = ? AND namespace = ? AND name = ?", key)
+            return
+        r = decision.reserve
+        assert r is not None
+        if r.charged:
+            self.count(r.owner, r.team, r.gpus)
+        self.db.run(
+            "INSERT INTO reservations (resource, namespace, name, owner, team, role, gpus, charged, shape, "
+            "created_at, request_uid) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (resource, namespace, name) DO UPDATE SET owner = excluded.owner, "
+            "team = excluded.team, role = excluded.role, gpus = excluded.gpus, charged = excluded.charged, "
+            "shape = excluded.shape, created_at = excluded.created_at, request_uid = excluded.request_uid",
+            (*key, r.owner, r.team, r.role, r.gpus, int(r.charged), r.shape, now, request_uid),
+        )
+
+    def count(self, owner: str, team: str, delta: int) -> None:
+        for scope, name in (("user", owner), ("team", team)):
+            if name and delta:
+                self.db.run(
+                    "INSERT INTO usage (scope, name, gpus) VALUES (?, ?, ?) "
+                    "ON CONFLICT (scope, name) DO UPDATE SET gpus = usage.gpus + excluded.gpus",
+                    (scope, name, delta),
+                )
+
+    def rebuild_usage(self) -> None:
+        for statement in REBUILD_USAGE:
+            self.db.run(statement)
+
+    def append_audit(self, fields: dict[str, Any], *, now: float, dry_run: bool) -> None:
+        head = self.db.one(_HEAD)
+        count, prev = (head["count"], head["last_hash"]) if head else (0, GENESIS)
+        row = {**LATER_FIELDS, **fields}
+        # ts is hashed as stored: the float column reads an int clock back as a float.
+        row.update(seq=count + 1, ts=float(now), dry_run=int(dry_run))
+        row["hash"] = row_hash(prev, row)
+        row["prev_hash"] = prev
+        self.db.run(_INSERT_AUDIT, tuple(row[c] for c in AUDIT_COLUMNS))
+        self.db.run(_SET_HEAD, (row["seq"], row["hash"]))
+
+    # ------------------------------------------------------------- audit and ledger views
+
+    def audit_rows(self, query: AuditQuery) -> list[dict[str, Any]]:
+        where, args = audit_filters(query)
+        sql = "SELECT * FROM audit"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY seq"
+        if query.limit is not None:
+            sql += f" LIMIT {int(query.limit)}"
+        return [audit_record(row) for row in self.db.all(sql, args)]
+
+    def verify(self) -> VerifyResult:
+        head = self.db.one(_HEAD)
+        rows = self.db.all("SELECT * FROM audit ORDER BY seq")
+        return verify_rows(
+            (dict(r) for r in rows),
+            head["count"] if head else 0,
+            head["last_hash"] if head else None,
+        )
+
+    def reservations(self) -> list[LedgerRow]:
+        return [
+            LedgerRow(r["resource"], r["namespace"], r["name"], r["owner"], r["team"], r["role"],
+                      r["gpus"], bool(r["charged"]), r["created_at"], r["request_uid"],
+                      json.loads(r["shape"] or "{}"))
+            for r in self.db.all("SELECT * FROM reservations ORDER BY created_at")
+        ]
+
+    def gpus_by_scope(self, scope: str) -> dict[str, int]:
+        """Charged GPUs now per user (`scope` 'user') or per team ('team')."""
+        rows = self.db.all("SELECT name, gpus FROM usage WHERE scope = ?", (scope,))
+        return {r["name"]: int(r["gpus"]) for r in rows}
+
+
+def audit_record(row: Row) -> dict[str, Any]:
+    """An audit row as the API and CLI show it: groups and changes decoded, dry_run a bool."""
+    out = dict(row)
+    out["groups"] = json.loads(out["groups"])
+    out["dry_run"] = bool(out["dry_run"])
+    # A read-only state file of an earlier version has no `changes` column.
+    out["changes"] = json.loads(out.get("changes") or "[]")
+    return out
+
+
+def audit_filters(query: AuditQuery) -> tuple[list[str], list[Any]]:
+    """SQL conditions (joined with AND) and their arguments for `query`."""
+    where: list[str] = []
+    args: list[Any] = []
+    for column, value in (("user", query.user), ("action", query.action), ("decision", query.decision),
+                          ("namespace", query.namespace), ("name", query.name)):
+        if value is not None:
+            where.append(f"{_quote(column)} = ?")
+            args.append(value)
+    if query.kind is not None:
+        # The kind (`PyTorchJob`) or, for /scale records, the resource (`pytorchjobs.kubeflow.org`).
+        names = kind_names(query.kind)
+        exact = f"LOWER(kind) IN ({', '.join('?' for _ in names)})"
+        scaled = " OR ".join("LOWER(kind) LIKE ? ESCAPE '!'" for _ in names)
+        where.append(f"({exact} OR {scaled})")
+        args += [*names, *(_like_escape(n) + ".%" for n in names)]
+    if query.since is not None:
+        where.append("ts >= ?")
+        args.append(query.since)
+    if query.until is not None:
+        where.append("ts < ?")
+        args.append(query.until)
+    return where, args
+
+
+def _like_escape(text: str) -> str:
+    return text.replace("!", "!!").replace("%", "!%").replace("_", "!_")
