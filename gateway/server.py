@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from gateway.api import api_routes
+from gateway.api.context import ApiContext
 from gateway.auth import build_authenticator
 from gateway.config import Settings, StoreSettings
 from gateway.core.history import keyed_digest
@@ -52,7 +53,7 @@ def build_gateway(settings: Settings) -> Gateway:
     digest = keyed_digest(load_history_key(settings.store.path))
     service = AdmissionService(policies, store, failure_mode=settings.failure_mode, metrics=metrics,
                                digest=digest)
-    api = api_routes(authenticator, lambda: service.policies.policy)
+    api = api_routes(ApiContext(authenticator, lambda: service.policies.policy, store))
     app = create_app(service, max_body_bytes=settings.server.max_body_bytes,
                      reload_interval_s=settings.policy.reload_interval_s, api=api)
     return Gateway(service, app)

@@ -6,6 +6,21 @@ from typing import Any
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
 
+
+def _refusals(*codes: str) -> dict[str, Any]:
+    text = {"400": "A query parameter cannot be read", "401": "The token is missing or invalid",
+            "403": "The caller's role may not do this", "503": "Authentication or the store is unavailable"}
+    return {c: {"description": text[c], "content": {"application/json": {"schema": _ERROR}}} for c in codes}
+
+
+_AUDIT_PARAMS = [
+    {"name": n, "in": "query", "required": False, "schema": {"type": "string"}, "description": d}
+    for n, d in (("user", "requester"), ("action", "launch, modify, kill, exec"), ("decision", "allowed or denied"),
+                 ("kind", "kind or resource"), ("namespace", "namespace"), ("name", "object name"),
+                 ("since", "epoch seconds, ISO 8601 or an age like 7d"), ("until", "same forms"),
+                 ("limit", "the newest N records"))
+]
+
 OPENAPI: dict[str, Any] = {
     "openapi": "3.1.0",
     "info": {"title": "gpu-gateway admin API", "version": "1"},
@@ -27,6 +42,36 @@ OPENAPI: dict[str, Any] = {
                 },
             },
         },
+        "/audit": {"get": {
+            "summary": "Audit records the caller may read (their own; their team's or all by audit-read)",
+            "operationId": "auditList", "parameters": _AUDIT_PARAMS,
+            "responses": {"200": {"description": "Records, oldest first", "content": {"application/json": {
+                "schema": {"type": "object",
+                           "properties": {"items": {"type": "array", "items": {"type": "object"}}}}}}},
+                **_refusals("400", "401", "503")},
+        }},
+        "/audit/export": {"get": {
+            "summary": "The same records as JSON lines", "operationId": "auditExport", "parameters": _AUDIT_PARAMS,
+            "responses": {"200": {"description": "JSON lines", "content": {"application/x-ndjson": {}}},
+                          **_refusals("400", "401", "503")},
+        }},
+        "/audit/verify": {"get": {
+            "summary": "Walk the audit hash chain (audit-read on any)", "operationId": "auditVerify",
+            "responses": {"200": {"description": "The verdict", "content": {"application/json": {"schema": {
+                "type": "object", "properties": {"ok": {"type": "boolean"}, "records": {"type": "integer"},
+                                                 "first_bad": {"type": ["integer", "null"]},
+                                                 "problem": {"type": "string"}}}}}},
+                **_refusals("401", "403", "503")},
+        }},
+        "/usage": {"get": {
+            "summary": "GPUs reserved now per user and per team (the caller's, their team's, or all)",
+            "operationId": "usage",
+            "responses": {"200": {"description": "Usage", "content": {"application/json": {"schema": {
+                "type": "object", "properties": {
+                    "users": {"type": "object", "additionalProperties": {"type": "integer"}},
+                    "teams": {"type": "object", "additionalProperties": {"type": "integer"}}}}}}},
+                **_refusals("401", "503")},
+        }},
     },
     "components": {
         "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}},

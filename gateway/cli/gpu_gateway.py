@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import ipaddress
 import json
 import sys
@@ -14,22 +13,16 @@ import click
 from gateway.cli.auth_options import auth_options
 from gateway.config import AuthSettings, FailureMode, PolicySettings, ServerSettings, Settings, StoreSettings
 from gateway.errors import ConfigError, GatewayError
+from gateway.times import parse_time
 
 
 def _parse_time(value: str | None) -> float | None:
     if value is None:
         return None
     try:
-        return float(value)
-    except ValueError:
-        pass
-    try:
-        parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is neither epoch seconds nor an ISO 8601 time") from None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=dt.UTC)
-    return parsed.timestamp()
+        return parse_time(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
 def _is_loopback(host: str) -> bool:

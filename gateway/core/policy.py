@@ -27,8 +27,9 @@ SCOPES = ("own", "team-shared", "team", "any")
 
 #: casbin actions. `reassign` is changing a workload's owner or team annotations; `mount`
 #: is writing to a PersistentVolumeClaim; `read` is mounting a claim read-only or reading a
-#: ConfigMap; `use-secret` is reading a Secret (volume, envFrom, valueFrom).
-POLICY_ACTIONS = ("launch", "modify", "kill", "exec", "reassign", "mount", "read", "use-secret")
+#: ConfigMap; `use-secret` is reading a Secret (volume, envFrom, valueFrom); `audit-read` is
+#: reading audit records and usage through the admin API (one's own are always readable).
+POLICY_ACTIONS = ("launch", "modify", "kill", "exec", "reassign", "mount", "read", "use-secret", "audit-read")
 
 #: Every rule that can deny, with the hint a denial message ends with.
 RULES: dict[str, str] = {

@@ -1,0 +1,110 @@
+"""/api/v1/audit and /api/v1/usage: who did what, and who holds which GPUs now.
+
+Everyone reads their own records (as requester or as owner of the target); the `audit-read`
+permission widens that to the caller's teams or to everything (policies/policy.csv).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import orjson
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import BaseRoute, Route
+
+from gateway.api.context import ApiContext, error, json_body
+from gateway.core.identity import Identity
+from gateway.store.base import AuditQuery
+from gateway.times import parse_time
+
+_FILTERS = ("user", "action", "decision", "kind", "namespace", "name")
+
+
+def _query(request: Request) -> AuditQuery | Response:
+    params = request.query_params
+    try:
+        limit = int(params["limit"]) if "limit" in params else None
+        since = parse_time(params["since"]) if "since" in params else None
+        until = parse_time(params["until"]) if "until" in params else None
+    except ValueError as exc:
+        return error(400, "bad_request", str(exc))
+    if limit is not None and limit < 1:
+        return error(400, "bad_request", "limit must be a positive integer")
+    return AuditQuery(since=since, until=until, limit=None,
+                      **{k: params[k] for k in _FILTERS if params.get(k)})
+
+
+def _visible(ctx: ApiContext, identity: Identity, row: dict[str, Any]) -> bool:
+    if row["user"] == identity.user:
+        return True
+    return ctx.may(identity, "audit-read", str(row.get("owner") or ""), str(row.get("team") or ""))
+
+
+def audit_routes(ctx: ApiContext) -> list[BaseRoute]:
+    async def rows(request: Request) -> tuple[Identity, list[dict[str, Any]]] | Response:
+        identity = await ctx.identity(request)
+        if isinstance(identity, Response):
+            return identity
+        if ctx.store is None:
+            return error(503, "unavailable", "no store is attached to the admin API")
+        query = _query(request)
+        if isinstance(query, Response):
+            return query
+        found = await run_in_threadpool(lambda: list(ctx.store.audit_rows(query)) if ctx.store else [])
+        visible = [r for r in found if _visible(ctx, identity, r)]
+        limit = request.query_params.get("limit")
+        return identity, visible[-int(limit):] if limit else visible
+
+    async def audit_list(request: Request) -> Response:
+        got = await rows(request)
+        if isinstance(got, Response):
+            return got
+        return json_body({"items": got[1]})
+
+    async def audit_export(request: Request) -> Response:
+        got = await rows(request)
+        if isinstance(got, Response):
+            return got
+
+        def lines() -> Iterator[bytes]:
+            for row in got[1]:
+                yield orjson.dumps(row, option=orjson.OPT_SORT_KEYS) + b"\n"
+
+        return StreamingResponse(lines(), media_type="application/x-ndjson")
+
+    async def audit_verify(request: Request) -> Response:
+        identity = await ctx.identity(request)
+        if isinstance(identity, Response):
+            return identity
+        if ctx.scope(identity, "audit-read") != "any":
+            return error(403, "forbidden", f"{identity.describe()} may not verify the whole audit log; "
+                                           "ask an administrator")
+        if ctx.store is None:
+            return error(503, "unavailable", "no store is attached to the admin API")
+        result = await run_in_threadpool(ctx.store.verify)
+        return json_body({"ok": result.ok, "records": result.rows, "first_bad": result.first_bad,
+                          "problem": result.problem}, status=200)
+
+    async def usage(request: Request) -> Response:
+        identity = await ctx.identity(request)
+        if isinstance(identity, Response):
+            return identity
+        if ctx.store is None:
+            return error(503, "unavailable", "no store is attached to the admin API")
+        users, teams = await run_in_threadpool(lambda: (ctx.store.gpus_by_user(), ctx.store.gpus_by_team())
+                                               if ctx.store else ({}, {}))
+        scope = ctx.scope(identity, "audit-read")
+        if scope != "any":
+            users = {u: g for u, g in users.items() if u == identity.user}
+            teams = {t: g for t, g in teams.items() if scope in ("team", "team-shared") and t in identity.teams}
+        return json_body({"users": users, "teams": teams})
+
+    return [
+        Route("/audit", audit_list, methods=["GET"]),
+        Route("/audit/export", audit_export, methods=["GET"]),
+        Route("/audit/verify", audit_verify, methods=["GET"]),
+        Route("/usage", usage, methods=["GET"]),
+    ]

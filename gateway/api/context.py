@@ -1,0 +1,68 @@
+"""What every /api/v1 endpoint needs: who is calling, the policy in force, the store."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from gateway.auth import Authenticator
+from gateway.core.identity import Identity
+from gateway.core.policy import Policy, relation
+from gateway.errors import AuthError, AuthUnavailable
+from gateway.store.base import Store
+
+_NOT_CONFIGURED = ("the admin API is off: no authentication is configured; start the gateway with "
+                   "--oidc-issuer/--oidc-audience or --jwt-secret-file/--jwt-issuer/--jwt-audience")
+
+
+def _challenge(reason: str) -> str:
+    description = "".join(c if c.isprintable() and c not in '"\\' else "'" for c in reason)
+    return f'Bearer realm="gpu-gateway", error="invalid_token", error_description="{description}"'
+
+
+def refused(exc: AuthError) -> Response:
+    if isinstance(exc, AuthUnavailable):
+        return JSONResponse({"error": "unavailable", "reason": exc.reason}, status_code=503)
+    return JSONResponse({"error": "invalid_token", "reason": exc.reason}, status_code=401,
+                        headers={"WWW-Authenticate": _challenge(exc.reason)})
+
+
+def error(status: int, code: str, reason: str) -> Response:
+    return JSONResponse({"error": code, "reason": reason}, status_code=status)
+
+
+@dataclass
+class ApiContext:
+    authenticator: Authenticator | None
+    policy: Callable[[], Policy]
+    """The policy in force (it is reloaded while the gateway runs)."""
+    store: Store | None = None
+
+    async def identity(self, request: Request) -> Identity | Response:
+        """The caller as a Kubernetes identity would be resolved, or the response refusing them."""
+        if self.authenticator is None:
+            return error(503, "not_configured", _NOT_CONFIGURED)
+        try:
+            # Off the event loop: an OIDC key refetch is a blocking HTTP request.
+            principal = await run_in_threadpool(self.authenticator.authenticate, request.headers.get("authorization"))
+        except AuthError as exc:
+            return refused(exc)
+        return self.policy().identity(principal.username, principal.groups)
+
+    def may(self, identity: Identity, action: str, owner: str, team: str) -> bool:
+        """Whether the caller may do an API `action` on something of `owner` and `team`."""
+        rel = relation(identity, owner, team)
+        return rel == "own" or self.policy().may(identity.role, action, rel)
+
+    def scope(self, identity: Identity, action: str) -> str | None:
+        """The widest scope at which the caller may do `action` (own always)."""
+        return self.policy().widest_scope(identity.role, action) or "own"
+
+
+def json_body(payload: Any, status: int = 200) -> Response:
+    return JSONResponse(payload, status_code=status)

@@ -1,0 +1,216 @@
+"""`gpuctl`: the admin CLI, talking to the gateway's /api/v1 with httpx.
+
+Server and token come from flags, then `GPUCTL_SERVER` / `GPUCTL_TOKEN`, then the config file
+`gpuctl login` writes (`$GPUCTL_CONFIG`, default ~/.config/gpuctl/config.json, mode 0600).
+
+Exit codes: 0 done; 1 the server refused (403, 404, 409, ...); 2 bad usage; 3 the server
+could not be reached or failed (5xx); 4 not authenticated (401: log in again).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+import httpx
+import yaml
+
+EXIT_REFUSED, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_UNAUTHENTICATED = 1, 2, 3, 4
+
+
+def config_path() -> Path:
+    return Path(os.environ.get("GPUCTL_CONFIG", Path.home() / ".config" / "gpuctl" / "config.json"))
+
+
+def _load_config() -> dict[str, Any]:
+    path = config_path()
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        _fail(EXIT_USAGE, f"cannot read {path}: {exc}; run `gpuctl login` again")
+    return data if isinstance(data, dict) else {}
+
+
+def _fail(code: int, message: str) -> NoReturn:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+@dataclass
+class Client:
+    server: str
+    token: str
+    verify: bool | str
+    output: str
+
+    def request(self, method: str, path: str, **kw: Any) -> httpx.Response:
+        if not self.server:
+            _fail(EXIT_USAGE, "no server: pass --server URL, set GPUCTL_SERVER or run `gpuctl login`")
+        if not self.token:
+            _fail(EXIT_UNAUTHENTICATED, "no token: pass --token, set GPUCTL_TOKEN or run `gpuctl login`")
+        url = self.server.rstrip("/") + "/api/v1" + path
+        try:
+            with httpx.Client(verify=self.verify, timeout=30) as client:
+                response = client.request(method, url, headers={"authorization": f"Bearer {self.token}"}, **kw)
+        except httpx.HTTPError as exc:
+            _fail(EXIT_UNREACHABLE, f"cannot reach {self.server}: {exc}; check --server and that the gateway runs")
+        if response.status_code == 401:
+            _fail(EXIT_UNAUTHENTICATED, f"{_reason(response)}; run `gpuctl login` with a fresh token")
+        if response.status_code >= 500:
+            _fail(EXIT_UNREACHABLE, f"the gateway failed ({response.status_code}): {_reason(response)}")
+        if response.status_code >= 400:
+            _fail(EXIT_REFUSED, f"{_reason(response)} ({response.status_code})")
+        return response
+
+    def get(self, path: str, **params: Any) -> Any:
+        return self.request("GET", path, params={k: v for k, v in params.items() if v is not None}).json()
+
+    def show(self, data: Any, table: str) -> None:
+        if self.output == "json":
+            click.echo(json.dumps(data, indent=2, sort_keys=True))
+        elif self.output == "yaml":
+            click.echo(yaml.safe_dump(data, sort_keys=True).rstrip())
+        else:
+            click.echo(table)
+
+
+def _reason(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:200] or response.reason_phrase
+    return str(body.get("reason") or body.get("error") or body) if isinstance(body, dict) else str(body)
+
+
+def _table(headers: list[str], rows: list[list[Any]]) -> str:
+    if not rows:
+        return "nothing to show"
+    cells = [[str(c) for c in r] for r in rows]
+    widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(headers)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells]
+    return "\n".join(lines)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--server", envvar="GPUCTL_SERVER", help="Gateway URL, e.g. https://gpu-gateway.example:8443.")
+@click.option("--token", envvar="GPUCTL_TOKEN", help="Bearer token (JWT).")
+@click.option("--certificate-authority", type=click.Path(exists=True, dir_okay=False),
+              help="CA bundle to verify the gateway's certificate.")
+@click.option("--insecure-skip-tls-verify", is_flag=True, help="Do not verify the certificate (never in production).")
+@click.option("-o", "--output", type=click.Choice(["table", "json", "yaml"]), default="table", show_default=True)
+@click.pass_context
+def main(ctx: click.Context, server: str | None, token: str | None, certificate_authority: str | None,
+         insecure_skip_tls_verify: bool, output: str) -> None:
+    """gpuctl: manage gpu-gateway (whoami, audit, usage) through its admin API."""
+    config = _load_config() if ctx.invoked_subcommand != "login" else {}
+    verify: bool | str = not insecure_skip_tls_verify
+    if certificate_authority or config.get("certificate_authority"):
+        verify = certificate_authority or str(config["certificate_authority"])
+    ctx.obj = Client(server or str(config.get("server", "")), token or str(config.get("token", "")), verify, output)
+
+
+@main.command()
+@click.option("--server", "login_server", required=True, help="Gateway URL.")
+@click.option("--token", "login_token", envvar="GPUCTL_TOKEN", required=True, help="Bearer token (or GPUCTL_TOKEN).")
+@click.option("--certificate-authority", "login_ca", type=click.Path(exists=True, dir_okay=False))
+@click.pass_obj
+def login(client: Client, login_server: str, login_token: str, login_ca: str | None) -> None:
+    """Check the token against the server and save both in the config file (mode 0600)."""
+    client.server, client.token = login_server, login_token
+    if login_ca:
+        client.verify = login_ca
+    me = client.get("/whoami")
+    path = config_path()
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump({"server": login_server, "token": login_token,
+                   **({"certificate_authority": str(Path(login_ca).resolve())} if login_ca else {})}, f)
+    os.chmod(path, 0o600)
+    click.echo(f"logged in to {login_server} as {me['username']} (role {me['role'] or 'none'}); saved in {path}")
+
+
+@main.command()
+@click.pass_obj
+def whoami(client: Client) -> None:
+    """Who the token says you are, and your role and teams."""
+    me = client.get("/whoami")
+    client.show(me, _table(["USER", "ROLE", "TEAMS", "GROUPS"],
+                           [[me["username"], me["role"] or "-", ",".join(me["teams"]) or "-",
+                             ",".join(me["groups"])]]))
+
+
+@main.group()
+def audit() -> None:
+    """Read and verify the audit log."""
+
+
+_AUDIT_FILTERS = [
+    click.option("--user"), click.option("--action"),
+    click.option("--decision", type=click.Choice(["allowed", "denied"])),
+    click.option("--kind"), click.option("--namespace", "-n"), click.option("--name"),
+    click.option("--since", help="ISO 8601, epoch seconds or an age like 7d."), click.option("--until"),
+    click.option("--limit", type=int, help="The newest N records."),
+]
+
+
+def _audit_filters(f: Any) -> Any:
+    for option in reversed(_AUDIT_FILTERS):
+        f = option(f)
+    return f
+
+
+@audit.command("list")
+@_audit_filters
+@click.pass_obj
+def audit_list(client: Client, /, **filters: Any) -> None:
+    """Audit records you may read, oldest first."""
+    items = client.get("/audit", **filters)["items"]
+    client.show(items, _table(["#", "USER", "ROLE", "ACTION", "TARGET", "GPUS", "DECISION", "RULE"], [
+        [i["seq"], i["user"], i["role"] or "-", i["action"], f"{i['kind']} {i['namespace']}/{i['name']}",
+         i["gpus"], i["decision"] + (" (dry run)" if i.get("dry_run") else ""), i["rule"]] for i in items]))
+
+
+@audit.command("export")
+@_audit_filters
+@click.pass_obj
+def audit_export(client: Client, /, **filters: Any) -> None:
+    """The same records as JSON lines, for archives and SIEMs."""
+    response = client.request("GET", "/audit/export", params={k: v for k, v in filters.items() if v is not None})
+    click.echo(response.text, nl=False)
+
+
+@audit.command("verify")
+@click.pass_obj
+def audit_verify(client: Client) -> None:
+    """Walk the audit hash chain on the server; exit 1 when it is broken."""
+    result = client.get("/audit/verify")
+    text = (f"audit chain intact: {result['records']} records verified" if result["ok"]
+            else f"audit chain broken at record {result['first_bad']}: {result['problem']}")
+    client.show(result, text)
+    sys.exit(0 if result["ok"] else EXIT_REFUSED)
+
+
+@main.command()
+@click.option("--by", type=click.Choice(["user", "team"]), default=None, help="Only one breakdown.")
+@click.pass_obj
+def usage(client: Client, by: str | None) -> None:
+    """GPUs reserved now, per user and per team (yours, your team's, or all)."""
+    data = client.get("/usage")
+    if by:
+        data = {f"{by}s": data[f"{by}s"]}
+    rows = [[scope[:-1], name, gpus]
+            for scope in ("users", "teams") for name, gpus in sorted(data.get(scope, {}).items())]
+    client.show(data, _table(["BY", "NAME", "GPUS"], rows))
+
+
+if __name__ == "__main__":
+    main()

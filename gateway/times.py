@@ -1,0 +1,31 @@
+"""Times as people and scripts write them: epoch seconds, ISO 8601, or an age like `30d`."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+
+_AGE = re.compile(r"^(\d+)([smhdw])$")
+_UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_time(value: str, *, now: float | None = None) -> float:
+    """Epoch seconds from `1764115200`, `2026-11-26T00:00:00Z` (naive means UTC) or `30d` ago.
+
+    Raises ValueError with a message a person can act on.
+    """
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    age = _AGE.match(value.strip())
+    if age:
+        reference = now if now is not None else dt.datetime.now(dt.UTC).timestamp()
+        return reference - int(age.group(1)) * _UNIT[age.group(2)]
+    try:
+        parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"{value!r} is neither epoch seconds, an ISO 8601 time nor an age like 30d") from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=dt.UTC)
+    return parsed.timestamp()

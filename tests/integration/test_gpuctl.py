@@ -1,0 +1,98 @@
+"""`gpuctl` run as a subprocess against a real gateway: output, config file and exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import jwt
+import pytest
+from conftest import INTERN, RESEARCHER, make_job, make_pytorchjob, review
+from served import Served, start_server, stop_server
+
+SECRET = "g" * 40
+
+
+def token(sub: str, groups: list[str], **extra: object) -> str:
+    now = int(time.time())
+    claims = {"iss": "local", "aud": "gpuctl", "sub": sub, "groups": groups, "iat": now, "exp": now + 120, **extra}
+    return jwt.encode(claims, SECRET, algorithm="HS256")
+
+
+ADMIN = token("root", ["gpu-admins"])
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    tmp = tmp_path_factory.mktemp("gpuctl")
+    secret = tmp / "jwt.secret"
+    secret.write_text(SECRET)
+    served = start_server(tmp, "--jwt-secret-file", str(secret), "--jwt-issuer", "local",
+                          "--jwt-audience", "gpuctl", tls=False)
+    with served.client() as c:
+        c.post("/validate", json=review(make_pytorchjob().obj(), user="alice", groups=INTERN).body())
+        c.post("/validate", json=review(make_job(gpus=8).named("research", "b1").obj(), user="bob",
+                                        groups=RESEARCHER).body())
+    yield served
+    stop_server(served)
+
+
+def gpuctl(*args: str, config: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    exe = Path(sys.executable).with_name("gpuctl")
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "gateway.cli.gpuctl"]
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("GPUCTL_")}
+    full_env.update(GPUCTL_CONFIG=str(config), **(env or {}))
+    return subprocess.run([*cmd, *args], capture_output=True, text=True, timeout=60, env=full_env, check=False)
+
+
+def test_whoami_with_flags_and_json_output(server: Served, tmp_path: Path) -> None:
+    out = gpuctl("--server", server.url, "--token", ADMIN, "-o", "json", "whoami", config=tmp_path / "c.json")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["role"] == "admin"
+
+
+def test_login_saves_a_private_config_used_afterwards(server: Served, tmp_path: Path) -> None:
+    config = tmp_path / "dir" / "config.json"
+    out = gpuctl("login", "--server", server.url, "--token", ADMIN, config=config)
+    assert out.returncode == 0, out.stderr
+    assert "logged in to" in out.stdout and "as root (role admin)" in out.stdout
+    assert stat.S_IMODE(config.stat().st_mode) == 0o600
+    out = gpuctl("audit", "list", config=config)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines()[0].split() == ["#", "USER", "ROLE", "ACTION", "TARGET", "GPUS", "DECISION", "RULE"]
+    assert "workload-gpu-limit" in out.stdout
+    out = gpuctl("audit", "verify", config=config)
+    assert out.returncode == 0 and "audit chain intact: 2 records" in out.stdout
+
+
+def test_token_from_the_environment(server: Served, tmp_path: Path) -> None:
+    out = gpuctl("-o", "yaml", "usage", config=tmp_path / "none.json",
+                 env={"GPUCTL_SERVER": server.url, "GPUCTL_TOKEN": token("bob", list(RESEARCHER))})
+    assert out.returncode == 0, out.stderr
+    assert "bob: 8" in out.stdout
+
+
+def test_exit_codes_a_script_can_rely_on(server: Served, tmp_path: Path) -> None:
+    cfg = tmp_path / "c.json"
+    expired = token("root", ["gpu-admins"], exp=int(time.time()) - 600)
+    out = gpuctl("--server", server.url, "--token", expired, "whoami", config=cfg)
+    assert out.returncode == 4 and "expired" in out.stderr and "gpuctl login" in out.stderr
+    lead = token("lena", ["gpu-leads", "team:vision"])
+    out = gpuctl("--server", server.url, "--token", lead, "audit", "verify", config=cfg)
+    assert out.returncode == 1 and "ask an administrator" in out.stderr
+    out = gpuctl("--server", "http://127.0.0.1:9", "--token", ADMIN, "whoami", config=cfg)
+    assert out.returncode == 3 and "cannot reach" in out.stderr
+    out = gpuctl("whoami", config=cfg)
+    assert out.returncode == 2 and "no server" in out.stderr
+
+
+def test_export_is_json_lines(server: Served, tmp_path: Path) -> None:
+    out = gpuctl("--server", server.url, "--token", ADMIN, "audit", "export", "--user", "bob",
+                 config=tmp_path / "c.json")
+    assert [json.loads(line)["user"] for line in out.stdout.splitlines()] == ["bob"]
