@@ -20,7 +20,7 @@ import yaml
 
 from gateway.core.decision import Mode
 from gateway.core.podspec import DEFAULT_SAFE_CAPABILITIES, HATCHES
-from gateway.core.policy import POLICY_ACTIONS, RULES, SCOPES, Policy, RoleLimits
+from gateway.core.policy import POLICY_ACTIONS, RULES, SCOPES, Policy, RoleLimits, SecondPerson
 from gateway.core.workloads import DEFAULT_GPU_RESOURCES, DEFAULT_NOT_GPU_RESOURCES
 from gateway.errors import ConfigError
 from gateway.logs import fields
@@ -67,7 +67,7 @@ def _limits(raw: Mapping[str, Any]) -> dict[str, Any]:
     known = {
         "role_order", "roles", "teams", "default_team_max_concurrent_gpus", "team_group_prefix",
         "gpu_resources", "not_gpu_resources", "exempt_namespaces", "trusted_controllers", "unowned_workloads", "modes",
-        "safe_capabilities", "allowed_schedulers", "ignored_references",
+        "safe_capabilities", "allowed_schedulers", "ignored_references", "second_person",
     }
     unknown = sorted(set(raw) - known)
     if unknown:
@@ -123,7 +123,20 @@ def _limits(raw: Mapping[str, Any]) -> dict[str, Any]:
                                                                    tuple(DEFAULT_SAFE_CAPABILITIES))),
         "allowed_schedulers": frozenset(_str_list(raw, "allowed_schedulers", ("default-scheduler",))),
         "ignored_references": _references(_str_list(raw, "ignored_references", ("ConfigMap/kube-root-ca.crt",))),
+        "second_person": _second_person(raw.get("second_person")),
     }
+
+
+def _second_person(value: Any) -> SecondPerson:
+    """limits.yaml `second_person`: thresholds above which a second person must approve (null: never)."""
+    spec = _mapping(value, "limits.yaml: second_person")
+    extra = sorted(set(spec) - {"launch_over_gpus", "kill_or_modify_others_over_gpus"})
+    if extra:
+        raise ConfigError(f"limits.yaml: second_person: unknown setting(s) {', '.join(extra)}")
+    return SecondPerson(
+        launch_over_gpus=_opt_int(spec, "launch_over_gpus", "second_person"),
+        touch_others_over_gpus=_opt_int(spec, "kill_or_modify_others_over_gpus", "second_person"),
+    )
 
 
 def _hatches(value: Any, where: str) -> frozenset[str]:

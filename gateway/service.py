@@ -21,6 +21,7 @@ from gateway.config import FailureMode
 from gateway.core.admission import Plan, decide, prepare
 from gateway.core.decision import Action, Decision
 from gateway.core.history import Digest, changes, keyed_digest
+from gateway.core.identity import Grant
 from gateway.core.mutation import ownership_patch
 from gateway.core.review import AdmissionRequest, parse_review, review_response, review_uid
 from gateway.errors import GatewayError, RequestError, ReviewError, StoreError
@@ -28,6 +29,7 @@ from gateway.logs import event, fields
 from gateway.metrics import Metrics
 from gateway.policy_bundle import PolicyHolder
 from gateway.store.base import Job, Store
+from gateway.store.sql import BREAK_GLASS_MARK
 from gateway.store.writer import StoreWriter
 
 log = logging.getLogger("gateway.decision")
@@ -74,7 +76,8 @@ def audit_fields(plan: Plan, decision: Decision, policy_version: str, *, digest:
         "decision": decision.verdict,
         "mode": decision.mode.value,
         "rule": decision.rule,
-        "reason": decision.reason,
+        "reason": f"{BREAK_GLASS_MARK}{plan.identity.grant}] {decision.reason}" if plan.identity.grant
+                  else decision.reason,
         "policy_version": policy_version,
         "owner": decision.owner,
         "team": decision.team,
@@ -102,6 +105,26 @@ class AdmissionService:
         self.metrics = metrics or Metrics()
         self.clock = clock
         self.digest = digest or keyed_digest(secrets.token_bytes(32))
+        self._grants: tuple[float, tuple[Grant, ...]] | None = None
+
+    #: How long the live break-glass grants are cached: a new or revoked grant takes effect within it.
+    GRANTS_TTL_S = 1.0
+
+    def live_grants(self, now: float) -> tuple[Grant, ...]:
+        """The live break-glass grants, read from the store at most once per `GRANTS_TTL_S`.
+
+        Reading them also marks (and audits) the grants that expired. A store that cannot be
+        read leaves the last grants known in force until it can: no grant outlives its expiry,
+        as `with_grants` is only given grants whose expiry is still ahead of the clock.
+        """
+        cached = self._grants
+        if cached is None or not 0 <= now - cached[0] < self.GRANTS_TTL_S:
+            try:
+                self._grants = cached = (now, self.store.live_grants(now=now))
+            except GatewayError as exc:
+                log.warning("cannot read break-glass grants: %s", exc)
+                self._grants = cached = (now, cached[1] if cached else ())
+        return tuple(g for g in cached[1] if g.expires_at > now)
 
     # ------------------------------------------------------------- endpoints
 
@@ -157,8 +180,9 @@ class AdmissionService:
         except ReviewError as exc:
             return self._unreadable(body, exc)
         policy = self.policies.policy
+        now = self.clock()
         try:
-            plan = prepare(req, policy)
+            plan = prepare(req, policy, self.live_grants(now))
         except Exception as exc:
             return self._failed(req, exc)
         if plan.early is not None and not plan.early.audited:
@@ -168,9 +192,11 @@ class AdmissionService:
             owner=plan.owner, team=plan.team,
             decider=lambda facts: decide(plan, policy, facts),
             audit_fields=lambda d: audit_fields(plan, d, policy.version, digest=self.digest),
-            dry_run=req.dry_run, now=self.clock(), request_uid=req.uid,
+            dry_run=req.dry_run, now=now, request_uid=req.uid,
             reference_keys=plan.reference_keys,
             needs_usage=plan.action in (Action.LAUNCH, Action.MODIFY) and not plan.data_kind,
+            approval_key=(req.username, plan.action.value, req.namespace, plan.key[2] if plan.key else req.name)
+            if plan.action is not None else None,
         )
         return _Staged(plan, job)
 

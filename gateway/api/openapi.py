@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from gateway.api.approvals import APPROVAL_PATHS
+
 _ERROR = {"$ref": "#/components/schemas/Error"}
 
 
@@ -72,6 +74,7 @@ OPENAPI: dict[str, Any] = {
                     "teams": {"type": "object", "additionalProperties": {"type": "integer"}}}}}}},
                 **_refusals("401", "503")},
         }},
+        **APPROVAL_PATHS,
     },
     "components": {
         "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}},

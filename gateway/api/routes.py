@@ -6,6 +6,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 
+from gateway.api.approvals import approval_routes
 from gateway.api.audit import audit_routes
 from gateway.api.context import ApiContext
 from gateway.api.openapi import OPENAPI
@@ -30,4 +31,5 @@ def api_routes(ctx: ApiContext) -> list[BaseRoute]:
         Route("/whoami", whoami, methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),
         *audit_routes(ctx),
+        *approval_routes(ctx),
     ])]

@@ -130,21 +130,25 @@ def audit_verify(state: Path | None, database_url: str | None, output: str) -> N
 @audit.command("list")
 @_store_source
 @click.option("--user", help="Only this requester.")
-@click.option("--action", type=click.Choice(["launch", "modify", "kill", "exec"]))
+@click.option("--action", type=click.Choice(["launch", "modify", "kill", "exec", "approval", "grant"]))
 @click.option("--decision", type=click.Choice(["allowed", "denied"]))
 @click.option("--since", help="From this time (ISO 8601 or epoch seconds).")
 @click.option("--until", help="Before this time (ISO 8601 or epoch seconds).")
 @click.option("--limit", type=int)
+@click.option("--grants", is_flag=True, help="Only break-glass records: grants and admissions under one.")
 @click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table")
 def audit_list(state: Path | None, database_url: str | None, user: str | None, action: str | None, decision: str | None,
-               since: str | None, until: str | None, limit: int | None, output: str) -> None:
+               since: str | None, until: str | None, limit: int | None, grants: bool, output: str) -> None:
     """List audit records, oldest first, as a table or JSON lines."""
     from gateway.cli.render import audit_table
     from gateway.store.base import AuditQuery
+    from gateway.store.sql import is_break_glass
 
     query = AuditQuery(user=user, action=action, decision=decision, since=_parse_time(since),
-                       until=_parse_time(until), limit=limit)
+                       until=_parse_time(until), limit=None if grants else limit)
     rows = list(_open_store(state, database_url).audit_rows(query))
+    if grants:
+        rows = [r for r in rows if is_break_glass(r)][:limit]
     if output == "json":
         for row in rows:
             click.echo(json.dumps(row, sort_keys=True))

@@ -6,6 +6,8 @@ import datetime as dt
 from collections.abc import Sequence
 from typing import Any
 
+from gateway.store.sql import is_break_glass
+
 _COLUMNS = (("seq", "#"), ("time", "TIME"), ("user", "USER"), ("role", "ROLE"), ("action", "ACTION"),
             ("target", "TARGET"), ("gpus", "GPUS"), ("decision", "DECISION"), ("rule", "RULE"))
 
@@ -29,7 +31,7 @@ def audit_table(rows: Sequence[dict[str, Any]]) -> str:
             "time": _time(r["ts"]),
             "user": r["user"], "role": r["role"] or "-", "action": r["action"],
             "target": f"{r['kind']} {r['namespace']}/{r['name']}", "gpus": str(r["gpus"]),
-            "decision": decision, "rule": r["rule"],
+            "decision": decision, "rule": r["rule"] + (" BREAK-GLASS" if is_break_glass(r) else ""),
         })
     widths = {k: max(len(h), *(len(c[k]) for c in cells)) for k, h in _COLUMNS}
     lines = ["  ".join(h.ljust(widths[k]) for k, h in _COLUMNS).rstrip()]

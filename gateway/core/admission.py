@@ -14,7 +14,7 @@ from typing import Any
 
 from gateway.core.access import PodSpecs, access_checks, collect, hatch_checks
 from gateway.core.decision import Action, Decision, Reservation, Violation
-from gateway.core.identity import Identity
+from gateway.core.identity import Grant, Identity, with_grants
 from gateway.core.owned_data import decide_data, is_data_kind
 from gateway.core.plan import Facts, Plan, Target, TargetKey
 from gateway.core.podspec import Reference
@@ -22,7 +22,7 @@ from gateway.core.pointer import annotations_at, is_object, resolve
 from gateway.core.policy import OWNER_ANNOTATION, RULES, TEAM_ANNOTATION, Policy, relation
 from gateway.core.quota import check_caps
 from gateway.core.review import AdmissionRequest
-from gateway.core.verdict import admit, conclude, denial, violation
+from gateway.core.verdict import admit, conclude, denial, overruled, violation
 from gateway.core.workloads import Workload, read_workload
 from gateway.errors import WorkloadError
 
@@ -65,8 +65,11 @@ def _replicas(obj: Mapping[str, Any] | None) -> int | None:
     return value
 
 
-def prepare(req: AdmissionRequest, policy: Policy) -> Plan:
+def prepare(req: AdmissionRequest, policy: Policy, grants: tuple[Grant, ...] = ()) -> Plan:
+    """What `req` asks; `grants` are the live break-glass grants, which may raise the requester's role."""
     identity = policy.identity(req.username, req.groups)
+    if grants:
+        identity = with_grants(identity, grants, policy.role_order)
     action = classify(req)
     if action is None:
         return Plan(req, identity, action, early=_pass(None, "not a governed action"))
@@ -273,16 +276,36 @@ def _launch(plan: Plan, policy: Policy, facts: Facts) -> Decision:
     hatch_checks(plan, policy, violations)
     _quota_checks(policy, facts, asked=workload.gpus, owner=plan.owner, owner_role=ident.role,
                   team=plan.team, violations=violations)
+    _second_person(plan, policy, workload.gpus, "", violations)
+    reserve = Reservation(plan.owner, plan.team, ident.role or "", workload.gpus, True, shape)
     denied = denial(plan, violations, gpus=workload.gpus, owner=plan.owner, team=plan.team)
     if denied is not None:
-        return denied
+        return overruled(plan, denied, facts.approvals, reserve=reserve)
     return admit(
         plan, violations, rule="role-limits",
         reason=f"{ident.describe()} may launch {workload.gpus} GPUs ({workload.describe_gpus()})",
-        gpus=workload.gpus,
-        reserve=Reservation(plan.owner, plan.team, ident.role or "", workload.gpus, True, shape),
-        owner=plan.owner, team=plan.team,
+        gpus=workload.gpus, reserve=reserve, owner=plan.owner, team=plan.team,
     )
+
+
+def _second_person(plan: Plan, policy: Policy, gpus: int, owner: str, violations: list[Violation]) -> None:
+    """Requests that need another person's approval whoever asks (limits.yaml `second_person`).
+
+    `owner` is the target's owner for a kill or modify, "" for a launch.
+    """
+    rules, ident = policy.second_person, plan.identity
+    if not owner:
+        limit = rules.launch_over_gpus
+        if limit is not None and gpus > limit:
+            violations.append(violation(policy, "second-person",
+                f"launching more than {limit} GPUs needs a second person's approval; this asks for {gpus}"))
+        return
+    limit = rules.touch_others_over_gpus
+    if limit is not None and owner != ident.user and gpus > limit:
+        assert plan.action is not None
+        violations.append(violation(policy, "second-person",
+            f"{plan.action.value} of another person's workload of more than {limit} GPUs needs a second "
+            f"person's approval; {plan.display_ref} belongs to {owner} and holds {gpus}"))
 
 
 def _without_gpus(plan: Plan, policy: Policy, facts: Facts) -> Decision:
@@ -354,8 +377,10 @@ def _modify(plan: Plan, policy: Policy, facts: Facts) -> Decision:
     if target is None:
         _unowned(plan, policy, max(old_gpus, new_gpus), violations)
         return conclude(plan, violations, allow_rule="unowned-workload", gpus=new_gpus,
-                         allow_reason=f"{ident.describe()} may change workloads with no recorded owner")
+                         allow_reason=f"{ident.describe()} may change workloads with no recorded owner",
+                         approvals=facts.approvals)
     _ownership(plan, policy, target, "modify", violations)
+    _second_person(plan, policy, max(old_gpus, new_gpus), target.owner or "?", violations)
     owner, team = target.owner, target.team
     if req.sub_resource != "scale" and plan.workload is not None:
         old_ann, new_ann = annotations_at(req.old_obj), annotations_at(req.obj)
@@ -393,7 +418,7 @@ def _modify(plan: Plan, policy: Policy, facts: Facts) -> Decision:
                      f"({old_gpus} → {new_gpus} GPUs)",
         gpus=new_gpus,
         reserve=Reservation(owner, team, target.role, new_gpus, target.charged, shape),
-        owner=owner, team=team,
+        owner=owner, team=team, approvals=facts.approvals,
     )
 
 
@@ -409,7 +434,8 @@ def _touch(plan: Plan, policy: Policy, facts: Facts) -> Decision:
         violations: list[Violation] = []
         _unowned(plan, policy, plan.old_gpus, violations)
         return conclude(plan, violations, allow_rule="unowned-workload", gpus=plan.old_gpus,
-                         allow_reason=f"{ident.describe()} may change workloads with no recorded owner")
+                         allow_reason=f"{ident.describe()} may change workloads with no recorded owner",
+                         approvals=facts.approvals)
     release = action is Action.KILL
     if ident.trusted_controller:
         return Decision(allowed=True, rule="trusted-controller", action=action, gpus=target.gpus,
@@ -417,9 +443,11 @@ def _touch(plan: Plan, policy: Policy, facts: Facts) -> Decision:
                         owner=target.owner, team=target.team)
     violations = []
     _ownership(plan, policy, target, action.value, violations)
+    if action is Action.KILL:
+        _second_person(plan, policy, target.gpus, target.owner or "?", violations)
     rel = relation(ident, target.owner, target.team)
     return conclude(
         plan, violations, allow_rule="ownership", gpus=target.gpus, release=release,
         allow_reason=f"{ident.describe()} may {action.value} {_SCOPE_PHRASE[rel] if rel != 'any' else 'any workload'}",
-        owner=target.owner, team=target.team,
+        owner=target.owner, team=target.team, approvals=facts.approvals,
     )

@@ -72,6 +72,8 @@ class Decision:
     """True on an admitted kill of a recorded target: the ledger row to drop."""
     owner: str = ""
     team: str = ""
+    use_approval: str = ""
+    """Set when an approval turned a denial into this allow: the approval the store marks used."""
 
     @property
     def verdict(self) -> str:

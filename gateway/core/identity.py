@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import fnmatch
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,13 +21,37 @@ class Identity:
     """Teams from groups with the team prefix, sorted; the first is the default team."""
     trusted_controller: bool = False
     """A controller service account whose objects belong to the owner stamped on them."""
+    grant: str = ""
+    """The id of the break-glass grant `role` comes from, when it does."""
 
     @property
     def default_team(self) -> str:
         return self.teams[0] if self.teams else ""
 
     def describe(self) -> str:
-        return f"user {self.user} (role {self.role or 'none'})"
+        via = f" by break-glass grant {self.grant}" if self.grant else ""
+        return f"user {self.user} (role {self.role or 'none'}{via})"
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """A live break-glass grant: `user` holds `role` until `expires_at` (docs/approvals.md)."""
+
+    id: str
+    user: str
+    role: str
+    expires_at: float
+
+
+def with_grants(identity: Identity, grants: Iterable[Grant], role_order: tuple[str, ...]) -> Identity:
+    """`identity` raised to the most privileged role a live grant gives them, if above their own."""
+    rank = {role: i for i, role in enumerate(role_order)}
+    current = rank.get(identity.role, len(rank)) if identity.role else len(rank)
+    best: Grant | None = None
+    for grant in grants:
+        if grant.user == identity.user and rank.get(grant.role, len(rank)) < current:
+            best, current = grant, rank[grant.role]
+    return identity if best is None else replace(identity, role=best.role, grant=best.id)
 
 
 def subjects(user: str, groups: Iterable[str]) -> list[str]:

@@ -36,11 +36,27 @@ class Target:
 
 
 @dataclass(frozen=True, slots=True)
+class Approval:
+    """An approved, unused, unexpired exception for one action on one object (docs/approvals.md)."""
+
+    id: str
+    requester: str
+    action: str
+    kind: str
+    namespace: str
+    name: str
+    gpus: int
+    approver: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class Facts:
     target: Target | None = None
     usage: Usage = field(default_factory=Usage)
     references: Mapping[TargetKey, Target] = field(default_factory=dict)
     """Ledger records of the objects the request's pods reference; absent ones are unowned."""
+    approvals: tuple[Approval, ...] = ()
+    """Live approvals for the requester, action and object; loaded only after a denial."""
 
 
 @dataclass(slots=True)

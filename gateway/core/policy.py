@@ -28,8 +28,11 @@ SCOPES = ("own", "team-shared", "team", "any")
 #: casbin actions. `reassign` is changing a workload's owner or team annotations; `mount`
 #: is writing to a PersistentVolumeClaim; `read` is mounting a claim read-only or reading a
 #: ConfigMap; `use-secret` is reading a Secret (volume, envFrom, valueFrom); `audit-read` is
-#: reading audit records and usage through the admin API (one's own are always readable).
-POLICY_ACTIONS = ("launch", "modify", "kill", "exec", "reassign", "mount", "read", "use-secret", "audit-read")
+#: reading audit records and usage through the admin API (one's own are always readable);
+#: `approve` is approving another person's exception request (docs/approvals.md) and `grant`
+#: is granting a temporary break-glass role.
+POLICY_ACTIONS = ("launch", "modify", "kill", "exec", "reassign", "mount", "read", "use-secret", "audit-read",
+                  "approve", "grant")
 
 #: Every rule that can deny, with the hint a denial message ends with.
 RULES: dict[str, str] = {
@@ -46,6 +49,7 @@ RULES: dict[str, str] = {
     "unowned-object": "This object predates the gateway's records; ask an administrator.",
     "data-access": "",  # the message names the owner to ask
     "escape-hatch": "GPU pods may not reach the node; ask an administrator if this pod really must.",
+    "second-person": "This needs a second person: request an approval (POST /api/v1/approvals, docs/approvals.md).",
 }
 
 #: Rules whose mode cannot be relaxed: an object the gateway cannot read is never admitted.
@@ -65,6 +69,16 @@ class RoleLimits:
 
 
 _NO_LIMITS = RoleLimits()
+
+
+@dataclass(frozen=True, slots=True)
+class SecondPerson:
+    """Requests that need another person's approval whoever asks, admins included (None: never)."""
+
+    launch_over_gpus: int | None = None
+    """A launch (or a modify to) more GPUs than this."""
+    touch_others_over_gpus: int | None = None
+    """A kill or modify of another person's workload holding more GPUs than this."""
 
 
 @dataclass(frozen=True)
@@ -93,6 +107,8 @@ class Policy:
     """Scheduler names a GPU pod may use without the `schedulerName` escape hatch."""
     ignored_references: frozenset[tuple[str, str]] = frozenset({("ConfigMap", "kube-root-ca.crt")})
     """(kind, name) of objects every pod may read (published by the cluster itself)."""
+    second_person: SecondPerson = field(default_factory=SecondPerson)
+    """Requests that need a second person's approval (limits.yaml `second_person`)."""
     version: str = ""
     """Digest of the bundle this was compiled from, recorded with every audit row."""
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from gateway.core.approvals import waiver
 from gateway.core.decision import Decision, Mode, Reservation, Violation
-from gateway.core.plan import Plan
+from gateway.core.plan import Approval, Plan
 from gateway.core.policy import RULES, Policy
 
 
@@ -29,11 +30,12 @@ def conclude(
     release: bool = False,
     owner: str = "",
     team: str = "",
+    approvals: tuple[Approval, ...] = (),
 ) -> Decision:
-    """Deny by the first enforced violation, else admit (see `admit`)."""
+    """Deny by the first enforced violation unless an approval lifts it, else admit (see `admit`)."""
     denied = denial(plan, violations, gpus=gpus, owner=owner, team=team)
     if denied is not None:
-        return denied
+        return overruled(plan, denied, approvals, reserve=reserve, release=release)
     return admit(plan, violations, rule=allow_rule, reason=allow_reason, gpus=gpus, reserve=reserve,
                   release=release, owner=owner, team=team)
 
@@ -82,4 +84,24 @@ def admit(
         allowed=True, rule=rule, reason=reason, mode=mode, action=plan.action, gpus=gpus, audited=True,
         warnings=warnings, violations=tuple(violations), reserve=reserve, release=release, owner=owner,
         team=team,
+    )
+
+
+def overruled(
+    plan: Plan, denied: Decision, approvals: tuple[Approval, ...], *,
+    reserve: Reservation | None = None, release: bool = False,
+) -> Decision:
+    """`denied`, or the allow an approval gives instead when it lifts every enforced violation.
+
+    The allow names the approval (rule `approval`) and carries its id for the store to mark used.
+    """
+    approval = waiver(plan, denied.violations, approvals, denied.gpus) if approvals else None
+    if approval is None:
+        return denied
+    lifted = "; ".join(f"{v.rule}: {v.message}" for v in denied.violations if v.mode is Mode.ENFORCE)
+    return Decision(
+        allowed=True, rule="approval", mode=Mode.ENFORCE, action=plan.action, gpus=denied.gpus, audited=True,
+        reason=f"approval {approval.id} (approved by {approval.approver or 'unknown'}) lifts: {lifted}",
+        violations=denied.violations, reserve=reserve, release=release, owner=denied.owner, team=denied.team,
+        use_approval=approval.id,
     )

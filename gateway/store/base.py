@@ -10,14 +10,29 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from gateway.core.admission import Facts, TargetKey
 from gateway.core.decision import Decision
+from gateway.core.identity import Grant
 from gateway.store.chain import VerifyResult
+
+if TYPE_CHECKING:
+    from gateway.store.approvals import NewApproval, NewGrant
 
 Decider = Callable[[Facts], Decision]
 AuditFields = Callable[[Decision], dict[str, Any]]
+ApprovalKey = tuple[str, str, str, str]
+"""(requester, action, namespace, name): the approvals that may lift a denial of a request."""
+
+
+@dataclass(frozen=True, slots=True)
+class Actor:
+    """Who changes an approval or a grant through the admin API, as their audit records name them."""
+
+    user: str
+    groups: tuple[str, ...] = ()
+    role: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +51,8 @@ class Job:
     """Ledger keys of the PVCs, ConfigMaps and Secrets the request's pods reference."""
     needs_usage: bool = True
     """Whether the decision may add GPUs, and so needs the owner's and team's usage."""
+    approval_key: ApprovalKey | None = None
+    """Set for governed actions: the approvals the store reads after a denial they may lift."""
 
 
 @dataclass(frozen=True)
@@ -118,6 +135,25 @@ class Store(Protocol):
     def gpus_by_team(self) -> dict[str, int]: ...
 
     def gpus_by_user(self) -> dict[str, int]: ...
+
+    # Approvals and break-glass grants (gateway.store.approvals.ExceptionsStore; docs/approvals.md).
+
+    def create_approval(self, new: NewApproval, actor: Actor, *, now: float) -> dict[str, Any]: ...
+
+    def approval(self, approval_id: str, *, now: float) -> dict[str, Any] | None: ...
+
+    def approvals(self, *, now: float) -> list[dict[str, Any]]: ...
+
+    def review_approval(self, approval_id: str, verdict: str, actor: Actor, comment: str, *,
+                        now: float) -> dict[str, Any]: ...
+
+    def create_grant(self, new: NewGrant, actor: Actor, *, now: float) -> dict[str, Any]: ...
+
+    def grants(self, *, now: float) -> list[dict[str, Any]]: ...
+
+    def revoke_grant(self, grant_id: str, actor: Actor, *, now: float) -> dict[str, Any]: ...
+
+    def live_grants(self, *, now: float) -> tuple[Grant, ...]: ...
 
     def ping(self) -> None: ...
 

@@ -22,6 +22,7 @@ from psycopg.rows import dict_row
 from gateway.core.admission import Facts, TargetKey
 from gateway.core.decision import Decision
 from gateway.errors import StoreError
+from gateway.store.approvals import ExceptionsStore
 from gateway.store.base import AuditFields, AuditQuery, Decider, Job, LedgerRow
 from gateway.store.chain import LATER_FIELDS, VerifyResult
 from gateway.store.sql import Ledger, Row, schema
@@ -58,7 +59,7 @@ class _Runner:
         self._conn.execute(_pg(sql), tuple(args))
 
 
-class PostgresStore:
+class PostgresStore(ExceptionsStore):
     """The shared store. Safe to share between threads; one connection, used under a lock."""
 
     def __init__(self, url: str, *, readonly: bool = False, connect_timeout_s: int = 5,
@@ -103,6 +104,15 @@ class PostgresStore:
             for column, empty in LATER_FIELDS.items():
                 ledger.db.run(f"ALTER TABLE audit ADD COLUMN IF NOT EXISTS {column} TEXT NOT NULL DEFAULT '{empty}'")
             ledger.rebuild_usage()
+
+    def _read(self, work: Callable[[Ledger], _T]) -> _T:
+        return self._with_ledger(work, "cannot read approvals or grants")
+
+    def _write(self, work: Callable[[Ledger], _T]) -> _T:
+        def transaction(ledger: Ledger) -> _T:
+            with _Transaction(ledger):
+                return work(ledger)
+        return self._with_ledger(transaction, "cannot write approvals or grants")
 
     # ------------------------------------------------------------- reads
 

@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any, Protocol
 
 from gateway.core.admission import Facts, Target, TargetKey
+from gateway.core.approvals import WAIVABLE
 from gateway.core.decision import Decision
+from gateway.core.plan import Approval
 from gateway.core.quota import Usage
-from gateway.store.base import AuditQuery, Job, LedgerRow, kind_names
+from gateway.store.base import Actor, ApprovalKey, AuditQuery, Job, LedgerRow, kind_names
 from gateway.store.chain import AUDIT_FIELDS, GENESIS, LATER_FIELDS, VerifyResult, row_hash, verify_rows
 
 Row = Mapping[str, Any]
@@ -77,6 +80,39 @@ CREATE TABLE IF NOT EXISTS usage (
     gpus  INTEGER NOT NULL,
     PRIMARY KEY (scope, name)
 );
+CREATE TABLE IF NOT EXISTS approvals (
+    id               TEXT PRIMARY KEY,
+    requester        TEXT NOT NULL,
+    requester_teams  TEXT NOT NULL,
+    action           TEXT NOT NULL,
+    kind             TEXT NOT NULL,
+    namespace        TEXT NOT NULL,
+    name             TEXT NOT NULL,
+    gpus             INTEGER NOT NULL,
+    reason           TEXT NOT NULL,
+    state            TEXT NOT NULL,
+    created_at       {float} NOT NULL,
+    expires_at       {float} NOT NULL,
+    reviewer         TEXT NOT NULL DEFAULT '',
+    review_comment   TEXT NOT NULL DEFAULT '',
+    reviewed_at      {float},
+    used_at          {float},
+    used_request_uid TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS approvals_match ON approvals (requester, action, namespace, name, state);
+CREATE TABLE IF NOT EXISTS grants (
+    id         TEXT PRIMARY KEY,
+    "user"     TEXT NOT NULL,
+    role       TEXT NOT NULL,
+    reason     TEXT NOT NULL,
+    granter    TEXT NOT NULL,
+    state      TEXT NOT NULL,
+    created_at {float} NOT NULL,
+    expires_at {float} NOT NULL,
+    ended_at   {float},
+    ended_by   TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS grants_state ON grants (state, expires_at);
 """
 
 
@@ -173,13 +209,48 @@ class Ledger:
     # ------------------------------------------------------------- the write path
 
     def decide(self, job: Job) -> Decision:
-        """Decide one job from the facts, and write its audit record and reservation change."""
-        decision = job.decider(self.facts(job.key, job.owner, job.team, job.reference_keys, usage=job.needs_usage))
+        """Decide one job from the facts, and write its audit record and reservation change.
+
+        A denial an approval could lift is decided again with the requester's live approvals
+        for the object (read only then, so that allowed requests cost no extra query); an
+        approval the decision uses is marked used in this same transaction.
+        """
+        facts = self.facts(job.key, job.owner, job.team, job.reference_keys, usage=job.needs_usage)
+        decision = job.decider(facts)
+        if not decision.allowed and decision.rule in WAIVABLE and job.approval_key is not None:
+            approvals = self.live_approvals(job.approval_key, job.now)
+            if approvals:
+                decision = job.decider(replace(facts, approvals=approvals))
         if decision.audited:
             self.append_audit(job.audit_fields(decision), now=job.now, dry_run=job.dry_run)
         if decision.allowed and not job.dry_run:
             self.apply(job.key, decision, now=job.now, request_uid=job.request_uid)
+            if decision.use_approval:
+                self.use_approval(decision.use_approval, job)
         return decision
+
+    def live_approvals(self, key: ApprovalKey, now: float) -> tuple[Approval, ...]:
+        """Approved, unused, unexpired approvals of (requester, action, namespace, name), oldest first."""
+        rows = self.db.all(
+            "SELECT id, requester, action, kind, namespace, name, gpus, reviewer FROM approvals "
+            "WHERE requester = ? AND action = ? AND namespace = ? AND name = ? AND state = 'approved' "
+            "AND expires_at > ? ORDER BY created_at, id",
+            (*key, now),
+        )
+        return tuple(Approval(r["id"], r["requester"], r["action"], r["kind"], r["namespace"], r["name"],
+                              int(r["gpus"]), r["reviewer"]) for r in rows)
+
+    def use_approval(self, approval_id: str, job: Job) -> None:
+        """Mark an approval used by this admission, with its audit record."""
+        self.db.run("UPDATE approvals SET state = 'used', used_at = ?, used_request_uid = ? "
+                    "WHERE id = ? AND state = 'approved'", (job.now, job.request_uid, approval_id))
+        row = self.db.one("SELECT * FROM approvals WHERE id = ?", (approval_id,))
+        assert row is not None
+        self.append_audit(change_record(
+            row, kind="Approval", action="approval", actor=Actor(row["requester"]), request_uid=job.request_uid,
+            reason=f"approval {approval_id} used by admission request {job.request_uid}",
+            changes=[state_change("approved", "used")],
+        ), now=job.now, dry_run=False)
 
     def apply(self, key: TargetKey, decision: Decision, *, now: float, request_uid: str) -> None:
         """Write the reservation change, keeping the usage counters in step."""
@@ -261,6 +332,37 @@ class Ledger:
         """Charged GPUs now per user (`scope` 'user') or per team ('team')."""
         rows = self.db.all("SELECT name, gpus FROM usage WHERE scope = ?", (scope,))
         return {r["name"]: int(r["gpus"]) for r in rows}
+
+
+#: How an admission decided under a break-glass grant begins its audit reason.
+BREAK_GLASS_MARK = "[break-glass grant "
+
+
+def is_break_glass(row: Mapping[str, Any]) -> bool:
+    """An audit record of a grant (created, expired, revoked) or of an admission under one."""
+    return row.get("action") == "grant" or str(row.get("reason", "")).startswith(BREAK_GLASS_MARK)
+
+
+def state_change(old: str, new: str) -> dict[str, Any]:
+    """One entry of an audit record's `changes`: the state an approval or grant moved between."""
+    return {"field": "state", "change": "changed" if old else "added", "old": old, "new": new}
+
+
+def change_record(row: Row, *, kind: str, action: str, actor: Actor, request_uid: str, reason: str,
+                  changes: list[dict[str, Any]]) -> dict[str, Any]:
+    """The audit fields of a change to an approval (`row` of approvals) or a grant (of grants)."""
+    is_grant = kind == "Grant"
+    return {
+        "request_uid": request_uid, "user": actor.user, "groups": json.dumps(list(actor.groups)),
+        "role": actor.role, "action": action, "kind": kind,
+        "namespace": "" if is_grant else row["namespace"],
+        "name": row["user"] if is_grant else f"{row['kind']}/{row['name']}",
+        "object_uid": row["id"], "gpus": 0 if is_grant else int(row["gpus"]),
+        "decision": "allowed", "mode": "enforce",
+        "rule": "break-glass" if is_grant else "approval", "reason": reason,
+        "policy_version": "", "owner": row["user"] if is_grant else row["requester"], "team": "",
+        "changes": json.dumps(changes, sort_keys=True),
+    }
 
 
 def audit_record(row: Row) -> dict[str, Any]:

@@ -9,13 +9,14 @@ import contextlib
 import logging
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from gateway.core.admission import Facts, TargetKey
 from gateway.core.decision import Decision
 from gateway.errors import StoreError
+from gateway.store.approvals import ExceptionsStore
 from gateway.store.base import AuditFields, AuditQuery, Decider, Job, LedgerRow
 from gateway.store.chain import LATER_FIELDS, VerifyResult
 from gateway.store.sql import Ledger, Row, schema
@@ -23,6 +24,8 @@ from gateway.store.sql import Ledger, Row, schema
 log = logging.getLogger("gateway.store")
 
 SCHEMA = schema(float_type="REAL", seq_type="INTEGER")
+
+_T = TypeVar("_T")
 
 
 class _Runner:
@@ -42,7 +45,7 @@ class _Runner:
         self._db.execute(sql, args)
 
 
-class SQLiteStore:
+class SQLiteStore(ExceptionsStore):
     """The embedded store. Safe to share between threads; writes are serialised."""
 
     def __init__(self, path: str | Path, *, synchronous: str = "FULL", readonly: bool = False) -> None:
@@ -89,6 +92,30 @@ class SQLiteStore:
         False, for requests that cannot add GPUs) the owner's and team's usage."""
         with self._lock:
             return self._ledger.facts(key, owner, team, references, usage=usage)
+
+    def _read(self, work: Callable[[Ledger], _T]) -> _T:
+        with self._lock:
+            try:
+                return work(self._ledger)
+            except sqlite3.Error as exc:
+                raise StoreError(f"state file {self.path}: {exc}") from exc
+
+    def _write(self, work: Callable[[Ledger], _T]) -> _T:
+        """`work` in one write transaction (approvals and grants; admissions use `decide_batch`)."""
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise StoreError(f"cannot start a transaction on {self.path}: {exc}") from exc
+            try:
+                result = work(self._ledger)
+                self._db.execute("COMMIT")
+            except BaseException as exc:
+                self._rollback()
+                if isinstance(exc, sqlite3.Error):
+                    raise StoreError(f"state file {self.path}: {exc}") from exc
+                raise
+            return result
 
     # ------------------------------------------------------------- the write path
 

@@ -31,7 +31,10 @@ def test_per_workload_limits_by_role(policy: Policy) -> None:
         assert run(policy, review(make_job(gpus=ok).obj(), user="u", groups=groups).body()).allowed
         d = run(policy, review(make_job(gpus=too_big).obj(), user="u", groups=groups).body())
         assert not d.allowed and d.rule == "workload-gpu-limit"
-    assert run(policy, review(make_job(gpus=100_000).obj(), user="root", groups=ADMIN).body()).allowed
+    assert run(policy, review(make_job(gpus=4096).obj(), user="root", groups=ADMIN).body()).allowed
+    # Beyond limits.yaml second_person.launch_over_gpus even an admin needs a second person.
+    d = run(policy, review(make_job(gpus=100_000).obj(), user="root", groups=ADMIN).body())
+    assert not d.allowed and d.rule == "second-person"
 
 
 def test_concurrent_cap_uses_current_usage(policy: Policy) -> None:

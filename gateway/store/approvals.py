@@ -1,0 +1,215 @@
+"""Approvals and break-glass grants in the store: one implementation over `sql.Ledger`.
+
+`ExceptionsStore` is mixed into both backends, which supply `_read` and `_write` (a
+transaction, under the backend's write lock). Every change is an audit record with the old
+and new state in `changes` (actions `approval` and `grant`); see docs/approvals.md.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from gateway.core.identity import Grant
+from gateway.errors import GatewayError
+from gateway.store.base import Actor
+from gateway.store.sql import Ledger, Row, change_record, state_change
+
+_T = TypeVar("_T")
+
+#: Who the audit records of grants that expired by themselves name.
+SYSTEM = Actor("gpu-gateway", (), "system")
+
+
+class StateConflict(GatewayError):
+    """The approval or grant is not in a state that allows the change (already reviewed, expired...)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class NewApproval:
+    action: str
+    kind: str
+    namespace: str
+    name: str
+    gpus: int
+    reason: str
+    expires_in_s: float
+    requester_teams: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class NewGrant:
+    user: str
+    role: str
+    reason: str
+    expires_in_s: float
+
+
+def _effective(state: str, expires_at: float, now: float, live: tuple[str, ...]) -> str:
+    return "expired" if state in live and expires_at <= now else state
+
+
+def approval_view(row: Row, now: float) -> dict[str, Any]:
+    out = dict(row)
+    out["requester_teams"] = json.loads(out["requester_teams"])
+    out["state"] = _effective(row["state"], row["expires_at"], now, ("pending", "approved"))
+    return out
+
+
+def grant_view(row: Row, now: float) -> dict[str, Any]:
+    out = dict(row)
+    out["state"] = _effective(row["state"], row["expires_at"], now, ("active",))
+    return out
+
+
+def _uid() -> str:
+    return "api-" + secrets.token_hex(8)
+
+
+# ------------------------------------------------------------------ approvals
+
+
+def create_approval(ledger: Ledger, new: NewApproval, actor: Actor, now: float) -> dict[str, Any]:
+    approval_id = "apv-" + secrets.token_hex(6)
+    ledger.db.run(
+        "INSERT INTO approvals (id, requester, requester_teams, action, kind, namespace, name, gpus, reason, "
+        "state, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?)",
+        (approval_id, actor.user, json.dumps(list(new.requester_teams)), new.action, new.kind, new.namespace,
+         new.name, new.gpus, new.reason, now, now + new.expires_in_s),
+    )
+    row = _approval_row(ledger, approval_id)
+    ledger.append_audit(change_record(
+        row, kind="Approval", action="approval", actor=actor, request_uid=_uid(),
+        reason=f"approval {approval_id} requested: {new.reason}", changes=[state_change("", "pending")],
+    ), now=now, dry_run=False)
+    return approval_view(row, now)
+
+
+def _approval_row(ledger: Ledger, approval_id: str) -> Row:
+    row = ledger.db.one("SELECT * FROM approvals WHERE id = ?", (approval_id,))
+    if row is None:
+        raise KeyError(approval_id)
+    return row
+
+
+def review_approval(ledger: Ledger, approval_id: str, verdict: str, actor: Actor, comment: str,
+                    now: float) -> dict[str, Any]:
+    """Approve or deny a pending, unexpired approval (the caller checked that `actor` may)."""
+    row = _approval_row(ledger, approval_id)
+    state = approval_view(row, now)["state"]
+    if state != "pending":
+        raise StateConflict(f"approval {approval_id} is {state}, not pending")
+    ledger.db.run("UPDATE approvals SET state = ?, reviewer = ?, review_comment = ?, reviewed_at = ? "
+                  "WHERE id = ? AND state = 'pending'", (verdict, actor.user, comment, now, approval_id))
+    note = f": {comment}" if comment else ""
+    ledger.append_audit(change_record(
+        row, kind="Approval", action="approval", actor=actor, request_uid=_uid(),
+        reason=f"approval {approval_id} {verdict} by {actor.user}{note}",
+        changes=[state_change("pending", verdict)],
+    ), now=now, dry_run=False)
+    return approval_view(_approval_row(ledger, approval_id), now)
+
+
+# ------------------------------------------------------------------ grants
+
+
+def create_grant(ledger: Ledger, new: NewGrant, actor: Actor, now: float) -> dict[str, Any]:
+    grant_id = "bg-" + secrets.token_hex(6)
+    ledger.db.run(
+        'INSERT INTO grants (id, "user", role, reason, granter, state, created_at, expires_at) '
+        "VALUES (?, ?, ?, ?, ?, 'active', ?, ?)",
+        (grant_id, new.user, new.role, new.reason, actor.user, now, now + new.expires_in_s),
+    )
+    row = _grant_row(ledger, grant_id)
+    ledger.append_audit(change_record(
+        row, kind="Grant", action="grant", actor=actor, request_uid=_uid(),
+        reason=f"BREAK-GLASS grant {grant_id}: role {new.role} to {new.user} for {new.expires_in_s:g} s: "
+               f"{new.reason}",
+        changes=[state_change("", "active"), {"field": "role", "change": "added", "new": new.role}],
+    ), now=now, dry_run=False)
+    return grant_view(row, now)
+
+
+def _grant_row(ledger: Ledger, grant_id: str) -> Row:
+    row = ledger.db.one("SELECT * FROM grants WHERE id = ?", (grant_id,))
+    if row is None:
+        raise KeyError(grant_id)
+    return row
+
+
+def end_grant(ledger: Ledger, row: Row, state: str, actor: Actor, now: float) -> None:
+    """Mark an active grant `revoked` or `expired`, with its audit record."""
+    ledger.db.run("UPDATE grants SET state = ?, ended_at = ?, ended_by = ? WHERE id = ? AND state = 'active'",
+                  (state, now, actor.user, row["id"]))
+    ledger.append_audit(change_record(
+        row, kind="Grant", action="grant", actor=actor, request_uid=_uid(),
+        reason=f"BREAK-GLASS grant {row['id']} ({row['role']} for {row['user']}) {state}",
+        changes=[state_change("active", state)],
+    ), now=now, dry_run=False)
+
+
+def revoke_grant(ledger: Ledger, grant_id: str, actor: Actor, now: float) -> dict[str, Any]:
+    row = _grant_row(ledger, grant_id)
+    state = grant_view(row, now)["state"]
+    if state != "active":
+        raise StateConflict(f"grant {grant_id} is {state}, not active")
+    end_grant(ledger, row, "revoked", actor, now)
+    return grant_view(_grant_row(ledger, grant_id), now)
+
+
+def expire_grants(ledger: Ledger, now: float) -> None:
+    for row in ledger.db.all("SELECT * FROM grants WHERE state = 'active' AND expires_at <= ?", (now,)):
+        end_grant(ledger, row, "expired", SYSTEM, now)
+
+
+# ------------------------------------------------------------------ the backends' methods
+
+
+class ExceptionsStore:
+    """Approvals and grants for a backend that supplies `_read` and `_write`."""
+
+    def _read(self, work: Callable[[Ledger], _T]) -> _T:
+        raise NotImplementedError
+
+    def _write(self, work: Callable[[Ledger], _T]) -> _T:
+        raise NotImplementedError
+
+    def create_approval(self, new: NewApproval, actor: Actor, *, now: float) -> dict[str, Any]:
+        return self._write(lambda ledger: create_approval(ledger, new, actor, now))
+
+    def approval(self, approval_id: str, *, now: float) -> dict[str, Any] | None:
+        row = self._read(lambda ledger: ledger.db.one("SELECT * FROM approvals WHERE id = ?", (approval_id,)))
+        return None if row is None else approval_view(row, now)
+
+    def approvals(self, *, now: float) -> list[dict[str, Any]]:
+        rows = self._read(lambda ledger: ledger.db.all("SELECT * FROM approvals ORDER BY created_at, id"))
+        return [approval_view(r, now) for r in rows]
+
+    def review_approval(self, approval_id: str, verdict: str, actor: Actor, comment: str, *,
+                        now: float) -> dict[str, Any]:
+        """Approve (`verdict` "approved") or deny ("denied"); KeyError if unknown, StateConflict if not pending."""
+        return self._write(lambda ledger: review_approval(ledger, approval_id, verdict, actor, comment, now))
+
+    def create_grant(self, new: NewGrant, actor: Actor, *, now: float) -> dict[str, Any]:
+        return self._write(lambda ledger: create_grant(ledger, new, actor, now))
+
+    def grants(self, *, now: float) -> list[dict[str, Any]]:
+        rows = self._read(lambda ledger: ledger.db.all("SELECT * FROM grants ORDER BY created_at, id"))
+        return [grant_view(r, now) for r in rows]
+
+    def revoke_grant(self, grant_id: str, actor: Actor, *, now: float) -> dict[str, Any]:
+        return self._write(lambda ledger: revoke_grant(ledger, grant_id, actor, now))
+
+    def live_grants(self, *, now: float) -> tuple[Grant, ...]:
+        """The active, unexpired grants; grants found expired are marked so, with their audit records."""
+        rows = self._read(lambda ledger: ledger.db.all("SELECT * FROM grants WHERE state = 'active'"))
+        if any(r["expires_at"] <= now for r in rows):
+            self._write(lambda ledger: expire_grants(ledger, now))
+        return tuple(Grant(r["id"], r["user"], r["role"], r["expires_at"]) for r in rows if r["expires_at"] > now)
