@@ -29,3 +29,17 @@ def parse_time(value: str, *, now: float | None = None) -> float:
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=dt.UTC)
     return parsed.timestamp()
+
+
+def parse_duration(value: str) -> float:
+    """Seconds from `3600`, `90m`, `2h`, `7d` or `1w`; raises ValueError."""
+    try:
+        seconds = float(value)
+    except ValueError:
+        age = _AGE.match(value.strip())
+        if not age:
+            raise ValueError(f"{value!r} is not a duration (seconds, or a number with s, m, h, d or w)") from None
+        seconds = int(age.group(1)) * _UNIT[age.group(2)]
+    if seconds <= 0:
+        raise ValueError(f"{value!r} is not a positive duration")
+    return seconds

@@ -19,7 +19,7 @@ from starlette.routing import BaseRoute, Route
 
 from gateway.api.context import ApiContext, error, json_body
 from gateway.core.approvals import APPROVABLE_ACTIONS, SIZED_ACTIONS, may_grant, review_refusal
-from gateway.core.identity import Identity, with_grants
+from gateway.core.identity import Identity
 from gateway.errors import GatewayError
 from gateway.store.approvals import NewApproval, NewGrant, StateConflict
 from gateway.store.base import Actor, Store
@@ -100,8 +100,6 @@ def approval_routes(ctx: ApiContext) -> list[BaseRoute]:
             if store is None:
                 return error(503, "unavailable", "the gateway has no store")
             try:
-                grants = await run_in_threadpool(lambda: store.live_grants(now=time.time()))
-                identity = with_grants(identity, grants, ctx.policy().role_order)
                 return await handler(request, identity, store)
             except BadRequest as exc:
                 return error(400, "bad_request", str(exc))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -11,9 +12,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from gateway.auth import Authenticator
-from gateway.core.identity import Identity
+from gateway.core.identity import Identity, with_grants
 from gateway.core.policy import Policy, relation
-from gateway.errors import AuthError, AuthUnavailable
+from gateway.errors import AuthError, AuthUnavailable, GatewayError
 from gateway.store.base import Store
 
 _NOT_CONFIGURED = ("the admin API is off: no authentication is configured; start the gateway with "
@@ -44,7 +45,8 @@ class ApiContext:
     store: Store | None = None
 
     async def identity(self, request: Request) -> Identity | Response:
-        """The caller as a Kubernetes identity would be resolved, or the response refusing them."""
+        """The caller as a Kubernetes identity would be resolved (live break-glass grants
+        included), or the response refusing them."""
         if self.authenticator is None:
             return error(503, "not_configured", _NOT_CONFIGURED)
         try:
@@ -52,7 +54,16 @@ class ApiContext:
             principal = await run_in_threadpool(self.authenticator.authenticate, request.headers.get("authorization"))
         except AuthError as exc:
             return refused(exc)
-        return self.policy().identity(principal.username, principal.groups)
+        policy = self.policy()
+        identity = policy.identity(principal.username, principal.groups)
+        if self.store is None:
+            return identity
+        store = self.store
+        try:
+            grants = await run_in_threadpool(lambda: store.live_grants(now=time.time()))
+        except GatewayError as exc:
+            return error(503, "unavailable", f"cannot read break-glass grants: {exc}")
+        return with_grants(identity, grants, policy.role_order)
 
     def may(self, identity: Identity, action: str, owner: str, team: str) -> bool:
         """Whether the caller may do an API `action` on something of `owner` and `team`."""

@@ -9,6 +9,7 @@ could not be reached or failed (5xx); 4 not authenticated (401: log in again).
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import sys
@@ -19,6 +20,8 @@ from typing import Any, NoReturn
 import click
 import httpx
 import yaml
+
+from gateway.times import parse_duration
 
 EXIT_REFUSED, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_UNAUTHENTICATED = 1, 2, 3, 4
 
@@ -109,7 +112,7 @@ def _table(headers: list[str], rows: list[list[Any]]) -> str:
 @click.pass_context
 def main(ctx: click.Context, server: str | None, token: str | None, certificate_authority: str | None,
          insecure_skip_tls_verify: bool, output: str) -> None:
-    """gpuctl: manage gpu-gateway (whoami, audit, usage) through its admin API."""
+    """gpuctl: manage gpu-gateway through its admin API (whoami, audit, usage, approvals, grants)."""
     config = _load_config() if ctx.invoked_subcommand != "login" else {}
     verify: bool | str = not insecure_skip_tls_verify
     if certificate_authority or config.get("certificate_authority"):
@@ -210,6 +213,104 @@ def usage(client: Client, by: str | None) -> None:
     rows = [[scope[:-1], name, gpus]
             for scope in ("users", "teams") for name, gpus in sorted(data.get(scope, {}).items())]
     client.show(data, _table(["BY", "NAME", "GPUS"], rows))
+
+
+def _when(epoch: Any) -> str:
+    try:
+        return dt.datetime.fromtimestamp(float(epoch), dt.UTC).strftime("%Y-%m-%d %H:%M")
+    except (TypeError, ValueError):
+        return "-"
+
+
+def _duration(value: str) -> float:
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def _approvals_table(items: list[dict[str, Any]]) -> str:
+    return _table(["ID", "STATE", "REQUESTER", "ACTION", "TARGET", "GPUS", "EXPIRES", "REASON"], [
+        [a["id"], a["state"], a["requester"], a["action"], f"{a['kind']} {a['namespace']}/{a['name']}",
+         a.get("gpus") or "-", _when(a.get("expires_at")), a.get("reason", "")] for a in items])
+
+
+@main.command("request")
+@click.argument("action", type=click.Choice(["launch", "modify", "kill", "exec"]))
+@click.argument("kind")
+@click.argument("target", metavar="NAMESPACE/NAME")
+@click.option("--reason", required=True, help="Why; the approver reads it.")
+@click.option("--gpus", type=int, help="For launch and modify: the most GPUs it may ask for.")
+@click.option("--expires-in", default="1h", show_default=True, help="How long the approval may wait and be used.")
+@click.pass_obj
+def request_approval(client: Client, action: str, kind: str, target: str, reason: str, gpus: int | None,
+                     expires_in: str) -> None:
+    """Ask a second person to let you do ACTION once on KIND NAMESPACE/NAME."""
+    namespace, sep, name = target.partition("/")
+    if not sep or not namespace or not name:
+        raise click.BadParameter("give the target as NAMESPACE/NAME", param_hint="NAMESPACE/NAME")
+    body: dict[str, Any] = {"action": action, "kind": kind, "namespace": namespace, "name": name,
+                            "reason": reason, "expires_in_s": _duration(expires_in)}
+    if gpus is not None:
+        body["gpus"] = gpus
+    created = client.request("POST", "/approvals", json=body).json()
+    client.show(created, f"approval {created['id']} requested ({created['state']}); "
+                         f"ask an approver to run: gpuctl approve {created['id']}")
+
+
+@main.command("approvals")
+@click.option("--state", "state", type=click.Choice(["pending", "approved", "denied", "used", "expired"]))
+@click.pass_obj
+def list_approvals(client: Client, state: str | None) -> None:
+    """Approval requests you made or may review."""
+    items = [a for a in client.get("/approvals")["items"] if state is None or a["state"] == state]
+    client.show(items, _approvals_table(items))
+
+
+def _review(verdict: str) -> Any:
+    @click.argument("approval_id", metavar="ID")
+    @click.option("--comment", default="", help="Recorded in the audit log.")
+    @click.pass_obj
+    def run(client: Client, approval_id: str, comment: str) -> None:
+        done = client.request("POST", f"/approvals/{approval_id}/{verdict}", json={"comment": comment}).json()
+        client.show(done, f"approval {done['id']} is {done['state']}")
+    return run
+
+
+main.command("approve", help="Approve another person's request (never your own).")(_review("approve"))
+main.command("deny", help="Deny another person's request.")(_review("deny"))
+
+
+@main.command("grant")
+@click.argument("user")
+@click.argument("role")
+@click.option("--reason", required=True, help="Mandatory; stands out in the audit log.")
+@click.option("--for", "duration", required=True, help="How long, e.g. 30m or 2h (24h at most).")
+@click.pass_obj
+def grant(client: Client, user: str, role: str, reason: str, duration: str) -> None:
+    """Break-glass: give USER the ROLE for a limited time (admins)."""
+    created = client.request("POST", "/grants", json={"user": user, "role": role, "reason": reason,
+                                                      "expires_in_s": _duration(duration)}).json()
+    client.show(created, f"grant {created['id']}: {user} holds {role} until {_when(created.get('expires_at'))} UTC")
+
+
+@main.command("grants")
+@click.pass_obj
+def list_grants(client: Client) -> None:
+    """Break-glass grants (admins see all, others their own)."""
+    items = client.get("/grants")["items"]
+    client.show(items, _table(["ID", "STATE", "USER", "ROLE", "UNTIL", "GRANTER", "REASON"], [
+        [g["id"], g["state"], g["user"], g["role"], _when(g.get("expires_at")), g.get("granter", ""),
+         g.get("reason", "")] for g in items]))
+
+
+@main.command("revoke")
+@click.argument("grant_id", metavar="ID")
+@click.pass_obj
+def revoke(client: Client, grant_id: str) -> None:
+    """End a break-glass grant now."""
+    done = client.request("DELETE", f"/grants/{grant_id}").json()
+    client.show(done, f"grant {done['id']} is {done['state']}")
 
 
 if __name__ == "__main__":

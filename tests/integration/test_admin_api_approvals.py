@@ -87,7 +87,7 @@ def test_grants_over_http_are_audited_as_break_glass(server: Served) -> None:
         r = post(c, "/grants", "root", grant)
         assert r.status_code == 201 and r.json()["state"] == "active"
         grant_id = r.json()["id"]
-        assert c.get("/api/v1/whoami", headers=auth("carol")).json()["role"] == "intern"  # whoami: groups only
+        assert c.get("/api/v1/whoami", headers=auth("carol")).json()["role"] == "lead"  # whoami: grants apply
         assert [g["id"] for g in c.get("/api/v1/grants", headers=auth("carol")).json()["items"]] == [grant_id]
         assert c.get("/api/v1/grants", headers=auth("alice")).json()["items"] == []
         r = c.delete(f"/api/v1/grants/{grant_id}", headers=auth("root"))

@@ -96,3 +96,44 @@ def test_export_is_json_lines(server: Served, tmp_path: Path) -> None:
     out = gpuctl("--server", server.url, "--token", ADMIN, "audit", "export", "--user", "bob",
                  config=tmp_path / "c.json")
     assert [json.loads(line)["user"] for line in out.stdout.splitlines()] == ["bob"]
+
+
+def test_request_approve_and_use_an_approval_through_the_webhook(server: Served, tmp_path: Path) -> None:
+    cfg = tmp_path / "c.json"
+    alice = token("alice", list(INTERN))
+    lena = token("lena", ["gpu-leads", "team:vision"])
+    big = make_job(gpus=8, parallelism=4).named("research", "big-run").obj()
+    with server.client() as c:
+        assert c.post("/validate", json=review(big, user="alice", groups=INTERN).body()).json()["response"][
+            "allowed"] is False
+    out = gpuctl("--server", server.url, "--token", alice, "-o", "json", "request", "launch", "Job", "research/big-run",
+                 "--gpus", "32", "--reason", "paper deadline", config=cfg)
+    assert out.returncode == 0, out.stderr
+    approval = json.loads(out.stdout)["id"]
+    out = gpuctl("--server", server.url, "--token", alice, "approve", approval, config=cfg)
+    assert out.returncode == 1 and "different person" in out.stderr
+    out = gpuctl("--server", server.url, "--token", lena, "approvals", "--state", "pending", config=cfg)
+    assert approval in out.stdout and "paper deadline" in out.stdout
+    out = gpuctl("--server", server.url, "--token", lena, "approve", approval, "--comment", "ok once", config=cfg)
+    assert out.returncode == 0 and "is approved" in out.stdout
+    with server.client() as c:
+        first = c.post("/validate", json=review(big, user="alice", groups=INTERN).body()).json()["response"]
+        again = c.post("/validate", json=review(big, user="alice", groups=INTERN).body()).json()["response"]
+    assert first["allowed"] is True and again["allowed"] is False
+
+
+def test_break_glass_grant_and_revoke(server: Served, tmp_path: Path) -> None:
+    cfg = tmp_path / "c.json"
+    out = gpuctl("--server", server.url, "--token", ADMIN, "-o", "json", "grant", "ivan", "lead",
+                 "--reason", "on-call: stuck 2k-GPU job", "--for", "30m", config=cfg)
+    assert out.returncode == 0, out.stderr
+    grant_id = json.loads(out.stdout)["id"]
+    out = gpuctl("--server", server.url, "--token", token("ivan", list(INTERN)), "-o", "json", "whoami", config=cfg)
+    assert json.loads(out.stdout)["role"] == "lead"
+    out = gpuctl("--server", server.url, "--token", token("ivan", list(INTERN)), "grant", "ivan", "admin",
+                 "--reason", "x", "--for", "1h", config=cfg)
+    assert out.returncode == 1
+    out = gpuctl("--server", server.url, "--token", ADMIN, "revoke", grant_id, config=cfg)
+    assert out.returncode == 0 and "revoked" in out.stdout
+    out = gpuctl("--server", server.url, "--token", ADMIN, "grants", config=cfg)
+    assert grant_id in out.stdout and "revoked" in out.stdout
