@@ -28,7 +28,7 @@ from gateway.errors import GatewayError, RequestError, ReviewError, StoreError
 from gateway.logs import event, fields
 from gateway.metrics import Metrics
 from gateway.policy_bundle import PolicyHolder
-from gateway.store.base import Job, Store
+from gateway.store.base import Job, Store, decide_one
 from gateway.store.sql import BREAK_GLASS_MARK
 from gateway.store.writer import StoreWriter
 
@@ -154,10 +154,7 @@ class AdmissionService:
         if not isinstance(staged, _Staged):
             return staged
         try:
-            [outcome] = self.store.decide_batch([staged.job])
-            if isinstance(outcome, BaseException):
-                raise outcome
-            decision = outcome
+            decision = decide_one(self.store, staged.job)
         except Exception as exc:
             return self._failed(staged.plan.request, exc)
         return self._answer(staged.plan, decision)

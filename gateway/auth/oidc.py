@@ -8,7 +8,6 @@ scheme, host and port. Redirects are not followed. Token headers such as `jku`, 
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import logging
 import threading
@@ -22,6 +21,7 @@ from jwt import PyJWK
 from jwt.exceptions import PyJWKError
 
 from gateway.errors import AuthUnavailable, ConfigError, InvalidToken
+from gateway.net import is_loopback
 
 log = logging.getLogger("gateway.auth")
 
@@ -35,17 +35,8 @@ def check_issuer_url(issuer: str) -> None:
     parts = urlsplit(issuer)
     if parts.scheme not in ("https", "http") or not parts.hostname or parts.query or parts.fragment:
         raise ConfigError(f"OIDC issuer {issuer!r} is not an https URL without query or fragment")
-    if parts.scheme == "http" and not _is_loopback(parts.hostname):
+    if parts.scheme == "http" and not is_loopback(parts.hostname):
         raise ConfigError(f"OIDC issuer {issuer!r} must use https (plain http only on a loopback host)")
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _origin(url: str) -> tuple[str, str, int | None]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import sys
 from pathlib import Path
@@ -13,6 +12,7 @@ import click
 from gateway.cli.auth_options import auth_options
 from gateway.config import AuthSettings, FailureMode, PolicySettings, ServerSettings, Settings, StoreSettings
 from gateway.errors import ConfigError, GatewayError
+from gateway.net import is_loopback
 from gateway.times import parse_time
 
 
@@ -23,15 +23,6 @@ def _parse_time(value: str | None) -> float | None:
         return parse_time(value)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -67,7 +58,7 @@ def serve(host: str, port: int, state: Path, database_url: str | None, policy_di
     """
     from gateway.server import run_server
 
-    if insecure_http and not _is_loopback(host):
+    if insecure_http and not is_loopback(host):
         raise click.UsageError("--insecure-http serves plain HTTP and is only allowed on a loopback host")
     try:
         settings = Settings(

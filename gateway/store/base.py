@@ -1,9 +1,8 @@
 """The store interface: one ledger of reservations and one audit chain, one transaction each.
 
-A backend implements `Store`. `decide_in_transaction` is the only write path for
-admissions: it reads the facts, lets the pure core decide, and writes the audit row and
-the reservation change in the same transaction, so two writers can never together break
-a cap.
+A backend implements `Store`. `decide_batch` is the only write path for admissions: for
+each job it reads the facts, lets the pure core decide, and writes the audit row and the
+reservation change in the same transaction, so two writers can never together break a cap.
 """
 
 from __future__ import annotations
@@ -108,19 +107,6 @@ class LedgerRow:
 
 
 class Store(Protocol):
-    def decide_in_transaction(
-        self,
-        key: TargetKey,
-        owner: str,
-        team: str,
-        decider: Decider,
-        audit_fields: AuditFields,
-        *,
-        dry_run: bool,
-        now: float,
-        request_uid: str,
-    ) -> Decision: ...
-
     def decide_batch(self, jobs: Sequence[Job]) -> list[Decision | BaseException]: ...
 
     def facts(self, key: TargetKey, owner: str, team: str, references: Sequence[TargetKey] = (),
@@ -158,3 +144,11 @@ class Store(Protocol):
     def ping(self) -> None: ...
 
     def close(self) -> None: ...
+
+
+def decide_one(store: Store, job: Job) -> Decision:
+    """Decide one job in its own transaction; its failure is raised."""
+    [outcome] = store.decide_batch([job])
+    if isinstance(outcome, BaseException):
+        raise outcome
+    return outcome

@@ -23,7 +23,7 @@ from gateway.core.admission import Facts, TargetKey
 from gateway.core.decision import Decision
 from gateway.errors import StoreError
 from gateway.store.approvals import ExceptionsStore
-from gateway.store.base import AuditFields, AuditQuery, Decider, Job, LedgerRow
+from gateway.store.base import AuditQuery, Job, LedgerRow
 from gateway.store.chain import LATER_FIELDS, VerifyResult
 from gateway.store.sql import Ledger, Row, schema
 
@@ -122,24 +122,6 @@ class PostgresStore(ExceptionsStore):
                                  "cannot read the ledger")
 
     # ------------------------------------------------------------- the write path
-
-    def decide_in_transaction(
-        self,
-        key: TargetKey,
-        owner: str,
-        team: str,
-        decider: Decider,
-        audit_fields: AuditFields,
-        *,
-        dry_run: bool,
-        now: float,
-        request_uid: str,
-    ) -> Decision:
-        job = Job(key, owner, team, decider, audit_fields, dry_run=dry_run, now=now, request_uid=request_uid)
-        [outcome] = self.decide_batch([job])
-        if isinstance(outcome, BaseException):
-            raise outcome
-        return outcome
 
     def decide_batch(self, jobs: Sequence[Job]) -> list[Decision | BaseException]:
         """Decide several requests in one transaction, in order, each in its own savepoint.

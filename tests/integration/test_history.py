@@ -29,7 +29,7 @@ from gateway.metrics import Metrics
 from gateway.policy_bundle import PolicyHolder
 from gateway.server import build_gateway
 from gateway.service import AdmissionService
-from gateway.store.base import AuditQuery
+from gateway.store.base import AuditQuery, Job, decide_one
 from gateway.store.history_key import KEY_BYTES, history_key_path, load_history_key
 from gateway.store.sqlite import SQLiteStore
 
@@ -234,8 +234,8 @@ def test_a_secret_change_is_stored_as_digests_only(store: SQLiteStore):
         "owner": "bob", "team": "vision", "changes": json.dumps(found),
     }
     decision = Decision(allowed=False, rule="ownership", reason="", action=Action.MODIFY, audited=True)
-    store.decide_in_transaction(("secrets", "research", "db-creds"), "", "", lambda _: decision,
-                                lambda _: fields, dry_run=False, now=T0, request_uid="uid-secret")
+    decide_one(store, Job(("secrets", "research", "db-creds"), "", "", lambda _: decision, lambda _: fields,
+                          dry_run=False, now=T0, request_uid="uid-secret"))
     [row] = store.audit_rows()
     assert row["changes"] == found
     assert store.verify().ok
