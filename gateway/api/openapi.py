@@ -10,7 +10,7 @@ _ERROR = {"$ref": "#/components/schemas/Error"}
 
 
 def _refusals(*codes: str) -> dict[str, Any]:
-    text = {"400": "A query parameter cannot be read", "401": "The token is missing or invalid",
+    text = {"400": "A query parameter or the body cannot be read", "401": "The token is missing or invalid",
             "403": "The caller's role may not do this", "503": "Authentication or the store is unavailable"}
     return {c: {"description": text[c], "content": {"application/json": {"schema": _ERROR}}} for c in codes}
 
@@ -73,6 +73,26 @@ OPENAPI: dict[str, Any] = {
                     "users": {"type": "object", "additionalProperties": {"type": "integer"}},
                     "teams": {"type": "object", "additionalProperties": {"type": "integer"}}}}}}},
                 **_refusals("401", "503")},
+        }},
+        "/check": {"post": {
+            "summary": "What-if: decide manifests for a user with the policy in force, touching no ledger "
+                       "(as oneself; as another user with audit-read on any)",
+            "operationId": "check",
+            "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                "type": "object", "required": ["user", "manifest"], "properties": {
+                    "user": {"type": "string"},
+                    "groups": {"type": "array", "items": {"type": "string"}},
+                    "manifest": {"description": "an object, a list of objects, or a YAML/JSON string",
+                                 "oneOf": [{"type": "object"}, {"type": "array", "items": {"type": "object"}},
+                                           {"type": "string"}]},
+                    "action": {"type": "string", "enum": ["launch", "modify", "kill", "exec"], "default": "launch"},
+                    "owner": {"type": "string"}, "owner_team": {"type": "string"},
+                    "namespace": {"type": "string"}}}}}},
+            "responses": {"200": {"description": "One result per object, as `gpu-gateway check -o json` prints",
+                                  "content": {"application/json": {"schema": {
+                                      "type": "object", "properties": {
+                                          "results": {"type": "array", "items": {"type": "object"}}}}}}},
+                          **_refusals("400", "401", "403", "503")},
         }},
         **APPROVAL_PATHS,
     },

@@ -8,6 +8,7 @@ from starlette.routing import BaseRoute, Mount, Route
 
 from gateway.api.approvals import approval_routes
 from gateway.api.audit import audit_routes
+from gateway.api.check import check_routes
 from gateway.api.context import ApiContext
 from gateway.api.openapi import OPENAPI
 
@@ -32,4 +33,5 @@ def api_routes(ctx: ApiContext) -> list[BaseRoute]:
         Route("/openapi.json", openapi, methods=["GET"]),
         *audit_routes(ctx),
         *approval_routes(ctx),
+        *check_routes(ctx),
     ])]

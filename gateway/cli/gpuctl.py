@@ -112,7 +112,7 @@ def _table(headers: list[str], rows: list[list[Any]]) -> str:
 @click.pass_context
 def main(ctx: click.Context, server: str | None, token: str | None, certificate_authority: str | None,
          insecure_skip_tls_verify: bool, output: str) -> None:
-    """gpuctl: manage gpu-gateway through its admin API (whoami, audit, usage, approvals, grants)."""
+    """gpuctl: manage gpu-gateway through its admin API (whoami, audit, usage, check, approvals, grants)."""
     config = _load_config() if ctx.invoked_subcommand != "login" else {}
     verify: bool | str = not insecure_skip_tls_verify
     if certificate_authority or config.get("certificate_authority"):
@@ -213,6 +213,45 @@ def usage(client: Client, by: str | None) -> None:
     rows = [[scope[:-1], name, gpus]
             for scope in ("users", "teams") for name, gpus in sorted(data.get(scope, {}).items())]
     client.show(data, _table(["BY", "NAME", "GPUS"], rows))
+
+
+def _check_body(file: Path, as_user: str | None, as_groups: tuple[str, ...], action: str, owner: str | None,
+                client: Client) -> dict[str, Any]:
+    try:
+        manifest = file.read_text()
+    except OSError as exc:
+        _fail(EXIT_USAGE, f"cannot read {file}: {exc}")
+    if as_groups and not as_user:
+        raise click.UsageError("--as-group needs --as")
+    if as_user:
+        user, groups = as_user, list(as_groups)
+    else:
+        me = client.get("/whoami")
+        user, groups = me["username"], list(me["groups"])
+    body: dict[str, Any] = {"user": user, "groups": groups, "manifest": manifest, "action": action}
+    if owner:
+        body["owner"] = owner
+    return body
+
+
+@main.command("check")
+@click.option("-f", "--file", "file", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Manifest (YAML or JSON; several documents or a List allowed).")
+@click.option("--as", "as_user", help="Check as this user (administrators); default: you.")
+@click.option("--as-group", "as_groups", multiple=True, help="A group of the --as user (repeatable).")
+@click.option("--action", type=click.Choice(["launch", "modify", "kill", "exec"]), default="launch",
+              show_default=True)
+@click.option("--owner", help="For modify, kill, exec: the target's owner (default: its annotation).")
+@click.pass_obj
+def check(client: Client, file: Path, as_user: str | None, as_groups: tuple[str, ...], action: str,
+          owner: str | None) -> None:
+    """What-if with the policy in force: exit 0 when every object is allowed, 1 when one is denied."""
+    from gateway.cli.render import check_text
+
+    body = _check_body(file, as_user, as_groups, action, owner, client)
+    results = client.request("POST", "/check", json=body).json()["results"]
+    client.show(results, "\n".join(check_text(r) for r in results))
+    sys.exit(0 if all(r["allowed"] for r in results) else EXIT_REFUSED)
 
 
 def _when(epoch: Any) -> str:

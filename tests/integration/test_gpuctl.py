@@ -137,3 +137,34 @@ def test_break_glass_grant_and_revoke(server: Served, tmp_path: Path) -> None:
     assert out.returncode == 0 and "revoked" in out.stdout
     out = gpuctl("--server", server.url, "--token", ADMIN, "grants", config=cfg)
     assert grant_id in out.stdout and "revoked" in out.stdout
+
+
+def test_check_prints_what_gpu_gateway_check_prints(server: Served, tmp_path: Path) -> None:
+    cfg = tmp_path / "c.json"
+    manifest = tmp_path / "big.json"
+    manifest.write_text(json.dumps(make_job(gpus=8, parallelism=4).named("research", "big-run").obj()))
+    alice = token("alice", list(INTERN))
+    out = gpuctl("--server", server.url, "--token", alice, "check", "-f", str(manifest), config=cfg)
+    local = subprocess.run([sys.executable, "-m", "gateway.cli.gpu_gateway", "check", "--user", "alice",
+                            "--group", INTERN[0], "--group", INTERN[1], "-f", str(manifest)],
+                           capture_output=True, text=True, timeout=60, check=False)
+    assert out.returncode == 1 == local.returncode, out.stderr
+    assert out.stdout == local.stdout and out.stdout.startswith("DENIED: launch of Job research/big-run by alice")
+    out = gpuctl("--server", server.url, "--token", ADMIN, "-o", "json", "check", "-f", str(manifest),
+                 "--as", "bob", "--as-group", "gpu-researchers", "--action", "kill", "--owner", "bob", config=cfg)
+    assert out.returncode == 0, out.stderr
+    assert [(r["user"], r["action"], r["allowed"]) for r in json.loads(out.stdout)] == [("bob", "kill", True)]
+
+
+def test_check_as_someone_else_is_refused_without_admin(server: Served, tmp_path: Path) -> None:
+    cfg = tmp_path / "c.json"
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text("a: [unclosed")
+    alice = token("alice", list(INTERN))
+    out = gpuctl("--server", server.url, "--token", alice, "check", "-f", str(manifest), "--as", "bob", config=cfg)
+    assert out.returncode == 1 and "only check as themselves" in out.stderr
+    out = gpuctl("--server", server.url, "--token", alice, "check", "-f", str(manifest), config=cfg)
+    assert out.returncode == 1 and "not YAML or JSON" in out.stderr and "(400)" in out.stderr
+    out = gpuctl("--server", server.url, "--token", alice, "check", "-f", str(manifest), "--as-group", "g",
+                 config=cfg)
+    assert out.returncode == 2

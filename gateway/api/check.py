@@ -1,0 +1,94 @@
+"""POST /api/v1/check: what-if over HTTP, the same decisions `gpu-gateway check -o json` prints.
+
+It decides with the policy in force and touches no ledger. Anyone may check as themselves;
+checking as another user needs `audit-read` at `any` (administrators).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from gateway.api.context import ApiContext, error, json_body
+from gateway.core.identity import Identity
+from gateway.errors import GatewayError
+from gateway.whatif import ACTIONS, flatten_documents, parse_documents, run_check
+
+
+class BadCheck(ValueError):
+    """The body of a check cannot be read."""
+
+
+def _documents(manifest: Any) -> list[Mapping[str, Any]]:
+    if isinstance(manifest, str):
+        return parse_documents(manifest, "manifest")
+    if isinstance(manifest, Mapping):
+        return flatten_documents([manifest], "manifest")
+    if isinstance(manifest, list):
+        return flatten_documents(manifest, "manifest")
+    raise BadCheck("manifest must be an object, a list of objects or a YAML/JSON string")
+
+
+def _string(body: Mapping[str, Any], key: str, default: str | None = None) -> str | None:
+    value = body.get(key, default)
+    if value is not None and not isinstance(value, str):
+        raise BadCheck(f"{key} must be a string")
+    return value
+
+
+def _groups(body: Mapping[str, Any]) -> tuple[str, ...]:
+    groups = body.get("groups", [])
+    if not isinstance(groups, list) or not all(isinstance(g, str) for g in groups):
+        raise BadCheck("groups must be a list of strings")
+    return tuple(groups)
+
+
+def _read_body(raw: bytes) -> dict[str, Any]:
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise BadCheck(f"the body is not JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise BadCheck("the body must be a JSON object")
+    if not _string(body, "user"):
+        raise BadCheck("user is required")
+    if "manifest" not in body:
+        raise BadCheck("manifest is required")
+    action = _string(body, "action", "launch")
+    if action not in ACTIONS:
+        raise BadCheck(f"action must be one of {', '.join(ACTIONS)}")
+    return body
+
+
+def _forbidden(ctx: ApiContext, identity: Identity, user: str) -> Response | None:
+    if user == identity.user or ctx.scope(identity, "audit-read") == "any":
+        return None
+    return error(403, "forbidden", f"{identity.describe()} may only check as themselves, not as {user}; "
+                                   "checking as another user needs audit-read on any (administrators)")
+
+
+def check_routes(ctx: ApiContext) -> list[BaseRoute]:
+    async def check(request: Request) -> Response:
+        identity = await ctx.identity(request)
+        if isinstance(identity, Response):
+            return identity
+        try:
+            body = _read_body(await request.body())
+            user = str(body["user"])
+            refused = _forbidden(ctx, identity, user)
+            if refused is not None:
+                return refused
+            results = run_check(_documents(body["manifest"]), policy=ctx.policy(), user=user,
+                                groups=_groups(body), action=str(body.get("action") or "launch"),
+                                owner=_string(body, "owner"), owner_team=_string(body, "owner_team"),
+                                namespace=_string(body, "namespace"))
+        except (BadCheck, GatewayError) as exc:
+            return error(400, "bad_request", str(exc))
+        return json_body({"results": results})
+
+    return [Route("/check", check, methods=["POST"])]

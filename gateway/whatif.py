@@ -1,0 +1,128 @@
+"""What-if: decide manifests for a user without touching any ledger.
+
+Shared by `gpu-gateway check` (a file, a policy directory) and `POST /api/v1/check` (a JSON
+body, the policy in force): both turn their input into documents and call `run_check`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import yaml
+
+from gateway.core.admission import Facts, Target, decide, prepare
+from gateway.core.policy import OWNER_ANNOTATION, TEAM_ANNOTATION, Policy
+from gateway.core.review import AdmissionRequest, GroupVersionKind
+from gateway.core.workloads import read_workload
+from gateway.errors import RequestError
+
+ACTIONS = ("launch", "modify", "kill", "exec")
+_OPERATION = {"launch": "CREATE", "modify": "UPDATE", "kill": "DELETE", "exec": "CONNECT"}
+
+
+def _mapping(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def parse_documents(text: str, source: str) -> list[Mapping[str, Any]]:
+    """The objects in a YAML or JSON text (several documents and `kind: List` unrolled)."""
+    try:
+        docs = [d for d in yaml.safe_load_all(text) if d is not None]
+    except yaml.YAMLError as exc:
+        raise RequestError(f"{source}: not YAML or JSON: {exc}") from exc
+    return flatten_documents(docs, source)
+
+
+def flatten_documents(docs: Iterable[Any], source: str) -> list[Mapping[str, Any]]:
+    """Objects, with `kind: List` unrolled; anything that is not an object is refused."""
+    out: list[Mapping[str, Any]] = []
+    for doc in docs:
+        if isinstance(doc, Mapping) and doc.get("kind") == "List" and isinstance(doc.get("items"), list):
+            out.extend(i for i in doc["items"] if isinstance(i, Mapping))
+        elif isinstance(doc, Mapping):
+            out.append(doc)
+        else:
+            raise RequestError(f"{source}: a document is not an object")
+    if not out:
+        raise RequestError(f"{source}: no objects in it")
+    return out
+
+
+def _request(obj: Mapping[str, Any], user: str, groups: tuple[str, ...], action: str,
+             namespace: str) -> AdmissionRequest:
+    api_version = str(obj.get("apiVersion") or "")
+    group, _, version = api_version.rpartition("/")
+    kind = str(obj.get("kind") or "")
+    if not kind or not version:
+        raise RequestError("the object has no apiVersion or kind")
+    meta = _mapping(obj.get("metadata"))
+    name = str(meta.get("name") or meta.get("generateName") or "")
+    resource = kind.lower() + "s"
+    sub = ""
+    if action == "exec":
+        resource, group, sub = "pods", "", "exec"
+    return AdmissionRequest(
+        uid="check", kind=GroupVersionKind(group, version, kind), resource=resource,
+        resource_group=group, sub_resource=sub, namespace=namespace, name=name,
+        operation=_OPERATION[action], username=user, groups=groups,
+        obj=obj if action in ("launch", "modify") else None,
+        old_obj=obj if action in ("modify", "kill") else None,
+    )
+
+
+def _facts(obj: Mapping[str, Any], req: AdmissionRequest, plan_gpus: int, policy: Policy, action: str,
+           owner: str | None, owner_team: str | None) -> Facts:
+    """What the ledger would say about the target of a modify, kill or exec: its owner, from
+    `owner` or the object's annotations."""
+    if action == "launch":
+        return Facts()
+    ann = _mapping(_mapping(obj.get("metadata")).get("annotations"))
+    target_owner = owner or str(ann.get(OWNER_ANNOTATION) or "")
+    if not target_owner:
+        return Facts()
+    gpus = plan_gpus
+    if not gpus and action == "exec":
+        gpus = read_workload(obj, req.kind.group, req.kind.kind, policy.gpu).gpus
+    team = owner_team if owner_team is not None else str(ann.get(TEAM_ANNOTATION) or "")
+    owner_role = policy.identity(target_owner, ()).role or ""
+    return Facts(target=Target(target_owner, team, owner_role, gpus))
+
+
+def check_one(obj: Mapping[str, Any], *, policy: Policy, user: str, groups: tuple[str, ...], action: str,
+              owner: str | None, owner_team: str | None, namespace: str | None) -> dict[str, Any]:
+    """The decision for one object, as `gpu-gateway check -o json` prints it."""
+    if action not in _OPERATION:
+        raise RequestError(f"unknown action {action!r}: use one of {', '.join(ACTIONS)}")
+    ns = namespace or str(_mapping(obj.get("metadata")).get("namespace") or "default")
+    req = _request(obj, user, groups, action, ns)
+    plan = prepare(req, policy)
+    workload = plan.workload
+    facts = _facts(obj, req, workload.gpus if workload else plan.old_gpus, policy, action, owner, owner_team)
+    decision = decide(plan, policy, facts)
+    return {
+        "allowed": decision.allowed,
+        "decision": decision.verdict,
+        "action": action,
+        "kind": req.kind.kind,
+        "namespace": ns,
+        "name": req.name,
+        "user": user,
+        "role": plan.identity.role,
+        "teams": list(plan.identity.teams),
+        "gpus": decision.gpus if decision.gpus else (workload.gpus if workload else 0),
+        "gpus_detail": workload.describe_gpus() if workload else "",
+        "rule": decision.rule,
+        "mode": decision.mode.value,
+        "reason": decision.reason,
+        "warnings": list(decision.warnings),
+        "policy_version": policy.version,
+    }
+
+
+def run_check(docs: Iterable[Mapping[str, Any]], *, policy: Policy, user: str, groups: tuple[str, ...],
+              action: str = "launch", owner: str | None = None, owner_team: str | None = None,
+              namespace: str | None = None) -> list[dict[str, Any]]:
+    """The decision for each already-loaded document, in order."""
+    return [check_one(obj, policy=policy, user=user, groups=groups, action=action, owner=owner,
+                      owner_team=owner_team, namespace=namespace) for obj in docs]
