@@ -66,3 +66,28 @@ def start_server(tmp_path: Path, *extra: str, tls: bool = True, policy_dir: Path
 def stop_server(served: Served) -> int:
     served.proc.send_signal(signal.SIGTERM)
     return served.proc.wait(timeout=20)
+
+
+API_SECRET = "gpu-gateway-test-secret-0123456789abcdef"
+"""The HS256 secret of `start_api_server`; tokens for it come from `api_token` and `bearer`."""
+
+
+def api_token(sub: str, groups: list[str], **claims: object) -> str:
+    """A token the API server started by `start_api_server` accepts (override any claim)."""
+    import jwt
+
+    now = int(time.time())
+    payload = {"iss": "local", "aud": "gpuctl", "sub": sub, "groups": groups, "iat": now, "exp": now + 120, **claims}
+    return jwt.encode(payload, API_SECRET, algorithm="HS256")
+
+
+def bearer(sub: str, groups: list[str], **claims: object) -> dict[str, str]:
+    return {"authorization": f"Bearer {api_token(sub, groups, **claims)}"}
+
+
+def start_api_server(tmp_path: Path) -> Served:
+    """A plain-HTTP gateway on loopback whose admin API takes HS256 tokens signed with API_SECRET."""
+    secret = tmp_path / "jwt.secret"
+    secret.write_text(API_SECRET)
+    return start_server(tmp_path, "--jwt-secret-file", str(secret), "--jwt-issuer", "local",
+                        "--jwt-audience", "gpuctl", tls=False)

@@ -3,31 +3,19 @@
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import jwt
 import pytest
 from conftest import INTERN, RESEARCHER, make_job, make_pytorchjob, review
-from served import Served, start_server, stop_server
+from served import Served, bearer, start_api_server, stop_server
 
-SECRET = "s" * 40
-
-
-def token(sub: str, groups: list[str]) -> dict[str, str]:
-    now = int(time.time())
-    claims = {"iss": "local", "aud": "gpuctl", "sub": sub, "groups": groups, "iat": now, "exp": now + 60}
-    return {"authorization": f"Bearer {jwt.encode(claims, SECRET, algorithm='HS256')}"}
+token = bearer
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    tmp = tmp_path_factory.mktemp("api-audit")
-    secret = tmp / "jwt.secret"
-    secret.write_text(SECRET)
-    served = start_server(tmp, "--jwt-secret-file", str(secret), "--jwt-issuer", "local",
-                          "--jwt-audience", "gpuctl", tls=False)
+    served = start_api_server(tmp_path_factory.mktemp("api-audit"))
     with served.client() as c:
         c.post("/validate", json=review(make_pytorchjob().obj(), user="alice", groups=INTERN).body())
         c.post("/validate", json=review(make_job(gpus=8).named("research", "b1").obj(), user="bob",

@@ -5,25 +5,19 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import jwt
 import pytest
 import yaml
 from conftest import INTERN, make_job
-from served import Served, start_server, stop_server
+from served import Served, bearer, start_api_server, stop_server
 
-SECRET = "c" * 40
 BIG = make_job(gpus=8, parallelism=4).named("research", "big-run").obj()
 SMALL = make_job(gpus=1).named("research", "small").obj()
 
 
-def token(sub: str, groups: list[str]) -> dict[str, str]:
-    now = int(time.time())
-    claims = {"iss": "local", "aud": "gpuctl", "sub": sub, "groups": groups, "iat": now, "exp": now + 60}
-    return {"authorization": f"Bearer {jwt.encode(claims, SECRET, algorithm='HS256')}"}
+token = bearer
 
 
 ALICE = token("alice", list(INTERN))
@@ -32,11 +26,7 @@ ADMIN = token("root", ["gpu-admins"])
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    tmp = tmp_path_factory.mktemp("api-check")
-    secret = tmp / "jwt.secret"
-    secret.write_text(SECRET)
-    served = start_server(tmp, "--jwt-secret-file", str(secret), "--jwt-issuer", "local",
-                          "--jwt-audience", "gpuctl", tls=False)
+    served = start_api_server(tmp_path_factory.mktemp("api-check"))
     yield served
     stop_server(served)
 

@@ -11,18 +11,11 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import jwt
 import pytest
 from conftest import INTERN, RESEARCHER, make_job, make_pytorchjob, review
-from served import Served, start_server, stop_server
+from served import Served, api_token, start_api_server, stop_server
 
-SECRET = "g" * 40
-
-
-def token(sub: str, groups: list[str], **extra: object) -> str:
-    now = int(time.time())
-    claims = {"iss": "local", "aud": "gpuctl", "sub": sub, "groups": groups, "iat": now, "exp": now + 120, **extra}
-    return jwt.encode(claims, SECRET, algorithm="HS256")
+token = api_token
 
 
 ADMIN = token("root", ["gpu-admins"])
@@ -30,11 +23,7 @@ ADMIN = token("root", ["gpu-admins"])
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    tmp = tmp_path_factory.mktemp("gpuctl")
-    secret = tmp / "jwt.secret"
-    secret.write_text(SECRET)
-    served = start_server(tmp, "--jwt-secret-file", str(secret), "--jwt-issuer", "local",
-                          "--jwt-audience", "gpuctl", tls=False)
+    served = start_api_server(tmp_path_factory.mktemp("gpuctl"))
     with served.client() as c:
         c.post("/validate", json=review(make_pytorchjob().obj(), user="alice", groups=INTERN).body())
         c.post("/validate", json=review(make_job(gpus=8).named("research", "b1").obj(), user="bob",
