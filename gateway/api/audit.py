@@ -6,6 +6,7 @@ permission widens that to the caller's teams or to everything (policies/policy.c
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -41,6 +42,17 @@ def _visible(ctx: ApiContext, identity: Identity, row: dict[str, Any]) -> bool:
     if row["user"] == identity.user:
         return True
     return ctx.may(identity, "audit-read", str(row.get("owner") or ""), str(row.get("team") or ""))
+
+
+def _scoped(values: dict[str, Any], identity: Identity, scope: str | None, kind: str) -> dict[str, Any]:
+    """What of a per-user, per-team or per-role breakdown the caller may see."""
+    if scope == "any":
+        return values
+    if kind == "users":
+        return {k: v for k, v in values.items() if k == identity.user}
+    if kind == "teams" and scope in ("team", "team-shared"):
+        return {k: v for k, v in values.items() if k in identity.teams}
+    return {}
 
 
 def audit_routes(ctx: ApiContext) -> list[BaseRoute]:
@@ -94,13 +106,22 @@ def audit_routes(ctx: ApiContext) -> list[BaseRoute]:
             return identity
         if ctx.store is None:
             return error(503, "unavailable", "no store is attached to the admin API")
-        users, teams = await run_in_threadpool(lambda: (ctx.store.gpus_by_user(), ctx.store.gpus_by_team())
-                                               if ctx.store else ({}, {}))
+        params = request.query_params
+        try:
+            until = parse_time(params["until"]) if "until" in params else time.time()
+            since = parse_time(params["since"]) if "since" in params else None
+        except ValueError as exc:
+            return error(400, "bad_request", str(exc))
+        store = ctx.store
+        users, teams = await run_in_threadpool(lambda: (store.gpus_by_user(), store.gpus_by_team()))
         scope = ctx.scope(identity, "audit-read")
-        if scope != "any":
-            users = {u: g for u, g in users.items() if u == identity.user}
-            teams = {t: g for t, g in teams.items() if scope in ("team", "team-shared") and t in identity.teams}
-        return json_body({"users": users, "teams": teams})
+        body: dict[str, Any] = {"users": _scoped(users, identity, scope, "users"),
+                                "teams": _scoped(teams, identity, scope, "teams")}
+        if since is not None:
+            hours = await run_in_threadpool(lambda: store.gpu_hours(since, until))
+            body["gpu_hours"] = {"since": since, "until": until,
+                                 **{k: _scoped(v, identity, scope, k) for k, v in hours.items()}}
+        return json_body(body)
 
     return [
         Route("/audit", audit_list, methods=["GET"]),

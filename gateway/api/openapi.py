@@ -66,8 +66,10 @@ OPENAPI: dict[str, Any] = {
                 **_refusals("401", "403", "503")},
         }},
         "/usage": {"get": {
-            "summary": "GPUs reserved now per user and per team (the caller's, their team's, or all)",
+            "summary": "GPUs reserved now per user and per team, and with `since` the GPU-hours held per "
+                       "user, team and role (the caller's, their team's, or all)",
             "operationId": "usage",
+            "parameters": [p for p in _AUDIT_PARAMS if p["name"] in ("since", "until")],
             "responses": {"200": {"description": "Usage", "content": {"application/json": {"schema": {
                 "type": "object", "properties": {
                     "users": {"type": "object", "additionalProperties": {"type": "integer"}},

@@ -203,16 +203,23 @@ def audit_verify(client: Client) -> None:
 
 
 @main.command()
-@click.option("--by", type=click.Choice(["user", "team"]), default=None, help="Only one breakdown.")
+@click.option("--by", type=click.Choice(["user", "team", "role"]), default=None, help="Only one breakdown.")
+@click.option("--since", help="Also GPU-hours from this time: ISO 8601, epoch seconds or an age like 30d.")
+@click.option("--until", help="End of the GPU-hours period (default now).")
 @click.pass_obj
-def usage(client: Client, by: str | None) -> None:
-    """GPUs reserved now, per user and per team (yours, your team's, or all)."""
-    data = client.get("/usage")
-    if by:
-        data = {f"{by}s": data[f"{by}s"]}
-    rows = [[scope[:-1], name, gpus]
-            for scope in ("users", "teams") for name, gpus in sorted(data.get(scope, {}).items())]
-    client.show(data, _table(["BY", "NAME", "GPUS"], rows))
+def usage(client: Client, by: str | None, since: str | None, until: str | None) -> None:
+    """GPUs reserved now, and with --since GPU-hours held, per user, team (and role), scoped to what
+    you may read."""
+    data = client.get("/usage", since=since, until=until)
+    now = {scope: data.get(scope, {}) for scope in ("users", "teams")}
+    hours = data.get("gpu_hours", {})
+    scopes = [f"{by}s"] if by else ["users", "teams", "roles"]
+    rows = [[scope[:-1], name, now.get(scope, {}).get(name, "-") if scope != "roles" else "-",
+             f"{hours[scope][name]:.1f}" if name in hours.get(scope, {}) else "-"]
+            for scope in scopes
+            for name in sorted(set(now.get(scope, {})) | set(hours.get(scope, {})))]
+    headers = ["BY", "NAME", "GPUS NOW", "GPU-HOURS"] if since else ["BY", "NAME", "GPUS NOW"]
+    client.show(data, _table(headers, [r if since else r[:3] for r in rows]))
 
 
 def _check_body(file: Path, as_user: str | None, as_groups: tuple[str, ...], action: str, owner: str | None,

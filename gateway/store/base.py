@@ -122,6 +122,10 @@ class Store(Protocol):
 
     def gpus_by_user(self) -> dict[str, int]: ...
 
+    def gpu_hours(self, since: float, until: float) -> dict[str, dict[str, float]]:
+        """GPU-hours held in [since, until) per `users`, `teams` and `roles`."""
+        ...
+
     # Approvals and break-glass grants (gateway.store.approvals.ExceptionsStore; docs/approvals.md).
 
     def create_approval(self, new: NewApproval, actor: Actor, *, now: float) -> dict[str, Any]: ...

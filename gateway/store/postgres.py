@@ -182,6 +182,9 @@ class PostgresStore(ExceptionsStore):
     def gpus_by_user(self) -> dict[str, int]:
         return self._with_ledger(lambda ledger: ledger.gpus_by_scope("user"), "cannot read the ledger")
 
+    def gpu_hours(self, since: float, until: float) -> dict[str, dict[str, float]]:
+        return self._with_ledger(lambda ledger: ledger.gpu_hours(since, until), "cannot read the ledger")
+
     def ping(self) -> None:
         self._with_ledger(lambda ledger: ledger.db.one("SELECT 1"), "unreachable")
 

@@ -113,6 +113,19 @@ CREATE TABLE IF NOT EXISTS grants (
     ended_by   TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS grants_state ON grants (state, expires_at);
+CREATE TABLE IF NOT EXISTS usage_intervals (
+    resource   TEXT NOT NULL,
+    namespace  TEXT NOT NULL,
+    name       TEXT NOT NULL,
+    owner      TEXT NOT NULL,
+    team       TEXT NOT NULL,
+    role       TEXT NOT NULL,
+    gpus       INTEGER NOT NULL,
+    started_at {float} NOT NULL,
+    ended_at   {float}
+);
+CREATE INDEX IF NOT EXISTS usage_intervals_open ON usage_intervals (resource, namespace, name, ended_at);
+CREATE INDEX IF NOT EXISTS usage_intervals_time ON usage_intervals (started_at);
 """
 
 
@@ -259,6 +272,8 @@ class Ledger:
         old = self.target(key)
         if old is not None and old.charged:
             self.count(old.owner, old.team, -old.gpus)
+            self.db.run("UPDATE usage_intervals SET ended_at = ? WHERE resource = ? AND namespace = ? "
+                        "AND name = ? AND ended_at IS NULL", (now, *key))
         if decision.release:
             self.db.run("DELETE FROM reservations WHERE resource = ? AND namespace = ? AND name = ?", key)
             return
@@ -266,6 +281,9 @@ class Ledger:
         assert r is not None
         if r.charged:
             self.count(r.owner, r.team, r.gpus)
+            if r.gpus:
+                self.db.run("INSERT INTO usage_intervals (resource, namespace, name, owner, team, role, gpus, "
+                            "started_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", (*key, r.owner, r.team, r.role, r.gpus, now))
         self.db.run(
             "INSERT INTO reservations (resource, namespace, name, owner, team, role, gpus, charged, shape, "
             "created_at, request_uid) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
@@ -327,6 +345,20 @@ class Ledger:
                       json.loads(r["shape"] or "{}"))
             for r in self.db.all("SELECT * FROM reservations ORDER BY created_at")
         ]
+
+    def gpu_hours(self, since: float, until: float) -> dict[str, dict[str, float]]:
+        """GPU-hours held in [since, until) per user, team and role, from admission to release."""
+        rows = self.db.all(
+            "SELECT owner, team, role, gpus, started_at, ended_at FROM usage_intervals "
+            "WHERE started_at < ? AND (ended_at IS NULL OR ended_at > ?)", (until, since))
+        out: dict[str, dict[str, float]] = {"users": {}, "teams": {}, "roles": {}}
+        for r in rows:
+            end = until if r["ended_at"] is None else min(float(r["ended_at"]), until)
+            hours = int(r["gpus"]) * max(end - max(float(r["started_at"]), since), 0.0) / 3600
+            for scope, name in (("users", r["owner"]), ("teams", r["team"]), ("roles", r["role"])):
+                if name:
+                    out[scope][name] = out[scope].get(name, 0.0) + hours
+        return {scope: {k: round(v, 6) for k, v in names.items()} for scope, names in out.items()}
 
     def gpus_by_scope(self, scope: str) -> dict[str, int]:
         """Charged GPUs now per user (`scope` 'user') or per team ('team')."""

@@ -200,6 +200,10 @@ class SQLiteStore(ExceptionsStore):
         with self._lock:
             return self._ledger.gpus_by_scope("user")
 
+    def gpu_hours(self, since: float, until: float) -> dict[str, dict[str, float]]:
+        with self._lock:
+            return self._ledger.gpu_hours(since, until)
+
     def ping(self) -> None:
         with self._lock:
             try:

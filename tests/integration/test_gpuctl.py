@@ -157,3 +157,13 @@ def test_check_as_someone_else_is_refused_without_admin(server: Served, tmp_path
     out = gpuctl("--server", server.url, "--token", alice, "check", "-f", str(manifest), "--as-group", "g",
                  config=cfg)
     assert out.returncode == 2
+
+
+def test_usage_with_gpu_hours(server: Served, tmp_path: Path) -> None:
+    out = gpuctl("--server", server.url, "--token", ADMIN, "usage", "--since", "1h", config=tmp_path / "c.json")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines()[0].split() == ["BY", "NAME", "GPUS", "NOW", "GPU-HOURS"]
+    out = gpuctl("--server", server.url, "--token", ADMIN, "-o", "json", "usage", "--since", "1h",
+                 config=tmp_path / "c.json")
+    hours = json.loads(out.stdout)["gpu_hours"]
+    assert hours["users"]["bob"] > 0 and set(hours) == {"since", "until", "users", "teams", "roles"}
