@@ -84,7 +84,7 @@ def create_approval(ledger: Ledger, new: NewApproval, actor: Actor, now: float) 
         (approval_id, actor.user, json.dumps(list(new.requester_teams)), new.action, new.kind, new.namespace,
          new.name, new.gpus, new.reason, now, now + new.expires_in_s),
     )
-    row = _approval_row(ledger, approval_id)
+    row = _row(ledger, "approvals", approval_id)
     ledger.append_audit(change_record(
         row, kind="Approval", action="approval", actor=actor, request_uid=_uid(),
         reason=f"approval {approval_id} requested: {new.reason}", changes=[state_change("", "pending")],
@@ -92,17 +92,18 @@ def create_approval(ledger: Ledger, new: NewApproval, actor: Actor, now: float) 
     return approval_view(row, now)
 
 
-def _approval_row(ledger: Ledger, approval_id: str) -> Row:
-    row = ledger.db.one("SELECT * FROM approvals WHERE id = ?", (approval_id,))
+def _row(ledger: Ledger, table: str, row_id: str) -> Row:
+    """The approval or grant `row_id` (`table` is one of the two, never user input); KeyError if none."""
+    row = ledger.db.one(f"SELECT * FROM {table} WHERE id = ?", (row_id,))
     if row is None:
-        raise KeyError(approval_id)
+        raise KeyError(row_id)
     return row
 
 
 def review_approval(ledger: Ledger, approval_id: str, verdict: str, actor: Actor, comment: str,
                     now: float) -> dict[str, Any]:
     """Approve or deny a pending, unexpired approval (the caller checked that `actor` may)."""
-    row = _approval_row(ledger, approval_id)
+    row = _row(ledger, "approvals", approval_id)
     state = approval_view(row, now)["state"]
     if state != "pending":
         raise StateConflict(f"approval {approval_id} is {state}, not pending")
@@ -114,7 +115,7 @@ def review_approval(ledger: Ledger, approval_id: str, verdict: str, actor: Actor
         reason=f"approval {approval_id} {verdict} by {actor.user}{note}",
         changes=[state_change("pending", verdict)],
     ), now=now, dry_run=False)
-    return approval_view(_approval_row(ledger, approval_id), now)
+    return approval_view(_row(ledger, "approvals", approval_id), now)
 
 
 # ------------------------------------------------------------------ grants
@@ -127,7 +128,7 @@ def create_grant(ledger: Ledger, new: NewGrant, actor: Actor, now: float) -> dic
         "VALUES (?, ?, ?, ?, ?, 'active', ?, ?)",
         (grant_id, new.user, new.role, new.reason, actor.user, now, now + new.expires_in_s),
     )
-    row = _grant_row(ledger, grant_id)
+    row = _row(ledger, "grants", grant_id)
     ledger.append_audit(change_record(
         row, kind="Grant", action="grant", actor=actor, request_uid=_uid(),
         reason=f"BREAK-GLASS grant {grant_id}: role {new.role} to {new.user} for {new.expires_in_s:g} s: "
@@ -135,13 +136,6 @@ def create_grant(ledger: Ledger, new: NewGrant, actor: Actor, now: float) -> dic
         changes=[state_change("", "active"), {"field": "role", "change": "added", "new": new.role}],
     ), now=now, dry_run=False)
     return grant_view(row, now)
-
-
-def _grant_row(ledger: Ledger, grant_id: str) -> Row:
-    row = ledger.db.one("SELECT * FROM grants WHERE id = ?", (grant_id,))
-    if row is None:
-        raise KeyError(grant_id)
-    return row
 
 
 def end_grant(ledger: Ledger, row: Row, state: str, actor: Actor, now: float) -> None:
@@ -156,12 +150,12 @@ def end_grant(ledger: Ledger, row: Row, state: str, actor: Actor, now: float) ->
 
 
 def revoke_grant(ledger: Ledger, grant_id: str, actor: Actor, now: float) -> dict[str, Any]:
-    row = _grant_row(ledger, grant_id)
+    row = _row(ledger, "grants", grant_id)
     state = grant_view(row, now)["state"]
     if state != "active":
         raise StateConflict(f"grant {grant_id} is {state}, not active")
     end_grant(ledger, row, "revoked", actor, now)
-    return grant_view(_grant_row(ledger, grant_id), now)
+    return grant_view(_row(ledger, "grants", grant_id), now)
 
 
 def expire_grants(ledger: Ledger, now: float) -> None:
