@@ -1,0 +1,222 @@
+"""`gpuctl roles`, `gpuctl quota` and `gpuctl policy`: run-time settings (docs/admin.md)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from gateway.cli.gpuctl import Client, _duration, _table, main
+
+REPLACEABLE = ("policy.csv", "limits.yaml")
+
+
+def _gpus(value: str | None) -> int | str | None:
+    """A GPU count, None for `unlimited`, or "unset" when the option was not given."""
+    if value is None:
+        return "unset"
+    if value.lower() in ("unlimited", "none", "null"):
+        return None
+    try:
+        number = int(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a number of GPUs or `unlimited`") from None
+    if number < 0:
+        raise click.BadParameter("a GPU count cannot be negative")
+    return number
+
+
+def _shown(value: Any) -> str:
+    return "unlimited" if value is None else str(value)
+
+
+# ------------------------------------------------------------------------------ roles
+
+
+@main.group("roles", invoke_without_command=True)
+@click.pass_context
+def roles(ctx: click.Context) -> None:
+    """Role bindings (group:NAME or user:NAME -> roles); without a subcommand, list them."""
+    if ctx.invoked_subcommand is not None:
+        return
+    client: Client = ctx.obj
+    data = client.get("/roles")
+    bindings = _table(["SUBJECT", "ROLES", "SOURCE"],
+                      [[b["subject"], ",".join(b["roles"]) or "(none)", b["source"]] for b in data["bindings"]])
+    perms = _table(["ROLE", "PERMISSIONS"],
+                   [[r["name"], " ".join(f"{a}:{s}" for a, s in r["permissions"])] for r in data["roles"]])
+    client.show(data, f"{bindings}\n\n{perms}")
+
+
+@roles.command("bind")
+@click.argument("subject")
+@click.argument("role", nargs=-1)
+@click.option("--reason", required=True, help="Why; recorded in the audit log.")
+@click.pass_obj
+def roles_bind(client: Client, subject: str, role: tuple[str, ...], reason: str) -> None:
+    """Give SUBJECT (group:NAME or user:NAME) exactly ROLE... (none: take every role away)."""
+    done = client.request("PUT", f"/roles/bindings/{subject}", json={"roles": list(role), "reason": reason}).json()
+    client.show(done, f"{subject}: {','.join(done['new']) or '(no role)'} (revision {done['revision']})")
+
+
+@roles.command("unbind")
+@click.argument("subject")
+@click.option("--reason", required=True, help="Why; recorded in the audit log.")
+@click.pass_obj
+def roles_unbind(client: Client, subject: str, reason: str) -> None:
+    """Remove SUBJECT's run-time binding: the policy bundle's binding is in force again."""
+    done = client.request("DELETE", f"/roles/bindings/{subject}", json={"reason": reason}).json()
+    client.show(done, f"{subject}: run-time binding removed (revision {done['revision']})")
+
+
+# ------------------------------------------------------------------------------ quotas
+
+
+@main.group("quota")
+def quota() -> None:
+    """GPU quotas per user:NAME, team:NAME and role:NAME."""
+
+
+@quota.command("get")
+@click.argument("target", required=False)
+@click.pass_obj
+def quota_get(client: Client, target: str | None) -> None:
+    """The quota in force for TARGET (user:NAME, team:NAME, role:NAME), or every quota."""
+    if target:
+        data = client.get(f"/quotas/{target}")
+        items = [data]
+    else:
+        data = client.get("/quotas")
+        items = data["items"]
+    client.show(data, _table(
+        ["TARGET", "MAX CONCURRENT GPUS", "MAX GPUS PER WORKLOAD", "SOURCE"],
+        [[q["target"], _shown(q["quota"].get("max_concurrent_gpus")),
+          _shown(q["quota"]["max_gpus_per_workload"]) if "max_gpus_per_workload" in q["quota"] else "-",
+          q["source"]] for q in items]))
+
+
+@quota.command("set")
+@click.argument("target")
+@click.option("--max-concurrent-gpus", help="GPUs held at once (a number or `unlimited`).")
+@click.option("--max-gpus-per-workload", help="Roles only: the largest workload (a number or `unlimited`).")
+@click.option("--reason", required=True, help="Why; recorded in the audit log.")
+@click.pass_obj
+def quota_set(client: Client, target: str, max_concurrent_gpus: str | None, max_gpus_per_workload: str | None,
+              reason: str) -> None:
+    """Set TARGET's quota at run time (every replica applies it within about a second)."""
+    body: dict[str, Any] = {"reason": reason}
+    for key, raw in (("max_concurrent_gpus", max_concurrent_gpus), ("max_gpus_per_workload", max_gpus_per_workload)):
+        value = _gpus(raw)
+        if value != "unset":
+            body[key] = value
+    if len(body) == 1:
+        raise click.UsageError("give --max-concurrent-gpus and/or --max-gpus-per-workload")
+    done = client.request("PUT", f"/quotas/{target}", json=body).json()
+    new = ", ".join(f"{k}={_shown(v)}" for k, v in sorted(done["new"].items()))
+    client.show(done, f"{target}: {new} (revision {done['revision']})")
+
+
+@quota.command("unset")
+@click.argument("target")
+@click.option("--reason", required=True, help="Why; recorded in the audit log.")
+@click.pass_obj
+def quota_unset(client: Client, target: str, reason: str) -> None:
+    """Remove TARGET's run-time quota: the policy bundle's is in force again."""
+    done = client.request("DELETE", f"/quotas/{target}", json={"reason": reason}).json()
+    client.show(done, f"{target}: run-time quota removed (revision {done['revision']})")
+
+
+# ------------------------------------------------------------------------------ policy
+
+
+def _read_proposal(directory: Path) -> dict[str, str]:
+    files = {}
+    for name in REPLACEABLE:
+        path = directory / name
+        try:
+            files[name] = path.read_text()
+        except OSError as exc:
+            raise click.BadParameter(f"cannot read {path}: {exc}", param_hint="--from") from None
+    return files
+
+
+_FROM = click.option("--from", "directory", required=True, type=click.Path(exists=True, file_okay=False,
+                     path_type=Path), help="Directory holding the proposed policy.csv and limits.yaml.")
+
+
+@main.group("policy")
+def policy() -> None:
+    """View, diff and replace the policy (policy.csv and limits.yaml)."""
+
+
+@policy.command("get")
+@click.option("--to", "directory", type=click.Path(file_okay=False, path_type=Path),
+              help="Write the files into this directory instead of printing them.")
+@click.pass_obj
+def policy_get(client: Client, directory: Path | None) -> None:
+    """The policy in force: version, digest, source and files."""
+    data = client.get("/policy")
+    if directory is not None:
+        directory.mkdir(parents=True, exist_ok=True)
+        for name, text in data["files"].items():
+            (directory / name).write_text(text)
+    header = f"# version {data['version']}  digest {data['digest']}  source {data['source']}"
+    body = "" if directory else "".join(f"\n# ---- {n}\n{t}" for n, t in sorted(data["files"].items()))
+    client.show(data, header + (f"\nwritten to {directory}" if directory else body))
+
+
+@policy.command("diff")
+@_FROM
+@click.pass_obj
+def policy_diff(client: Client, directory: Path) -> None:
+    """Validate the files in --from against the policy in force and show the diff (exit 1 if invalid)."""
+    data = client.request("POST", "/policy/diff", json={"files": _read_proposal(directory)}).json()
+    if not data["valid"]:
+        client.show(data, f"invalid: {data['error']}")
+        raise SystemExit(1)
+    note = "applying it needs a second admin's approval (gpuctl policy request)" if data["needs_approval"] else ""
+    client.show(data, f"{data['diff'] or 'no change'}\n# proposal {data['digest']} {note}".rstrip())
+
+
+@policy.command("request")
+@click.option("--from", "directory", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Directory holding the proposed policy.csv and limits.yaml.")
+@click.option("--digest", help="The proposal's digest instead (as a refused apply or revert names it).")
+@click.option("--reason", required=True, help="Why; the approver reads it.")
+@click.option("--expires-in", default="1h", show_default=True, help="How long the approval may wait and be used.")
+@click.pass_obj
+def policy_request(client: Client, directory: Path | None, digest: str | None, reason: str, expires_in: str) -> None:
+    """Ask a second admin to approve replacing the policy with the files in --from."""
+    if (directory is None) == (digest is None):
+        raise click.UsageError("give either --from DIR or --digest DIGEST")
+    if directory is not None:
+        check = client.request("POST", "/policy/diff", json={"files": _read_proposal(directory)}).json()
+        if not check["valid"]:
+            client.show(check, f"invalid: {check['error']}")
+            raise SystemExit(1)
+        digest = check["digest"]
+    created = client.request("POST", "/approvals", json={
+        "action": "policy-change", "name": digest, "reason": reason,
+        "expires_in_s": _duration(expires_in)}).json()
+    client.show(created, f"approval {created['id']} requested for proposal {digest}; ask another admin to run: "
+                         f"gpuctl approve {created['id']}, then apply (or revert) again")
+
+
+@policy.command("apply")
+@_FROM
+@click.option("--reason", required=True, help="Why; recorded in the audit log.")
+@click.pass_obj
+def policy_apply(client: Client, directory: Path, reason: str) -> None:
+    """Replace the policy with the files in --from (validated; every replica applies it)."""
+    done = client.request("PUT", "/policy", json={"files": _read_proposal(directory), "reason": reason}).json()
+    client.show(done, f"{done['diff'] or 'no change'}\n# policy {done['digest']} in force, version {done['version']}")
+
+
+@policy.command("revert")
+@click.option("--reason", required=True, help="Why; recorded in the audit log.")
+@click.pass_obj
+def policy_revert(client: Client, reason: str) -> None:
+    """Go back to the policy files the gateway was started with."""
+    done = client.request("DELETE", "/policy", json={"reason": reason}).json()
+    client.show(done, f"{done['diff'] or 'no change'}\n# the files' policy {done['digest']} is in force again")
