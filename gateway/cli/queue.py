@@ -1,0 +1,123 @@
+"""`gpu-gateway queue`: the waiting workloads, in queue order, with why they wait."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import click
+
+from gateway.cli.scheduler_options import scheduler_options
+from gateway.config import SchedulerSettings
+
+
+def queue_items(rows: list[dict[str, Any]], now: float) -> list[dict[str, Any]]:
+    """The JSON contract of `gpu-gateway queue -o json`, one item per waiting workload."""
+    return [{
+        "position": i,
+        "resource": r["resource"], "namespace": r["namespace"], "name": r["name"],
+        "owner": r["owner"], "team": r["team"], "role": r["role"],
+        "gpus": int(r["gpus"]), "pods": int(r["pods"]),
+        "priority": int(r["priority"]), "priority_class": r["priority_class"],
+        "queued_at": datetime.fromtimestamp(float(r["arrival"]), UTC).isoformat(timespec="seconds"),
+        "waited_s": round(max(now - float(r["arrival"]), 0.0), 1),
+        "reason": r["reason"] or "not yet placed by the controller",
+    } for i, r in enumerate(rows, start=1)]
+
+
+def queue_table(items: list[dict[str, Any]]) -> str:
+    if not items:
+        return "no workloads waiting"
+    heads = ("POS", "WORKLOAD", "OWNER", "TEAM", "GPUS", "PODS", "PRIO", "WAITED", "REASON")
+    rows = [(str(i["position"]), f"{i['resource']} {i['namespace']}/{i['name']}", i["owner"], i["team"] or "-",
+             str(i["gpus"]), str(i["pods"]), str(i["priority"]), f"{i['waited_s']:.0f}s", i["reason"]) for i in items]
+    widths = [max(len(h), *(len(r[c]) for r in rows)) for c, h in enumerate(heads[:-1])]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths) + "  {}"
+    return "\n".join([fmt.format(*heads), *(fmt.format(*r) for r in rows)])
+
+
+@click.command("queue")
+@click.option("--state", type=click.Path(dir_okay=False, path_type=Path), help="SQLite state file.")
+@click.option("--database-url", metavar="URL", help="PostgreSQL database (instead of --state).")
+@click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table")
+def queue(state: Path | None, database_url: str | None, output: str) -> None:
+    """Workloads waiting in the GPU queue: position, owner, GPUs, pods and why they wait.
+
+    With -o json: {"items": [{"position", "resource", "namespace", "name", "owner", "team",
+    "role", "gpus", "pods", "priority", "priority_class", "queued_at", "waited_s", "reason"}]}.
+    """
+    from gateway.cli.gpu_gateway import _open_store
+    from gateway.errors import GatewayError
+
+    try:
+        items = queue_items(_open_store(state, database_url).queue_rows(), time.time())
+    except GatewayError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if output == "json":
+        click.echo(json.dumps({"items": items}, sort_keys=True))
+    else:
+        click.echo(queue_table(items))
+
+
+@click.command("controller")
+@click.option("--state", type=click.Path(dir_okay=False, path_type=Path), help="SQLite state file.")
+@click.option("--database-url", metavar="URL", envvar="GPU_GATEWAY_DATABASE_URL",
+              help="PostgreSQL database (instead of --state; also from GPU_GATEWAY_DATABASE_URL).")
+@click.option("--policy-dir", type=click.Path(file_okay=False, exists=True, path_type=Path),
+              help="Policy bundle; default: the bundled policies/.")
+@click.option("--lease-namespace", default="gpu-gateway", show_default=True)
+@click.option("--lease-name", default="gpu-gateway-controller", show_default=True)
+@click.option("--interval", type=float, default=2.0, show_default=True, metavar="SECONDS",
+              help="Time between passes.")
+@click.option("--metrics-port", type=int, default=9090, show_default=True, help="Serve /metrics here (0: off).")
+@click.option("--metrics-host", default="0.0.0.0", show_default=True)
+@click.option("--once", is_flag=True, help="Run one pass (if this replica gets the Lease) and exit.")
+@click.option("--log-level", default="INFO", show_default=True)
+@scheduler_options(with_controller_flag=False)
+def controller(state: Path | None, database_url: str | None, policy_dir: Path | None, lease_namespace: str,
+               lease_name: str, interval: float, metrics_port: int, metrics_host: str, once: bool, log_level: str,
+               scheduler: SchedulerSettings) -> None:
+    """Run the queue controller: rebuild the ledger from the cluster, release whole gangs, report waits.
+
+    One replica is active at a time (a coordination.k8s.io Lease); the others wait to take over.
+    """
+    import signal
+
+    from prometheus_client import start_http_server
+
+    from gateway.config import StoreSettings
+    from gateway.controller.loop import ControllerSettings
+    from gateway.controller.run import build_controller
+    from gateway.errors import GatewayError
+    from gateway.logs import setup_logging
+    from gateway.metrics import Metrics
+    from gateway.policy_bundle import PolicyHolder, default_policy_dir
+    from gateway.server import open_store
+
+    setup_logging(log_level.upper())
+    if (state is None) == (database_url is None):
+        raise click.UsageError("give exactly one of --state PATH and --database-url URL")
+    try:
+        store = open_store(StoreSettings(path=state or Path("gpu-gateway.db"), database_url=database_url))
+        policies = PolicyHolder(policy_dir or default_policy_dir())
+        metrics = Metrics()
+        metrics.watch_team_gpus(store.gpus_by_team)
+        metrics.watch_queue(lambda: len(store.queue_rows()))
+        settings = ControllerSettings(identity=scheduler.service_account, lease_namespace=lease_namespace,
+                                      lease_name=lease_name, interval_s=interval)
+        ctl = build_controller(scheduler, store, policies, metrics.registry, settings)
+        if once:
+            result = ctl.run_once()
+            click.echo("not the leader: another replica holds the lease" if result is None else
+                       f"released {len(result.plan.released)}, waiting {len(result.plan.held)}, "
+                       f"dropped {len(result.dropped)}")
+            return
+        if metrics_port:
+            start_http_server(metrics_port, addr=metrics_host, registry=metrics.registry)
+        signal.signal(signal.SIGTERM, lambda *_: ctl.stop())
+        ctl.run()
+    except GatewayError as exc:
+        raise click.ClickException(str(exc)) from exc

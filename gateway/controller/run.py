@@ -1,0 +1,30 @@
+"""Starting the controller: inside `serve` (a thread beside the webhook) or as `gpu-gateway controller`."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from gateway.config import SchedulerSettings
+from gateway.controller.kube import Cluster, api_client
+from gateway.controller.loop import Controller, ControllerSettings
+
+log = logging.getLogger("gateway.controller")
+
+
+def build_controller(scheduler: SchedulerSettings, store: Any, policies: Any, registry: Any,
+                     settings: ControllerSettings | None = None) -> Controller:
+    kubeconfig = str(scheduler.kubeconfig) if scheduler.kubeconfig else None
+    cluster = Cluster(api_client(kubeconfig))
+    settings = settings or ControllerSettings(identity=scheduler.service_account)
+    return Controller(cluster, store, policies, settings, registry=registry)
+
+
+def start_controller(scheduler: SchedulerSettings, service: Any) -> Controller:
+    """The controller in a daemon thread, sharing the service's store, policy and /metrics."""
+    controller = build_controller(scheduler, service.store, service.policies, service.metrics.registry)
+    threading.Thread(target=controller.run, name="gpu-gateway-controller", daemon=True).start()
+    log.info("queue controller started (lease %s/%s)", controller.settings.lease_namespace,
+             controller.settings.lease_name)
+    return controller

@@ -1,0 +1,236 @@
+"""The queue in the store: waiting workloads, and one queue pass per transaction.
+
+`QueueStore` is mixed into both backends, which supply `_read` and `_write` (one transaction
+under the backend's write lock; on PostgreSQL the advisory lock every ledger write takes).
+A pass (`run_queue`) reads the usage counters and the waiting rows, lets the pure core
+(gateway.core.queue.plan_release) decide, and in the same transaction charges the released
+workloads' reservations, drops the gangs whose pods did not all appear in time, records
+every waiting row's position and reason, and writes an audit record for each release and
+drop: admissions on other replicas can never slip between the decision and its writes.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from gateway.core.decision import Decision, Reservation
+from gateway.core.policy import Policy
+from gateway.core.queue import Caps, Held, ReleasePlan, Waiting, plan_release
+from gateway.core.reconcile import Held as LedgerHeld
+from gateway.core.reconcile import Repair
+from gateway.core.scheduling import Scheduling, exhausted, period_start
+from gateway.store.base import Actor
+from gateway.store.sql import Ledger
+
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """The caps a pass applies that do not live in the ledger: from the policy and the cluster."""
+
+    role_user_caps: Mapping[str, int | None]
+    team_caps: Mapping[str, int]
+    default_team_cap: int | None
+    scheduling: Scheduling
+    capacity: int | None = None
+    """GPU allocatable on the cluster's nodes; None when unknown."""
+
+
+@dataclass(frozen=True, slots=True)
+class PassResult:
+    plan: ReleasePlan
+    dropped: tuple[tuple[str, str], ...] = ()
+    """(workload key, reason) of gangs whose reservations were dropped."""
+
+
+def waiting_key(row: Mapping[str, Any]) -> str:
+    return f"{row['resource']}/{row['namespace']}/{row['name']}"
+
+
+def split_key(key: str) -> tuple[str, str, str]:
+    resource, namespace, name = key.split("/", 2)
+    return resource, namespace, name
+
+
+class QueueStore:
+    """The queue's reads and its pass; see the module docstring."""
+
+    _read: Callable[..., Any]
+    _write: Callable[..., Any]
+
+    def queue_rows(self) -> list[dict[str, Any]]:
+        """Waiting workloads in queue order (position; 0, not yet placed by a pass, last)."""
+        def read(ledger: Ledger) -> list[dict[str, Any]]:
+            rows = ledger.db.all("SELECT * FROM queue ORDER BY CASE WHEN position = 0 THEN 1 ELSE 0 END, "
+                                 "position, arrival, resource, namespace, name")
+            return [dict(r) for r in rows]
+        rows: list[dict[str, Any]] = self._read(read)
+        return rows
+
+    def run_queue(self, limits: Limits, *, now: float, actor: Actor,
+                  pods_seen: Mapping[str, int] | None = None) -> PassResult:
+        """One queue pass in one transaction (see the module docstring).
+
+        `pods_seen` counts the pods of each waiting workload that exist (gated) in the
+        cluster; a workload is released only once all its GPU pods exist, and one whose pods
+        have not all appeared `gang_timeout_s` after it was queued is dropped. None skips
+        both (no cluster: every gang counts as complete).
+        """
+        def work(ledger: Ledger) -> PassResult:
+            return _run(ledger, limits, now=now, actor=actor, pods_seen=pods_seen)
+        result: PassResult = self._write(work)
+        return result
+
+    def reconcile(self, observe: Callable[[list[LedgerHeld], frozenset[str]], list[Repair]], *, now: float,
+                  actor: Actor) -> list[Repair]:
+        """Make the ledger agree with the cluster in one transaction: `observe` gets the
+        ledger's reservations and the waiting keys and answers the repairs
+        (gateway.core.reconcile.plan_reconcile over the pods seen); each is applied and audited."""
+        def work(ledger: Ledger) -> list[Repair]:
+            held, waiting = _reconcile_view(ledger)
+            repairs = observe(held, waiting)
+            for repair in repairs:
+                _repair(ledger, repair, now=now, actor=actor)
+            return repairs
+        repairs: list[Repair] = self._write(work)
+        return repairs
+
+    def charged_workloads(self) -> dict[str, str]:
+        """Workload key → owner of every charged reservation (its gated pods may start)."""
+        def read(ledger: Ledger) -> dict[str, str]:
+            rows = ledger.db.all("SELECT resource, namespace, name, owner FROM reservations WHERE charged = 1")
+            return {waiting_key(r): r["owner"] for r in rows}
+        found: dict[str, str] = self._read(read)
+        return found
+
+
+def _run(ledger: Ledger, limits: Limits, *, now: float, actor: Actor,
+         pods_seen: Mapping[str, int] | None) -> PassResult:
+    db = ledger.db
+    rows = [dict(r) for r in db.all("SELECT * FROM queue")]
+    sched = limits.scheduling
+    dropped: list[tuple[str, str]] = []
+    candidates: list[Waiting] = []
+    incomplete: list[Held] = []
+    for row in rows:
+        key = waiting_key(row)
+        seen = pods_seen.get(key, 0) if pods_seen is not None else int(row["pods"])
+        if seen < int(row["pods"]):
+            if now - float(row["arrival"]) > sched.gang_timeout_s:
+                reason = (f"only {seen} of its {row['pods']} GPU pods appeared within "
+                          f"{sched.gang_timeout_s:g} s of being queued")
+                _drop(ledger, row, reason, now=now, actor=actor)
+                dropped.append((key, reason))
+            else:
+                incomplete.append(Held(key, 0, f"waiting for its pods: {seen} of {row['pods']} appeared"))
+            continue
+        candidates.append(Waiting(key, row["owner"], row["team"], row["role"], int(row["gpus"]), int(row["pods"]),
+                                  int(row["priority"]), float(row["arrival"])))
+    exhausted_users: frozenset[str] = frozenset()
+    exhausted_teams: frozenset[str] = frozenset()
+    if sched.user_budgets or sched.team_budgets:
+        hours = ledger.gpu_hours(period_start(now, sched.budget_period), now)
+        exhausted_users = exhausted(hours["users"], sched.user_budgets)
+        exhausted_teams = exhausted(hours["teams"], sched.team_budgets)
+    users = ledger.gpus_by_scope("user")
+    caps = Caps(
+        user_used=users, team_used=ledger.gpus_by_scope("team"),
+        role_user_caps=limits.role_user_caps, team_caps=limits.team_caps, default_team_cap=limits.default_team_cap,
+        capacity=limits.capacity, cluster_used=sum(users.values()),
+        exhausted_users=exhausted_users, exhausted_teams=exhausted_teams, team_shares=sched.team_shares,
+    )
+    plan = plan_release(candidates, caps, now=now, wait_limit_s=sched.wait_limit_s)
+    for w in plan.released:
+        _release(ledger, w, now=now, actor=actor)
+    held = [*plan.held, *incomplete]
+    for position, h in enumerate(held, start=1):
+        db.run("UPDATE queue SET position = ?, reason = ? WHERE resource = ? AND namespace = ? AND name = ?",
+               (position, h.reason, *split_key(h.key)))
+    positioned = tuple(Held(h.key, i, h.reason, h.reserved, h.impossible) for i, h in enumerate(held, start=1))
+    return PassResult(ReleasePlan(plan.released, positioned), tuple(dropped))
+
+
+def _release(ledger: Ledger, w: Waiting, *, now: float, actor: Actor) -> None:
+    """Charge a released workload's reservation (usage counters, GPU-hour interval) and audit it."""
+    db = ledger.db
+    key = split_key(w.key)
+    db.run("DELETE FROM queue WHERE resource = ? AND namespace = ? AND name = ?", key)
+    row = db.one("SELECT * FROM reservations WHERE resource = ? AND namespace = ? AND name = ?", key)
+    if row is None or row["charged"]:
+        return  # deleted meanwhile (its kill dropped the queue row too) or already charged
+    db.run("UPDATE reservations SET charged = 1 WHERE resource = ? AND namespace = ? AND name = ?", key)
+    ledger.count(row["owner"], row["team"], int(row["gpus"]))
+    db.run("INSERT INTO usage_intervals (resource, namespace, name, owner, team, role, gpus, started_at) "
+           "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", (*key, row["owner"], row["team"], row["role"], int(row["gpus"]), now))
+    _audit(ledger, key, row, actor=actor, now=now, rule="queue-release",
+           reason=f"released from the queue: its {w.pods} GPU pods exist and its {w.gpus} GPUs fit every quota "
+                  f"that applies",
+           request_uid=str(row["request_uid"]))
+
+
+def _drop(ledger: Ledger, row: Mapping[str, Any], reason: str, *, now: float, actor: Actor) -> None:
+    key = (row["resource"], row["namespace"], row["name"])
+    ledger.db.run("DELETE FROM queue WHERE resource = ? AND namespace = ? AND name = ?", key)
+    ledger.db.run("DELETE FROM reservations WHERE resource = ? AND namespace = ? AND name = ? AND charged = 0", key)
+    _audit(ledger, key, row, actor=actor, now=now, rule="gang-timeout", reason=f"queue reservation dropped: {reason}",
+           request_uid=str(row["request_uid"]))
+
+
+def _audit(ledger: Ledger, key: tuple[str, str, str], row: Mapping[str, Any], *, actor: Actor, now: float,
+           rule: str, reason: str, request_uid: str) -> None:
+    ledger.append_audit({
+        "request_uid": request_uid, "user": actor.user, "groups": json.dumps(list(actor.groups)),
+        "role": actor.role, "action": "schedule", "kind": key[0], "namespace": key[1], "name": key[2],
+        "object_uid": "", "gpus": int(row["gpus"]), "decision": "allowed" if rule == "queue-release" else "denied",
+        "mode": "enforce", "rule": rule, "reason": reason, "policy_version": "",
+        "owner": row["owner"], "team": row["team"], "changes": "[]",
+    }, now=now, dry_run=False)
+
+
+def limits_from(policy: Policy, capacity: int | None = None) -> Limits:
+    """The pass's `Limits` from the policy in force (gateway.core.policy.Policy) and the cluster's capacity."""
+    return Limits(
+        role_user_caps={role: lim.max_concurrent_gpus for role, lim in policy.limits.items()},
+        team_caps={t: c for t, c in policy.team_caps.items() if c is not None},
+        default_team_cap=policy.default_team_cap,
+        scheduling=policy.scheduling, capacity=capacity,
+    )
+
+
+def _reconcile_view(ledger: Ledger) -> tuple[list[LedgerHeld], frozenset[str]]:
+    rows = ledger.db.all("SELECT resource, namespace, name, owner, team, gpus, charged FROM reservations")
+    held = [LedgerHeld(f"{r['resource']}/{r['namespace']}/{r['name']}", r["owner"], r["team"], int(r["gpus"]),
+                       bool(r["charged"])) for r in rows]
+    waiting = frozenset(waiting_key(r) for r in ledger.db.all("SELECT resource, namespace, name FROM queue"))
+    return held, waiting
+
+
+def _repair(ledger: Ledger, repair: Repair, *, now: float, actor: Actor) -> None:
+    key = split_key(repair.key)
+    row = ledger.db.one("SELECT * FROM reservations WHERE resource = ? AND namespace = ? AND name = ?", key)
+    if repair.kind == "account":
+        if row is not None:
+            return
+        decision = Decision(allowed=True, rule="reconcile", reason=repair.reason,
+                            reserve=Reservation(repair.owner, repair.team, "", repair.gpus, True, "{}"))
+        owner, team, gpus = repair.owner, repair.team, repair.gpus
+    else:
+        if row is None:
+            return
+        owner, team, gpus = row["owner"], row["team"], int(row["gpus"])
+        if repair.kind == "forget":
+            decision = Decision(allowed=True, rule="reconcile", reason=repair.reason, release=True)
+        else:
+            decision = Decision(allowed=True, rule="reconcile", reason=repair.reason, reserve=Reservation(
+                owner, team, row["role"], gpus, False, row["shape"]))
+    ledger.apply(key, decision, now=now, request_uid=f"reconcile-{now:.0f}")
+    ledger.append_audit({
+        "request_uid": "", "user": actor.user, "groups": json.dumps(list(actor.groups)), "role": actor.role,
+        "action": "reconcile", "kind": key[0], "namespace": key[1], "name": key[2], "object_uid": "",
+        "gpus": gpus, "decision": "allowed", "mode": "enforce", "rule": f"reconcile-{repair.kind}",
+        "reason": repair.reason, "policy_version": "", "owner": owner, "team": team, "changes": "[]",
+    }, now=now, dry_run=False)

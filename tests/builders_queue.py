@@ -1,0 +1,72 @@
+"""Builders for queue-mode tests: a queue-mode policy bundle, and admitting a Job and its pods
+through the real AdmissionService as the API server would (mutate, apply the patch, validate)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import jsonpatch
+import yaml
+from conftest import POLICIES, RESEARCHER, make_job, review
+
+from gateway.service import AdmissionService
+from gateway.store.base import Actor
+
+GATEWAY = "system:serviceaccount:gpu-gateway:gpu-gateway"
+JOB_CONTROLLER = ("system:serviceaccount:kube-system:job-controller", ("system:serviceaccounts",))
+ACTOR = Actor(GATEWAY, (), "")
+
+
+def queue_policies(target: Path, **scheduling: Any) -> Path:
+    """The bundled policies with researchers in queue mode and a 32-GPU researcher cap."""
+    shutil.copytree(POLICIES, target)
+    path = target / "limits.yaml"
+    limits = yaml.safe_load(path.read_text())
+    limits["roles"]["researcher"]["max_concurrent_gpus"] = 32
+    limits["scheduling"].update({"roles": {"researcher": "queue"}, **scheduling})
+    path.write_text(yaml.safe_dump(limits))
+    return target
+
+
+def mutated(service: AdmissionService, obj: dict[str, Any], **kw: Any) -> dict[str, Any]:
+    """`obj` as the API server stores it after the mutating webhook's patch."""
+    answer = service.mutate(review(obj, **kw).body())["response"]
+    if "patch" not in answer:
+        return obj
+    return jsonpatch.apply_patch(obj, json.loads(base64.b64decode(answer["patch"])))
+
+
+def validate(service: AdmissionService, obj: dict[str, Any] | None, **kw: Any) -> dict[str, Any]:
+    return service.validate(review(obj, **kw).body())["response"]
+
+
+def job_pods(job: dict[str, Any], n: int) -> list[dict[str, Any]]:
+    """The pods the Job controller creates from the stored Job's template."""
+    template = job["spec"]["template"]
+    return [{"apiVersion": "v1", "kind": "Pod",
+             "metadata": {"name": f"{job['metadata']['name']}-{i}", "namespace": "research",
+                          "annotations": dict(template["metadata"]["annotations"])},
+             "spec": json.loads(json.dumps(template["spec"]))} for i in range(n)]
+
+
+def launch_job(service: AdmissionService, name: str, pods: int, gpus: int = 8) -> tuple[dict[str, Any], list]:
+    job = mutated(service, make_job(gpus=gpus, parallelism=pods).named("research", name).obj(),
+                  user="bob", groups=RESEARCHER)
+    answer = validate(service, job, user="bob", groups=RESEARCHER)
+    assert answer["allowed"], answer
+    created = []
+    for pod in job_pods(job, pods):
+        user, groups = JOB_CONTROLLER
+        pod = mutated(service, pod, user=user, groups=groups)
+        assert validate(service, pod, user=user, groups=groups)["allowed"]
+        created.append(pod)
+    return job, created
+
+
+def review_body(obj: dict[str, Any] | None, **kw: Any) -> dict[str, Any]:
+    """The AdmissionReview body of `obj` (conftest.review), for callers without the Review type."""
+    return review(obj, **kw).body()

@@ -1,0 +1,245 @@
+"""The controller through the real kubernetes client, against the API server test double
+(tests/k8s_api_double.py) on loopback, with a real SQLite store and the real admission service."""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import jsonpatch
+import pytest
+from builders_queue import JOB_CONTROLLER, job_pods, launch_job, mutated, queue_policies, review_body, validate
+from conftest import RESEARCHER, make_job, make_pod
+from k8s_api_double import FakeApiServer
+from prometheus_client import generate_latest
+from served import start_server, stop_server
+
+from gateway.controller import Controller, ControllerSettings
+from gateway.controller.kube import Cluster, ClusterError, api_client
+from gateway.core.scheduling import QUEUE_ANNOTATION, QUOTA_GATE
+from gateway.metrics import Metrics
+from gateway.policy_bundle import PolicyHolder
+from gateway.service import AdmissionService
+from gateway.store.sqlite import SQLiteStore
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def __call__(self) -> float:
+        return time.time() + self.offset
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> Any:
+    double = FakeApiServer()
+    url = double.start()
+    store = SQLiteStore(tmp_path / "state.db")
+    policies = PolicyHolder(queue_policies(tmp_path / "policies"))
+    service = AdmissionService(policies, store, metrics=Metrics())
+    clock = Clock()
+
+    def controller(holder: str = "replica-a") -> Controller:
+        settings = ControllerSettings(holder=holder, interval_s=1, lease_duration_s=15)
+        metrics = Metrics()
+        metrics.watch_queue(lambda: len(store.queue_rows()))
+        return Controller(Cluster(api_client(host=url)), store, policies, settings, registry=metrics.registry,
+                          clock=clock)
+
+    class World:
+        pass
+
+    w = World()
+    w.double, w.store, w.service, w.clock, w.controller = double, store, service, clock, controller
+    yield w
+    double.stop()
+    store.close()
+
+
+def create_pods(world: Any, pods: list[dict[str, Any]], phase: str = "Pending") -> None:
+    for pod in pods:
+        world.double.add_pod(pod, phase=phase)
+
+
+def test_a_queued_gang_is_released_whole_when_it_fits(world) -> None:
+    world.double.add_node("gpu-1", 64)
+    _, pods = launch_job(world.service, "train", pods=3)
+    create_pods(world, pods)
+    ctl = world.controller()
+    result = ctl.run_once()
+    assert [w.key for w in result.plan.released] == ["jobs.batch/research/train"]
+    for pod in pods:
+        assert world.double.pod("research", pod["metadata"]["name"])["spec"]["schedulingGates"] == []
+    assert world.store.gpus_by_user()["bob"] == 24
+    assert [r["rule"] for r in world.store.audit_rows() if r["action"] == "schedule"] == ["queue-release"]
+    assert world.store.verify().ok
+
+
+def test_a_gang_waits_for_cluster_capacity_with_position_reason_annotation_and_event(world) -> None:
+    world.double.add_node("gpu-1", 12)
+    world.double.add_node("gpu-2", 12)
+    world.double.add_node("cordoned", 64, unschedulable=True)
+    _, first = launch_job(world.service, "first", pods=3)
+    create_pods(world, first)
+    ctl = world.controller()
+    ctl.run_once()
+    _, second = launch_job(world.service, "second", pods=1)
+    create_pods(world, second)
+    result = ctl.run_once()
+    assert result.plan.released == ()
+    [held] = result.plan.held
+    assert held.position == 1 and "the cluster holds 24 of 24 GPUs" in held.reason
+    pod = world.double.pod("research", "second-0")
+    assert pod["spec"]["schedulingGates"] == [{"name": QUOTA_GATE}]
+    assert pod["metadata"]["annotations"][QUEUE_ANNOTATION].startswith("position 1: waiting for GPUs")
+    [event] = [e for e in world.double.events if e["reason"] == "GpuQueueWaiting"]
+    assert "jobs.batch research/second waits in the GPU queue at position 1" in event["message"]
+    ctl.run_once()  # nothing changed: no second Event
+    assert len([e for e in world.double.events if e["reason"] == "GpuQueueWaiting"]) == 1
+    # The first job's pods finish: their GPUs are free, and the second gang starts in the same pass.
+    for p in first:
+        world.double.set_phase("research", p["metadata"]["name"], "Succeeded")
+    result = ctl.run_once()
+    assert [w.key for w in result.plan.released] == ["jobs.batch/research/second"]
+    assert world.store.gpus_by_user()["bob"] == 8
+    assert world.double.pod("research", "second-0")["spec"]["schedulingGates"] == []
+    metrics = generate_latest(ctl.registry).decode()
+    assert "gpu_gateway_queue_length 0.0" in metrics and "gpu_gateway_queue_released_total 2.0" in metrics
+
+
+def test_a_missed_delete_never_leaves_gpus_reserved(world) -> None:
+    world.double.add_node("gpu-1", 64)
+    pod = make_pod(gpus=8).named("research", "solo").obj()
+    # reject mode for interns: admitted at once and charged
+    pod = mutated(world.service, pod, user="ivy", groups=("gpu-interns", "team:vision"))
+    assert validate(world.service, pod, user="ivy", groups=("gpu-interns", "team:vision"))["allowed"]
+    create_pods(world, [pod], phase="Running")
+    ctl = world.controller()
+    ctl.run_once()
+    assert world.store.gpus_by_user()["ivy"] == 8
+    world.double.delete_pod("research", "solo", seen=False)
+    world.double.compact()  # the watch resumes from a version the server no longer has: 410, list again
+    ctl.run_once()
+    assert world.store.gpus_by_user().get("ivy", 0) == 0
+    assert any(r["rule"] == "reconcile-forget" and r["name"] == "solo" for r in world.store.audit_rows())
+    assert any("watch=" in path and "resourceVersion=" in path for _, path in world.double.requests)
+
+
+def test_a_running_pod_the_ledger_does_not_know_is_accounted(world) -> None:
+    world.double.add_node("gpu-1", 64)
+    rogue = make_pod(gpus=4).named("research", "rogue").owned_by("mallory", "vision").obj()
+    create_pods(world, [rogue], phase="Running")
+    world.controller().run_once()
+    assert world.store.gpus_by_user()["mallory"] == 4 and world.store.gpus_by_team()["vision"] == 4
+    assert any(r["rule"] == "reconcile-account" for r in world.store.audit_rows())
+
+
+def test_a_gang_whose_pods_do_not_all_appear_is_dropped(world) -> None:
+    world.double.add_node("gpu-1", 64)
+    _, pods = launch_job(world.service, "stuck", pods=3)
+    create_pods(world, pods[:1])
+    ctl = world.controller()
+    result = ctl.run_once()
+    assert result.plan.released == () and "1 of 3 appeared" in result.plan.held[0].reason
+    world.clock.offset = world.service.policies.policy.scheduling.gang_timeout_s + 5
+    result = ctl.run_once()
+    [(key, reason)] = result.dropped
+    assert key == "jobs.batch/research/stuck" and "only 1 of its 3 GPU pods appeared" in reason
+    assert world.store.queue_rows() == [] and world.store.verify().ok
+
+
+def test_one_replica_leads_through_the_lease(world) -> None:
+    world.double.add_node("gpu-1", 64)
+    a, b = world.controller("replica-a"), world.controller("replica-b")
+    assert a.run_once() is not None
+    assert b.run_once() is None
+    assert a.run_once() is not None  # renews
+    world.clock.offset = 16  # a stops renewing; its lease expires
+    assert b.run_once() is not None
+    assert a.run_once() is None
+    lease = json.loads(json.dumps(world.double.leases[("gpu-gateway", "gpu-gateway-controller")]))
+    assert lease["spec"]["holderIdentity"] == "replica-b" and lease["spec"]["leaseTransitions"] == 1
+
+
+def test_the_double_refuses_adding_a_gate_as_the_api_server_does(world) -> None:
+    _, pods = launch_job(world.service, "train", pods=1)
+    create_pods(world, pods)
+    host, port = world.double.server.server_address[:2]
+    cluster = Cluster(api_client(host=f"http://{host}:{port}"))
+    with pytest.raises(ClusterError) as info:
+        cluster.patch_pod("research", "train-0", [{"op": "add", "path": "/spec/schedulingGates/-",
+                                                   "value": {"name": "other"}}])
+    assert info.value.status == 422
+    assert world.double.pod("research", "train-0")["spec"]["schedulingGates"] == [{"name": QUOTA_GATE}]
+
+
+def test_gpu_gateway_controller_once_runs_a_pass_through_a_kubeconfig(world, tmp_path: Path) -> None:
+    world.double.add_node("gpu-1", 64)
+    _, pods = launch_job(world.service, "train", pods=2)
+    create_pods(world, pods)
+    host, port = world.double.server.server_address[:2]
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(json.dumps({
+        "apiVersion": "v1", "kind": "Config", "current-context": "double",
+        "clusters": [{"name": "double", "cluster": {"server": f"http://{host}:{port}"}}],
+        "users": [{"name": "gateway", "user": {"token": "not-checked-by-the-double"}}],
+        "contexts": [{"name": "double", "context": {"cluster": "double", "user": "gateway"}}],
+    }))
+    policy_dir = tmp_path / "policies"
+    out = subprocess.run([sys.executable, "-m", "gateway.cli.gpu_gateway", "controller", "--state",
+                          str(tmp_path / "state.db"), "--policy-dir", str(policy_dir), "--kubeconfig", str(kubeconfig),
+                          "--once", "--interval", "1"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "released 1, waiting 0, dropped 0" in out.stdout
+    assert world.double.pod("research", "train-1")["spec"]["schedulingGates"] == []
+    assert world.store.gpus_by_user()["bob"] == 16
+
+
+def write_kubeconfig(world: Any, path: Path) -> Path:
+    host, port = world.double.server.server_address[:2]
+    path.write_text(json.dumps({
+        "apiVersion": "v1", "kind": "Config", "current-context": "double",
+        "clusters": [{"name": "double", "cluster": {"server": f"http://{host}:{port}"}}],
+        "users": [{"name": "gateway", "user": {"token": "not-checked-by-the-double"}}],
+        "contexts": [{"name": "double", "context": {"cluster": "double", "user": "gateway"}}],
+    }))
+    return path
+
+
+def test_serve_with_the_controller_flag_releases_what_it_queued(world, tmp_path: Path) -> None:
+    """One `serve --controller` process: /mutate gates, /validate queues, its controller releases."""
+    world.double.add_node("gpu-1", 64)
+    (tmp_path / "served").mkdir()
+    served = start_server(tmp_path / "served", "--controller", "--kubeconfig",
+                          str(write_kubeconfig(world, tmp_path / "kubeconfig")), tls=False,
+                          policy_dir=tmp_path / "policies")
+    try:
+        with served.client() as client:
+            def admit(obj: dict[str, Any], user: str, groups: tuple[str, ...]) -> dict[str, Any]:
+                answer = client.post("/mutate", json=review_body(obj, user=user, groups=groups)).json()["response"]
+                if "patch" in answer:
+                    obj = jsonpatch.apply_patch(obj, json.loads(base64.b64decode(answer["patch"])))
+                verdict = client.post("/validate", json=review_body(obj, user=user, groups=groups)).json()
+                assert verdict["response"]["allowed"], verdict
+                return obj
+
+            job = admit(make_job(gpus=8, parallelism=2).named("research", "served").obj(), "bob", RESEARCHER)
+            for pod in job_pods(job, 2):
+                create_pods(world, [admit(pod, *JOB_CONTROLLER)])
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                if all(not world.double.pod("research", f"served-{i}")["spec"]["schedulingGates"] for i in range(2)):
+                    break
+                time.sleep(0.2)
+            else:
+                raise AssertionError(f"not released: {(tmp_path / 'served' / 'server.log').read_text()[-2000:]}")
+            metrics = client.get("/metrics").text
+            assert "gpu_gateway_queue_released_total 1.0" in metrics and "gpu_gateway_controller_leader 1.0" in metrics
+    finally:
+        assert stop_server(served) == 0

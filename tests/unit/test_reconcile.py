@@ -1,0 +1,112 @@
+"""The controller's pure core: reading pods, repairing the ledger from them, choosing pods to ungate."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gateway.core.reconcile import Held, gate_removal_patch, gates_to_remove, gpu_capacity, plan_reconcile, read_pod
+from gateway.core.workloads import GpuMatcher
+
+GPU = GpuMatcher()
+KEY = "jobs.batch/research/train"
+
+
+def pod(name: str, *, gpus: int = 8, phase: str = "Running", owner: str = "bob", workload: str = "",
+        gated: bool = False, namespace: str = "research") -> dict[str, Any]:
+    ann = {"gpu-gateway.io/owner": owner, "gpu-gateway.io/team": "vision"}
+    if workload:
+        ann["gpu-gateway.io/workload"] = workload
+    spec: dict[str, Any] = {"containers": [{"name": "c", "resources": {"limits": {"nvidia.com/gpu": gpus}}}]}
+    if gated:
+        spec["schedulingGates"] = [{"name": "example.com/other"}, {"name": "gpu-gateway.io/quota"}]
+    return {"metadata": {"name": name, "namespace": namespace, "annotations": ann}, "spec": spec,
+            "status": {"phase": phase}}
+
+
+def views(*pods: dict[str, Any]) -> list[Any]:
+    out = [read_pod(p, GPU) for p in pods]
+    assert all(v is not None for v in out)
+    return out
+
+
+def test_a_pod_is_read_with_its_gpus_gate_and_workload() -> None:
+    [v] = views(pod("a", gpus=4, workload=KEY, gated=True))
+    assert (v.gpus, v.gate_index, v.workload, v.owner, v.key) == (4, 1, KEY, "bob", "pods/research/a")
+    assert gate_removal_patch(v) == [{"op": "test", "path": "/spec/schedulingGates/1/name",
+                                      "value": "gpu-gateway.io/quota"},
+                                     {"op": "remove", "path": "/spec/schedulingGates/1"}]
+    assert read_pod({"metadata": "nonsense"}, GPU) is None
+
+
+def test_missed_deletes_are_forgotten_and_finished_pods_uncharged() -> None:
+    ledger = [Held("pods/research/gone", "bob", "vision", 8, True),
+              Held("pods/research/done", "bob", "vision", 8, True),
+              Held("pods/research/running", "bob", "vision", 8, True)]
+    repairs = plan_reconcile(views(pod("done", phase="Succeeded"), pod("running")), ledger)
+    assert [(r.key, r.kind) for r in repairs] == [("pods/research/gone", "forget"), ("pods/research/done", "uncharge")]
+
+
+def test_a_workload_whose_pods_all_finished_is_uncharged_not_before() -> None:
+    ledger = [Held(KEY, "bob", "vision", 16, True)]
+    half = views(pod("t-0", workload=KEY, phase="Succeeded"), pod("t-1", workload=KEY))
+    assert plan_reconcile(half, ledger) == []
+    done = views(pod("t-0", workload=KEY, phase="Succeeded"), pod("t-1", workload=KEY, phase="Failed"))
+    [repair] = plan_reconcile(done, ledger)
+    assert (repair.key, repair.kind, repair.reason) == (KEY, "uncharge", "all 2 of its pods have finished")
+
+
+def test_only_running_unaccounted_gpu_pods_are_charged() -> None:
+    seen = views(pod("rogue", owner="mallory"), pod("cpu", gpus=0), pod("gated", workload=KEY, gated=True),
+                 pod("member", workload=KEY), pod("queued", workload="jobs.batch/research/q"),
+                 pod("finished", phase="Failed"))
+    repairs = plan_reconcile(seen, [Held(KEY, "bob", "vision", 8, True)],
+                             waiting=frozenset({"jobs.batch/research/q"}))
+    assert [(r.key, r.kind, r.owner, r.gpus) for r in repairs] == [("pods/research/rogue", "account", "mallory", 8)]
+
+
+def test_a_pod_cannot_ride_on_another_workloads_release() -> None:
+    seen = views(pod("mine", workload=KEY, gated=True), pod("thief", workload=KEY, gated=True, owner="eve"),
+                 pod("elsewhere", workload=KEY, gated=True, namespace="other"),
+                 pod("waiting", workload="jobs.batch/research/q", gated=True))
+    assert [p.name for p in gates_to_remove(seen, {KEY: "bob"})] == ["mine"]
+
+
+def test_capacity_counts_gpu_allocatable_on_schedulable_nodes() -> None:
+    nodes = [{"status": {"allocatable": {"nvidia.com/gpu": "8", "cpu": "96"}}},
+             {"status": {"allocatable": {"amd.com/gpu": "4"}}},
+             {"spec": {"unschedulable": True}, "status": {"allocatable": {"nvidia.com/gpu": "8"}}},
+             {"status": {"allocatable": {"nvidia.com/gpu": "bogus"}}}, {}]
+    assert gpu_capacity(nodes, GPU) == 12
+
+
+@settings(max_examples=200, deadline=None, derandomize=True)
+@given(st.lists(st.tuples(st.integers(0, 30), st.sampled_from(["Pending", "Running", "Succeeded", "Failed"]),
+                          st.booleans(), st.booleans()), max_size=30),
+       st.lists(st.tuples(st.integers(0, 30), st.booleans()), max_size=30))
+def test_repairs_make_the_ledger_agree_with_the_pods(pods, ledger) -> None:
+    """After the repairs, every charged pod record is of a live unfinished pod, and every live
+    ungated GPU pod is recorded; nothing is repaired twice."""
+    seen = {f"p{i}": (phase, gated, gpu) for i, phase, gated, gpu in pods}
+    vs = views(*(pod(n, phase=ph, gated=g, gpus=8 if gpu else 0) for n, (ph, g, gpu) in seen.items()))
+    held = {f"pods/research/p{i}": Held(f"pods/research/p{i}", "bob", "", 8, charged) for i, charged in ledger}
+    repairs = plan_reconcile(vs, held.values())
+    assert len({r.key for r in repairs}) == len(repairs)
+    after = dict(held)
+    for r in repairs:
+        if r.kind == "forget":
+            del after[r.key]
+        elif r.kind == "uncharge":
+            after[r.key] = Held(r.key, "bob", "", 8, False)
+        else:
+            after[r.key] = Held(r.key, r.owner, r.team, r.gpus, True)
+    for key, h in after.items():
+        name = key.rsplit("/", 1)[1]
+        assert name in seen
+        if h.charged:
+            assert seen[name][0] not in ("Succeeded", "Failed")
+    for name, (phase, gated, gpu) in seen.items():
+        if gpu and not gated and phase not in ("Succeeded", "Failed"):
+            assert f"pods/research/{name}" in after
