@@ -1,0 +1,37 @@
+"""Which requests the failure policy may refuse: only those that may concern GPUs.
+
+When the ledger cannot be reached, a request is let through unless it may add, keep or
+act on GPUs: objects that ask for none (and PersistentVolumeClaims, ConfigMaps and Secrets)
+are never blocked by a database fault. Pod subresources (exec, attach, eviction) and
+`/scale` carry no pod template, so without the ledger they cannot be told apart and take
+the failure policy.
+"""
+
+from __future__ import annotations
+
+from gateway.core.decision import Action
+from gateway.core.plan import Plan
+from gateway.errors import GatewayError
+
+
+def asks_for_gpus(plan: Plan) -> bool:
+    """Whether the failure policy applies to `plan` when the store fails (True when unsure)."""
+    if plan.data_kind:
+        return False
+    if plan.request.sub_resource:
+        return True
+    if plan.workload is not None:
+        return plan.workload.gpus > 0 or (plan.action is Action.MODIFY and _old_gpus(plan) > 0)
+    if plan.action is Action.KILL and plan.is_gpu is not None:
+        return _old_gpus(plan) > 0
+    return True
+
+
+def _old_gpus(plan: Plan) -> int:
+    """GPUs of the old object; an unreadable one counts as asking (the safe side)."""
+    if plan.is_gpu is None:
+        return 0
+    try:
+        return plan.old_gpus
+    except GatewayError:
+        return 1
