@@ -1,0 +1,288 @@
+{{/* Names and labels. */}}
+{{- define "gpu-gateway.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "gpu-gateway.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else if contains (include "gpu-gateway.name" .) .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name (include "gpu-gateway.name" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "gpu-gateway.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+app.kubernetes.io/name: {{ include "gpu-gateway.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end -}}
+
+{{/* Selector labels of one component: (dict "root" $ "component" "gateway"). */}}
+{{- define "gpu-gateway.selector" -}}
+app.kubernetes.io/name: {{ include "gpu-gateway.name" .root }}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end -}}
+
+{{- define "gpu-gateway.image" -}}
+{{- $tag := default .Chart.AppVersion .Values.image.tag -}}
+{{- if .Values.image.digest -}}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest -}}
+{{- else -}}
+{{- printf "%s:%s" .Values.image.repository $tag -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "gpu-gateway.serviceName" -}}{{ include "gpu-gateway.fullname" . }}{{- end -}}
+{{- define "gpu-gateway.tlsSecret" -}}
+{{- if eq .Values.tls.source "secret" -}}{{ .Values.tls.secret.name }}{{- else -}}{{ include "gpu-gateway.fullname" . }}-tls{{- end -}}
+{{- end -}}
+{{- define "gpu-gateway.policyConfigMap" -}}
+{{- default (printf "%s-policy" (include "gpu-gateway.fullname" .)) .Values.policy.existingConfigMap -}}
+{{- end -}}
+{{- define "gpu-gateway.historyKeySecret" -}}
+{{- default (printf "%s-history-key" (include "gpu-gateway.fullname" .)) .Values.historyKey.existingSecret -}}
+{{- end -}}
+
+{{/* The DNS names the serving certificate must carry. */}}
+{{- define "gpu-gateway.dnsNames" -}}
+{{- $svc := include "gpu-gateway.serviceName" . -}}
+{{- $names := list $svc (printf "%s.%s" $svc .Release.Namespace) (printf "%s.%s.svc" $svc .Release.Namespace) -}}
+{{- if .Values.adminApi.enabled -}}
+{{- $api := printf "%s-api" $svc -}}
+{{- $names = concat $names (list $api (printf "%s.%s" $api .Release.Namespace) (printf "%s.%s.svc" $api .Release.Namespace)) -}}
+{{- end -}}
+{{- toJson $names -}}
+{{- end -}}
+
+{{/* Refuse settings that would install an unsafe or broken gateway. */}}
+{{- define "gpu-gateway.validate" -}}
+{{- if and (gt (int .Values.gateway.replicas) 1) (ne .Values.database.type "postgresql") -}}
+{{- fail (printf "gateway.replicas=%d needs database.type=postgresql: one SQLite file serves one gateway process" (int .Values.gateway.replicas)) -}}
+{{- end -}}
+{{- if and (eq .Values.database.type "postgresql") (not .Values.database.postgresql.existingSecret) -}}
+{{- fail "database.type=postgresql needs database.postgresql.existingSecret (a Secret with the connection URL)" -}}
+{{- end -}}
+{{- if and .Values.controller.enabled (ne .Values.database.type "postgresql") -}}
+{{- fail "controller.enabled needs database.type=postgresql: the controller and the gateway share the ledger" -}}
+{{- end -}}
+{{- if and (eq .Values.tls.source "secret") (or (not .Values.tls.secret.name) (not .Values.tls.secret.caBundle)) -}}
+{{- fail "tls.source=secret needs tls.secret.name and tls.secret.caBundle" -}}
+{{- end -}}
+{{- if ge (mul (int .Values.gateway.decisionBudgetMs) 5) (mul (int .Values.webhook.timeoutSeconds) 4000) -}}
+{{- fail (printf "gateway.decisionBudgetMs=%d must stay below webhook.timeoutSeconds/1.25 (%d ms), or the API server times out before the gateway answers" (int .Values.gateway.decisionBudgetMs) (div (mul (int .Values.webhook.timeoutSeconds) 4000) 5)) -}}
+{{- end -}}
+{{- if and .Values.checkpoints.enabled (not .Values.checkpoints.existingSecret) -}}
+{{- fail "checkpoints.enabled needs checkpoints.existingSecret (a Secret with the Ed25519 signing key)" -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The policy bundle's limits.yaml as values: the chart-side copy, or the override. */}}
+{{- define "gpu-gateway.limits" -}}
+{{- $text := .Files.Get "files/policies/limits.yaml" -}}
+{{- if hasKey .Values.policy.files "limits.yaml" -}}{{- $text = get .Values.policy.files "limits.yaml" -}}{{- end -}}
+{{- $text | fromYaml | toJson -}}
+{{- end -}}
+
+{{/* A shell-style pattern list as one anchored RE2 alternation. */}}
+{{- define "gpu-gateway.globsRegex" -}}
+{{- $parts := list -}}
+{{- range . -}}
+{{- $parts = append $parts (regexQuoteMeta . | replace "\\*" ".*" | replace "\\?" ".") -}}
+{{- end -}}
+{{- printf "^(%s)$" (join "|" $parts) -}}
+{{- end -}}
+
+{{/* CEL: the resource name `.r` is a GPU (dict "r" var "g" $). */}}
+{{- define "gpu-gateway.celGpu" -}}
+{{- $limits := include "gpu-gateway.limits" .g | fromJson -}}
+{{- /* The defaults are the gateway's own when limits.yaml names none (gateway/core/workloads.py). */ -}}
+{{- $gpu := .g.Values.webhook.gpuResources | default (get $limits "gpu_resources") | default (list "nvidia.com/gpu" "nvidia.com/mig-*" "amd.com/gpu" "gpu.intel.com/*") -}}
+{{- $not := .g.Values.webhook.notGpuResources | default (get $limits "not_gpu_resources") | default (list "gpu.intel.com/millicores" "gpu.intel.com/memory.max" "gpu.intel.com/tiles") -}}
+{{- if $not -}}
+({{ .r }}.matches(r'{{ include "gpu-gateway.globsRegex" $gpu }}') && !{{ .r }}.matches(r'{{ include "gpu-gateway.globsRegex" $not }}'))
+{{- else -}}
+{{ .r }}.matches(r'{{ include "gpu-gateway.globsRegex" $gpu }}')
+{{- end -}}
+{{- end -}}
+
+{{/* CEL: the ResourceRequirements `.e` asks for a GPU (its limits or requests name one). */}}
+{{- define "gpu-gateway.celResources" -}}
+{{- $r := printf "r%d" (int .n) -}}
+((has({{ .e }}.limits) ? {{ .e }}.limits.map({{ $r }}, {{ $r }}) : []) + (has({{ .e }}.requests) ? {{ .e }}.requests.map({{ $r }}, {{ $r }}) : [])).exists({{ $r }}, {{ include "gpu-gateway.celGpu" (dict "r" $r "g" .g) }})
+{{- end -}}
+
+{{/* CEL: a container of the PodSpec `.e` (app, init or sidecar) asks for a GPU. */}}
+{{- define "gpu-gateway.celPodSpec" -}}
+{{- $c := printf "c%d" (int .n) -}}
+((has({{ .e }}.containers) ? {{ .e }}.containers : []) + (has({{ .e }}.initContainers) ? {{ .e }}.initContainers : [])).exists({{ $c }}, has({{ $c }}.resources) ? {{ include "gpu-gateway.celResources" (dict "e" (printf "%s.resources" $c) "n" (int .n) "g" .g) }} : false)
+{{- end -}}
+
+{{/* CEL: walk the path segments `.segs` from expression `.e` to PodSpecs or resources. */}}
+{{- define "gpu-gateway.celWalk" -}}
+{{- if not .segs -}}
+{{- if eq .leaf "resources" -}}
+{{- include "gpu-gateway.celResources" (dict "e" .e "n" (int .n) "g" .g) -}}
+{{- else -}}
+{{- include "gpu-gateway.celPodSpec" (dict "e" .e "n" (int .n) "g" .g) -}}
+{{- end -}}
+{{- else -}}
+{{- $seg := first .segs -}}
+{{- $rest := rest .segs -}}
+{{- $v := printf "x%d" (int .n) -}}
+{{- $next := add1 (int .n) -}}
+{{- if eq $seg "[]" -}}
+{{ .e }}.exists({{ $v }}, {{ include "gpu-gateway.celWalk" (dict "e" $v "segs" $rest "n" $next "leaf" .leaf "g" .g) }})
+{{- else if hasPrefix "{" $seg -}}
+{{- $suffix := $seg | trimPrefix "{" | trimSuffix "}" | trimPrefix "*" -}}
+{{ .e }}.exists({{ $v }}, {{ if $suffix }}!{{ $v }}.endsWith('{{ $suffix }}') ? false : {{ end }}{{ include "gpu-gateway.celWalk" (dict "e" (printf "%s[%s]" .e $v) "segs" $rest "n" $next "leaf" .leaf "g" .g) }})
+{{- else -}}
+(has({{ .e }}.{{ $seg }}) ? {{ include "gpu-gateway.celWalk" (dict "e" (printf "%s.%s" .e $seg) "segs" $rest "n" .n "leaf" .leaf "g" .g) }} : false)
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* CEL: the object `.o` of a kind with these pod locations (`.kind`) asks for a GPU. */}}
+{{- define "gpu-gateway.celKindGpus" -}}
+{{- $terms := list -}}
+{{- range .kind.podSpecs | default list -}}
+{{- $terms = append $terms (printf "(%s)" (include "gpu-gateway.celWalk" (dict "e" $.o "segs" (splitList "." .) "n" 0 "leaf" "spec" "g" $.g))) -}}
+{{- end -}}
+{{- range .kind.resources | default list -}}
+{{- $terms = append $terms (printf "(%s)" (include "gpu-gateway.celWalk" (dict "e" $.o "segs" (splitList "." .) "n" 0 "leaf" "resources" "g" $.g))) -}}
+{{- end -}}
+{{- if $terms -}}{{ join " || " $terms }}{{- else -}}true{{- end -}}
+{{- end -}}
+
+{{- define "gpu-gateway.workloadKinds" -}}
+{{- concat .Values.webhook.workloadKinds .Values.webhook.extraWorkloadKinds | toJson -}}
+{{- end -}}
+
+{{/*
+CEL: this CREATE or UPDATE of a workload asks (or asked, before the update) for GPUs. Kinds
+sharing pod locations share one branch. Kinds of the routed API groups that are not listed
+are always true: the gateway walks them generically, and nothing is passed unseen.
+*/}}
+{{- define "gpu-gateway.celRequestsGpus" -}}
+{{- $shapes := dict -}}
+{{- $order := list -}}
+{{- range (include "gpu-gateway.workloadKinds" . | fromJsonArray) -}}
+{{- $shape := toJson (dict "podSpecs" (.podSpecs | default list) "resources" (.resources | default list)) -}}
+{{- if not (hasKey $shapes $shape) -}}{{- $order = append $order $shape -}}{{- end -}}
+{{- $_ := set $shapes $shape (append (get $shapes $shape | default list) (printf "'%s/%s'" .group .resource)) -}}
+{{- end -}}
+(request.operation == 'UPDATE' ? [object, oldObject] : [object]).exists(o, 
+{{- range $order -}}
+(request.resource.group + '/' + request.resource.resource in [{{ join ", " (get $shapes .) }}]) ? ({{ include "gpu-gateway.celKindGpus" (dict "o" "o" "kind" (fromJson .) "g" $) }}) : {{ end -}}
+true)
+{{- end -}}
+
+{{/* Workload rules (apiGroups → resources) for `operations`, with `sub` appended to resources. */}}
+{{- define "gpu-gateway.workloadRules" -}}
+{{- $byGroup := dict -}}
+{{- $builtin := list "" "apps" "batch" -}}
+{{- range (include "gpu-gateway.workloadKinds" .root | fromJsonArray) -}}
+{{- if has .group $builtin -}}
+{{- if or (not $.scaleOnly) .scale -}}
+{{- $_ := set $byGroup .group (append (get $byGroup .group | default list) .resource) -}}
+{{- end -}}
+{{- else -}}
+{{- $_ := set $byGroup .group (list "*") -}}
+{{- end -}}
+{{- end -}}
+{{- range $group := keys $byGroup | sortAlpha }}
+- apiGroups: [{{ $group | quote }}]
+  apiVersions: ["*"]
+  operations: {{ toJson $.operations }}
+  resources: {{ $res := list }}{{ range get $byGroup $group | uniq }}{{ $res = append $res (printf "%s%s" . $.sub) }}{{ end }}{{ toJson $res }}
+  scope: Namespaced
+{{- end }}
+{{- end -}}
+
+{{/* The namespaces never sent to the gateway, and the break-glass label. */}}
+{{- define "gpu-gateway.namespaceSelector" -}}
+{{- $limits := include "gpu-gateway.limits" . | fromJson -}}
+{{- $exempt := concat (list "kube-system" .Release.Namespace) (get $limits "exempt_namespaces" | default list) .Values.webhook.exemptNamespaces | uniq -}}
+namespaceSelector:
+  matchExpressions:
+    - {key: kubernetes.io/metadata.name, operator: NotIn, values: {{ toJson $exempt }}}
+{{- if .Values.webhook.exemptNamespaceLabel }}
+    - {key: {{ .Values.webhook.exemptNamespaceLabel }}, operator: NotIn, values: ["true"]}
+{{- end }}
+{{- end -}}
+
+{{- define "gpu-gateway.clientConfig" -}}
+clientConfig:
+  service:
+    name: {{ include "gpu-gateway.serviceName" .root }}
+    namespace: {{ .root.Release.Namespace }}
+    path: {{ .path }}
+    port: {{ .root.Values.service.port }}
+{{- if ne .root.Values.tls.source "certManager" }}
+  caBundle: {{ include "gpu-gateway.caBundle" .root }}
+{{- end }}
+{{- end -}}
+
+{{- define "gpu-gateway.webhookAnnotations" -}}
+{{- if eq .Values.tls.source "certManager" }}
+annotations:
+  cert-manager.io/inject-ca-from: {{ .Release.Namespace }}/{{ include "gpu-gateway.fullname" . }}-serving
+{{- end }}
+{{- end -}}
+
+{{/* The CA bundle for clientConfig: from the chart-made CA, or given. */}}
+{{- define "gpu-gateway.caBundle" -}}
+{{- if eq .Values.tls.source "secret" -}}
+{{- .Values.tls.secret.caBundle -}}
+{{- else -}}
+{{- (include "gpu-gateway.chartTls" . | fromJson).ca | b64enc -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+The chart-generated CA and serving pair, made once per render (cached on the root context,
+never in .Values, so nothing leaks into the release's stored values) and kept across
+upgrades: the existing Secret is reused when it is there (lookup is empty offline).
+*/}}
+{{- define "gpu-gateway.chartTls" -}}
+{{- if not (hasKey . "gpuGatewayTls") -}}
+{{- $name := include "gpu-gateway.tlsSecret" . -}}
+{{- $existing := lookup "v1" "Secret" .Release.Namespace $name -}}
+{{- if and $existing (index ($existing.data | default dict) "ca.crt") -}}
+{{- $_ := set . "gpuGatewayTls" (dict "ca" (index $existing.data "ca.crt" | b64dec) "cert" (index $existing.data "tls.crt" | b64dec) "key" (index $existing.data "tls.key" | b64dec)) -}}
+{{- else -}}
+{{- $days := int .Values.tls.chart.validityDays -}}
+{{- $ca := genCA (printf "%s-ca" (include "gpu-gateway.fullname" .)) $days -}}
+{{- $svc := include "gpu-gateway.serviceName" . -}}
+{{- $cert := genSignedCert (printf "%s.%s.svc" $svc .Release.Namespace) nil (include "gpu-gateway.dnsNames" . | fromJsonArray) $days $ca -}}
+{{- $_ := set . "gpuGatewayTls" (dict "ca" $ca.Cert "cert" $cert.Cert "key" $cert.Key) -}}
+{{- end -}}
+{{- end -}}
+{{- toJson (get . "gpuGatewayTls") -}}
+{{- end -}}
+
+{{/* Environment shared by gateway and controller: the database URL from its Secret. */}}
+{{- define "gpu-gateway.databaseEnv" -}}
+{{- if eq .Values.database.type "postgresql" }}
+- name: GPU_GATEWAY_DATABASE_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.database.postgresql.existingSecret }}
+      key: {{ .Values.database.postgresql.secretKey }}
+{{- end }}
+{{- end -}}
+
+{{- define "gpu-gateway.containerSecurityContext" -}}
+securityContext:
+  allowPrivilegeEscalation: false
+  readOnlyRootFilesystem: true
+  runAsNonRoot: true
+  runAsUser: 65532
+  runAsGroup: 65532
+  capabilities: {drop: [ALL]}
+  seccompProfile: {type: RuntimeDefault}
+{{- end -}}

@@ -1,0 +1,53 @@
+"""The Kubernetes API calls each gpu-gateway component makes: the RBAC its chart grants.
+
+The Helm chart (deploy/helm/gpu-gateway) grants exactly these and nothing more; a test reads
+the rendered ClusterRoles and Roles and compares. A component that starts making a new call
+adds it here first, so the grant and its reason are reviewed together. The admission server
+(`gpu-gateway serve`) calls the API only to evict rogue pods, when the policy asks for it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ApiCall:
+    """One resource a component reads or writes, with the verbs it uses and why."""
+
+    component: str  # "gateway", "controller" or "agent"
+    group: str
+    resource: str
+    verbs: frozenset[str]
+    why: str
+    #: Only in the component's own namespace (a Role), not cluster-wide.
+    own_namespace: bool = False
+    #: Only these objects (RBAC resourceNames), chart-side names.
+    named: bool = False
+
+
+def _verbs(*verbs: str) -> frozenset[str]:
+    return frozenset(verbs)
+
+
+CONTROLLER_CALLS: tuple[ApiCall, ...] = (
+    ApiCall("controller", "", "pods", _verbs("list", "watch", "patch"),
+            "rebuild the ledger from the cluster's pods; lift the gpu-gateway.io/quota scheduling gate"),
+    ApiCall("controller", "", "nodes", _verbs("list"), "the cluster's GPU capacity (allocatable) is a cap too"),
+    ApiCall("controller", "", "events", _verbs("create"), "tell a queued workload's owner why it waits"),
+    ApiCall("controller", "coordination.k8s.io", "leases", _verbs("create"),
+            "leader election: create the Lease the first time", own_namespace=True),
+    ApiCall("controller", "coordination.k8s.io", "leases", _verbs("get", "update"),
+            "leader election: read, hold and renew the Lease", own_namespace=True, named=True),
+)
+
+AGENT_CALLS: tuple[ApiCall, ...] = (
+    ApiCall("agent", "", "pods", _verbs("list"), "name the pod UIDs of GPU processes on its node"),
+)
+
+#: Only when the policy bundle sets `telemetry.evict_rogue_pods` (gateway/evictor.py).
+GATEWAY_EVICTION_CALLS: tuple[ApiCall, ...] = (
+    ApiCall("gateway", "", "pods/eviction", _verbs("create"), "evict the pod of a rogue GPU process"),
+)
+
+API_CALLS: tuple[ApiCall, ...] = CONTROLLER_CALLS + AGENT_CALLS + GATEWAY_EVICTION_CALLS

@@ -1,0 +1,1078 @@
+"""The Helm chart, rendered by Helm's own engine and checked offline.
+
+Every rendered object validates (strict) against the Kubernetes OpenAPI schemas; the webhook
+configurations send the gateway exactly what its code decides (proved by evaluating their
+rules, namespace selectors and CEL matchConditions against real AdmissionReview requests);
+the RBAC grants no verb the code does not use; unsafe settings refuse to render.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import json
+import re
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("helm_python", reason="the in-process Helm engine (pip helm-python-sdk)")
+pytest.importorskip("celpy", reason="a CEL evaluator (pip cel-python)")
+
+import kubernetes_validate
+from builders_workloads import CORE_FILES, CRD_FILES, group_kind, load_any
+from conftest import POLICIES, review
+from helm_chart import (
+    KUBERNETES,
+    NAMESPACE,
+    RELEASE,
+    evaluate,
+    namespace_labels,
+    of_kind,
+    one,
+    render,
+    routed_to,
+    selects,
+)
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from postgres_server import pg_url, postgres  # noqa: F401 - fixtures
+
+from gateway.cli.gpu_gateway import main as cli
+from gateway.core.admission import classify
+from gateway.core.owned_data import DATA_KINDS
+from gateway.core.review import parse_review
+from gateway.core.workloads import ADAPTERS, read_workload
+from gateway.kube_access import API_CALLS
+from gateway.policy_bundle import load_bundle
+
+POSTGRES = {"database": {"type": "postgresql", "postgresql": {"existingSecret": "gpu-gateway-db"}}}
+COMBINATIONS: dict[str, dict[str, Any]] = {
+    "defaults": {},
+    "sqlite-1-replica": {"gateway": {"replicas": 1}, "database": {"type": "sqlite"}},
+    "postgresql-3-replicas": {"gateway": {"replicas": 3}, **POSTGRES},
+    "postgresql-ha-hard-anti-affinity-controller": {
+        "gateway": {"replicas": 2, "podAntiAffinity": "hard"}, **POSTGRES, "controller": {"enabled": True}},
+    "cert-manager-own-ca": {"tls": {"source": "certManager"}},
+    "cert-manager-cluster-issuer": {"tls": {"source": "certManager", "certManager": {
+        "issuerRef": {"name": "corp-ca", "kind": "ClusterIssuer", "group": "cert-manager.io"}}}},
+    "tls-from-secret": {"tls": {"source": "secret", "secret": {"name": "mine", "caBundle": "Q0EK"}}},
+    "agent-on": {"agent": {"enabled": True}},
+    "agent-on-with-pod-resources": {"agent": {"enabled": True, "podResources": {"enabled": True}}},
+    "agent-off": {"agent": {"enabled": False}},
+    "monitoring-and-network-policy": {
+        "serviceMonitor": {"enabled": True},
+        "networkPolicy": {"enabled": True, "ingressFrom": [{"ipBlock": {"cidr": "10.0.0.0/16"}}],
+                          "egressRestricted": True,
+                          "egressTo": [{"to": [{"ipBlock": {"cidr": "10.1.0.0/16"}}],
+                                        "ports": [{"port": 5432, "protocol": "TCP"}]}]}},
+    "everything": {"gateway": {"replicas": 3}, **POSTGRES, "controller": {"enabled": True},
+                   "agent": {"enabled": True}, "serviceMonitor": {"enabled": True},
+                   "networkPolicy": {"enabled": True}, "tls": {"source": "certManager"},
+                   "adminApi": {"auth": {"oidc": {"issuer": "https://login.example.com", "audience": "gpuctl"}}},
+                   "checkpoints": {"enabled": True, "existingSecret": "ckpt"}},
+    "data-access-off": {"webhook": {"dataAccess": {"enabled": False}}},
+    "policy-evicts-rogue-pods": {"policy": {"files": {"limits.yaml": (POLICIES / "limits.yaml").read_text().replace(
+        "evict_rogue_pods: false", "evict_rogue_pods: true")}}},
+}
+GOVERNED_NS = namespace_labels("research")
+
+
+@cache
+def rendered_as(combination: str) -> list[dict[str, Any]]:
+    """One combination's objects, rendered once per test run (a render takes about half a second)."""
+    return render(COMBINATIONS[combination])
+
+
+@cache
+def bundle() -> Any:
+    return load_bundle(POLICIES)
+
+
+@pytest.fixture(scope="module")
+def rendered() -> dict[str, list[dict[str, Any]]]:
+    return {name: rendered_as(name) for name in COMBINATIONS}
+
+
+@pytest.fixture(scope="module")
+def default_docs(rendered: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    return rendered["defaults"]
+
+
+# ================================================================== schemas
+
+#: The fields cert-manager's and the Prometheus Operator's CRDs require or constrain, from
+#: their published openAPIV3Schema (no CRD schema ships in a Python package).
+CRD_SCHEMAS: dict[str, dict[str, Any]] = {
+    "cert-manager.io/v1/Certificate": {
+        "type": "object", "required": ["spec"],
+        "properties": {"spec": {
+            "type": "object", "required": ["issuerRef", "secretName"],
+            "properties": {
+                "secretName": {"type": "string", "minLength": 1},
+                "issuerRef": {"type": "object", "required": ["name"], "additionalProperties": False,
+                              "properties": {"name": {"type": "string"}, "kind": {"type": "string"},
+                                             "group": {"type": "string"}}},
+                "dnsNames": {"type": "array", "items": {"type": "string"}},
+                "commonName": {"type": "string", "maxLength": 64},
+                "isCA": {"type": "boolean"},
+                "duration": {"type": "string", "pattern": "^[0-9]+(h|m|s)([0-9]+(m|s))?$"},
+                "renewBefore": {"type": "string", "pattern": "^[0-9]+(h|m|s)$"},
+                "usages": {"type": "array", "items": {"enum": [
+                    "signing", "digital signature", "content commitment", "key encipherment", "key agreement",
+                    "data encipherment", "cert sign", "crl sign", "encipher only", "decipher only", "any",
+                    "server auth", "client auth", "code signing", "email protection", "s/mime", "ipsec end system",
+                    "ipsec tunnel", "ipsec user", "timestamping", "ocsp signing", "microsoft sgc", "netscape sgc"]}},
+                "privateKey": {"type": "object", "additionalProperties": False, "properties": {
+                    "algorithm": {"enum": ["RSA", "ECDSA", "Ed25519"]}, "size": {"type": "integer"},
+                    "rotationPolicy": {"enum": ["Never", "Always"]},
+                    "encoding": {"enum": ["PKCS1", "PKCS8"]}}},
+            }}}},
+    "cert-manager.io/v1/Issuer": {
+        "type": "object", "required": ["spec"],
+        "properties": {"spec": {"type": "object", "minProperties": 1, "maxProperties": 1, "properties": {
+            "selfSigned": {"type": "object"},
+            "ca": {"type": "object", "required": ["secretName"], "properties": {"secretName": {"type": "string"}}}},
+            "additionalProperties": False}}},
+    "monitoring.coreos.com/v1/ServiceMonitor": {
+        "type": "object", "required": ["spec"],
+        "properties": {"spec": {
+            "type": "object", "required": ["selector"],
+            "properties": {
+                "selector": {"type": "object"},
+                "namespaceSelector": {"type": "object", "properties": {
+                    "any": {"type": "boolean"}, "matchNames": {"type": "array", "items": {"type": "string"}}}},
+                "endpoints": {"type": "array", "items": {
+                    "type": "object",
+                    "properties": {
+                        "port": {"type": "string"}, "path": {"type": "string"},
+                        "scheme": {"enum": ["http", "https", "HTTP", "HTTPS"]},
+                        "interval": {"type": "string", "pattern": "^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?"
+                                                                  "(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$"},
+                        "tlsConfig": {"type": "object", "properties": {
+                            "serverName": {"type": "string"},
+                            "ca": {"type": "object", "properties": {"secret": {
+                                "type": "object", "required": ["key"],
+                                "properties": {"name": {"type": "string"}, "key": {"type": "string"}}}}}}}}}}}}}},
+}
+
+
+def validate(doc: dict[str, Any]) -> None:
+    api_kind = f"{doc['apiVersion']}/{doc['kind']}"
+    if api_kind in CRD_SCHEMAS:
+        import jsonschema
+
+        jsonschema.validate(doc, CRD_SCHEMAS[api_kind])
+        assert re.fullmatch(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?", doc["metadata"]["name"])
+        return
+    kubernetes_validate.validate(doc, KUBERNETES, strict=True)
+
+
+@pytest.mark.parametrize("combination", sorted(COMBINATIONS))
+def test_every_rendered_object_validates_against_the_kubernetes_schemas(rendered, combination):
+    docs = rendered[combination]
+    assert docs
+    for doc in docs:
+        try:
+            validate(doc)
+        except Exception as exc:  # name the object in the failure
+            pytest.fail(f"{combination}: {doc['kind']} {doc['metadata']['name']} is invalid: {exc}")
+
+
+def test_strict_validation_catches_a_misspelled_field(default_docs):
+    deployment = copy.deepcopy(one(default_docs, "Deployment"))
+    deployment["spec"]["template"]["spec"]["containers"][0]["readinesProbe"] = {}
+    with pytest.raises(kubernetes_validate.ValidationError):
+        validate(deployment)
+
+
+def test_every_combination_renders_its_parts(rendered):
+    kinds = {name: {d["kind"] for d in docs} for name, docs in rendered.items()}
+    assert "Certificate" in kinds["cert-manager-own-ca"] and "Secret" not in kinds["cert-manager-own-ca"]
+    assert "Issuer" not in kinds["cert-manager-cluster-issuer"]
+    assert "DaemonSet" in kinds["agent-on"] and "DaemonSet" not in kinds["agent-off"]
+    assert {"ServiceMonitor", "NetworkPolicy"} <= kinds["monitoring-and-network-policy"]
+    assert "PodDisruptionBudget" in kinds["postgresql-3-replicas"]
+    assert "PodDisruptionBudget" not in kinds["defaults"]
+    assert "PersistentVolumeClaim" in kinds["defaults"]
+    assert "PersistentVolumeClaim" not in kinds["postgresql-3-replicas"]
+
+
+# ================================================================== safe defaults
+
+
+def test_gateway_deployment_defaults_are_safe(default_docs):
+    deployment = one(default_docs, "Deployment")
+    spec = deployment["spec"]
+    pod = spec["template"]["spec"]
+    (container,) = pod["containers"]
+    assert spec["replicas"] == 1 and spec["strategy"]["type"] == "Recreate"
+    sc = container["securityContext"]
+    assert sc["runAsNonRoot"] and sc["readOnlyRootFilesystem"] and sc["allowPrivilegeEscalation"] is False
+    assert sc["capabilities"]["drop"] == ["ALL"] and pod["securityContext"]["runAsNonRoot"]
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert container["readinessProbe"]["httpGet"]["scheme"] == "HTTPS"
+    assert container["resources"]["requests"]["cpu"] and container["resources"]["requests"]["memory"]
+    assert pod["automountServiceAccountToken"] is False
+    claim = pod["volumes"][[v["name"] for v in pod["volumes"]].index("state")]["persistentVolumeClaim"]
+    assert one(default_docs, "PersistentVolumeClaim", claim["claimName"])
+    assert "--state=/var/lib/gpu-gateway/gpu-gateway.db" in container["args"]
+    assert not any(a.startswith("--database-url") for a in container["args"])
+
+
+def test_ha_runs_on_postgresql_from_a_secret_with_anti_affinity_and_a_pdb(rendered):
+    docs = rendered["postgresql-3-replicas"]
+    deployment = one(docs, "Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert deployment["spec"]["replicas"] == 3
+    assert deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    env = {e["name"]: e for e in container["env"]}
+    assert env["GPU_GATEWAY_DATABASE_URL"]["valueFrom"]["secretKeyRef"] == {"name": "gpu-gateway-db",
+                                                                           "key": "database-url"}
+    # Read from the environment by the CLI: the password never appears on a command line.
+    assert not any("database" in a for a in container["args"])
+    term = pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"][0]
+    assert term["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
+    assert term["podAffinityTerm"]["labelSelector"]["matchLabels"] == deployment["spec"]["selector"]["matchLabels"]
+    pdb = one(docs, "PodDisruptionBudget")
+    assert pdb["spec"]["minAvailable"] == 1 and pdb["spec"]["selector"] == deployment["spec"]["selector"]
+    # Every replica gets the same history key, from one Secret kept across upgrades.
+    key = one(docs, "Secret", f"{RELEASE}-gpu-gateway-history-key")
+    assert key["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    import base64
+
+    assert len(base64.b64decode(key["data"]["history-key"])) == 32
+    hard = one(rendered["postgresql-ha-hard-anti-affinity-controller"], "Deployment", f"{RELEASE}-gpu-gateway")
+    assert hard["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"][
+        "requiredDuringSchedulingIgnoredDuringExecution"]
+
+
+@pytest.mark.parametrize("replicas", [2, 3, 10])
+def test_several_replicas_on_sqlite_refuse_to_render(replicas, tmp_path):
+    import shutil
+
+    import helm_python
+    from helm_chart import CHART
+
+    with pytest.raises(helm_python.HelmValuesError, match="postgresql"):
+        render({"gateway": {"replicas": replicas}})
+    # The templates refuse too, for a chart whose schema was dropped (or for --skip-schema-validation).
+    bare = tmp_path / "gpu-gateway"
+    shutil.copytree(CHART, bare, symlinks=False)
+    (bare / "values.schema.json").unlink()
+    with pytest.raises(helm_python.HelmRenderError, match="one SQLite file serves one gateway process"):
+        helm_python.Chart.load(bare).render({"gateway": {"replicas": replicas}}, name=RELEASE)
+    assert helm_python.Chart.load(bare).render({"gateway": {"replicas": 1}}, name=RELEASE)
+
+
+@pytest.mark.parametrize("values, where", [
+    ({"gateway": {"replicas": 0}}, "/gateway/replicas"),
+    ({"gateway": {"failureMode": "sometimes"}}, "/gateway/failureMode"),
+    ({"webhook": {"failurePolicy": "Maybe"}}, "/webhook/failurePolicy"),
+    ({"webhook": {"timeoutSeconds": 31}}, "/webhook/timeoutSeconds"),
+    ({"webhook": {"exemptNamespaces": ["Not A Namespace"]}}, "/webhook/exemptNamespaces/0"),
+    ({"tls": {"source": "letsencrypt"}}, "/tls/source"),
+    ({"database": {"type": "mysql"}}, "/database/type"),
+    ({"image": {"digest": "latest"}}, "/image/digest"),
+    ({"gatway": {"replicas": 1}}, "gatway"),
+    ({"agent": {"podResources": {"hostPath": "relative/path"}}}, "/agent/podResources/hostPath"),
+])
+def test_values_schema_rejects_bad_values(values, where):
+    import helm_python
+
+    with pytest.raises(helm_python.HelmValuesError) as caught:
+        render(values)
+    assert where in str(caught.value)
+
+
+@pytest.mark.parametrize("values, message", [
+    (POSTGRES | {"database": {"type": "postgresql"}}, "existingSecret"),
+    ({"controller": {"enabled": True}}, "controller.enabled needs database.type=postgresql"),
+    ({"tls": {"source": "secret"}}, "tls.secret.name"),
+    ({"checkpoints": {"enabled": True}}, "checkpoints.existingSecret"),
+])
+def test_incomplete_settings_refuse_to_render(values, message):
+    import helm_python
+
+    with pytest.raises(helm_python.HelmError, match=re.escape(message)):
+        render(values)
+
+
+def test_gateway_args_are_flags_of_gpu_gateway_serve(rendered):
+    serve = cli.commands["serve"]
+    known = {opt for param in serve.params for opt in param.opts}
+    for name in ("defaults", "postgresql-3-replicas", "postgresql-ha-hard-anti-affinity-controller", "everything"):
+        (container,) = one(rendered[name], "Deployment", f"{RELEASE}-gpu-gateway")["spec"]["template"]["spec"][
+            "containers"]
+        assert container["args"][0] == "serve"
+        flags = {a.split("=", 1)[0] for a in container["args"][1:]}
+        assert flags <= known, f"not flags of serve: {flags - known}"
+    oidc = one(render({"adminApi": {"auth": {"oidc": {"issuer": "https://idp.example", "audience": "a"},
+                                             "jwt": {"existingSecret": "s", "issuer": "i", "audience": "b"}}}}),
+               "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert {a.split("=", 1)[0] for a in oidc[1:]} <= known
+    assert "--oidc-issuer=https://idp.example" in oidc and "--jwt-secret-file=/etc/gpu-gateway/jwt/jwt-secret" in oidc
+
+
+@pytest.mark.parametrize("command, combination", [("controller", "postgresql-ha-hard-anti-affinity-controller"),
+                                                  ("agent", "agent-on"), ("agent", "agent-on-with-pod-resources")])
+def test_controller_and_agent_args_are_flags_of_their_commands(rendered, command, combination):
+    if command not in cli.commands:
+        pytest.skip(f"`gpu-gateway {command}` is not in this build yet")
+    known = {opt for param in cli.commands[command].params for opt in param.opts}
+    workload = [d for d in rendered[combination] if d["kind"] in ("Deployment", "DaemonSet")
+                and d["metadata"]["name"].endswith(command)]
+    (container,) = workload[0]["spec"]["template"]["spec"]["containers"]
+    assert container["args"][0] == command
+    assert {a.split("=", 1)[0] for a in container["args"][1:]} <= known
+
+
+def test_policy_bundle_configmap_is_the_repository_bundle(default_docs):
+    cm = one(default_docs, "ConfigMap", f"{RELEASE}-gpu-gateway-policy")
+    for name in ("model.conf", "policy.csv", "limits.yaml"):
+        assert cm["data"][name] == (POLICIES / name).read_text()
+    override = one(render({"policy": {"files": {"limits.yaml": "teams: {}\n"}}}), "ConfigMap")
+    assert override["data"]["limits.yaml"] == "teams: {}\n"
+    assert override["data"]["policy.csv"] == (POLICIES / "policy.csv").read_text()
+    assert not of_kind(render({"policy": {"existingConfigMap": "mine"}}), "ConfigMap")
+
+
+def test_agent_daemonset_mounts_host_paths_read_only_on_gpu_nodes(rendered):
+    ds = one(rendered["agent-on"], "DaemonSet")
+    pod = ds["spec"]["template"]["spec"]
+    assert pod["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"]
+    assert not [v for v in pod["volumes"] if "hostPath" in v]
+    (container,) = pod["containers"]
+    assert container["securityContext"]["runAsNonRoot"] is True
+    assert container["securityContext"]["readOnlyRootFilesystem"]
+    assert container["securityContext"]["capabilities"]["drop"] == ["ALL"]
+    assert "--token-file=/var/run/secrets/gpu-gateway/token" in container["args"]
+    assert f"--gateway=https://{RELEASE}-gpu-gateway.{NAMESPACE}.svc:443" in container["args"]
+    # With the kubelet's pod-resources socket: that one host path, read-only.
+    pod = one(rendered["agent-on-with-pod-resources"], "DaemonSet")["spec"]["template"]["spec"]
+    host = {v["name"]: v["hostPath"]["path"] for v in pod["volumes"] if "hostPath" in v}
+    assert host == {"pod-resources": "/var/lib/kubelet/pod-resources"}
+    for mount in pod["containers"][0]["volumeMounts"]:
+        if mount["name"] in host:
+            assert mount["readOnly"] is True
+
+
+def test_decision_budget_must_fit_inside_the_webhook_timeout():
+    import helm_python
+
+    with pytest.raises(helm_python.HelmError, match="decisionBudgetMs"):
+        render({"gateway": {"decisionBudgetMs": 4500}, "webhook": {"timeoutSeconds": 5}})
+    args = one(render({"gateway": {"decisionBudgetMs": 3900}}), "Deployment")["spec"]["template"]["spec"][
+        "containers"][0]["args"]
+    assert "--decision-budget-ms=3900" in args
+
+
+# ================================================================== TLS
+
+
+def test_chart_generated_tls_serves_the_service_names_and_the_ca_is_in_the_webhooks(default_docs):
+    import base64
+
+    from cryptography import x509
+
+    secret = one(default_docs, "Secret", f"{RELEASE}-gpu-gateway-tls")
+    cert = x509.load_pem_x509_certificate(base64.b64decode(secret["data"]["tls.crt"]))
+    ca_pem = base64.b64decode(secret["data"]["ca.crt"])
+    ca = x509.load_pem_x509_certificate(ca_pem)
+    cert.verify_directly_issued_by(ca)
+    names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(
+        x509.DNSName)
+    assert f"{RELEASE}-gpu-gateway.{NAMESPACE}.svc" in names
+    for kind in ("ValidatingWebhookConfiguration", "MutatingWebhookConfiguration"):
+        for webhook in one(default_docs, kind)["webhooks"]:
+            assert base64.b64decode(webhook["clientConfig"]["caBundle"]) == ca_pem
+            assert webhook["clientConfig"]["service"]["name"] == f"{RELEASE}-gpu-gateway"
+
+
+def test_cert_manager_mode_injects_the_ca_instead(rendered):
+    docs = rendered["cert-manager-own-ca"]
+    serving = one(docs, "Certificate", f"{RELEASE}-gpu-gateway-serving")
+    assert serving["spec"]["secretName"] == f"{RELEASE}-gpu-gateway-tls"
+    assert f"{RELEASE}-gpu-gateway.{NAMESPACE}.svc" in serving["spec"]["dnsNames"]
+    for kind in ("ValidatingWebhookConfiguration", "MutatingWebhookConfiguration"):
+        config = one(docs, kind)
+        assert config["metadata"]["annotations"]["cert-manager.io/inject-ca-from"] == \
+            f"{NAMESPACE}/{RELEASE}-gpu-gateway-serving"
+        assert all("caBundle" not in w["clientConfig"] for w in config["webhooks"])
+    issuer = one(rendered["cert-manager-cluster-issuer"], "Certificate")["spec"]["issuerRef"]
+    assert issuer == {"name": "corp-ca", "kind": "ClusterIssuer", "group": "cert-manager.io"}
+
+
+# ================================================================== webhook settings
+
+
+def test_every_webhook_has_the_safe_settings(rendered):
+    for name, docs in rendered.items():
+        for kind in ("ValidatingWebhookConfiguration", "MutatingWebhookConfiguration"):
+            for webhook in one(docs, kind)["webhooks"]:
+                assert webhook["sideEffects"] == "NoneOnDryRun", name
+                assert webhook["matchPolicy"] == "Equivalent", name
+                assert 1 <= webhook["timeoutSeconds"] <= 10, name
+                assert webhook["admissionReviewVersions"] == ["v1"], name
+
+
+def test_validating_failure_policy_is_fail_by_default_and_configurable(default_docs):
+    policies = {w["name"]: w["failurePolicy"] for w in one(default_docs, "ValidatingWebhookConfiguration")["webhooks"]}
+    assert policies["workloads.validate.gpu-gateway.io"] == "Fail"
+    assert policies["access.validate.gpu-gateway.io"] == "Fail"
+    assert policies["data.validate.gpu-gateway.io"] == "Ignore"
+    relaxed = one(render({"webhook": {"failurePolicy": "Ignore", "access": {"failurePolicy": "Ignore"}}}),
+                  "ValidatingWebhookConfiguration")
+    assert {w["failurePolicy"] for w in relaxed["webhooks"]} == {"Ignore"}
+
+
+def test_no_webhook_ever_sees_kube_system_or_its_own_namespace(rendered):
+    for name, docs in rendered.items():
+        for kind in ("ValidatingWebhookConfiguration", "MutatingWebhookConfiguration"):
+            for webhook in one(docs, kind)["webhooks"]:
+                selector = webhook["namespaceSelector"]
+                assert not selects(selector, namespace_labels("kube-system")), name
+                assert not selects(selector, namespace_labels(NAMESPACE)), name
+                assert not selects(selector, namespace_labels("kube-system", **{"gpu-gateway.io/exempt": "false"}))
+                assert not selects(selector, namespace_labels("research", **{"gpu-gateway.io/exempt": "true"}))
+                assert selects(selector, GOVERNED_NS), name
+    # The bundle's exempt namespaces too, and a release installed elsewhere exempts its own.
+    other = render(namespace="platform")
+    for webhook in one(other, "ValidatingWebhookConfiguration")["webhooks"]:
+        for ns in (*bundle().exempt_namespaces, "platform", "kube-system"):
+            assert not selects(webhook["namespaceSelector"], namespace_labels(ns))
+
+
+# ================================================================== routing completeness
+
+#: The subresources Kubernetes has, per resource (built-ins), and for custom resources.
+POD_SUBRESOURCES = ("exec", "attach", "portforward", "ephemeralcontainers", "eviction", "status", "log", "binding",
+                    "proxy", "resize")
+SCALABLE = {("", "replicationcontrollers"), ("apps", "deployments"), ("apps", "statefulsets"),
+            ("apps", "replicasets")}
+OPERATIONS = ("CREATE", "UPDATE", "DELETE", "CONNECT")
+
+
+def _subresources(group: str, resource: str) -> tuple[str, ...]:
+    if (group, resource) == ("", "pods"):
+        return ("", *POD_SUBRESOURCES)
+    if group in ("", "apps", "batch"):
+        return ("", "status", "scale") if (group, resource) in SCALABLE else ("", "status")
+    return ("", "status", "scale")
+
+
+def _gpu_object(group: str, resource: str) -> dict[str, Any]:
+    """A GPU-asking object of the kind: its fixture, else a fixture of a kind the same adapter
+    reads, renamed (Kubeflow's JAXJob from the PyTorchJob), else a pod template holder."""
+    kind = next(k for g, k in ADAPTERS if g == group and k.lower() + "s" == resource)
+    candidates = []
+    for name in (*CORE_FILES, *CRD_FILES):
+        obj = load_any(name)
+        g, k = group_kind(obj)
+        if (g, k) == (group, kind):
+            candidates.insert(0, obj)
+        elif (g, k) in ADAPTERS and ADAPTERS[(g, k)] is ADAPTERS[(group, kind)]:
+            candidates.append(obj | {"kind": kind})
+    container = {"name": "main", "image": "ghcr.io/lab/train:1", "resources": {"limits": {"nvidia.com/gpu": 8}}}
+    meta = {"name": "w", "namespace": "research"}
+    api = f"{group}/v1" if group else "v1"
+    if kind == "Pod":
+        candidates.append({"apiVersion": api, "kind": kind, "metadata": meta, "spec": {"containers": [container]}})
+    candidates.append({"apiVersion": api, "kind": kind, "metadata": meta,
+                       "spec": {"template": {"spec": {"containers": [container]}}}})
+    for obj in candidates:
+        if read_workload(obj, group, kind, bundle().gpu).gpus:
+            return obj
+    raise AssertionError(f"no GPU-asking {kind} to test with")
+
+
+def _request(group: str, resource: str, sub: str, operation: str) -> dict[str, Any]:
+    """The AdmissionReview the API server would send for one request, as the gateway's tests build them."""
+    obj = _gpu_object(group, resource) if resource not in DATA_KINDS.values() else {
+        "apiVersion": "v1", "kind": {v: k for k, v in DATA_KINDS.items()}[resource],
+        "metadata": {"name": "d", "namespace": "research"}}
+    group_version = obj["apiVersion"].rpartition("/")
+    kind = (group, group_version[2], obj["kind"])
+    sub_kinds = {"exec": "PodExecOptions", "attach": "PodAttachOptions", "portforward": "PodPortForwardOptions",
+                 "eviction": "Eviction", "scale": "Scale"}
+    if sub in sub_kinds:
+        kind = ("policy" if sub == "eviction" else "autoscaling" if sub == "scale" else "", "v1", sub_kinds[sub])
+        payload: dict[str, Any] | None = {"apiVersion": "v1", "kind": sub_kinds[sub], "spec": {"replicas": 2}}
+    else:
+        payload = obj
+    new = None if operation == "DELETE" else payload
+    old = payload if operation in ("UPDATE", "DELETE") else None
+    return review(new, old=old, operation=operation, sub_resource=sub, kind=kind, resource=(group, resource),
+                  namespace="research", name="w").body()
+
+
+def _universe() -> list[tuple[str, str, str, str]]:
+    resources = {(g, k.lower() + "s") for g, k in ADAPTERS} | {("", r) for r in DATA_KINDS.values()}
+    return [(g, r, sub, op) for g, r in sorted(resources) for sub in _subresources(g, r) for op in OPERATIONS]
+
+
+def _governed(body: dict[str, Any]) -> bool:
+    return classify(parse_review(body)) is not None
+
+
+def test_every_request_the_gateway_decides_is_routed_and_nothing_else(default_docs):
+    """Over every (resource, subresource, operation) of every kind the code knows: a request
+    reaches the validating webhook exactly when the gateway's `classify` governs it."""
+    checked = 0
+    for group, resource, sub, operation in _universe():
+        body = _request(group, resource, sub, operation)
+        routed = routed_to(default_docs, "ValidatingWebhookConfiguration", body, GOVERNED_NS)
+        target = f"{operation} {group or 'core'}/{resource}{'/' + sub if sub else ''}"
+        if _governed(body):
+            assert len(routed) == 1, f"{target} is decided by the gateway but routed to {routed}"
+            checked += 1
+        else:
+            assert routed == [], f"{target} is not decided by the gateway but is sent to {routed}"
+        assert not routed_to(default_docs, "ValidatingWebhookConfiguration", body, namespace_labels("kube-system"))
+    assert checked >= 80
+
+
+def test_gpu_launches_and_owned_data_are_routed_to_the_mutating_webhook(default_docs):
+    for group, resource in sorted({(g, k.lower() + "s") for g, k in ADAPTERS} | {("", r) for r in
+                                                                                   DATA_KINDS.values()}):
+        body = _request(group, resource, "", "CREATE")
+        assert len(routed_to(default_docs, "MutatingWebhookConfiguration", body, GOVERNED_NS)) == 1, resource
+        assert not routed_to(default_docs, "MutatingWebhookConfiguration", body, namespace_labels("kube-system"))
+        update = _request(group, resource, "", "UPDATE")
+        assert not routed_to(default_docs, "MutatingWebhookConfiguration", update, GOVERNED_NS)
+
+
+def test_routing_lists_the_workload_kinds_the_code_knows():
+    from helm_chart import chart
+
+    kinds = {(k["group"], k["resource"]) for k in chart().values["webhook"]["workloadKinds"]}
+    assert kinds == {(g, k.lower() + "s") for g, k in ADAPTERS}
+
+
+def test_an_unknown_kind_of_a_routed_api_group_is_always_sent(default_docs):
+    body = review({"apiVersion": "kubeflow.org/v1", "kind": "FutureJob", "metadata": {"name": "f"},
+                   "spec": {"anything": {"template": {"spec": {"containers": []}}}}},
+                  resource=("kubeflow.org", "futurejobs")).body()
+    assert routed_to(default_docs, "ValidatingWebhookConfiguration", body, GOVERNED_NS) == [
+        "workloads.validate.gpu-gateway.io"]
+
+
+# ------------------------------------------------------------ the CEL pre-filter
+
+ALL_FIXTURES = [*CORE_FILES, *CRD_FILES]
+RESOURCE_NAMES = ["nvidia.com/gpu", "nvidia.com/mig-1g.10gb", "amd.com/gpu", "gpu.intel.com/i915",
+                  "gpu.intel.com/millicores", "gpu.intel.com/memory.max", "cpu", "memory", "example.com/fpga"]
+PROPERTIES = settings(max_examples=150, deadline=None, derandomize=True,
+                      suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+
+
+def _resource_dicts(node: Any) -> list[dict[str, Any]]:
+    """Every container's `resources` mapping (and TrainJob's resourcesPerNode) in an object."""
+    found: list[dict[str, Any]] = []
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key in ("containers", "initContainers") and isinstance(value, list):
+                for c in value:
+                    if isinstance(c, dict):
+                        found.append(c.setdefault("resources", {}))
+            elif key == "resourcesPerNode" and isinstance(value, dict):
+                found.append(value)
+            found.extend(_resource_dicts(value))
+    elif isinstance(node, list):
+        for item in node:
+            found.extend(_resource_dicts(item))
+    return found
+
+
+def _resource_of(obj: dict[str, Any]) -> tuple[str, str]:
+    group, kind = group_kind(obj)
+    return group, kind.lower() + "s"
+
+
+requests_map = st.dictionaries(st.sampled_from(RESOURCE_NAMES), st.sampled_from([0, 1, 8, "2", "500m"]),
+                               max_size=3)
+
+
+@PROPERTIES
+@given(name=st.sampled_from(ALL_FIXTURES), data=st.data(), operation=st.sampled_from(["CREATE", "UPDATE"]),
+       user=st.sampled_from(["alice", "system:serviceaccount:kube-system:job-controller"]))
+def test_cel_prefilter_sends_every_object_that_asks_for_gpus(name, data, operation, user):
+    """For real manifests of every kind, with resources rewritten at random: whenever the gateway
+    counts a GPU, the matchConditions send the request; each request goes to exactly one of the
+    GPU and data webhooks (none for trusted controllers' objects without GPUs)."""
+    policy = bundle()
+    docs = rendered_as("defaults")
+    webhooks = {w["name"]: w for w in one(docs, "ValidatingWebhookConfiguration")["webhooks"]}
+    new, old = load_any(name), load_any(name)
+    for obj in (new, old):
+        for resources in _resource_dicts(obj):
+            resources.clear()
+            for part in ("limits", "requests"):
+                chosen = data.draw(requests_map)
+                if chosen:
+                    resources[part] = chosen
+    group, resource = _resource_of(new)
+    body = review(new, old=old if operation == "UPDATE" else None, operation=operation, user=user,
+                  resource=(group, resource)).body()
+
+    def asks(obj: dict[str, Any]) -> bool:
+        try:
+            return read_workload(obj, group, obj["kind"], policy.gpu).gpus > 0
+        except Exception:  # unreadable (e.g. "500m" GPUs): the gateway must see it to deny it
+            return any(policy.gpu(r) for res in _resource_dicts(copy.deepcopy(obj)) for part in res.values()
+                       for r in part)
+
+    gpu_sent = all(evaluate(c["expression"], body) for c in webhooks["workloads.validate.gpu-gateway.io"][
+        "matchConditions"])
+    data_sent = all(evaluate(c["expression"], body) for c in webhooks["data.validate.gpu-gateway.io"][
+        "matchConditions"])
+    if asks(new) or (operation == "UPDATE" and asks(old)):
+        assert gpu_sent, f"{name}: asks for GPUs but the pre-filter would not send it"
+    assert not (gpu_sent and data_sent), "sent to two webhooks"
+    if user == "alice":
+        assert gpu_sent or data_sent, "a person's workload reaches neither webhook"
+
+
+#: Kinds outside ADAPTERS that the gateway walks generically, as an operator would add them.
+EXTRA_KINDS = [{"group": "apps.kruise.io", "resource": "clonesets", "podSpecs": ["spec.template.spec"]},
+               {"group": "serving.kserve.io", "resource": "inferenceservices",
+                "podSpecs": ["spec.predictor"], "resources": ["spec.predictor.model.resources"]}]
+
+
+@cache
+def _with_extra_kinds() -> list[dict[str, Any]]:
+    return render({"webhook": {"extraWorkloadKinds": EXTRA_KINDS}})
+
+
+@pytest.mark.parametrize("name", ALL_FIXTURES)
+def test_cel_prefilter_on_each_fixture_agrees_with_the_gateway(name):
+    """Each real manifest reaches the GPU webhook exactly when the gateway counts GPUs in it; a
+    kind of an API group the chart does not know is routed once the operator lists it."""
+    policy = bundle()
+    obj = load_any(name)
+    group, resource = _resource_of(obj)
+    known = (group, obj["kind"]) in ADAPTERS
+    docs = rendered_as("defaults") if known else _with_extra_kinds()
+    gpus = read_workload(obj, group, obj["kind"], policy.gpu).gpus
+    body = review(obj, resource=(group, resource)).body()
+    routed = routed_to(docs, "ValidatingWebhookConfiguration", body, GOVERNED_NS)
+    assert routed == ["workloads.validate.gpu-gateway.io" if gpus else "data.validate.gpu-gateway.io"]
+    if not known:
+        assert routed_to(rendered_as("defaults"), "ValidatingWebhookConfiguration", body, GOVERNED_NS) == []
+    for resources in _resource_dicts(obj):
+        resources.clear()
+    cpu_only = review(obj, resource=(group, resource)).body()
+    assert routed_to(docs, "ValidatingWebhookConfiguration", cpu_only, GOVERNED_NS) == [
+        "data.validate.gpu-gateway.io"]
+    assert routed_to(rendered_as("data-access-off"), "ValidatingWebhookConfiguration", cpu_only, GOVERNED_NS) == []
+
+
+def test_cel_gpu_names_follow_the_policy_bundle():
+    docs = render({"policy": {"files": {"limits.yaml": (POLICIES / "limits.yaml").read_text().replace(
+        "\ngpu_resources: [", "\ngpu_resources: [example.com/tpu, ")}}})
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "t"},
+           "spec": {"containers": [{"name": "m", "image": "i", "resources": {"limits": {"example.com/tpu": 4}}}]}}
+    body = review(pod).body()
+    assert routed_to(docs, "ValidatingWebhookConfiguration", body, GOVERNED_NS) == [
+        "workloads.validate.gpu-gateway.io"]
+    assert routed_to(rendered_as("defaults"), "ValidatingWebhookConfiguration", body, GOVERNED_NS) == [
+        "data.validate.gpu-gateway.io"]
+
+
+# ================================================================== RBAC
+
+
+def _granted(docs: list[dict[str, Any]]) -> set[tuple[str, str, str, str, bool, bool]]:
+    """(component, group, resource, verb, own namespace, named) for every rule bound to a service account."""
+    roles = {(d["kind"], d["metadata"]["name"]): d for d in docs if d["kind"] in ("ClusterRole", "Role")}
+    grants = set()
+    for binding in (d for d in docs if d["kind"] in ("ClusterRoleBinding", "RoleBinding")):
+        role = roles[(binding["roleRef"]["kind"], binding["roleRef"]["name"])]
+        for subject in binding["subjects"]:
+            assert subject["kind"] == "ServiceAccount" and subject["namespace"] == NAMESPACE
+            component = subject["name"].removeprefix(f"{RELEASE}-gpu-gateway").lstrip("-") or "gateway"
+            for rule in role["rules"]:
+                for group, resource, verb in itertools.product(rule["apiGroups"], rule["resources"], rule["verbs"]):
+                    grants.add((component, group, resource, verb, role["kind"] == "Role",
+                                bool(rule.get("resourceNames"))))
+    return grants
+
+
+def test_rbac_grants_exactly_the_api_calls_the_code_makes(rendered):
+    docs = rendered["everything"] + rendered["policy-evicts-rogue-pods"]
+    used = {(c.component, c.group, c.resource, verb, c.own_namespace, c.named) for c in API_CALLS for verb in c.verbs}
+    granted = _granted(docs)
+    assert granted - used == set(), "granted but never used by the code"
+    assert used - granted == set(), "used by the code but not granted"
+    for grant in granted:
+        assert "*" not in grant[1:4], f"wildcard grant {grant}"
+
+
+def test_rbac_never_grants_what_admission_cannot_see(rendered):
+    for name, docs in rendered.items():
+        for component, _group, resource, verb, _own, _named in _granted(docs):
+            assert resource not in ("secrets", "nodes/proxy", "pods/exec", "pods/attach", "serviceaccounts/token")
+            assert verb not in ("impersonate", "escalate", "bind", "delete", "deletecollection"), (name, component)
+
+
+def test_the_gateway_itself_has_no_kubernetes_api_access_unless_it_evicts(rendered):
+    for name, docs in rendered.items():
+        evicts = name == "policy-evicts-rogue-pods"
+        grants = {g[1:4] for g in _granted(docs) if g[0] == "gateway"}
+        assert grants == ({("", "pods/eviction", "create")} if evicts else set()), name
+        account = one(docs, "ServiceAccount", f"{RELEASE}-gpu-gateway")
+        assert account["automountServiceAccountToken"] is evicts
+        pod = one(docs, "Deployment", f"{RELEASE}-gpu-gateway")["spec"]["template"]["spec"]
+        assert pod["automountServiceAccountToken"] is evicts
+
+
+def test_rbac_of_every_combination_is_within_the_code_s_calls(rendered):
+    used = {(c.component, c.group, c.resource, verb, c.own_namespace, c.named) for c in API_CALLS for verb in c.verbs}
+    for name, docs in rendered.items():
+        assert _granted(docs) <= used, name
+
+
+def test_rendered_manifests_are_stable_except_generated_secrets():
+    """Two renders differ only in what is generated (certificates, keys): no random names."""
+    def strip(docs: list[dict[str, Any]]) -> str:
+        out = []
+        for d in docs:
+            d = copy.deepcopy(d)
+            if d["kind"] == "Secret":
+                d.pop("data", None)
+            for kind in ("ValidatingWebhookConfiguration", "MutatingWebhookConfiguration"):
+                if d["kind"] == kind:
+                    for w in d["webhooks"]:
+                        w["clientConfig"].pop("caBundle", None)
+            if d["kind"] == "Deployment":
+                (d["spec"]["template"]["metadata"].get("annotations") or {}).pop("checksum/tls", None)
+            out.append(d)
+        return json.dumps(out, sort_keys=True)
+
+    assert strip(render(COMBINATIONS["everything"])) == strip(render(COMBINATIONS["everything"]))
+
+
+def test_chart_files_are_where_the_docs_say(tmp_path: Path):
+    from helm_chart import CHART
+
+    assert (CHART / "values.schema.json").is_file()
+    assert (CHART / "files" / "policies").resolve() == POLICIES.resolve()
+
+
+def test_image_recipe_is_pinned_slim_and_non_root():
+    """The Dockerfile the chart's image comes from: a pinned slim base, no root at run time,
+    and a build context holding exactly what it copies."""
+    from helm_chart import CHART
+
+    repo = CHART.parents[2]
+    dockerfile = (repo / "Dockerfile").read_text()
+    base = re.search(r"^ARG PYTHON_IMAGE=(\S+)$", dockerfile, re.M)
+    assert base and re.fullmatch(r"python:\d+\.\d+\.\d+-slim-\w+(@sha256:[0-9a-f]{64})?", base.group(1))
+    assert re.search(r"^USER 65532:65532$", dockerfile, re.M)
+    assert dockerfile.rstrip().splitlines()[-2:] == ['ENTRYPOINT ["gpu-gateway"]', 'CMD ["--help"]']
+    copied = {m.split()[0].rstrip("/") for m in re.findall(r"^COPY (?!--from)(.+?) \S+$", dockerfile, re.M)}
+    copied = {part.rstrip("/") for m in copied for part in m.split()}
+    allowed = {line[1:].rstrip("/") for line in (repo / ".dockerignore").read_text().splitlines()
+               if line.startswith("!")}
+    assert copied <= allowed, f"copied but ignored by .dockerignore: {copied - allowed}"
+    # The chart runs it read-only as the same uid.
+    pod = one(rendered_as("defaults"), "Deployment")["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsUser"] == 65532
+
+
+def test_helm_lint_is_clean_in_strict_mode():
+    import helm_python
+    from helm_chart import CHART
+
+    for values in ({}, COMBINATIONS["everything"]):
+        report = helm_python.lint(CHART, values, strict=True, namespace=NAMESPACE, kube_version="v1.34.0")
+        problems = [m for m in report["messages"] if m["severity"] >= 2]
+        assert not report["errors"] and not problems, report
+
+
+# ================================================================== the chart's objects, run for real
+
+
+def _kubelet_configmap_volume(root: Path, data: dict[str, str] | dict[str, bytes], version: int,
+                              mode: int = 0o644) -> Path:
+    """Write `data` the way the kubelet's AtomicWriter lays out a ConfigMap or Secret volume:
+    files in a timestamped directory, `..data` a symlink to it, each key a symlink through
+    `..data`; an update writes a new directory and swaps `..data` atomically."""
+    root.mkdir(exist_ok=True)
+    stamped = root / f"..2026_11_26_00_00_{version:02d}.{version}"
+    stamped.mkdir()
+    for key, content in data.items():
+        path = stamped / key
+        path.write_bytes(content if isinstance(content, bytes) else content.encode())
+        path.chmod(mode)
+    tmp_link = root / "..data_tmp"
+    tmp_link.symlink_to(stamped.name)
+    tmp_link.replace(root / "..data")
+    for key in data:
+        if not (root / key).is_symlink():
+            (root / key).symlink_to(f"..data/{key}")
+    return root
+
+
+def test_policy_configmap_reloads_as_the_kubelet_updates_it(tmp_path):
+    """The rendered policy ConfigMap, mounted as the kubelet mounts it, loads; an edit swapped
+    in reloads; a broken edit keeps the last good bundle in force."""
+    from gateway.policy_bundle import PolicyHolder
+
+    data = dict(one(rendered_as("defaults"), "ConfigMap")["data"])
+    volume = _kubelet_configmap_volume(tmp_path / "policies", data, 1)
+    holder = PolicyHolder(volume)
+    before = holder.policy.version
+    changed = data | {"limits.yaml": data["limits.yaml"] + "\n# edited through the ConfigMap\n"}
+    _kubelet_configmap_volume(volume, changed, 2)
+    assert holder.reload().changed and holder.policy.version != before
+    _kubelet_configmap_volume(volume, data | {"limits.yaml": "roles: [not, a, mapping\n"}, 3)
+    result = holder.reload()
+    assert result.error and not result.changed
+    assert holder.policy.version != before  # the edited, last good bundle is still in force
+
+
+def _pod_volumes(root: Path, docs: list[dict[str, Any]], pod: dict[str, Any]) -> dict[str, Path]:
+    """The rendered pod's volumes laid out under `root` as the kubelet would: mount path -> directory.
+    Secrets and ConfigMaps come from the rendered objects; claims and emptyDirs start empty."""
+    import base64
+
+    (container,) = pod["containers"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    mounts: dict[str, Path] = {}
+    for mount in container["volumeMounts"]:
+        volume, target = volumes[mount["name"]], root / mount["name"]
+        if "secret" in volume:
+            secret = one(docs, "Secret", volume["secret"]["secretName"])
+            data = {k: base64.b64decode(v) for k, v in secret["data"].items()}
+            items = volume["secret"].get("items")
+            if items:
+                data = {i["path"]: data[i["key"]] for i in items}
+            _kubelet_configmap_volume(target, data, 1, mode=volume["secret"].get("defaultMode", 0o644))
+        elif "configMap" in volume:
+            _kubelet_configmap_volume(target, one(docs, "ConfigMap", volume["configMap"]["name"])["data"], 1)
+        else:
+            target.mkdir()
+        mounts[mount["mountPath"]] = target
+    return mounts
+
+
+def _run_rendered_gateway(root: Path, docs: list[dict[str, Any]], env: dict[str, str] | None = None) -> tuple[Any, int]:
+    """Start `gpu-gateway serve` with the exact arguments of the rendered Deployment, its volumes
+    laid out under `root` where the pod mounts them, `$(VAR)` expanded from `env` as the
+    kubelet expands it; on loopback and a free port instead of 0.0.0.0:8443."""
+    import os
+    import subprocess
+    import sys
+
+    from served import _free_port
+
+    (root / "volumes").mkdir(parents=True)
+    pod = one(docs, "Deployment", f"{RELEASE}-gpu-gateway")["spec"]["template"]["spec"]
+    mounts = _pod_volumes(root / "volumes", docs, pod)
+    port = _free_port()
+    args = []
+    for arg in pod["containers"][0]["args"]:
+        if arg.startswith("--host="):
+            arg = "--host=127.0.0.1"
+        elif arg.startswith("--port="):
+            arg = f"--port={port}"
+        for inside in sorted(mounts, key=len, reverse=True):  # the deepest mount owns a path
+            if inside in arg:
+                arg = arg.replace(inside, str(mounts[inside]))
+                break
+        for name, value in (env or {}).items():
+            arg = arg.replace(f"$({name})", value)
+        args.append(arg)
+    log = open(root / "server.log", "wb")  # noqa: SIM115 - lives as long as the server
+    proc = subprocess.Popen([sys.executable, "-m", "gateway.cli.gpu_gateway", *args], stdout=log,
+                            stderr=subprocess.STDOUT, env=os.environ | (env or {}))
+    return proc, port
+
+
+def _wait_ready(proc: Any, client: Any, path: str, sni: dict[str, str], log: Path) -> None:
+    import time
+
+    import httpx
+
+    deadline = time.monotonic() + 30
+    while True:
+        assert proc.poll() is None, log.read_text()
+        try:
+            if client.get(path, extensions=sni).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        assert time.monotonic() < deadline, f"the rendered gateway never became ready: {log.read_text()}"
+        time.sleep(0.2)
+
+
+def _api_server_trust(docs: list[dict[str, Any]]) -> tuple[Any, dict[str, str]]:
+    """The TLS trust the API server has in the gateway: the webhook's caBundle, and the Service's DNS name."""
+    import base64
+    import ssl
+
+    webhook = one(docs, "ValidatingWebhookConfiguration")["webhooks"][0]
+    service = webhook["clientConfig"]["service"]
+    trust = ssl.create_default_context(cadata=base64.b64decode(webhook["clientConfig"]["caBundle"]).decode())
+    return trust, {"sni_hostname": f"{service['name']}.{service['namespace']}.svc"}
+
+
+def test_the_rendered_gateway_serves_its_webhooks_as_the_api_server_calls_them(tmp_path):
+    """The chart's Deployment arguments run the real gateway; the API server's view holds: the
+    caBundle of the webhook configuration verifies the served certificate for the Service's
+    DNS name, the readiness probe path answers, and each webhook path decides a request it routes."""
+    import signal
+
+    import httpx
+
+    docs = rendered_as("defaults")
+    proc, port = _run_rendered_gateway(tmp_path / "pod", docs)
+    validating = {w["name"]: w for w in one(docs, "ValidatingWebhookConfiguration")["webhooks"]}
+    mutating = {w["name"]: w for w in one(docs, "MutatingWebhookConfiguration")["webhooks"]}
+    trust, sni = _api_server_trust(docs)
+    probe = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]["httpGet"]["path"]
+    try:
+        with httpx.Client(base_url=f"https://127.0.0.1:{port}", verify=trust, timeout=10) as client:
+            _wait_ready(proc, client, probe, sni, tmp_path / "pod" / "server.log")
+            job = load_any("pytorchjob.yaml")
+            launch = review(job, user="bob", groups=("gpu-researchers",),
+                            resource=("kubeflow.org", "pytorchjobs")).body()
+            assert routed_to(docs, "MutatingWebhookConfiguration", launch, GOVERNED_NS) == [
+                "workloads.mutate.gpu-gateway.io"]
+            path = mutating["workloads.mutate.gpu-gateway.io"]["clientConfig"]["service"]["path"]
+            answer = client.post(path, json=launch, extensions=sni).json()["response"]
+            assert answer["uid"] == launch["request"]["uid"] and answer["allowed"]
+            assert answer["patchType"] == "JSONPatch"
+            assert routed_to(docs, "ValidatingWebhookConfiguration", launch, GOVERNED_NS) == [
+                "workloads.validate.gpu-gateway.io"]
+            path = validating["workloads.validate.gpu-gateway.io"]["clientConfig"]["service"]["path"]
+            answer = client.post(path, json=launch, extensions=sni).json()["response"]
+            assert answer["allowed"], answer
+            intern = review(job | {"metadata": {"name": "big", "namespace": "research"}}, user="eve",
+                            groups=("gpu-interns",), resource=("kubeflow.org", "pytorchjobs")).body()
+            answer = client.post(path, json=intern, extensions=sni).json()["response"]
+            assert answer["allowed"] is False and "gpu-gateway: denied launch" in answer["status"]["message"]
+        # A wrong name is refused (a new connection), as the API server would refuse it.
+        with httpx.Client(base_url=f"https://127.0.0.1:{port}", verify=trust, timeout=10) as fresh, \
+                pytest.raises(httpx.ConnectError, match="certificate"):
+            fresh.get(probe, extensions={"sni_hostname": "someone-else.example.com"})
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+
+
+def test_the_rendered_ha_gateway_shares_one_ledger_across_replicas(tmp_path, pg_url):  # noqa: F811
+    """Two replicas started from the HA rendering (PostgreSQL URL from its Secret through the
+    environment, the history key from the chart's Secret, read-only) share one ledger: a
+    user's concurrent cap holds across them, and neither writes beside the mounted key."""
+    import signal
+
+    import httpx
+
+    docs = render(COMBINATIONS["postgresql-3-replicas"])
+    env = {"GPU_GATEWAY_DATABASE_URL": pg_url}
+    replicas = [_run_rendered_gateway(tmp_path / f"pod-{i}", docs, env) for i in range(2)]
+    trust, sni = _api_server_trust(docs)
+    path = one(docs, "ValidatingWebhookConfiguration")["webhooks"][0]["clientConfig"]["service"]["path"]
+
+    def launch(port: int, name: str) -> dict[str, Any]:
+        pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": "research"},
+               "spec": {"containers": [{"name": "m", "image": "i", "resources": {"limits": {"nvidia.com/gpu": 8}}}]}}
+        body = review(pod, user="eve", groups=("gpu-interns",)).body()
+        with httpx.Client(base_url=f"https://127.0.0.1:{port}", verify=trust, timeout=10) as client:
+            return client.post(path, json=body, extensions=sni).json()["response"]
+
+    try:
+        for i, (proc, port) in enumerate(replicas):
+            with httpx.Client(base_url=f"https://127.0.0.1:{port}", verify=trust, timeout=10) as client:
+                _wait_ready(proc, client, "/readyz", sni, tmp_path / f"pod-{i}" / "server.log")
+        (_, port_a), (_, port_b) = replicas
+        assert launch(port_a, "one")["allowed"] and launch(port_b, "two")["allowed"]  # 16 GPUs: the intern cap
+        third = launch(port_a, "three")
+        assert third["allowed"] is False and "16" in third["status"]["message"]
+        for i in range(2):
+            history = tmp_path / f"pod-{i}" / "volumes" / "history-key"
+            assert sorted(p.name for p in history.iterdir() if not p.name.startswith("..")) == [
+                "gpu-gateway.db.history-key"]
+    finally:
+        for proc, _port in replicas:
+            proc.send_signal(signal.SIGTERM)
+        for proc, _port in replicas:
+            assert proc.wait(timeout=30) == 0
+
+
+def _through_the_chart(docs: list[dict[str, Any]], service: Any, body: dict[str, Any]) -> tuple[bool, list[str]]:
+    """What the API server does with the chart's webhook configurations: call each mutating
+    webhook that matches and apply its patch, then each validating one; a request none matches
+    is admitted without the gateway. Returns (allowed, the webhooks called)."""
+    import base64
+
+    import jsonpatch
+
+    called = routed_to(docs, "MutatingWebhookConfiguration", body, GOVERNED_NS)
+    for _ in called:
+        out = service.mutate(body)["response"]
+        if "patch" in out:
+            patch = json.loads(base64.b64decode(out["patch"]))
+            body["request"]["object"] = jsonpatch.apply_patch(body["request"]["object"], patch)
+    validating = routed_to(docs, "ValidatingWebhookConfiguration", body, GOVERNED_NS)
+    allowed = all(service.validate(body)["response"]["allowed"] for _ in validating)
+    return allowed, called + validating
+
+
+def test_the_chart_routes_the_sabotage_defence_through_the_gateway(service):
+    """The data rules hold in a cluster wired by the chart: a claim is stamped and recorded, an
+    intern's CPU pod that mounts it read-write is sent to the gateway and denied, while the
+    same pod from a trusted controller is not sent (and the gateway would allow it anyway)."""
+    docs = rendered_as("defaults")
+    claim = {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+             "metadata": {"name": "llm-70b-ckpt", "namespace": "research"},
+             "spec": {"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": "10Ti"}}}}
+    body = review(claim, user="bob", groups=("gpu-researchers",)).body()
+    allowed, called = _through_the_chart(docs, service, body)
+    assert allowed and called == ["data.mutate.gpu-gateway.io", "data.validate.gpu-gateway.io"]
+    assert body["request"]["object"]["metadata"]["annotations"]["gpu-gateway.io/owner"] == "bob"
+
+    probe = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "probe", "namespace": "research"},
+             "spec": {"containers": [{"name": "m", "image": "busybox", "volumeMounts": [
+                 {"name": "ckpt", "mountPath": "/ckpt"}]}],
+                 "volumes": [{"name": "ckpt", "persistentVolumeClaim": {"claimName": "llm-70b-ckpt"}}]}}
+    allowed, called = _through_the_chart(docs, service, review(copy.deepcopy(probe), user="eve",
+                                                               groups=("gpu-interns",)).body())
+    assert not allowed and called == ["data.validate.gpu-gateway.io"]
+
+    controller = "system:serviceaccount:kube-system:replicaset-controller"
+    body = review(copy.deepcopy(probe), user=controller, groups=("system:serviceaccounts",)).body()
+    assert _through_the_chart(docs, service, body) == (True, [])
+    assert service.validate(body)["response"]["allowed"]
+
+    gpu_pod = copy.deepcopy(probe) | {"metadata": {"name": "train", "namespace": "research"}}
+    gpu_pod["spec"] = {"containers": [{"name": "m", "image": "i", "resources": {"limits": {"nvidia.com/gpu": 8}}}]}
+    body = review(gpu_pod, user="eve", groups=("gpu-interns",)).body()
+    allowed, called = _through_the_chart(docs, service, body)
+    assert allowed and called == ["workloads.mutate.gpu-gateway.io", "workloads.validate.gpu-gateway.io"]
+    assert body["request"]["object"]["metadata"]["annotations"]["gpu-gateway.io/owner"] == "eve"
+    delete = review(None, old=body["request"]["object"], operation="DELETE", user="alice",
+                    groups=("gpu-interns",)).body()
+    assert _through_the_chart(docs, service, delete) == (False, ["access.validate.gpu-gateway.io"])
+
+
+def test_the_packaged_chart_carries_the_policy_bundle(tmp_path):
+    """`helm package` follows the files/policies link: the archive renders the same bundle."""
+    import helm_python
+    from helm_chart import CHART
+
+    archive = helm_python.package(CHART, destination=tmp_path)
+    packaged = helm_python.Chart.load_archive(Path(archive).read_bytes())
+    rendered = packaged.render({}, name=RELEASE, namespace=NAMESPACE)
+    configmap = next(t for path, t in rendered.items() if path.endswith("policy-configmap.yaml"))
+    import yaml
+
+    data = yaml.safe_load(configmap)["data"]
+    assert data == {name: (POLICIES / name).read_text() for name in ("model.conf", "policy.csv", "limits.yaml")}
