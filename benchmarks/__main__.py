@@ -51,6 +51,9 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--profile", action="store_true", help="print a cProfile of the decision pipeline")
     parser.add_argument("--keep", action="store_true", help="keep the work dir (logs, state, wrk scripts)")
     parser.add_argument("--strict", action="store_true", help="exit 1 when a goal is missed")
+    parser.add_argument("--scheduler", action="store_true",
+                        help="only the scheduler-shim figures (4,096-pod gang, 100,000-pod ledger rebuild, "
+                             "admission latency SQLite vs PostgreSQL; benchmarks/scheduler.py)")
     args = parser.parse_args(argv)
     most = (payloads.MIX_LAG - 1) * len(payloads.MIX_SCHEDULE)
     if not 1 <= args.connections <= most:
@@ -252,6 +255,13 @@ def print_table(rows: list[dict[str, Any]]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
+    if args.scheduler:
+        from benchmarks.scheduler import run as run_scheduler
+
+        results = run_scheduler(quick=args.quick)
+        if args.json:
+            args.json.write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2))
+        return 0
     env = _environment()
     started = time.perf_counter()
     say(f"gpu-gateway benchmarks ({'quick' if args.quick else 'full'} run): Python {env['python']}, "

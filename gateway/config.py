@@ -29,6 +29,13 @@ class ServerSettings:
     """TLS pair; when both are unset a self-signed pair is generated beside the state file."""
     max_body_bytes: int = 8 * 1024 * 1024
     """Larger AdmissionReview bodies are refused (HTTP 413): above the API server's own limits."""
+    decision_budget_ms: int = 2000
+    """Every /validate is answered within this (the failure policy once the store is late), plus
+    at most a quarter more when its commit is under way: keep 1.25x it below the smallest
+    `timeoutSeconds` of the webhooks that call /validate (docs/faults.md)."""
+    shutdown_delay_s: float = 0.0
+    """On SIGTERM, /readyz fails at once and requests are still served this long before the
+    listener closes and in-flight requests drain (let the endpoints controller notice first)."""
 
 
 @dataclass(frozen=True)
@@ -92,12 +99,49 @@ class AuthSettings:
 
 
 @dataclass(frozen=True)
+class CheckpointSettings:
+    """Signed checkpoints of the audit chain (docs/audit.md); the key never goes into the database."""
+
+    key_file: Path
+    """Ed25519 private key (PEM), from `gpu-gateway audit keygen`."""
+    directory: Path
+    """The local append-only sink: `checkpoints.jsonl` in this directory."""
+    interval_s: float = 60.0
+    """How often a heartbeat is written and the head signed (and once more at shutdown)."""
+    url: str | None = None
+    """An external sink: each checkpoint is POSTed there as JSON."""
+    replica: str | None = None
+    """This replica's name in its checkpoints; None means the host name."""
+
+    def __post_init__(self) -> None:
+        if not 0 < self.interval_s <= 86400:
+            raise ConfigError("--checkpoint-interval must be between 0 and 86400 seconds")
+        if self.url is not None and not self.url.startswith(("http://", "https://")):
+            raise ConfigError("--checkpoint-url must be an http:// or https:// URL")
+
+
+@dataclass(frozen=True)
+class SchedulerSettings:
+    """The scheduler shim (docs/scheduler.md): who the gateway is, and whether `serve` runs the controller."""
+
+    service_account: str = "system:serviceaccount:gpu-gateway:gpu-gateway"
+    """The gateway's own identity: the only one that may remove the queue's scheduling gate
+    (`--service-account`, GPU_GATEWAY_SERVICE_ACCOUNT)."""
+    controller: bool = False
+    """Run the controller inside `serve` (one active replica through the Lease)."""
+    kubeconfig: Path | None = None
+    """Cluster access for the controller; default: in-cluster service account, then ~/.kube/config."""
+
+
+@dataclass(frozen=True)
 class Settings:
     server: ServerSettings = field(default_factory=ServerSettings)
     store: StoreSettings = field(default_factory=StoreSettings)
     policy: PolicySettings = field(default_factory=PolicySettings)
     auth: AuthSettings = field(default_factory=AuthSettings)
     failure_mode: FailureMode = FailureMode.CLOSED
+    checkpoints: CheckpointSettings | None = None
+    scheduler: SchedulerSettings = field(default_factory=SchedulerSettings)
 
     def __post_init__(self) -> None:
         if not 0 < self.server.port < 65536:
@@ -109,5 +153,9 @@ class Settings:
         if self.store.database_url is not None and not self.store.database_url.startswith(
                 ("postgresql://", "postgres://")):
             raise ConfigError("--database-url must be a postgresql:// URL")
+        if not 50 <= self.server.decision_budget_ms <= 30_000:
+            raise ConfigError("--decision-budget-ms must be between 50 and 30000")
+        if not 0 <= self.server.shutdown_delay_s <= 300:
+            raise ConfigError("--shutdown-delay must be between 0 and 300 seconds")
         if self.server.max_body_bytes < 1024:
             raise ConfigError("max body size must be at least 1 KiB")

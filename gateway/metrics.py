@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -22,6 +23,17 @@ class _TeamGpus(Collector):
                 family.add_metric([team], gpus)
         except Exception:  # a scrape must never fail because the store is down
             pass
+        yield family
+
+
+class _QueueLength(Collector):
+    def __init__(self, source: Callable[[], int]) -> None:
+        self._source = source
+
+    def collect(self) -> Iterator[Metric]:
+        family = GaugeMetricFamily("gpu_gateway_queue_length", "Workloads waiting in the GPU queue")
+        with contextlib.suppress(Exception):  # a scrape must never fail because the store is down
+            family.add_metric([], self._source())
         yield family
 
 
@@ -48,6 +60,22 @@ class Metrics:
         self.policy_loaded = Gauge(
             "gpu_gateway_policy_ok", "1 when the bundle on disk is the one in force", registry=self.registry,
         )
+        self.telemetry_samples = Counter(
+            "gpu_gateway_telemetry_samples", "GPU samples stored from node agents (resent duplicates excluded)",
+            registry=self.registry,
+        )
+        self.telemetry_alerts = Counter(
+            "gpu_gateway_telemetry_alerts", "Alerts raised from GPU telemetry (audit action alert)",
+            ["kind"], registry=self.registry,
+        )
+        self.evictions = Counter(
+            "gpu_gateway_rogue_evictions", "Evictions of pods running rogue GPU processes", ["outcome"],
+            registry=self.registry,
+        )
 
     def watch_team_gpus(self, source: Callable[[], dict[str, int]]) -> None:
         self.registry.register(_TeamGpus(source))
+
+    def watch_queue(self, source: Callable[[], int]) -> None:
+        """`gpu_gateway_queue_length` from the store (the controller adds wait times and releases)."""
+        self.registry.register(_QueueLength(source))

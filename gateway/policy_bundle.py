@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import shutil
+import tempfile
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -19,8 +21,11 @@ import casbin
 import yaml
 
 from gateway.core.decision import Mode
+from gateway.core.overrides import Overrides, apply
 from gateway.core.podspec import DEFAULT_SAFE_CAPABILITIES, HATCHES
 from gateway.core.policy import POLICY_ACTIONS, RULES, SCOPES, Policy, RoleLimits, SecondPerson
+from gateway.core.scheduling import parse_scheduling
+from gateway.core.telemetry import TelemetryPolicy, telemetry_policy
 from gateway.core.workloads import DEFAULT_GPU_RESOURCES, DEFAULT_NOT_GPU_RESOURCES
 from gateway.errors import ConfigError
 from gateway.logs import fields
@@ -67,7 +72,8 @@ def _limits(raw: Mapping[str, Any]) -> dict[str, Any]:
     known = {
         "role_order", "roles", "teams", "default_team_max_concurrent_gpus", "team_group_prefix",
         "gpu_resources", "not_gpu_resources", "exempt_namespaces", "trusted_controllers", "unowned_workloads", "modes",
-        "safe_capabilities", "allowed_schedulers", "ignored_references", "second_person",
+        "safe_capabilities", "allowed_schedulers", "ignored_references", "second_person", "telemetry",
+        "scheduling",
     }
     unknown = sorted(set(raw) - known)
     if unknown:
@@ -124,19 +130,37 @@ def _limits(raw: Mapping[str, Any]) -> dict[str, Any]:
         "allowed_schedulers": frozenset(_str_list(raw, "allowed_schedulers", ("default-scheduler",))),
         "ignored_references": _references(_str_list(raw, "ignored_references", ("ConfigMap/kube-root-ca.crt",))),
         "second_person": _second_person(raw.get("second_person")),
+        "telemetry": _telemetry(raw.get("telemetry")),
+        "scheduling": parse_scheduling(raw.get("scheduling")),
     }
+
+
+def _telemetry(value: Any) -> TelemetryPolicy:
+    """limits.yaml `telemetry`: the node agent's alert thresholds (docs/agent.md)."""
+    try:
+        return telemetry_policy(value)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _second_person(value: Any) -> SecondPerson:
     """limits.yaml `second_person`: thresholds above which a second person must approve (null: never)."""
     spec = _mapping(value, "limits.yaml: second_person")
-    extra = sorted(set(spec) - {"launch_over_gpus", "kill_or_modify_others_over_gpus"})
+    extra = sorted(set(spec) - {"launch_over_gpus", "kill_or_modify_others_over_gpus", "policy_change"})
     if extra:
         raise ConfigError(f"limits.yaml: second_person: unknown setting(s) {', '.join(extra)}")
     return SecondPerson(
         launch_over_gpus=_opt_int(spec, "launch_over_gpus", "second_person"),
         touch_others_over_gpus=_opt_int(spec, "kill_or_modify_others_over_gpus", "second_person"),
+        policy_change=_flag(spec, "policy_change", True, "second_person"),
     )
+
+
+def _flag(data: Mapping[str, Any], key: str, default: bool, where: str) -> bool:
+    value = data.get(key, default)
+    if not isinstance(value, bool):
+        raise ConfigError(f"limits.yaml: {where}.{key} must be true or false, not {value!r}")
+    return value
 
 
 def _hatches(value: Any, where: str) -> frozenset[str]:
@@ -163,6 +187,30 @@ def _references(values: tuple[str, ...]) -> frozenset[tuple[str, str]]:
                               "(PersistentVolumeClaim, ConfigMap or Secret)")
         out.add((kind, name))
     return frozenset(out)
+
+
+#: The bundle files a policy replaced through the admin API holds (model.conf stays the files').
+REPLACEABLE_FILES = ("policy.csv", "limits.yaml")
+
+
+def read_bundle(directory: Path) -> dict[str, str]:
+    """The texts of a bundle's files, by name."""
+    try:
+        return {name: (Path(directory) / name).read_text() for name in BUNDLE_FILES}
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"policy bundle {directory}: {exc}") from exc
+
+
+def load_replacement(directory: Path, texts: Mapping[str, str]) -> Policy:
+    """Compile `directory`'s model.conf with policy.csv and limits.yaml from `texts`."""
+    missing = [name for name in REPLACEABLE_FILES if not isinstance(texts.get(name), str)]
+    if missing:
+        raise ConfigError(f"a policy replacement needs {' and '.join(missing)}")
+    with tempfile.TemporaryDirectory(prefix="gpu-gateway-policy-") as tmp:
+        shutil.copyfile(Path(directory) / "model.conf", Path(tmp) / "model.conf")
+        for name in REPLACEABLE_FILES:
+            (Path(tmp) / name).write_text(texts[name])
+        return load_bundle(Path(tmp))
 
 
 def load_bundle(directory: Path) -> Policy:
@@ -242,16 +290,62 @@ class ReloadResult:
 
 
 class PolicyHolder:
-    """The policy in force, reloaded when the bundle changes; the last good one is kept."""
+    """The policy in force, reloaded when the bundle changes; the last good one is kept.
+
+    Run-time settings from the store (`set_runtime`) are layered over it: a policy that
+    replaced the bundle through the admin API takes the place of the files' policy.csv and
+    limits.yaml, and role bindings and quotas override what the bundle says.
+    """
 
     def __init__(self, directory: Path) -> None:
         self.directory = Path(directory)
         self._lock = threading.Lock()
         self._fingerprint = _fingerprint(self.directory)
-        self.policy: Policy = load_bundle(self.directory)
+        self._files: Policy = load_bundle(self.directory)
+        self._replacement: tuple[Mapping[str, str], Policy] | None = None
+        self._overrides = Overrides()
+        self.policy: Policy = self._files
         self.last_error: str | None = None
         self.reloads = 0
         self.failures = 0
+
+    @property
+    def bundle(self) -> Policy:
+        """The policy before run-time role bindings and quotas."""
+        return self._replacement[1] if self._replacement else self._files
+
+    @property
+    def replaced(self) -> Mapping[str, str] | None:
+        """The policy.csv and limits.yaml that replaced the files through the admin API, if any."""
+        return self._replacement[0] if self._replacement else None
+
+    def _compose(self) -> None:
+        self.policy = apply(self.bundle, self._overrides)
+
+    def set_runtime(self, overrides: Overrides, replacement: Mapping[str, str] | None) -> str | None:
+        """Put the store's settings in force; returns the error that kept the last good ones."""
+        with self._lock:
+            error = None
+            if replacement is None:
+                self._replacement = None
+            elif self._replacement is None or dict(self._replacement[0]) != dict(replacement):
+                try:
+                    self._replacement = (dict(replacement), load_replacement(self.directory, replacement))
+                except ConfigError as exc:
+                    error = f"stored policy: {exc}"
+            self._overrides = overrides
+            self._compose()
+            self._note(error)
+            return error
+
+    def _note(self, error: str | None) -> None:
+        if error:
+            self.failures += 1
+            self.last_error = error
+            log.error("policy reload failed; keeping version %s in force: %s",
+                      self.policy.version, error, extra=fields(event="policy_reload_failed"))
+        else:
+            self.last_error = None
 
     def reload(self, *, force: bool = False) -> ReloadResult:
         with self._lock:
@@ -260,16 +354,16 @@ class PolicyHolder:
                 return ReloadResult(changed=False)
             self._fingerprint = fingerprint
             try:
-                policy = load_bundle(self.directory)
+                files = load_bundle(self.directory)
+                replacement = self._replacement and (
+                    self._replacement[0], load_replacement(self.directory, self._replacement[0]))
             except ConfigError as exc:
-                self.failures += 1
-                self.last_error = str(exc)
-                log.error("policy reload failed; keeping version %s in force: %s",
-                          self.policy.version, exc, extra=fields(event="policy_reload_failed"))
+                self._note(str(exc))
                 return ReloadResult(changed=False, error=str(exc))
             old = self.policy.version
-            self.policy = policy
-            self.last_error = None
+            self._files, self._replacement = files, replacement or None
+            self._compose()
+            self._note(None)
             self.reloads += 1
-            log.info("policy reloaded: %s -> %s", old, policy.version, extra=fields(event="policy_reloaded"))
+            log.info("policy reloaded: %s -> %s", old, self.policy.version, extra=fields(event="policy_reloaded"))
             return ReloadResult(changed=True)

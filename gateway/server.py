@@ -14,8 +14,10 @@ from gateway.config import Settings, StoreSettings
 from gateway.core.history import keyed_digest
 from gateway.logs import setup_logging
 from gateway.metrics import Metrics
+from gateway.policy_alarm import report_reload_failure
 from gateway.policy_bundle import PolicyHolder, default_policy_dir
 from gateway.service import AdmissionService
+from gateway.store.checkpoints import build_checkpointer
 from gateway.store.history_key import load_history_key
 from gateway.store.sqlite import SQLiteStore
 from gateway.webhook.app import create_app
@@ -50,17 +52,23 @@ def build_gateway(settings: Settings) -> Gateway:
     store.start_checkpoints()
     metrics = Metrics()
     metrics.watch_team_gpus(store.gpus_by_team)
+    metrics.watch_queue(lambda: len(store.queue_rows()))
     digest = keyed_digest(load_history_key(settings.store.path))
     service = AdmissionService(policies, store, failure_mode=settings.failure_mode, metrics=metrics,
-                               digest=digest)
-    api = api_routes(ApiContext(authenticator, lambda: service.policies.policy, store))
+                               digest=digest, gateway_user=settings.scheduler.service_account)
+    api = api_routes(ApiContext(authenticator, lambda: service.policies.policy, store, service.runtime,
+                                metrics=metrics))
     app = create_app(service, max_body_bytes=settings.server.max_body_bytes,
-                     reload_interval_s=settings.policy.reload_interval_s, api=api)
+                     reload_interval_s=settings.policy.reload_interval_s, api=api,
+                     decision_budget_s=settings.server.decision_budget_ms / 1000,
+                     offload_store=settings.store.database_url is not None)
     return Gateway(service, app)
 
 
 def run_server(settings: Settings, *, log_level: str = "INFO") -> None:
     import uvicorn
+
+    from gateway.webhook.shutdown import DrainingServer
 
     setup_logging(log_level)
     gateway = build_gateway(settings)
@@ -77,7 +85,7 @@ def run_server(settings: Settings, *, log_level: str = "INFO") -> None:
     def on_sighup(*_: Any) -> None:
         result = gateway.service.policies.reload(force=True)
         if result.error:
-            gateway.service.metrics.policy_reload_failures.inc()
+            report_reload_failure(gateway.service, result.error)
 
     def on_stopped(signum: int, *_: Any) -> None:
         # uvicorn drains in-flight requests first, then hands the signal on to us: exit 0.
@@ -88,5 +96,20 @@ def run_server(settings: Settings, *, log_level: str = "INFO") -> None:
     log.info("gpu-gateway listening on %s://%s:%d (policy %s, state %s)",
              "http" if server.insecure_http else "https", server.host, server.port,
              gateway.service.policies.policy.version, settings.store.path)
-    uvicorn.run(gateway.app, host=server.host, port=server.port, log_config=None,
-                access_log=False, log_level=log_level.lower(), timeout_graceful_shutdown=10, **ssl)
+    checkpointer = build_checkpointer(settings.checkpoints, gateway.service.store)
+    if checkpointer is not None:
+        checkpointer.start()
+    controller = None
+    if settings.scheduler.controller:  # the queue controller beside the webhook (docs/scheduler.md)
+        from gateway.controller.run import start_controller
+
+        controller = start_controller(settings.scheduler, gateway.service)
+    try:
+        config = uvicorn.Config(gateway.app, host=server.host, port=server.port, log_config=None,
+                                access_log=False, log_level=log_level.lower(), timeout_graceful_shutdown=10, **ssl)
+        DrainingServer(config, gateway.service, server.shutdown_delay_s).run()
+    finally:
+        if checkpointer is not None:  # after the drain: the final checkpoint covers every answered request
+            checkpointer.stop()
+        if controller is not None:
+            controller.stop()

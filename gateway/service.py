@@ -12,7 +12,7 @@ import logging
 import secrets
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
@@ -20,14 +20,19 @@ import orjson
 from gateway.config import FailureMode
 from gateway.core.admission import Plan, decide, prepare
 from gateway.core.decision import Action, Decision
+from gateway.core.gates import gate_patch, guard, launch_budget, stamp_annotations
 from gateway.core.history import Digest, changes, keyed_digest
 from gateway.core.identity import Grant
 from gateway.core.mutation import ownership_patch
 from gateway.core.review import AdmissionRequest, parse_review, review_response, review_uid
+from gateway.core.scheduling import GATEWAY_SERVICE_ACCOUNT
+from gateway.core.unblocked import asks_for_gpus
 from gateway.errors import GatewayError, RequestError, ReviewError, StoreError
 from gateway.logs import event, fields
 from gateway.metrics import Metrics
+from gateway.policy_alarm import report_reload_failure
 from gateway.policy_bundle import PolicyHolder
+from gateway.runtime import RuntimeSettings
 from gateway.store.base import Job, Store, decide_one
 from gateway.store.sql import BREAK_GLASS_MARK
 from gateway.store.writer import StoreWriter
@@ -95,10 +100,13 @@ class AdmissionService:
         metrics: Metrics | None = None,
         clock: Callable[[], float] = time.time,
         digest: Digest | None = None,
+        gateway_user: str = GATEWAY_SERVICE_ACCOUNT,
     ) -> None:
         """`digest` hashes ConfigMap and Secret values in the audit log's changes; the server
         passes the installation's keyed digest. Without one, a key of this process is used,
-        so digests compare only within its lifetime."""
+        so digests compare only within its lifetime. `gateway_user` is the gateway's own
+        identity, the only one that may remove the queue's scheduling gate."""
+        self.gateway_user = gateway_user
         self.policies = policies
         self.store = store
         self.failure_mode = failure_mode
@@ -106,25 +114,42 @@ class AdmissionService:
         self.clock = clock
         self.digest = digest or keyed_digest(secrets.token_bytes(32))
         self._grants: tuple[float, tuple[Grant, ...]] | None = None
+        self.runtime = RuntimeSettings(policies, store, on_error=self._settings_failed)
+        self.refresh_inline = True
+        """Read the run-time settings and grants on the request path when stale. The server turns
+        this off for PostgreSQL and calls `refresh` from a background thread instead, so that a
+        slow database never stalls requests that need no ledger."""
+        self.draining = False
+        """Set on SIGTERM: /readyz fails so that new requests go to other replicas."""
+
+    def _settings_failed(self, error: str) -> None:
+        report_reload_failure(self, error)
 
     #: How long the live break-glass grants are cached: a new or revoked grant takes effect within it.
     GRANTS_TTL_S = 1.0
 
-    def live_grants(self, now: float) -> tuple[Grant, ...]:
+    def refresh(self) -> None:
+        """Bring the run-time settings and the grant cache up to date (blocking store reads)."""
+        now = self.clock()
+        self.runtime.refresh(now)
+        self.live_grants(now, read=True)
+
+    def live_grants(self, now: float, *, read: bool | None = None) -> tuple[Grant, ...]:
         """The live break-glass grants, read from the store at most once per `GRANTS_TTL_S`.
 
-        Reading them also marks (and audits) the grants that expired. A store that cannot be
+        Reading them also marks (and audits) the grants and approvals that expired. A store that cannot be
         read leaves the last grants known in force until it can: no grant outlives its expiry,
         as `with_grants` is only given grants whose expiry is still ahead of the clock.
         """
         cached = self._grants
-        if cached is None or not 0 <= now - cached[0] < self.GRANTS_TTL_S:
+        if (self.refresh_inline if read is None else read) and (
+                cached is None or not 0 <= now - cached[0] < self.GRANTS_TTL_S):
             try:
                 self._grants = cached = (now, self.store.live_grants(now=now))
             except GatewayError as exc:
                 log.warning("cannot read break-glass grants: %s", exc)
                 self._grants = cached = (now, cached[1] if cached else ())
-        return tuple(g for g in cached[1] if g.expires_at > now)
+        return tuple(g for g in cached[1] if g.expires_at > now) if cached else ()
 
     # ------------------------------------------------------------- endpoints
 
@@ -134,9 +159,12 @@ class AdmissionService:
             req = parse_review(body)
         except ReviewError as exc:
             return self._unreadable(body, exc)
+        if self.refresh_inline:
+            self.runtime.refresh(self.clock())
         try:
-            plan = prepare(req, self.policies.policy)
-            ops = ownership_patch(plan)
+            policy = self.policies.policy
+            plan = prepare(req, policy)
+            ops = ownership_patch(plan, stamp_annotations(plan, policy)) + gate_patch(plan, policy)
         except Exception:
             log.exception("mutate failed", extra=fields(uid=req.uid))
             self.metrics.errors.labels("internal").inc()
@@ -159,15 +187,17 @@ class AdmissionService:
             return self._failed(staged.plan.request, exc)
         return self._answer(staged.plan, decision)
 
-    async def validate_async(self, body: Any, writer: StoreWriter) -> dict[str, Any]:
-        """`validate` for the event loop: the store work goes to the writer thread."""
+    async def validate_async(self, body: Any, writer: StoreWriter, *, deadline: float | None = None) -> dict[str, Any]:
+        """`validate` for the event loop: the store work goes to the writer. With `deadline` (on
+        the writer's clock), a request the store cannot decide by then gets the failure policy,
+        and its transaction, if it comes later, is rolled back (docs/faults.md)."""
         staged = self._stage(body)
         if not isinstance(staged, _Staged):
             return staged
         try:
-            decision = await writer.submit(staged.job)
+            decision = await writer.submit(staged.job, deadline=deadline)
         except Exception as exc:
-            return self._failed(staged.plan.request, exc)
+            return self._failed(staged.plan.request, exc, gpus=asks_for_gpus(staged.plan))
         return self._answer(staged.plan, decision)
 
     def _stage(self, body: Any) -> _Staged | dict[str, Any]:
@@ -176,12 +206,17 @@ class AdmissionService:
             req = parse_review(body)
         except ReviewError as exc:
             return self._unreadable(body, exc)
-        policy = self.policies.policy
         now = self.clock()
+        if self.refresh_inline:
+            self.runtime.refresh(now)
+        policy = self.policies.policy
         try:
             plan = prepare(req, policy, self.live_grants(now))
+            gate = guard(plan, policy, self.gateway_user)
         except Exception as exc:
             return self._failed(req, exc)
+        if gate is not None:
+            plan = replace(plan, early=gate)
         if plan.early is not None and not plan.early.audited:
             return self._answer(plan, plan.early)
         job = Job(
@@ -194,6 +229,7 @@ class AdmissionService:
             needs_usage=plan.action in (Action.LAUNCH, Action.MODIFY) and not plan.data_kind,
             approval_key=(req.username, plan.action.value, req.namespace, plan.key[2] if plan.key else req.name)
             if plan.action is not None else None,
+            budget=launch_budget(plan, policy, now),
         )
         return _Staged(plan, job)
 
@@ -222,9 +258,16 @@ class AdmissionService:
             uid, False, code=400, message=f"gpu-gateway: cannot read the AdmissionReview: {exc}"
         )
 
-    def _failed(self, req: AdmissionRequest, exc: Exception) -> dict[str, Any]:
+    def _failed(self, req: AdmissionRequest, exc: Exception, *, gpus: bool = True) -> dict[str, Any]:
+        """The failure policy. A request that asks for no GPUs is never refused for a store fault."""
         kind = "store" if isinstance(exc, StoreError) else "internal"
         self.metrics.errors.labels(kind).inc()
+        if kind == "store" and not gpus:
+            log.warning("store unavailable; a request without GPUs let through unrecorded: %s", exc,
+                        extra=fields(uid=req.uid, event="failure_policy"))
+            return review_response(req.uid, True, warnings=(
+                "gpu-gateway: the ledger is unavailable; this request asks for no GPUs and was let "
+                "through without its ownership checks; it was not recorded",))
         if kind == "internal":
             log.error("failure policy %s applied after an internal error", self.failure_mode.value,
                       exc_info=exc, extra=fields(uid=req.uid, event="failure_policy"))
@@ -242,10 +285,14 @@ class AdmissionService:
         )
 
     def ready(self) -> tuple[bool, str]:
+        if self.draining:
+            return False, "shutting down"
         try:
             self.store.ping()
         except GatewayError as exc:
             return False, f"store unavailable: {exc}"
         if self.policies.last_error:
             return True, f"policy reload failing, last good in force: {self.policies.last_error}"
+        if self.runtime.unreadable:
+            return True, f"run-time settings unreadable, last read in force: {self.runtime.unreadable}"
         return True, "ok"

@@ -3,25 +3,35 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
 import re
 
 _AGE = re.compile(r"^(\d+)([smhdw])$")
 _UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+_MAX_AGE_S = 10_000 * 365 * 86400
 
 
 def parse_time(value: str, *, now: float | None = None) -> float:
     """Epoch seconds from `1764115200`, `2026-11-26T00:00:00Z` (naive means UTC) or `30d` ago.
 
-    Raises ValueError with a message a person can act on.
+    Raises ValueError with a message a person can act on (also for NaN, infinities and ages
+    beyond any clock).
     """
     try:
-        return float(value)
+        seconds = float(value)
     except ValueError:
         pass
+    else:
+        if not math.isfinite(seconds):
+            raise ValueError(f"{value!r} is not a time")
+        return seconds
     age = _AGE.match(value.strip())
     if age:
         reference = now if now is not None else dt.datetime.now(dt.UTC).timestamp()
-        return reference - int(age.group(1)) * _UNIT[age.group(2)]
+        ago = int(age.group(1)) * _UNIT[age.group(2)]
+        if ago > _MAX_AGE_S:
+            raise ValueError(f"{value!r} is further back than any record")
+        return reference - ago
     try:
         parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
@@ -40,6 +50,6 @@ def parse_duration(value: str) -> float:
         if not age:
             raise ValueError(f"{value!r} is not a duration (seconds, or a number with s, m, h, d or w)") from None
         seconds = int(age.group(1)) * _UNIT[age.group(2)]
-    if seconds <= 0:
+    if not 0 < seconds < math.inf:
         raise ValueError(f"{value!r} is not a positive duration")
     return seconds

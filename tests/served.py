@@ -31,8 +31,10 @@ class Served:
         return httpx.Client(base_url=self.url, verify=self.verify, timeout=10)
 
 
-def start_server(tmp_path: Path, *extra: str, tls: bool = True, policy_dir: Path | None = None) -> Served:
-    port = _free_port()
+def start_server(tmp_path: Path, *extra: str, tls: bool = True, policy_dir: Path | None = None,
+                 port: int | None = None) -> Served:
+    """`port`: listen there (a restart on the same address) instead of a free port."""
+    port = port or _free_port()
     state = tmp_path / "state.db"
     args = [sys.executable, "-m", "gateway.cli.gpu_gateway", "serve", "--host", "127.0.0.1",
             "--port", str(port), "--state", str(state), *extra]
@@ -77,7 +79,7 @@ def api_token(sub: str, groups: list[str], **claims: object) -> str:
     import jwt
 
     now = int(time.time())
-    payload = {"iss": "local", "aud": "gpuctl", "sub": sub, "groups": groups, "iat": now, "exp": now + 120, **claims}
+    payload = {"iss": "local", "aud": "gpuctl", "sub": sub, "groups": groups, "iat": now, "exp": now + 3600, **claims}
     return jwt.encode(payload, API_SECRET, algorithm="HS256")
 
 

@@ -17,33 +17,20 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from gateway.api.context import ApiContext, error, json_body
-from gateway.core.approvals import APPROVABLE_ACTIONS, SIZED_ACTIONS, may_grant, review_refusal
+from gateway.api.context import ApiContext, BadRequest, actor, error, json_body, json_object, text_field
+from gateway.api.schemas import json_content, ref
+from gateway.core.approvals import APPROVABLE_ACTIONS, POLICY_CHANGE, SIZED_ACTIONS, may_grant, review_refusal
 from gateway.core.identity import Identity
+from gateway.core.quantity import MAX_GPUS
 from gateway.errors import GatewayError
 from gateway.store.approvals import NewApproval, NewGrant, StateConflict
-from gateway.store.base import Actor, Store
+from gateway.store.base import Store
 
 MAX_APPROVAL_S = 7 * 24 * 3600
 DEFAULT_APPROVAL_S = 3600
 MAX_GRANT_S = 24 * 3600
 
 Handler = Callable[[Request, Identity, Store], Awaitable[Response]]
-
-
-class BadRequest(Exception):
-    pass
-
-
-def _actor(identity: Identity) -> Actor:
-    return Actor(identity.user, identity.groups, identity.role or "")
-
-
-def _text(body: dict[str, Any], key: str) -> str:
-    value = body.get(key)
-    if not isinstance(value, str) or not value.strip():
-        raise BadRequest(f"{key} must be a non-empty string")
-    return value.strip()
 
 
 def _seconds(body: dict[str, Any], key: str, default: float | None, most: float) -> float:
@@ -60,11 +47,13 @@ def _new_approval(body: dict[str, Any], identity: Identity) -> NewApproval:
     if action not in APPROVABLE_ACTIONS:
         raise BadRequest(f"action must be one of {', '.join(APPROVABLE_ACTIONS)}")
     gpus = body.get("gpus", 0)
-    if action in SIZED_ACTIONS and (isinstance(gpus, bool) or not isinstance(gpus, int) or gpus < 1):
-        raise BadRequest(f"gpus (the most GPUs the {action} may ask for) must be a positive integer")
+    if action in SIZED_ACTIONS and (isinstance(gpus, bool) or not isinstance(gpus, int) or not 1 <= gpus <= MAX_GPUS):
+        raise BadRequest(f"gpus (the most GPUs the {action} may ask for) must be an integer from 1 to {MAX_GPUS}")
+    policy_change = action == POLICY_CHANGE
     return NewApproval(
-        action=str(action), kind=_text(body, "kind"), namespace=_text(body, "namespace"), name=_text(body, "name"),
-        gpus=int(gpus) if action in SIZED_ACTIONS else 0, reason=_text(body, "reason"),
+        action=str(action), kind="Policy" if policy_change else text_field(body, "kind"),
+        namespace="" if policy_change else text_field(body, "namespace"), name=text_field(body, "name"),
+        gpus=int(gpus) if action in SIZED_ACTIONS else 0, reason=text_field(body, "reason"),
         expires_in_s=_seconds(body, "expires_in_s", DEFAULT_APPROVAL_S, MAX_APPROVAL_S),
         requester_teams=identity.teams,
     )
@@ -74,18 +63,8 @@ def _new_grant(body: dict[str, Any], roles: tuple[str, ...]) -> NewGrant:
     role = body.get("role")
     if role not in roles:
         raise BadRequest(f"role must be one of {', '.join(roles)}")
-    return NewGrant(user=_text(body, "user"), role=str(role), reason=_text(body, "reason"),
+    return NewGrant(user=text_field(body, "user"), role=str(role), reason=text_field(body, "reason"),
                     expires_in_s=_seconds(body, "expires_in_s", None, MAX_GRANT_S))
-
-
-async def _json(request: Request) -> dict[str, Any]:
-    try:
-        body = await request.json()
-    except ValueError:
-        raise BadRequest("the body must be a JSON object") from None
-    if not isinstance(body, dict):
-        raise BadRequest("the body must be a JSON object")
-    return body
 
 
 def approval_routes(ctx: ApiContext) -> list[BaseRoute]:
@@ -113,11 +92,11 @@ def approval_routes(ctx: ApiContext) -> list[BaseRoute]:
 
     def visible(identity: Identity, approval: dict[str, Any]) -> bool:
         return approval["requester"] == identity.user or review_refusal(
-            ctx.policy(), identity, approval["requester"], approval["requester_teams"]) is None
+            ctx.policy(), identity, approval["requester"], approval["requester_teams"], approval["action"]) is None
 
     async def request_approval(request: Request, identity: Identity, store: Store) -> Response:
-        new = _new_approval(await _json(request), identity)
-        created = await run_in_threadpool(lambda: store.create_approval(new, _actor(identity), now=time.time()))
+        new = _new_approval(await json_object(request), identity)
+        created = await run_in_threadpool(lambda: store.create_approval(new, actor(identity), now=time.time()))
         return json_body(created, 201)
 
     async def list_approvals(_: Request, identity: Identity, store: Store) -> Response:
@@ -134,26 +113,26 @@ def approval_routes(ctx: ApiContext) -> list[BaseRoute]:
     def review(verdict: str) -> Handler:
         async def decide(request: Request, identity: Identity, store: Store) -> Response:
             approval_id = request.path_params["id"]
-            body = await _json(request) if await request.body() else {}
+            body = await json_object(request) if await request.body() else {}
             comment = body.get("comment", "")
             if not isinstance(comment, str):
                 raise BadRequest("comment must be a string")
             row = await run_in_threadpool(lambda: store.approval(approval_id, now=time.time()))
             if row is None:
                 raise KeyError(approval_id)
-            refusal = review_refusal(ctx.policy(), identity, row["requester"], row["requester_teams"])
+            refusal = review_refusal(ctx.policy(), identity, row["requester"], row["requester_teams"], row["action"])
             if refusal is not None:
                 return error(403, "forbidden", refusal)
             done = await run_in_threadpool(
-                lambda: store.review_approval(approval_id, verdict, _actor(identity), comment.strip(), now=time.time()))
+                lambda: store.review_approval(approval_id, verdict, actor(identity), comment.strip(), now=time.time()))
             return json_body(done)
         return decide
 
     async def create_grant(request: Request, identity: Identity, store: Store) -> Response:
         if not may_grant(ctx.policy(), identity):
             return error(403, "forbidden", f"{identity.describe()} may not grant break-glass roles")
-        new = _new_grant(await _json(request), ctx.policy().role_order)
-        created = await run_in_threadpool(lambda: store.create_grant(new, _actor(identity), now=time.time()))
+        new = _new_grant(await json_object(request), ctx.policy().role_order)
+        created = await run_in_threadpool(lambda: store.create_grant(new, actor(identity), now=time.time()))
         return json_body(created, 201)
 
     async def list_grants(_: Request, identity: Identity, store: Store) -> Response:
@@ -166,7 +145,7 @@ def approval_routes(ctx: ApiContext) -> list[BaseRoute]:
         if not may_grant(ctx.policy(), identity):
             return error(403, "forbidden", f"{identity.describe()} may not revoke break-glass grants")
         grant_id = request.path_params["id"]
-        done = await run_in_threadpool(lambda: store.revoke_grant(grant_id, _actor(identity), now=time.time()))
+        done = await run_in_threadpool(lambda: store.revoke_grant(grant_id, actor(identity), now=time.time()))
         return json_body(done)
 
     return [
@@ -181,36 +160,63 @@ def approval_routes(ctx: ApiContext) -> list[BaseRoute]:
     ]
 
 
-def _op(summary: str, op_id: str, ok: str, *codes: str, body: bool = False) -> dict[str, Any]:
-    text = {"201": "Created", "400": "The body cannot be read or is invalid", "401": "The token is missing or invalid",
+def _op(summary: str, op_id: str, ok: str, *codes: str, answer: str, body: dict[str, Any] | None = None,
+        body_required: bool = True, example: dict[str, Any] | None = None) -> dict[str, Any]:
+    text = {"201": "Created", "400": "The body cannot be read or is invalid",
             "403": "The caller may not do this", "404": "No such approval or grant (or not visible to the caller)",
-            "409": "Not pending (approvals) or not active (grants)",
-            "503": "Authentication or the store is unavailable"}
-    json_object = {"application/json": {"schema": {"type": "object"}}}
+            "409": "Not pending (approvals) or not active (grants)"}
     op: dict[str, Any] = {"summary": summary, "operationId": op_id,
-                          "responses": {ok: {"description": "OK", "content": json_object},
+                          "responses": {ok: {"description": text.get(ok, "OK"), "content": json_content(ref(answer))},
                                         **{c: {"description": text[c]} for c in codes}}}
-    if body:
-        op["requestBody"] = {"content": json_object}
+    if op_id.endswith(("Get", "Approve", "Deny", "Revoke")):
+        op["parameters"] = [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}]
+    if body is not None:
+        op["requestBody"] = {"required": body_required, "content": json_content(body)}
+        if example is not None:
+            op["requestBody"]["content"]["application/json"]["example"] = example
     return op
 
 
-#: The OpenAPI paths of these endpoints (gateway/api/openapi.py adds them to the document).
+_TEXT = {"type": "string", "minLength": 1, "pattern": r"\S"}
+_APPROVAL_BODY = {
+    "type": "object", "required": ["action", "name", "reason"], "properties": {
+        "action": {"type": "string", "enum": list(APPROVABLE_ACTIONS)},
+        "kind": {**_TEXT, "description": "required but for a policy change"},
+        "namespace": {**_TEXT, "description": "required but for a policy change"}, "name": _TEXT,
+        "gpus": {"type": "integer", "minimum": 1, "maximum": MAX_GPUS,
+                 "description": "required for launch and modify: the most GPUs"},
+        "reason": _TEXT,
+        "expires_in_s": {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_APPROVAL_S,
+                         "default": DEFAULT_APPROVAL_S}}}
+_REVIEW_BODY = {"type": "object", "properties": {"comment": {"type": "string", "description": "audited"}}}
+_GRANT_BODY = {
+    "type": "object", "required": ["user", "role", "reason", "expires_in_s"], "properties": {
+        "user": _TEXT, "role": {"type": "string", "description": "one of the policy's roles"}, "reason": _TEXT,
+        "expires_in_s": {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_GRANT_S}}}
+
+#: The OpenAPI paths of these endpoints (gateway/api/openapi.py adds them to the document, and
+#: `schemas.complete` the 401 and 503 that every endpoint may answer).
 APPROVAL_PATHS: dict[str, Any] = {
     "/approvals": {
-        "post": _op("Ask for a one-time exception {action, kind, namespace, name, gpus, reason, expires_in_s}",
-                    "approvalCreate", "201", "400", "401", "503", body=True),
-        "get": _op("Approvals the caller asked for or may review (admins: all)", "approvalList", "200", "401", "503"),
+        "post": _op("Ask for a one-time exception", "approvalCreate", "201", "400", answer="Approval",
+                    body=_APPROVAL_BODY, example={"action": "launch", "kind": "PyTorchJob", "namespace": "research",
+                                                  "name": "llm-400b", "gpus": 6144, "reason": "scaling run",
+                                                  "expires_in_s": 3600}),
+        "get": _op("Approvals the caller asked for or may review (admins: all)", "approvalList", "200",
+                   answer="ApprovalList"),
     },
-    "/approvals/{id}": {"get": _op("One approval", "approvalGet", "200", "401", "404", "503")},
+    "/approvals/{id}": {"get": _op("One approval", "approvalGet", "200", "404", answer="Approval")},
     "/approvals/{id}/approve": {"post": _op("Approve (never one's own; `approve` permission)", "approvalApprove",
-                                            "200", "401", "403", "404", "409", "503", body=True)},
+                                            "200", "400", "403", "404", "409", answer="Approval", body=_REVIEW_BODY,
+                                            body_required=False, example={"comment": "ok, once"})},
     "/approvals/{id}/deny": {"post": _op("Deny (never one's own; `approve` permission)", "approvalDeny",
-                                         "200", "401", "403", "404", "409", "503", body=True)},
+                                         "200", "400", "403", "404", "409", answer="Approval", body=_REVIEW_BODY,
+                                         body_required=False)},
     "/grants": {
-        "post": _op("Grant a break-glass role {user, role, reason, expires_in_s} (`grant` permission)", "grantCreate",
-                    "201", "400", "401", "403", "503", body=True),
-        "get": _op("Break-glass grants (granters: all; others their own)", "grantList", "200", "401", "503"),
+        "post": _op("Grant a break-glass role (`grant` permission)", "grantCreate", "201", "400", "403",
+                    answer="Grant", body=_GRANT_BODY, example={"user": "ivan", "role": "lead",
+                                                               "reason": "on-call: stuck job", "expires_in_s": 1800}),
+        "get": _op("Break-glass grants (granters: all; others their own)", "grantList", "200", answer="GrantList"),
     },
-    "/grants/{id}": {"delete": _op("Revoke a grant", "grantRevoke", "200", "401", "403", "404", "409", "503")},
+    "/grants/{id}": {"delete": _op("Revoke a grant", "grantRevoke", "200", "403", "404", "409", answer="Grant")},
 }

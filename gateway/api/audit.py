@@ -7,7 +7,7 @@ permission widens that to the caller's teams or to everything (policies/policy.c
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import orjson
@@ -17,25 +17,54 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
 from gateway.api.context import ApiContext, error, json_body
+from gateway.api.telemetry import scoped_measured
 from gateway.core.identity import Identity
+from gateway.core.usage_report import BY, usage_csv
 from gateway.store.base import AuditQuery
 from gateway.times import parse_time
 
 _FILTERS = ("user", "action", "decision", "kind", "namespace", "name")
 
 
+def _integer(params: Mapping[str, str], key: str) -> int | None:
+    if key not in params:
+        return None
+    try:
+        return int(params[key])
+    except ValueError:
+        raise ValueError(f"{key} must be an integer, not {params[key]!r}") from None
+
+
 def _query(request: Request) -> AuditQuery | Response:
     params = request.query_params
     try:
-        limit = int(params["limit"]) if "limit" in params else None
+        limit = _integer(params, "limit")
+        after = _integer(params, "after")
         since = parse_time(params["since"]) if "since" in params else None
         until = parse_time(params["until"]) if "until" in params else None
     except ValueError as exc:
         return error(400, "bad_request", str(exc))
     if limit is not None and limit < 1:
         return error(400, "bad_request", "limit must be a positive integer")
-    return AuditQuery(since=since, until=until, limit=None,
+    if after is not None and not 0 <= after < 2**63:
+        return error(400, "bad_request", "after must be a sequence number (0 or more)")
+    return AuditQuery(since=since, until=until, limit=None, after=after,
                       **{k: params[k] for k in _FILTERS if params.get(k)})
+
+
+#: The last time `since` and `until` may name (year 9999).
+_LAST_TIME = 253402300799.0
+
+
+def _wants_csv(request: Request) -> bool:
+    """`format=csv`, or `text/csv` accepted and JSON not; `format` wins over `Accept`."""
+    fmt = request.query_params.get("format")
+    if fmt is not None:
+        if fmt not in ("json", "csv"):
+            raise ValueError("format must be json or csv")
+        return fmt == "csv"
+    accept = request.headers.get("accept", "")
+    return "text/csv" in accept and "application/json" not in accept
 
 
 def _visible(ctx: ApiContext, identity: Identity, row: dict[str, Any]) -> bool:
@@ -110,8 +139,14 @@ def audit_routes(ctx: ApiContext) -> list[BaseRoute]:
         try:
             until = parse_time(params["until"]) if "until" in params else time.time()
             since = parse_time(params["since"]) if "since" in params else None
+            as_csv = _wants_csv(request)
+            by = params.get("by") or None
+            if by is not None and by not in BY:
+                raise ValueError(f"by must be one of {', '.join(BY)}")
         except ValueError as exc:
             return error(400, "bad_request", str(exc))
+        if not all(0 <= t <= _LAST_TIME for t in (since or 0, until)) or (since is not None and since > until):
+            return error(400, "bad_request", "since and until must be times from 1970 on, since before until")
         store = ctx.store
         users, teams = await run_in_threadpool(lambda: (store.gpus_by_user(), store.gpus_by_team()))
         scope = ctx.scope(identity, "audit-read")
@@ -121,6 +156,11 @@ def audit_routes(ctx: ApiContext) -> list[BaseRoute]:
             hours = await run_in_threadpool(lambda: store.gpu_hours(since, until))
             body["gpu_hours"] = {"since": since, "until": until,
                                  **{k: _scoped(v, identity, scope, k) for k, v in hours.items()}}
+            measured = await run_in_threadpool(lambda: store.measured_usage(since, until))
+            body["measured"] = {"since": since, "until": until, **scoped_measured(measured, identity, scope)}
+        if as_csv:
+            return Response(usage_csv(body, by), media_type="text/csv; charset=utf-8",
+                            headers={"content-disposition": 'inline; filename="gpu-usage.csv"'})
         return json_body(body)
 
     return [

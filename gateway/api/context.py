@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -15,7 +16,9 @@ from gateway.auth import Authenticator
 from gateway.core.identity import Identity, with_grants
 from gateway.core.policy import Policy, relation
 from gateway.errors import AuthError, AuthUnavailable, GatewayError
-from gateway.store.base import Store
+from gateway.metrics import Metrics
+from gateway.runtime import RuntimeSettings
+from gateway.store.base import Actor, Store
 
 _NOT_CONFIGURED = ("the admin API is off: no authentication is configured; start the gateway with "
                    "--oidc-issuer/--oidc-audience or --jwt-secret-file/--jwt-issuer/--jwt-audience")
@@ -43,6 +46,10 @@ class ApiContext:
     policy: Callable[[], Policy]
     """The policy in force (it is reloaded while the gateway runs)."""
     store: Store | None = None
+    runtime: RuntimeSettings | None = None
+    """Run-time settings (role bindings, quotas, a replaced policy), for the admin endpoints."""
+    metrics: Metrics | None = None
+    """The gateway's Prometheus metrics (telemetry counts its samples and alerts there)."""
 
     async def identity(self, request: Request) -> Identity | Response:
         """The caller as a Kubernetes identity would be resolved (live break-glass grants
@@ -77,3 +84,30 @@ class ApiContext:
 
 def json_body(payload: Any, status: int = 200) -> Response:
     return JSONResponse(payload, status_code=status)
+
+
+class BadRequest(Exception):
+    """A body or parameter the endpoint cannot use; answered 400 with the message."""
+
+
+def actor(identity: Identity) -> Actor:
+    """The caller as audit records of API changes name them."""
+    return Actor(identity.user, identity.groups, identity.role or "")
+
+
+def text_field(body: dict[str, Any], key: str) -> str:
+    value = body.get(key)
+    if not isinstance(value, str) or not value.strip():
+        raise BadRequest(f"{key} must be a non-empty string")
+    return value.strip()
+
+
+async def json_object(request: Request) -> dict[str, Any]:
+    try:
+        # orjson, unlike json, refuses lone surrogates ("\ud800"), which no database can store.
+        body = orjson.loads(await request.body())
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"the body must be a JSON object: {exc}") from None
+    if not isinstance(body, dict):
+        raise BadRequest("the body must be a JSON object")
+    return body

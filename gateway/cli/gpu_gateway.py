@@ -9,8 +9,21 @@ from typing import Any
 
 import click
 
+from gateway.cli.agent import agent
 from gateway.cli.auth_options import auth_options
-from gateway.config import AuthSettings, FailureMode, PolicySettings, ServerSettings, Settings, StoreSettings
+from gateway.cli.checkpoint_options import checkpoint_options
+from gateway.cli.queue import controller, queue
+from gateway.cli.scheduler_options import scheduler_options
+from gateway.config import (
+    AuthSettings,
+    CheckpointSettings,
+    FailureMode,
+    PolicySettings,
+    SchedulerSettings,
+    ServerSettings,
+    Settings,
+    StoreSettings,
+)
 from gateway.errors import ConfigError, GatewayError
 from gateway.net import is_loopback
 from gateway.times import parse_time
@@ -35,9 +48,10 @@ def main() -> None:
 @click.option("--port", default=8443, show_default=True, type=int)
 @click.option("--state", type=click.Path(dir_okay=False, path_type=Path), default=Path("gpu-gateway.db"),
               show_default=True, help="SQLite state file (ledger and audit log).")
-@click.option("--database-url", metavar="URL",
+@click.option("--database-url", metavar="URL", envvar="GPU_GATEWAY_DATABASE_URL",
               help="PostgreSQL shared by several replicas (postgresql://USER@HOST:PORT/DB), instead of "
-                   "the --state file; the history key then lives beside --state.")
+                   "the --state file; the history key then lives beside --state. Also from "
+                   "GPU_GATEWAY_DATABASE_URL, which keeps a password off the command line.")
 @click.option("--policy-dir", type=click.Path(file_okay=False, exists=True, path_type=Path),
               help="Policy bundle (model.conf, policy.csv, limits.yaml); default: the bundled policies/.")
 @click.option("--insecure-http", is_flag=True, help="Plain HTTP, loopback only (local trials).")
@@ -46,12 +60,20 @@ def main() -> None:
 @click.option("--failure-mode", type=click.Choice(["closed", "open"]), default="closed", show_default=True,
               help="What a GPU request gets when the gateway cannot decide it.")
 @click.option("--max-body-bytes", type=int, default=8 * 1024 * 1024, show_default=True)
+@click.option("--decision-budget-ms", type=int, default=2000, show_default=True,
+              help="Answer every /validate within this; a GPU request the database cannot decide by then "
+                   "gets the failure mode (keep 1.25x it below the webhooks' timeoutSeconds).")
+@click.option("--shutdown-delay", "shutdown_delay_s", type=float, default=0.0, show_default=True,
+              help="Seconds to keep serving after SIGTERM with /readyz failing, before draining.")
 @click.option("--log-level", default="INFO", show_default=True)
 @click.option("--workers", type=int, default=1, show_default=True, hidden=True)
 @auth_options
+@checkpoint_options
+@scheduler_options(with_controller_flag=True)
 def serve(host: str, port: int, state: Path, database_url: str | None, policy_dir: Path | None, insecure_http: bool,
           cert: Path | None, key: Path | None, failure_mode: str, max_body_bytes: int,
-          log_level: str, workers: int, auth: AuthSettings) -> None:
+          decision_budget_ms: int, shutdown_delay_s: float, log_level: str, workers: int, auth: AuthSettings,
+          checkpoints: CheckpointSettings | None, scheduler: SchedulerSettings) -> None:
     """Run the admission webhook (POST /mutate, /validate; GET /healthz, /readyz, /metrics).
 
     With --oidc-issuer or --jwt-secret-file, the admin API (GET /api/v1/whoami) accepts bearer tokens.
@@ -63,11 +85,14 @@ def serve(host: str, port: int, state: Path, database_url: str | None, policy_di
     try:
         settings = Settings(
             server=ServerSettings(host=host, port=port, insecure_http=insecure_http, cert_file=cert,
-                                  key_file=key, max_body_bytes=max_body_bytes),
+                                  key_file=key, max_body_bytes=max_body_bytes,
+                                  decision_budget_ms=decision_budget_ms, shutdown_delay_s=shutdown_delay_s),
             store=StoreSettings(path=state, database_url=database_url),
             policy=PolicySettings(directory=policy_dir),
             auth=auth,
             failure_mode=FailureMode(failure_mode),
+            checkpoints=checkpoints,
+            scheduler=scheduler,
         )
         run_server(settings, log_level=log_level.upper())
     except GatewayError as exc:
@@ -106,9 +131,25 @@ def _open_store(state: Path | None, database_url: str | None) -> Any:
 
 @audit.command("verify")
 @_store_source
+@click.option("--checkpoints", type=click.Path(exists=True, path_type=Path),
+              help="Also compare the log with the signed checkpoints in this directory (or file).")
+@click.option("--public-key", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              help="The checkpoint key's public half (PATH.pub of `audit keygen`).")
 @click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text")
-def audit_verify(state: Path | None, database_url: str | None, output: str) -> None:
-    """Walk the hash chain; exit 0 when intact, 1 naming the first bad record otherwise."""
+def audit_verify(state: Path | None, database_url: str | None, checkpoints: Path | None, public_key: Path | None,
+                 output: str) -> None:
+    """Walk the hash chain; exit 0 when intact, 1 naming the first bad record otherwise.
+
+    With --checkpoints and --public-key, the log must also match its signed checkpoints: a
+    truncated tail, a rewritten chain, a fork or a bad checkpoint exits 1, naming the first
+    record the log cannot be trusted from and since when.
+    """
+    if (checkpoints is None) != (public_key is None):
+        raise click.UsageError("--checkpoints and --public-key go together")
+    if checkpoints is not None and public_key is not None:
+        from gateway.cli.verify_checkpoints import verify_with_checkpoints
+
+        sys.exit(verify_with_checkpoints(_open_store(state, database_url), checkpoints, public_key, output))
     result = _open_store(state, database_url).verify()
     if output == "json":
         click.echo(json.dumps({"ok": result.ok, "records": result.rows, "first_bad": result.first_bad,
@@ -118,10 +159,27 @@ def audit_verify(state: Path | None, database_url: str | None, output: str) -> N
     sys.exit(0 if result.ok else 1)
 
 
+@audit.command("keygen")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="Where to write the private key (mode 0600); the public key goes to OUT.pub.")
+def audit_keygen(out: Path) -> None:
+    """Make an Ed25519 key pair for signed audit checkpoints (`serve --checkpoint-key`)."""
+    from gateway.store.checkpoints import generate_key
+
+    if out.exists():
+        raise click.ClickException(f"{out} exists; refusing to overwrite a signing key")
+    try:
+        pub = generate_key(out)
+    except OSError as exc:
+        raise click.ClickException(f"cannot write {out}: {exc}") from exc
+    click.echo(f"private key {out} (keep it outside the database), public key {pub}")
+
+
 @audit.command("list")
 @_store_source
 @click.option("--user", help="Only this requester.")
-@click.option("--action", type=click.Choice(["launch", "modify", "kill", "exec", "approval", "grant"]))
+@click.option("--action", type=click.Choice(["launch", "modify", "kill", "exec", "approval", "grant", "alert",
+                                                "heartbeat"]))
 @click.option("--decision", type=click.Choice(["allowed", "denied"]))
 @click.option("--since", help="From this time (ISO 8601 or epoch seconds).")
 @click.option("--until", help="Before this time (ISO 8601 or epoch seconds).")
@@ -179,23 +237,34 @@ def audit_history(kind: str, ref: str, state: Path | None, database_url: str | N
 
 @main.command()
 @_store_source
+@click.option("--since", help="Also GPU-hours measured by the node agents from this time (ISO 8601, epoch seconds "
+                              "or an age like 7d).")
+@click.option("--until", help="End of that period (default now).")
 @click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table")
-def usage(state: Path | None, database_url: str | None, output: str) -> None:
-    """GPUs reserved now, per user and per team."""
-    from gateway.cli.render import usage_table
+def usage(state: Path | None, database_url: str | None, since: str | None, until: str | None, output: str) -> None:
+    """GPUs reserved now, per user and per team (with --since, measured GPU-hours too)."""
+    import time
 
+    from gateway.cli.render import measured_table, usage_table
+
+    start, end = _parse_time(since), _parse_time(until) or time.time()
     store = _open_store(state, database_url)
     try:
         users, teams = store.gpus_by_user(), store.gpus_by_team()
+        measured = store.measured_usage(start, end) if start is not None else None
     except GatewayError as exc:
         raise click.ClickException(str(exc)) from exc
     finally:
         store.close()
     users, teams = ({k: v for k, v in m.items() if v} for m in (users, teams))
     if output == "json":
-        click.echo(json.dumps({"users": users, "teams": teams}, sort_keys=True))
+        body: dict[str, Any] = {"users": users, "teams": teams}
+        if measured is not None:
+            body["measured"] = {"since": start, "until": end, **measured}
+        click.echo(json.dumps(body, sort_keys=True))
     else:
-        click.echo(usage_table(users, teams))
+        table = measured_table(measured or {})
+        click.echo(usage_table(users, teams) + ("\n\n" + table if table else ""))
 
 
 @main.command()
@@ -240,6 +309,10 @@ def demo(keep: Path | None) -> None:
 
     sys.exit(run_demo(keep))
 
+
+main.add_command(agent)
+main.add_command(queue)
+main.add_command(controller)
 
 if __name__ == "__main__":
     main()

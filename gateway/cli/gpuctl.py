@@ -46,42 +46,81 @@ def _fail(code: int, message: str) -> NoReturn:
     sys.exit(code)
 
 
+class Failure(Exception):
+    """A request that did not succeed: the exit code and the message for the person."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code, self.message = code, message
+
+
 @dataclass
 class Client:
     server: str
     token: str
     verify: bool | str
     output: str
+    timeout_s: float = 30.0
 
     def request(self, method: str, path: str, **kw: Any) -> httpx.Response:
+        """The server's answer; on an error, its message on stderr and the exit code."""
+        try:
+            return self.send(method, path, **kw)
+        except Failure as exc:
+            _fail(exc.code, exc.message)
+
+    def send(self, method: str, path: str, **kw: Any) -> httpx.Response:
+        """The server's successful answer, or `Failure` (for callers that retry, like `audit tail`)."""
         if not self.server:
-            _fail(EXIT_USAGE, "no server: pass --server URL, set GPUCTL_SERVER or run `gpuctl login`")
+            raise Failure(EXIT_USAGE, "no server: pass --server URL, set GPUCTL_SERVER or run `gpuctl login`")
         if not self.token:
-            _fail(EXIT_UNAUTHENTICATED, "no token: pass --token, set GPUCTL_TOKEN or run `gpuctl login`")
+            raise Failure(EXIT_UNAUTHENTICATED, "no token: pass --token, set GPUCTL_TOKEN or run `gpuctl login`")
         url = self.server.rstrip("/") + "/api/v1" + path
         try:
-            with httpx.Client(verify=self.verify, timeout=30) as client:
+            with httpx.Client(verify=self.verify, timeout=self.timeout_s) as client:
                 response = client.request(method, url, headers={"authorization": f"Bearer {self.token}"}, **kw)
+        except httpx.TimeoutException:
+            raise Failure(EXIT_UNREACHABLE, f"{self.server} did not answer within {self.timeout_s:g} s; check that "
+                                            "the gateway runs, or give it longer with --request-timeout") from None
         except httpx.HTTPError as exc:
-            _fail(EXIT_UNREACHABLE, f"cannot reach {self.server}: {exc}; check --server and that the gateway runs")
-        if response.status_code == 401:
-            _fail(EXIT_UNAUTHENTICATED, f"{_reason(response)}; run `gpuctl login` with a fresh token")
-        if response.status_code >= 500:
-            _fail(EXIT_UNREACHABLE, f"the gateway failed ({response.status_code}): {_reason(response)}")
+            if "CERTIFICATE_VERIFY_FAILED" in str(exc):
+                raise Failure(EXIT_UNREACHABLE, f"cannot verify the TLS certificate of {self.server}: {exc}; pass "
+                                                "--certificate-authority FILE (the CA that signed it)") from None
+            raise Failure(EXIT_UNREACHABLE, f"cannot reach {self.server}: {exc}; "
+                                            "check --server and that the gateway runs") from None
         if response.status_code >= 400:
-            _fail(EXIT_REFUSED, f"{_reason(response)} ({response.status_code})")
+            raise refusal(response.status_code, _reason(response))
         return response
 
     def get(self, path: str, **params: Any) -> Any:
         return self.request("GET", path, params={k: v for k, v in params.items() if v is not None}).json()
 
     def show(self, data: Any, table: str) -> None:
+        if self.output == "csv":
+            _fail(EXIT_USAGE, "-o csv is only for `gpuctl usage`; use -o json or -o yaml here")
         if self.output == "json":
             click.echo(json.dumps(data, indent=2, sort_keys=True))
         elif self.output == "yaml":
             click.echo(yaml.safe_dump(data, sort_keys=True).rstrip())
         else:
             click.echo(table)
+
+
+def refusal(status: int, reason: str) -> Failure:
+    """What a person reads, and the exit code, when the gateway answers `status` (4xx, 5xx)."""
+    if status == 401:
+        if "expired" in reason:
+            return Failure(EXIT_UNAUTHENTICATED, "token expired; run `gpuctl login --server URL --token NEW_TOKEN` "
+                                                 "(or set GPUCTL_TOKEN) with a fresh one")
+        return Failure(EXIT_UNAUTHENTICATED, f"not authenticated: {reason}; run `gpuctl login` with a valid token")
+    if status == 403:
+        hint = "" if "ask" in reason else "; `gpuctl whoami` shows your role: ask an administrator if you need this"
+        return Failure(EXIT_REFUSED, f"forbidden: {reason}{hint} (403)")
+    if status == 503:
+        return Failure(EXIT_UNREACHABLE, f"the gateway cannot answer now (503): {reason}")
+    if status >= 500:
+        return Failure(EXIT_UNREACHABLE, f"the gateway failed ({status}): {reason}; its log says more")
+    return Failure(EXIT_REFUSED, f"{reason} ({status})")
 
 
 def _reason(response: httpx.Response) -> str:
@@ -108,16 +147,19 @@ def _table(headers: list[str], rows: list[list[Any]]) -> str:
 @click.option("--certificate-authority", type=click.Path(exists=True, dir_okay=False),
               help="CA bundle to verify the gateway's certificate.")
 @click.option("--insecure-skip-tls-verify", is_flag=True, help="Do not verify the certificate (never in production).")
-@click.option("-o", "--output", type=click.Choice(["table", "json", "yaml"]), default="table", show_default=True)
+@click.option("-o", "--output", type=click.Choice(["table", "json", "yaml", "csv"]), default="table",
+              show_default=True, help="csv: for usage only.")
+@click.option("--request-timeout", default="30s", show_default=True, help="How long to wait for an answer.")
 @click.pass_context
 def main(ctx: click.Context, server: str | None, token: str | None, certificate_authority: str | None,
-         insecure_skip_tls_verify: bool, output: str) -> None:
+         insecure_skip_tls_verify: bool, output: str, request_timeout: str) -> None:
     """gpuctl: manage gpu-gateway through its admin API (whoami, audit, usage, check, approvals, grants)."""
     config = _load_config() if ctx.invoked_subcommand != "login" else {}
     verify: bool | str = not insecure_skip_tls_verify
     if certificate_authority or config.get("certificate_authority"):
         verify = certificate_authority or str(config["certificate_authority"])
-    ctx.obj = Client(server or str(config.get("server", "")), token or str(config.get("token", "")), verify, output)
+    ctx.obj = Client(server or str(config.get("server", "")), token or str(config.get("token", "")), verify, output,
+                     _duration(request_timeout))
 
 
 @main.command()
@@ -173,10 +215,18 @@ def _audit_filters(f: Any) -> Any:
 
 @audit.command("list")
 @_audit_filters
+@click.option("--alerts", is_flag=True, help="Only GPU alerts from the node agents (action alert, docs/agent.md).")
 @click.pass_obj
-def audit_list(client: Client, /, **filters: Any) -> None:
+def audit_list(client: Client, /, alerts: bool = False, **filters: Any) -> None:
     """Audit records you may read, oldest first."""
+    if alerts:
+        filters["action"] = "alert"
     items = client.get("/audit", **filters)["items"]
+    if alerts:
+        client.show(items, _table(["#", "ALERT", "TARGET", "OWNER", "REASON"], [
+            [i["seq"], i["rule"], f"{i['kind']} {i['namespace']}/{i['name']}".replace(" /", " "),
+             i["owner"] or "-", i["reason"]] for i in items]))
+        return
     client.show(items, _table(["#", "USER", "ROLE", "ACTION", "TARGET", "GPUS", "DECISION", "RULE"], [
         [i["seq"], i["user"], i["role"] or "-", i["action"], f"{i['kind']} {i['namespace']}/{i['name']}",
          i["gpus"], i["decision"] + (" (dry run)" if i.get("dry_run") else ""), i["rule"]] for i in items]))
@@ -189,6 +239,52 @@ def audit_export(client: Client, /, **filters: Any) -> None:
     """The same records as JSON lines, for archives and SIEMs."""
     response = client.request("GET", "/audit/export", params={k: v for k, v in filters.items() if v is not None})
     click.echo(response.text, nl=False)
+
+
+@audit.command("tail")
+@_audit_filters
+@click.option("--after", "after_seq", type=click.IntRange(min=0), metavar="SEQ",
+              help="Start after this record number (every later record) instead of the newest --limit.")
+@click.option("--interval", default="2s", show_default=True, help="How often to poll the server.")
+@click.option("--timeout", "timeout", help="Stop following after this long, e.g. 30s or 10m (exit 0).")
+@click.option("--once", is_flag=True, help="Print the records there are and exit (no following).")
+@click.pass_obj
+def audit_tail(client: Client, /, after_seq: int | None, interval: str, timeout: str | None, once: bool,
+               **filters: Any) -> None:
+    """Follow new audit records as they are written (like tail -f); Ctrl-C stops (exit 0).
+
+    Shows the newest --limit records (default 10; 0 for only new ones) first. -o json prints one
+    JSON object a line, -o yaml one document a record.
+    """
+    from gateway.cli.tail import Follow, Unavailable, emitter, follow
+
+    if client.output == "csv":
+        _fail(EXIT_USAGE, "-o csv is only for `gpuctl usage`; audit tail prints table, json or yaml")
+    limit = filters.pop("limit")
+    if limit is not None and limit < 0:
+        raise click.BadParameter("must be 0 or more", param_hint="--limit")
+    how = Follow(first=10 if limit is None else limit, after=after_seq, interval_s=_duration(interval),
+                 timeout_s=_duration(timeout) if timeout else None, once=once)
+    params = {k: v for k, v in filters.items() if v is not None}
+
+    def fetch(after: int | None, newest: int | None) -> list[dict[str, Any]]:
+        query = {**params, **({"after": after} if after is not None else {}),
+                 **({"limit": newest} if newest else {})}
+        try:
+            items: list[dict[str, Any]] = client.send("GET", "/audit", params=query).json()["items"]
+        except Failure as exc:
+            if exc.code == EXIT_UNREACHABLE:
+                raise Unavailable(exc.message) from None
+            raise
+        return items
+
+    try:
+        follow(fetch, emitter(client.output), how, warn=lambda m: click.echo(f"warning: {m}", err=True))
+    except (Failure, Unavailable) as exc:
+        code, message = (exc.code, exc.message) if isinstance(exc, Failure) else (EXIT_UNREACHABLE, str(exc))
+        _fail(code, message)
+    except KeyboardInterrupt:
+        sys.exit(0)
 
 
 @audit.command("verify")
@@ -206,20 +302,28 @@ def audit_verify(client: Client) -> None:
 @click.option("--by", type=click.Choice(["user", "team", "role"]), default=None, help="Only one breakdown.")
 @click.option("--since", help="Also GPU-hours from this time: ISO 8601, epoch seconds or an age like 30d.")
 @click.option("--until", help="End of the GPU-hours period (default now).")
+@click.option("-o", "--output", "usage_output", type=click.Choice(["table", "json", "yaml", "csv"]),
+              help="As gpuctl -o, and csv: by,name,gpus_now,gpu_hours,since,until (the server's CSV).")
 @click.pass_obj
-def usage(client: Client, by: str | None, since: str | None, until: str | None) -> None:
+def usage(client: Client, by: str | None, since: str | None, until: str | None, usage_output: str | None) -> None:
     """GPUs reserved now, and with --since GPU-hours held, per user, team (and role), scoped to what
     you may read."""
+    from gateway.cli.render import measured_table
+    from gateway.core.usage_report import usage_rows
+
+    client.output = usage_output or client.output
+    if client.output == "csv":
+        query = {k: v for k, v in {"since": since, "until": until, "by": by, "format": "csv"}.items() if v}
+        click.echo(client.request("GET", "/usage", params=query).text, nl=False)
+        return
     data = client.get("/usage", since=since, until=until)
-    now = {scope: data.get(scope, {}) for scope in ("users", "teams")}
-    hours = data.get("gpu_hours", {})
-    scopes = [f"{by}s"] if by else ["users", "teams", "roles"]
-    rows = [[scope[:-1], name, now.get(scope, {}).get(name, "-") if scope != "roles" else "-",
-             f"{hours[scope][name]:.1f}" if name in hours.get(scope, {}) else "-"]
-            for scope in scopes
-            for name in sorted(set(now.get(scope, {})) | set(hours.get(scope, {})))]
+    rows = [[r.by, r.name, "-" if r.gpus_now is None else r.gpus_now,
+             "-" if r.gpu_hours is None else f"{r.gpu_hours:.1f}"] for r in usage_rows(data, by)]
     headers = ["BY", "NAME", "GPUS NOW", "GPU-HOURS"] if since else ["BY", "NAME", "GPUS NOW"]
-    client.show(data, _table(headers, [r if since else r[:3] for r in rows]))
+    text = _table(headers, [r if since else r[:3] for r in rows])
+    measured = measured_table(data.get("measured") or {}, [f"{by}s"] if by in ("user", "team") else
+                              ("users", "teams", "workloads"))
+    client.show(data, text + "\n\n" + measured if measured else text)
 
 
 def _check_body(file: Path, as_user: str | None, as_groups: tuple[str, ...], action: str, owner: str | None,
@@ -359,5 +463,12 @@ def revoke(client: Client, grant_id: str) -> None:
     client.show(done, f"grant {done['id']} is {done['state']}")
 
 
+# Commands defined in their own modules register themselves on `main` when imported.
+from gateway.cli import gpuctl_admin  # noqa: E402, F401
+
 if __name__ == "__main__":
-    main()
+    # Run as `python -m`, this file is `__main__`; the commands of the other modules registered
+    # themselves on the importable module's group.
+    from gateway.cli.gpuctl import main as gpuctl
+
+    gpuctl()

@@ -16,23 +16,41 @@ def _time(ts: float) -> str:
     return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
+def audit_cells(r: dict[str, Any]) -> dict[str, str]:
+    """One audit record as the cells of its table line (keys of `_COLUMNS`)."""
+    decision = r["decision"] + (" (dry run)" if r.get("dry_run") else "")
+    if r.get("mode") in ("warn", "dry-run") and r["decision"] == "allowed" and r["rule"] not in (
+        "role-limits", "ownership"
+    ):
+        decision += f" [{r['mode']}]"
+    return {
+        "seq": str(r["seq"]),
+        "time": _time(r["ts"]),
+        "user": r["user"], "role": r["role"] or "-", "action": r["action"],
+        "target": f"{r['kind']} {r['namespace']}/{r['name']}", "gpus": str(r["gpus"]),
+        "decision": decision, "rule": r["rule"] + (" BREAK-GLASS" if is_break_glass(r) else ""),
+    }
+
+
+#: Column widths of a followed log, whose later lines cannot widen the columns.
+_STREAM_WIDTHS = {"seq": 6, "time": 19, "user": 12, "role": 10, "action": 8, "target": 36, "gpus": 5,
+                  "decision": 8, "rule": 0}
+
+
+def audit_stream_header() -> str:
+    return "  ".join(h.ljust(_STREAM_WIDTHS[k]) for k, h in _COLUMNS).rstrip()
+
+
+def audit_stream_line(row: dict[str, Any]) -> str:
+    """One record of a followed log (`gpuctl audit tail`): fixed columns, a long value pushes the rest right."""
+    cells = audit_cells(row)
+    return "  ".join(cells[k].ljust(_STREAM_WIDTHS[k]) for k, _ in _COLUMNS).rstrip()
+
+
 def audit_table(rows: Sequence[dict[str, Any]]) -> str:
     if not rows:
         return "no audit records match"
-    cells = []
-    for r in rows:
-        decision = r["decision"] + (" (dry run)" if r.get("dry_run") else "")
-        if r.get("mode") in ("warn", "dry-run") and r["decision"] == "allowed" and r["rule"] not in (
-            "role-limits", "ownership"
-        ):
-            decision += f" [{r['mode']}]"
-        cells.append({
-            "seq": str(r["seq"]),
-            "time": _time(r["ts"]),
-            "user": r["user"], "role": r["role"] or "-", "action": r["action"],
-            "target": f"{r['kind']} {r['namespace']}/{r['name']}", "gpus": str(r["gpus"]),
-            "decision": decision, "rule": r["rule"] + (" BREAK-GLASS" if is_break_glass(r) else ""),
-        })
+    cells = [audit_cells(r) for r in rows]
     widths = {k: max(len(h), *(len(c[k]) for c in cells)) for k, h in _COLUMNS}
     lines = ["  ".join(h.ljust(widths[k]) for k, h in _COLUMNS).rstrip()]
     lines += ["  ".join(c[k].ljust(widths[k]) for k, _ in _COLUMNS).rstrip() for c in cells]
@@ -127,3 +145,17 @@ def check_text(result: dict[str, Any]) -> str:
     ]
     lines += [f"  warning: {w}" for w in result["warnings"]]
     return "\n".join(lines)
+
+
+def measured_table(measured: dict[str, Any], scopes: Sequence[str] = ("users", "teams", "workloads")) -> str:
+    """GPU-hours and mean utilisation measured by the node agents (docs/agent.md), "" when none."""
+    rows = [(scope[:-1], name, f"{m['gpu_hours']:.1f}",
+             "-" if m.get("mean_utilization") is None else f"{m['mean_utilization']:.0f}")
+            for scope in scopes for name, m in sorted((measured.get(scope) or {}).items())]
+    if not rows:
+        return ""
+    headers = ("BY", "NAME", "GPU-HOURS", "MEAN UTIL %")
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    return "Measured on the GPUs (node agents):\n" + "\n".join(lines)

@@ -14,6 +14,7 @@ from typing import Any
 
 from gateway.core.access import PodSpecs, access_checks, collect, hatch_checks
 from gateway.core.decision import Action, Decision, Reservation, Violation
+from gateway.core.gates import queued
 from gateway.core.identity import Grant, Identity, with_grants
 from gateway.core.owned_data import decide_data, is_data_kind
 from gateway.core.plan import Facts, Plan, Target, TargetKey
@@ -224,7 +225,7 @@ def _quota_checks(
 ) -> None:
     broken = check_caps(
         asked, facts.usage,
-        user_cap=policy.role_limits(owner_role).max_concurrent_gpus,
+        user_cap=policy.user_cap(owner, owner_role),
         team_cap=policy.team_cap(team),
     )
     for b in broken:
@@ -276,16 +277,22 @@ def _launch(plan: Plan, policy: Policy, facts: Facts) -> Decision:
     hatch_checks(plan, policy, violations)
     _quota_checks(policy, facts, asked=workload.gpus, owner=plan.owner, owner_role=ident.role,
                   team=plan.team, violations=violations)
+    violations.extend(violation(policy, "gpu-hour-budget", f"the GPU-hour budget of {spent} is spent for this period")
+                      for spent in facts.spent_budgets)
     _second_person(plan, policy, workload.gpus, "", violations)
     reserve = Reservation(plan.owner, plan.team, ident.role or "", workload.gpus, True, shape)
     denied = denial(plan, violations, gpus=workload.gpus, owner=plan.owner, team=plan.team)
     if denied is not None:
-        return overruled(plan, denied, facts.approvals, reserve=reserve)
-    return admit(
-        plan, violations, rule="role-limits",
-        reason=f"{ident.describe()} may launch {workload.gpus} GPUs ({workload.describe_gpus()})",
-        gpus=workload.gpus, reserve=reserve, owner=plan.owner, team=plan.team,
-    )
+        decided = overruled(plan, denied, facts.approvals, reserve=reserve)
+    else:
+        decided = admit(
+            plan, violations, rule="role-limits",
+            reason=f"{ident.describe()} may launch {workload.gpus} GPUs ({workload.describe_gpus()})",
+            gpus=workload.gpus, reserve=reserve, owner=plan.owner, team=plan.team,
+        )
+    if policy.scheduling.queueing:  # queue mode: wait behind the scheduling gate (core/gates.py)
+        return queued(plan, policy, decided, reserve, _priority_classes(req.obj, workload)) or decided
+    return decided
 
 
 def _second_person(plan: Plan, policy: Policy, gpus: int, owner: str, violations: list[Violation]) -> None:

@@ -20,8 +20,12 @@ WAIVABLE = frozenset({
     "second-person",
 })
 
+#: Replacing the policy through the admin API: approved for one proposal (kind `Policy`,
+#: name = the proposal's digest), by a reviewer whose role may `manage` at scope `any`.
+POLICY_CHANGE = "policy-change"
+
 #: Actions an approval can be asked for; `gpus` bounds those that reserve GPUs.
-APPROVABLE_ACTIONS = tuple(a.value for a in Action)
+APPROVABLE_ACTIONS = (*(a.value for a in Action), POLICY_CHANGE)
 SIZED_ACTIONS = (Action.LAUNCH.value, Action.MODIFY.value)
 
 
@@ -57,14 +61,17 @@ def waiver(plan: Plan, violations: Sequence[Violation], approvals: Iterable[Appr
     return next((a for a in approvals if matches(a, plan, gpus)), None)
 
 
-def review_refusal(policy: Policy, reviewer: Identity, requester: str, requester_teams: Sequence[str]) -> str | None:
+def review_refusal(policy: Policy, reviewer: Identity, requester: str, requester_teams: Sequence[str],
+                   action: str = "") -> str | None:
     """Why `reviewer` may not approve or deny a request of `requester`, or None when they may.
 
     Nobody reviews their own request; `approve` on scope `team` covers requesters sharing a
-    team with the reviewer, `any` everyone.
+    team with the reviewer, `any` everyone. A policy change also needs `manage` at `any`.
     """
     if reviewer.user == requester:
         return f"{reviewer.user} asked for this approval; a different person must approve or deny it"
+    if action == POLICY_CHANGE and not policy.may(reviewer.role, "manage", "any"):
+        return f"{reviewer.describe()} may not approve policy changes (needs manage at scope any)"
     scope = "team" if set(requester_teams) & set(reviewer.teams) else "any"
     if policy.may(reviewer.role, "approve", scope):
         return None

@@ -47,6 +47,18 @@ class Reservation:
     """JSON of the workload's shape (pod sets, GPUs per replica), kept to decide scales later."""
 
 
+@dataclass(frozen=True, slots=True)
+class Enqueue:
+    """A launch admitted in queue mode: its pods wait behind the scheduling gate until the
+    controller releases the whole gang (docs/scheduler.md). The queue row the store writes."""
+
+    pods: int
+    """GPU pods of the gang: all of them are released together."""
+    priority: int
+    priority_class: str
+    reason: str
+
+
 @dataclass(slots=True)
 class Decision:
     """The answer to one request, with its reasons.
@@ -74,6 +86,8 @@ class Decision:
     team: str = ""
     use_approval: str = ""
     """Set when an approval turned a denial into this allow: the approval the store marks used."""
+    enqueue: Enqueue | None = None
+    """Set when the launch is admitted to wait in the queue (its reservation is not charged yet)."""
 
     @property
     def verdict(self) -> str:

@@ -38,9 +38,10 @@ def _stamp(obj: Any, pointer: str, wanted: Mapping[str, str]) -> JsonPatch:
     return ops
 
 
-def ownership_patch(plan: Plan) -> JsonPatch:
+def ownership_patch(plan: Plan, extra: Mapping[str, str] | None = None) -> JsonPatch:
     """JSONPatch stamping owner (and team) on what a person creates and the gateway governs:
-    a GPU workload with its pod and volume-claim templates, or a PVC, ConfigMap or Secret."""
+    a GPU workload with its pod and volume-claim templates, or a PVC, ConfigMap or Secret.
+    `extra` annotations are stamped beside them on a GPU workload (gates.stamp_annotations)."""
     if plan.early is not None or plan.action is not Action.LAUNCH or plan.identity.trusted_controller:
         return []
     if plan.data_kind:
@@ -48,7 +49,7 @@ def ownership_patch(plan: Plan) -> JsonPatch:
     if plan.workload is None or plan.workload.gpus == 0:
         return []
     obj = plan.request.obj
-    wanted = _wanted(plan)
+    wanted = {**_wanted(plan), **(extra or {})}
     ops = _stamp(obj, "", wanted)
     for pointer in (*template_paths(plan.workload), *_claim_templates(obj, plan)):
         ops.extend(_stamp(obj, pointer, wanted))

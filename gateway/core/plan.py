@@ -57,6 +57,8 @@ class Facts:
     """Ledger records of the objects the request's pods reference; absent ones are unowned."""
     approvals: tuple[Approval, ...] = ()
     """Live approvals for the requester, action and object; loaded only after a denial."""
+    spent_budgets: tuple[str, ...] = ()
+    """GPU-hour budgets of the owner or team spent this period (limits.yaml `scheduling.budgets`)."""
 
 
 @dataclass(slots=True)

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from gateway.core.decision import Mode
 from gateway.core.identity import Identity, resolve_identity
 from gateway.core.podspec import DEFAULT_SAFE_CAPABILITIES
+from gateway.core.scheduling import Scheduling
+from gateway.core.telemetry import TelemetryPolicy
 from gateway.core.workloads import DEFAULT_GPU_RESOURCES, DEFAULT_NOT_GPU_RESOURCES, GpuMatcher
 
 OWNER_ANNOTATION = "gpu-gateway.io/owner"
@@ -30,9 +32,11 @@ SCOPES = ("own", "team-shared", "team", "any")
 #: ConfigMap; `use-secret` is reading a Secret (volume, envFrom, valueFrom); `audit-read` is
 #: reading audit records and usage through the admin API (one's own are always readable);
 #: `approve` is approving another person's exception request (docs/approvals.md) and `grant`
-#: is granting a temporary break-glass role.
+#: is granting a temporary break-glass role; `manage` is changing run-time settings through
+#: the admin API (`team`: the quotas of one's own teams; `any`: role bindings, every quota
+#: and the policy itself, docs/admin.md); `report` is sending GPU telemetry (node agents, docs/agent.md).
 POLICY_ACTIONS = ("launch", "modify", "kill", "exec", "reassign", "mount", "read", "use-secret", "audit-read",
-                  "approve", "grant")
+                  "approve", "grant", "manage", "report")
 
 #: Every rule that can deny, with the hint a denial message ends with.
 RULES: dict[str, str] = {
@@ -50,6 +54,7 @@ RULES: dict[str, str] = {
     "data-access": "",  # the message names the owner to ask
     "escape-hatch": "GPU pods may not reach the node; ask an administrator if this pod really must.",
     "second-person": "This needs a second person: request an approval (POST /api/v1/approvals, docs/approvals.md).",
+    "gpu-hour-budget": "Wait for the next budget period, or ask an administrator to raise the budget.",
 }
 
 #: Rules whose mode cannot be relaxed: an object the gateway cannot read is never admitted.
@@ -79,6 +84,8 @@ class SecondPerson:
     """A launch (or a modify to) more GPUs than this."""
     touch_others_over_gpus: int | None = None
     """A kill or modify of another person's workload holding more GPUs than this."""
+    policy_change: bool = True
+    """Replacing the policy through the admin API."""
 
 
 @dataclass(frozen=True)
@@ -90,7 +97,10 @@ class Policy:
     permissions: frozenset[tuple[str, str, str]]
     """(role, action, scope) triples that casbin allows."""
     limits: Mapping[str, RoleLimits] = field(default_factory=dict)
-    team_caps: Mapping[str, int] = field(default_factory=dict)
+    team_caps: Mapping[str, int | None] = field(default_factory=dict)
+    """Concurrent GPUs per team; None is unlimited (a run-time setting can lift a cap)."""
+    user_caps: Mapping[str, int | None] = field(default_factory=dict)
+    """Concurrent GPUs per user, set at run time, instead of their role's; None is unlimited."""
     default_team_cap: int | None = None
     team_prefix: str = "team:"
     exempt_namespaces: frozenset[str] = frozenset({"kube-system"})
@@ -109,6 +119,10 @@ class Policy:
     """(kind, name) of objects every pod may read (published by the cluster itself)."""
     second_person: SecondPerson = field(default_factory=SecondPerson)
     """Requests that need a second person's approval (limits.yaml `second_person`)."""
+    telemetry: TelemetryPolicy = field(default_factory=TelemetryPolicy)
+    """Node agent alert thresholds and the rogue-pod eviction switch (limits.yaml `telemetry`)."""
+    scheduling: Scheduling = field(default_factory=Scheduling)
+    """Over-quota mode (reject or queue), queue priorities, fair shares, budgets (limits.yaml `scheduling`)."""
     version: str = ""
     """Digest of the bundle this was compiled from, recorded with every audit row."""
 
@@ -151,6 +165,11 @@ class Policy:
 
     def role_limits(self, role: str | None) -> RoleLimits:
         return self.limits.get(role or "", _NO_LIMITS)
+
+    def user_cap(self, user: str, role: str | None) -> int | None:
+        if user in self.user_caps:
+            return self.user_caps[user]
+        return self.role_limits(role).max_concurrent_gpus
 
     def team_cap(self, team: str) -> int | None:
         if not team:

@@ -7,6 +7,7 @@ a quantity that is not a whole, non-negative number is refused.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from decimal import Decimal
 from functools import lru_cache
@@ -24,9 +25,18 @@ _CACHED_LENGTH = 64
 _parse: Callable[[str | int | float], object] = parse_quantity
 
 
+#: The API server's quantity syntax (its OpenAPI pattern). Python's Decimal, under the client's
+#: parser, also takes surrounding spaces, `_` separators and non-ASCII digits (`"8 "`, a
+#: full-width eight): those are refused here as the API server refuses them.
+_NUMBER = r"(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)"
+_SYNTAX = re.compile(rf"[+-]?{_NUMBER}(?:[KMGTPE]i|[numkMGTPE]|[eE][+-]?{_NUMBER})?")
+
+
 def gpu_count(value: object, resource: str = "gpu") -> int:
     """Return the whole number of devices a quantity asks for, or raise WorkloadError."""
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise WorkloadError(f"{resource}: quantity {_show(value)} is not a Kubernetes quantity")
+    if isinstance(value, str) and not _SYNTAX.fullmatch(value):
         raise WorkloadError(f"{resource}: quantity {_show(value)} is not a Kubernetes quantity")
     try:
         if isinstance(value, str) and len(value) > _CACHED_LENGTH:

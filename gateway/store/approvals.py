@@ -20,7 +20,7 @@ from gateway.store.sql import Ledger, Row, change_record, state_change
 
 _T = TypeVar("_T")
 
-#: Who the audit records of grants that expired by themselves name.
+#: Who the audit records of grants and approvals that expired by themselves name.
 SYSTEM = Actor("gpu-gateway", (), "system")
 
 
@@ -90,6 +90,21 @@ def create_approval(ledger: Ledger, new: NewApproval, actor: Actor, now: float) 
         reason=f"approval {approval_id} requested: {new.reason}", changes=[state_change("", "pending")],
     ), now=now, dry_run=False)
     return approval_view(row, now)
+
+
+def expire_approvals(ledger: Ledger, now: float) -> None:
+    """Mark the pending and approved approvals whose time ran out `expired`, each with its audit
+    record (as grant expiry is), so that an exception nobody used is on the record too."""
+    for row in ledger.db.all("SELECT * FROM approvals WHERE state IN ('pending', 'approved') AND expires_at <= ? "
+                             "ORDER BY expires_at, created_at, id", (now,)):
+        ledger.db.run("UPDATE approvals SET state = 'expired' WHERE id = ? AND state = ?", (row["id"], row["state"]))
+        how = "unused" if row["state"] == "approved" else "before anyone reviewed it"
+        ledger.append_audit(change_record(
+            row, kind="Approval", action="approval", actor=SYSTEM, request_uid=_uid(),
+            reason=f"approval {row['id']} ({row['action']} of {row['kind']} {row['namespace']}/{row['name']} "
+                   f"for {row['requester']}) expired {how}",
+            changes=[state_change(row["state"], "expired")],
+        ), now=now, dry_run=False)
 
 
 def _row(ledger: Ledger, table: str, row_id: str) -> Row:
@@ -163,6 +178,12 @@ def expire_grants(ledger: Ledger, now: float) -> None:
         end_grant(ledger, row, "expired", SYSTEM, now)
 
 
+def expire_lapsed(ledger: Ledger, now: float) -> None:
+    """Grants and approvals whose time ran out, marked and audited in one transaction."""
+    expire_grants(ledger, now)
+    expire_approvals(ledger, now)
+
+
 # ------------------------------------------------------------------ the backends' methods
 
 
@@ -202,8 +223,12 @@ class ExceptionsStore:
         return self._write(lambda ledger: revoke_grant(ledger, grant_id, actor, now))
 
     def live_grants(self, *, now: float) -> tuple[Grant, ...]:
-        """The active, unexpired grants; grants found expired are marked so, with their audit records."""
-        rows = self._read(lambda ledger: ledger.db.all("SELECT * FROM grants WHERE state = 'active'"))
-        if any(r["expires_at"] <= now for r in rows):
-            self._write(lambda ledger: expire_grants(ledger, now))
+        """The active, unexpired grants. Grants and approvals found expired are marked so, with
+        their audit records: the gateway reads this at least once a second while it is used."""
+        rows, lapsed = self._read(lambda ledger: (
+            ledger.db.all("SELECT * FROM grants WHERE state = 'active'"),
+            ledger.db.one("SELECT id FROM approvals WHERE state IN ('pending', 'approved') AND expires_at <= ? "
+                          "LIMIT 1", (now,))))
+        if any(r["expires_at"] <= now for r in rows) or lapsed is not None:
+            self._write(lambda ledger: expire_lapsed(ledger, now))
         return tuple(Grant(r["id"], r["user"], r["role"], r["expires_at"]) for r in rows if r["expires_at"] > now)

@@ -14,10 +14,14 @@ from typing import TYPE_CHECKING, Any, Protocol
 from gateway.core.admission import Facts, TargetKey
 from gateway.core.decision import Decision
 from gateway.core.identity import Grant
+from gateway.core.scheduling import BudgetQuery
 from gateway.store.chain import VerifyResult
 
 if TYPE_CHECKING:
+    from gateway.core.telemetry import GpuSample, TelemetryPolicy
     from gateway.store.approvals import NewApproval, NewGrant
+    from gateway.store.settings import Setting, SettingChange
+    from gateway.store.telemetry import IngestResult
 
 Decider = Callable[[Facts], Decision]
 AuditFields = Callable[[Decision], dict[str, Any]]
@@ -52,6 +56,8 @@ class Job:
     """Whether the decision may add GPUs, and so needs the owner's and team's usage."""
     approval_key: ApprovalKey | None = None
     """Set for governed actions: the approvals the store reads after a denial they may lift."""
+    budget: BudgetQuery | None = None
+    """Set for a GPU launch whose owner or team has a GPU-hour budget: read into `Facts.spent_budgets`."""
 
 
 @dataclass(frozen=True)
@@ -66,6 +72,8 @@ class AuditQuery:
     """The kind or its resource, in any case: `PyTorchJob`, `pytorchjobs` (see `kind_names`)."""
     namespace: str | None = None
     name: str | None = None
+    after: int | None = None
+    """Only records after this sequence number (a cursor, for following the log)."""
 
 
 def kind_names(kind: str) -> tuple[str, ...]:
@@ -107,7 +115,11 @@ class LedgerRow:
 
 
 class Store(Protocol):
-    def decide_batch(self, jobs: Sequence[Job]) -> list[Decision | BaseException]: ...
+    def decide_batch(self, jobs: Sequence[Job], *,
+                     ready_to_commit: Callable[[], bool] | None = None) -> list[Decision | BaseException]:
+        """Decide `jobs` in one transaction; `ready_to_commit`, called right before COMMIT,
+        may refuse it: the transaction is then rolled back and every job fails."""
+        ...
 
     def facts(self, key: TargetKey, owner: str, team: str, references: Sequence[TargetKey] = (),
               *, usage: bool = True) -> Facts: ...
@@ -144,6 +156,27 @@ class Store(Protocol):
     def revoke_grant(self, grant_id: str, actor: Actor, *, now: float) -> dict[str, Any]: ...
 
     def live_grants(self, *, now: float) -> tuple[Grant, ...]: ...
+
+    # Run-time settings (gateway.store.settings.SettingsStore; docs/admin.md).
+
+    def settings_revision(self) -> int: ...
+
+    def settings(self) -> list[Setting]: ...
+
+    def put_setting(self, change: SettingChange, actor: Actor, *, now: float) -> dict[str, Any]: ...
+
+    # GPU telemetry from the node agents (gateway.store.telemetry.TelemetryStore; docs/agent.md).
+
+    def ingest_telemetry(self, samples: Sequence[GpuSample], *, reporter: Actor, policy: TelemetryPolicy,
+                         exempt_namespaces: frozenset[str], policy_version: str, now: float) -> IngestResult: ...
+
+    def ingest_telemetry_many(self, reports: Sequence[tuple[Sequence[GpuSample], Actor]], *,
+                              policy: TelemetryPolicy, exempt_namespaces: frozenset[str], policy_version: str,
+                              now: float) -> list[IngestResult]: ...
+
+    def measured_usage(self, since: float, until: float) -> dict[str, dict[str, dict[str, Any]]]: ...
+
+    def record_eviction(self, fields: dict[str, Any], *, now: float) -> None: ...
 
     def ping(self) -> None: ...
 

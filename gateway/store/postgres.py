@@ -25,7 +25,10 @@ from gateway.errors import StoreError
 from gateway.store.approvals import ExceptionsStore
 from gateway.store.base import AuditQuery, Job, LedgerRow
 from gateway.store.chain import LATER_FIELDS, VerifyResult
+from gateway.store.queue import QueueStore
+from gateway.store.settings import SettingsStore
 from gateway.store.sql import Ledger, Row, schema
+from gateway.store.telemetry import TelemetryStore
 
 log = logging.getLogger("gateway.store")
 
@@ -59,7 +62,7 @@ class _Runner:
         self._conn.execute(_pg(sql), tuple(args))
 
 
-class PostgresStore(ExceptionsStore):
+class PostgresStore(ExceptionsStore, SettingsStore, TelemetryStore, QueueStore):
     """The shared store. Safe to share between threads; one connection, used under a lock."""
 
     def __init__(self, url: str, *, readonly: bool = False, connect_timeout_s: int = 5,
@@ -77,8 +80,12 @@ class PostgresStore(ExceptionsStore):
     def _ledger(self) -> tuple[psycopg.Connection[dict[str, Any]], Ledger]:
         """The live connection (made anew after a failure) and a ledger over it."""
         if self._conn is None or self._conn.closed or self._conn.broken:
+            # Keepalives and a TCP user timeout: a database host that vanishes (no reset) breaks
+            # the connection in about 10 s instead of the kernel's many minutes (docs/faults.md).
             self._conn = psycopg.connect(self.url, autocommit=True, row_factory=dict_row,
-                                         connect_timeout=self._connect_timeout_s)
+                                         connect_timeout=self._connect_timeout_s, keepalives=1,
+                                         keepalives_idle=5, keepalives_interval=2, keepalives_count=3,
+                                         tcp_user_timeout=10_000)
             self._conn.execute(f"SET statement_timeout = {int(self._statement_timeout_ms)}")
         return self._conn, Ledger(_Runner(self._conn))
 
@@ -123,20 +130,25 @@ class PostgresStore(ExceptionsStore):
 
     # ------------------------------------------------------------- the write path
 
-    def decide_batch(self, jobs: Sequence[Job]) -> list[Decision | BaseException]:
+    def decide_batch(self, jobs: Sequence[Job], *,
+                     ready_to_commit: Callable[[], bool] | None = None) -> list[Decision | BaseException]:
         """Decide several requests in one transaction, in order, each in its own savepoint.
 
         A job that fails is rolled back alone; if the transaction itself fails (connection
-        lost, timeout), every job fails with a StoreError.
+        lost, timeout) or `ready_to_commit` refuses the commit, every job fails with a StoreError.
         """
         try:
-            return self._with_ledger(lambda ledger: self._run_batch(ledger, jobs), "cannot decide")
+            return self._with_ledger(lambda ledger: self._run_batch(ledger, jobs, ready_to_commit), "cannot decide")
         except StoreError as exc:
             return [exc for _ in jobs]
 
-    def _run_batch(self, ledger: Ledger, jobs: Sequence[Job]) -> list[Decision | BaseException]:
+    def _run_batch(self, ledger: Ledger, jobs: Sequence[Job],
+                   ready_to_commit: Callable[[], bool] | None) -> list[Decision | BaseException]:
         with _Transaction(ledger):
-            return [self._run_job(ledger, job) for job in jobs]
+            outcomes = [self._run_job(ledger, job) for job in jobs]
+            if ready_to_commit is not None and not ready_to_commit():
+                raise _NotCommitted()
+            return outcomes
 
     @staticmethod
     def _run_job(ledger: Ledger, job: Job) -> Decision | BaseException:
@@ -196,6 +208,13 @@ class PostgresStore(ExceptionsStore):
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
+
+
+class _NotCommitted(StoreError):
+    """Raised inside a transaction to roll it back when the commit is refused."""
+
+    def __init__(self) -> None:
+        super().__init__("rolled back: the decision budget ran out")
 
 
 class _Transaction:

@@ -19,6 +19,7 @@ from gateway.core.approvals import WAIVABLE
 from gateway.core.decision import Decision
 from gateway.core.plan import Approval
 from gateway.core.quota import Usage
+from gateway.core.scheduling import BudgetQuery, spent_budgets
 from gateway.store.base import Actor, ApprovalKey, AuditQuery, Job, LedgerRow, kind_names
 from gateway.store.chain import AUDIT_FIELDS, GENESIS, LATER_FIELDS, VerifyResult, row_hash, verify_rows
 
@@ -41,6 +42,7 @@ CREATE TABLE IF NOT EXISTS reservations (
 );
 CREATE INDEX IF NOT EXISTS reservations_owner ON reservations (owner, charged);
 CREATE INDEX IF NOT EXISTS reservations_team ON reservations (team, charged);
+CREATE INDEX IF NOT EXISTS reservations_object ON reservations (namespace, name);
 CREATE TABLE IF NOT EXISTS audit (
     seq            {seq} PRIMARY KEY,
     ts             {float} NOT NULL,
@@ -113,6 +115,23 @@ CREATE TABLE IF NOT EXISTS grants (
     ended_by   TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS grants_state ON grants (state, expires_at);
+CREATE TABLE IF NOT EXISTS queue (
+    resource       TEXT NOT NULL,
+    namespace      TEXT NOT NULL,
+    name           TEXT NOT NULL,
+    owner          TEXT NOT NULL,
+    team           TEXT NOT NULL,
+    role           TEXT NOT NULL,
+    gpus           INTEGER NOT NULL,
+    pods           INTEGER NOT NULL,
+    priority       INTEGER NOT NULL,
+    priority_class TEXT NOT NULL,
+    arrival        {float} NOT NULL,
+    position       INTEGER NOT NULL,
+    reason         TEXT NOT NULL,
+    request_uid    TEXT NOT NULL,
+    PRIMARY KEY (resource, namespace, name)
+);
 CREATE TABLE IF NOT EXISTS usage_intervals (
     resource   TEXT NOT NULL,
     namespace  TEXT NOT NULL,
@@ -126,6 +145,68 @@ CREATE TABLE IF NOT EXISTS usage_intervals (
 );
 CREATE INDEX IF NOT EXISTS usage_intervals_open ON usage_intervals (resource, namespace, name, ended_at);
 CREATE INDEX IF NOT EXISTS usage_intervals_time ON usage_intervals (started_at);
+CREATE TABLE IF NOT EXISTS gpu_samples (
+    node            TEXT NOT NULL,
+    gpu_uuid        TEXT NOT NULL,
+    ts              {float} NOT NULL,
+    gpu_index       INTEGER NOT NULL,
+    interval_s      {float} NOT NULL,
+    utilization     {float},
+    memory_used     BIGINT,
+    memory_total    BIGINT,
+    power_w         {float},
+    temperature_c   {float},
+    ecc_corrected   BIGINT,
+    ecc_uncorrected BIGINT,
+    xid_errors      TEXT NOT NULL,
+    processes       TEXT NOT NULL,
+    error           TEXT NOT NULL,
+    received_at     {float} NOT NULL,
+    PRIMARY KEY (node, gpu_uuid, ts)
+);
+CREATE INDEX IF NOT EXISTS gpu_samples_ts ON gpu_samples (ts);
+CREATE TABLE IF NOT EXISTS gpu_usage (
+    node         TEXT NOT NULL,
+    gpu_uuid     TEXT NOT NULL,
+    ts           {float} NOT NULL,
+    namespace    TEXT NOT NULL,
+    pod          TEXT NOT NULL,
+    workload     TEXT NOT NULL,
+    owner        TEXT NOT NULL,
+    team         TEXT NOT NULL,
+    gpu_seconds  {float} NOT NULL,
+    busy_seconds {float} NOT NULL,
+    PRIMARY KEY (node, gpu_uuid, ts, namespace, pod)
+);
+CREATE INDEX IF NOT EXISTS gpu_usage_ts ON gpu_usage (ts);
+CREATE TABLE IF NOT EXISTS gpu_state (
+    gpu_uuid TEXT PRIMARY KEY,
+    node     TEXT NOT NULL,
+    state    TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS pod_utilization (
+    namespace TEXT NOT NULL,
+    pod       TEXT NOT NULL,
+    workload  TEXT NOT NULL,
+    previous  {float},
+    current   {float} NOT NULL,
+    ts        {float} NOT NULL,
+    PRIMARY KEY (namespace, pod)
+);
+CREATE INDEX IF NOT EXISTS pod_utilization_workload ON pod_utilization (workload);
+CREATE TABLE IF NOT EXISTS workload_alerts (
+    workload  TEXT PRIMARY KEY,
+    collapsed INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS settings (
+    kind       TEXT NOT NULL,
+    name       TEXT NOT NULL,
+    value      TEXT,
+    revision   INTEGER NOT NULL,
+    updated_by TEXT NOT NULL,
+    updated_at {float} NOT NULL,
+    PRIMARY KEY (kind, name)
+);
 """
 
 
@@ -229,6 +310,8 @@ class Ledger:
         approval the decision uses is marked used in this same transaction.
         """
         facts = self.facts(job.key, job.owner, job.team, job.reference_keys, usage=job.needs_usage)
+        if job.budget is not None:
+            facts = replace(facts, spent_budgets=self.spent_budgets(job.budget, job.now))
         decision = job.decider(facts)
         if not decision.allowed and decision.rule in WAIVABLE and job.approval_key is not None:
             approvals = self.live_approvals(job.approval_key, job.now)
@@ -238,6 +321,8 @@ class Ledger:
             self.append_audit(job.audit_fields(decision), now=job.now, dry_run=job.dry_run)
         if decision.allowed and not job.dry_run:
             self.apply(job.key, decision, now=job.now, request_uid=job.request_uid)
+            if decision.enqueue is not None:
+                self.enqueue(job.key, decision, now=job.now, request_uid=job.request_uid)
             if decision.use_approval:
                 self.use_approval(decision.use_approval, job)
         return decision
@@ -276,6 +361,7 @@ class Ledger:
                         "AND name = ? AND ended_at IS NULL", (now, *key))
         if decision.release:
             self.db.run("DELETE FROM reservations WHERE resource = ? AND namespace = ? AND name = ?", key)
+            self.db.run("DELETE FROM queue WHERE resource = ? AND namespace = ? AND name = ?", key)
             return
         r = decision.reserve
         assert r is not None
@@ -291,6 +377,32 @@ class Ledger:
             "team = excluded.team, role = excluded.role, gpus = excluded.gpus, charged = excluded.charged, "
             "shape = excluded.shape, created_at = excluded.created_at, request_uid = excluded.request_uid",
             (*key, r.owner, r.team, r.role, r.gpus, int(r.charged), r.shape, now, request_uid),
+        )
+        if not r.charged and old is not None:  # a queued workload changed: it waits for its new size
+            self.db.run("UPDATE queue SET gpus = ? WHERE resource = ? AND namespace = ? AND name = ?", (r.gpus, *key))
+
+    def spent_budgets(self, query: BudgetQuery, now: float) -> tuple[str, ...]:
+        """The budgets of `query` spent: GPU-hours of the user and the team since the period began."""
+        rows = self.db.all(
+            "SELECT owner, team, gpus, started_at, ended_at FROM usage_intervals WHERE (owner = ? OR team = ?) "
+            "AND (ended_at IS NULL OR ended_at > ?)", (query.user, query.team, query.since))
+        user = team = 0.0
+        for r in rows:
+            end = now if r["ended_at"] is None else min(float(r["ended_at"]), now)
+            hours = int(r["gpus"]) * max(end - max(float(r["started_at"]), query.since), 0.0) / 3600
+            user += hours if r["owner"] == query.user else 0.0
+            team += hours if query.team and r["team"] == query.team else 0.0
+        return spent_budgets(query, user, team)
+
+    def enqueue(self, key: TargetKey, decision: Decision, *, now: float, request_uid: str) -> None:
+        """Record a launch admitted in queue mode as waiting (gateway.store.queue runs the queue)."""
+        q, r = decision.enqueue, decision.reserve
+        assert q is not None and r is not None
+        self.db.run(
+            "INSERT INTO queue (resource, namespace, name, owner, team, role, gpus, pods, priority, priority_class, "
+            "arrival, position, reason, request_uid) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?) "
+            "ON CONFLICT (resource, namespace, name) DO UPDATE SET gpus = excluded.gpus, pods = excluded.pods",
+            (*key, r.owner, r.team, r.role, r.gpus, q.pods, q.priority, q.priority_class, now, q.reason, request_uid),
         )
 
     def count(self, owner: str, team: str, delta: int) -> None:
@@ -423,6 +535,9 @@ def audit_filters(query: AuditQuery) -> tuple[list[str], list[Any]]:
         scaled = " OR ".join("LOWER(kind) LIKE ? ESCAPE '!'" for _ in names)
         where.append(f"({exact} OR {scaled})")
         args += [*names, *(_like_escape(n) + ".%" for n in names)]
+    if query.after is not None:
+        where.append("seq > ?")
+        args.append(query.after)
     if query.since is not None:
         where.append("ts >= ?")
         args.append(query.since)

@@ -19,7 +19,10 @@ from gateway.errors import StoreError
 from gateway.store.approvals import ExceptionsStore
 from gateway.store.base import AuditQuery, Job, LedgerRow
 from gateway.store.chain import LATER_FIELDS, VerifyResult
+from gateway.store.queue import QueueStore
+from gateway.store.settings import SettingsStore
 from gateway.store.sql import Ledger, Row, schema
+from gateway.store.telemetry import TelemetryStore
 
 log = logging.getLogger("gateway.store")
 
@@ -45,7 +48,7 @@ class _Runner:
         self._db.execute(sql, args)
 
 
-class SQLiteStore(ExceptionsStore):
+class SQLiteStore(ExceptionsStore, SettingsStore, TelemetryStore, QueueStore):
     """The embedded store. Safe to share between threads; writes are serialised."""
 
     def __init__(self, path: str | Path, *, synchronous: str = "FULL", readonly: bool = False) -> None:
@@ -119,7 +122,8 @@ class SQLiteStore(ExceptionsStore):
 
     # ------------------------------------------------------------- the write path
 
-    def decide_batch(self, jobs: Sequence[Job]) -> list[Decision | BaseException]:
+    def decide_batch(self, jobs: Sequence[Job], *,
+                     ready_to_commit: Callable[[], bool] | None = None) -> list[Decision | BaseException]:
         """Decide several requests in one transaction (one disk sync), in order.
 
         Each job runs inside its own savepoint and sees the writes of the jobs before it,
@@ -144,6 +148,9 @@ class SQLiteStore(ExceptionsStore):
                 else:
                     for job in jobs:
                         outcomes.append(self._run_job(job, alone=False))
+                if ready_to_commit is not None and not ready_to_commit():
+                    self._rollback()
+                    return [StoreError("rolled back: the decision budget ran out") for _ in jobs]
                 self._db.execute("COMMIT")
             except sqlite3.Error as exc:
                 self._rollback()

@@ -1,16 +1,32 @@
-"""Group commit on the event loop, in front of the store.
+"""Group commit in front of the store, with a decision budget.
 
-Requests that need the ledger are queued; once the loop has handled what is ready, one
-callback decides everything queued in one transaction (one disk sync for the batch) and
-resolves each request's future after the commit, so no answer goes out before its audit
-record is durable. Running on the loop itself, not on a thread, keeps the GIL from
-bouncing between a writer and the requests that pass straight through.
+Requests that need the ledger are queued; one batch decides everything queued in one
+transaction (one disk sync for the batch) and resolves each request's future after the
+commit, so no answer goes out before its audit record is durable.
+
+Where the batch runs: on the event loop itself for the local SQLite file (keeps the GIL
+from bouncing between a writer and the requests that pass straight through), or, with
+`offload`, on one writer thread for PostgreSQL, whose round trips can stall (a slow or
+lost database) and must not freeze the loop: requests that need no ledger keep flowing,
+and those that do are answered by the failure policy when their budget runs out.
+
+A request submitted with a deadline is either committed or abandoned, never both: right
+before COMMIT the writer claims every job of the batch under a lock; a job whose caller
+gave up (or whose deadline passed) cannot be claimed, and then the whole transaction is
+rolled back and redone without it. A caller whose job was already claimed waits for the
+commit's outcome (at most `commit_grace_s` more), since that outcome is its answer.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+import math
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from gateway.core.decision import Decision
@@ -19,53 +35,176 @@ from gateway.store.base import Job, Store
 
 log = logging.getLogger("gateway.store")
 
+_QUEUED, _COMMITTING, _ABANDONED = "queued", "committing", "abandoned"
+
+
+class LateDecision(StoreError):
+    """The decision budget ran out before the request's transaction committed; nothing was written."""
+
 
 @dataclass(slots=True)
 class _Pending:
     job: Job
     future: asyncio.Future[Decision]
+    deadline: float
+    state: str = _QUEUED
+    outcome: Decision | BaseException | None = None
+
+
+def _consume(future: asyncio.Future[Decision]) -> None:
+    """Retrieve the outcome of a future nobody awaits any more (no 'never retrieved' noise)."""
+    if not future.cancelled():
+        future.exception()
 
 
 class StoreWriter:
-    def __init__(self, store: Store, *, max_batch: int = 256) -> None:
+    def __init__(self, store: Store, *, max_batch: int = 256, offload: bool = False,
+                 commit_grace_s: float = 0.5, clock: Callable[[], float] = time.monotonic) -> None:
         self.store = store
         self.max_batch = max_batch
+        self.commit_grace_s = commit_grace_s
+        self.clock = clock
         self._pending: list[_Pending] = []
         self._scheduled = False
         self._running = False
+        self._claims = threading.Lock()
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="store-writer") if offload else None
+        self._busy = False
+
+    @property
+    def offloaded(self) -> bool:
+        return self._executor is not None
 
     def start(self) -> None:
         self._running = True
 
     def stop(self) -> None:
-        """Refuse new work; what is queued is still decided by its scheduled flush."""
+        """Refuse new work; what is queued is still decided by its scheduled batch."""
         self._running = False
 
-    async def submit(self, job: Job) -> Decision:
+    def close(self) -> None:
+        """Stop, and wait for the batch under way on the writer thread (nothing is left half-done)."""
+        self.stop()
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+
+    async def submit(self, job: Job, *, deadline: float | None = None) -> Decision:
+        """Decide `job`; with `deadline` (on `clock`), raise LateDecision if it is not claimed for commit by then."""
         if not self._running:
             raise StoreError("the store writer is not running")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Decision] = loop.create_future()
-        self._pending.append(_Pending(job, future))
-        if not self._scheduled:
-            self._scheduled = True
-            loop.call_soon(self._flush, loop)
-        return await future
+        future.add_done_callback(_consume)
+        pending = _Pending(job, future, math.inf if deadline is None else deadline)
+        self._pending.append(pending)
+        self._kick(loop)
+        if deadline is None:
+            return await future
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), max(0.0, deadline - self.clock()))
+        except TimeoutError:
+            with self._claims:
+                if pending.state == _QUEUED:
+                    pending.state = _ABANDONED
+                    raise LateDecision("the decision budget ran out before the database answered; "
+                                       "nothing was written") from None
+        if future.done():
+            return future.result()
+        try:  # claimed: the commit is under way and its outcome is the answer
+            return await asyncio.wait_for(asyncio.shield(future), self.commit_grace_s)
+        except TimeoutError:
+            log.error("a commit outlived the decision budget and its grace; its outcome is unknown "
+                      "(request %s)", job.request_uid)
+            raise StoreError("the database did not confirm the commit in time; outcome unknown") from None
+
+    # ------------------------------------------------------------- batches
+
+    def _kick(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self._executor is None:
+            if not self._scheduled:
+                self._scheduled = True
+                loop.call_soon(self._flush, loop)
+            return
+        if self._busy or not self._pending:
+            return
+        self._busy = True
+        batch = self._take()
+        try:
+            done: Future[None] = self._executor.submit(self._decide, batch)
+        except RuntimeError:  # closed: nothing more is decided
+            self._busy = False
+            for p in batch:
+                p.outcome = StoreError("the store writer is closed")
+            self._resolve(batch)
+            return
+        done.add_done_callback(lambda _: loop.call_soon_threadsafe(self._after_thread, loop, batch))
+
+    def _take(self) -> list[_Pending]:
+        batch, self._pending = self._pending[: self.max_batch], self._pending[self.max_batch:]
+        return batch
 
     def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
-        batch, self._pending = self._pending[: self.max_batch], self._pending[self.max_batch :]
+        batch = self._take()
         self._scheduled = bool(self._pending)
         if self._scheduled:
             loop.call_soon(self._flush, loop)
-        try:
-            outcomes = self.store.decide_batch([p.job for p in batch])
-        except Exception as exc:  # the store must never leave a request unanswered
-            log.exception("store batch failed")
-            outcomes = [StoreError(str(exc)) for _ in batch]
-        for p, outcome in zip(batch, outcomes, strict=True):
+        self._decide(batch)
+        self._resolve(batch)
+
+    def _after_thread(self, loop: asyncio.AbstractEventLoop, batch: list[_Pending]) -> None:
+        self._busy = False
+        self._resolve(batch)
+        self._kick(loop)
+
+    def _decide(self, batch: list[_Pending]) -> None:
+        """Decide the live jobs of `batch`, storing each outcome on its pending entry (any thread)."""
+        live = self._still_wanted(batch)
+        while live:
+            claimed: list[bool] = []
+            try:
+                outcomes = self.store.decide_batch([p.job for p in live],
+                                                   ready_to_commit=functools.partial(self._claim, live, claimed))
+            except Exception as exc:  # the store must never leave a request unanswered
+                log.exception("store batch failed")
+                outcomes = [StoreError(str(exc)) for _ in live]
+            if claimed == [False]:  # rolled back for a late job: redo the others without it
+                live = self._still_wanted(live)
+                continue
+            for p, outcome in zip(live, outcomes, strict=True):
+                p.outcome = outcome
+            return
+
+    def _claim(self, jobs: list[_Pending], claimed: list[bool]) -> bool:
+        """Right before COMMIT: claim every job, or none if one of them is late (noted in `claimed`)."""
+        with self._claims:
+            now = self.clock()
+            late = [p for p in jobs if p.state == _ABANDONED or now >= p.deadline]
+            for p in late:
+                p.state = _ABANDONED
+            if not late:
+                for p in jobs:
+                    p.state = _COMMITTING
+            claimed.append(not late)
+            return not late
+
+    def _still_wanted(self, batch: list[_Pending]) -> list[_Pending]:
+        with self._claims:
+            now = self.clock()
+            for p in batch:
+                if p.state == _QUEUED and now >= p.deadline:
+                    p.state = _ABANDONED
+            return [p for p in batch if p.state != _ABANDONED]
+
+    @staticmethod
+    def _resolve(batch: list[_Pending]) -> None:
+        for p in batch:
             if p.future.done():
                 continue
-            if isinstance(outcome, BaseException):
+            outcome = p.outcome
+            if p.state == _ABANDONED or outcome is None:
+                p.future.set_exception(LateDecision("the decision budget ran out before the commit; "
+                                                    "nothing was written"))
+            elif isinstance(outcome, BaseException):
                 p.future.set_exception(outcome)
             else:
                 p.future.set_result(outcome)

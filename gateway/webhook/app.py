@@ -17,6 +17,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from gateway.errors import ReviewError
+from gateway.policy_alarm import report_reload_failure
 from gateway.service import AdmissionService
 from gateway.store.writer import StoreWriter
 
@@ -57,17 +58,25 @@ def create_app(
     max_body_bytes: int = 8 * 1024 * 1024,
     reload_interval_s: float | None = None,
     api: Sequence[BaseRoute] | None = None,
+    decision_budget_s: float | None = None,
+    offload_store: bool = False,
 ) -> Starlette:
     """Build the app. With `reload_interval_s`, the policy bundle is re-checked in the background.
 
     `api` (gateway.api.api_routes) is mounted beside the admission endpoints.
 
-    Ledger writes are group-committed on the event loop (one disk sync per batch of requests).
+    Ledger writes are group-committed (one disk sync per batch of requests): on the event loop,
+    or with `offload_store` (PostgreSQL) on a writer thread, every other store read then also
+    kept off the loop. With `decision_budget_s`, each /validate is answered within it
+    (docs/faults.md).
     """
-    writer = StoreWriter(service.store)
+    budget = decision_budget_s
+    writer = StoreWriter(service.store, offload=offload_store,
+                         commit_grace_s=budget / 4 if budget else 0.5)
 
     async def validate(body: Any) -> dict[str, Any]:
-        return await service.validate_async(body, writer)
+        deadline = writer.clock() + budget if budget else None
+        return await service.validate_async(body, writer, deadline=deadline)
 
     async def mutate(body: Any) -> dict[str, Any]:
         return service.mutate(body)
@@ -103,25 +112,40 @@ def create_app(
         return PlainTextResponse("ok")
 
     async def readyz(_: Request) -> Response:
-        ok, detail = service.ready()
+        if service.draining:
+            return PlainTextResponse("shutting down", status_code=503)
+        if not offload_store:
+            ok, detail = service.ready()
+        else:  # a stalled database must not stall the probe
+            try:
+                ok, detail = await asyncio.wait_for(asyncio.to_thread(service.ready), budget or 2.0)
+            except TimeoutError:
+                ok, detail = False, "store unavailable: no answer in time"
         return PlainTextResponse(detail, status_code=200 if ok else 503)
 
     async def metrics(_: Request) -> Response:
         service.metrics.policy_loaded.set(0 if service.policies.last_error else 1)
-        return Response(generate_latest(service.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        registry = service.metrics.registry
+        body = await asyncio.to_thread(generate_latest, registry) if offload_store else generate_latest(registry)
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
-        task = None
+        tasks = []
         writer.start()
         if reload_interval_s:
-            task = asyncio.create_task(_watch_policy(service, reload_interval_s))
+            tasks.append(asyncio.create_task(_watch_policy(service, reload_interval_s)))
+        if offload_store:
+            service.refresh_inline = False
+            with contextlib.suppress(TimeoutError):  # grants and settings in force before the first request
+                await asyncio.wait_for(asyncio.to_thread(service.refresh), 5)
+            tasks.append(asyncio.create_task(_refresh(service)))
         try:
             yield
         finally:
-            if task:
+            for task in tasks:
                 task.cancel()
-            writer.stop()
+            await asyncio.to_thread(writer.close)  # the batch under way commits or rolls back whole
 
     routes: list[BaseRoute] = [
         Route("/mutate", endpoint("mutate", mutate), methods=["POST"]),
@@ -139,4 +163,14 @@ async def _watch_policy(service: AdmissionService, interval: float) -> None:
         await asyncio.sleep(interval)
         result = service.policies.reload()
         if result.error:
-            service.metrics.policy_reload_failures.inc()
+            report_reload_failure(service, result.error)
+
+
+async def _refresh(service: AdmissionService) -> None:
+    """Keep the run-time settings and grants fresh from a thread (one read at a time)."""
+    while True:
+        try:
+            await asyncio.to_thread(service.refresh)
+        except Exception:
+            log.exception("background refresh failed")
+        await asyncio.sleep(min(service.GRANTS_TTL_S, service.runtime.TTL_S) / 2)
