@@ -91,7 +91,7 @@ def quota_get(client: Client, target: str | None) -> None:
         items = data["items"]
     client.show(data, _table(
         ["TARGET", "MAX CONCURRENT GPUS", "MAX GPUS PER WORKLOAD", "SOURCE"],
-        [[q["target"], _shown(q["quota"].get("max_concurrent_gpus")),
+        [[q["target"], _shown(q["quota"]["max_concurrent_gpus"]) if q["quota"] else "(the role's)",
           _shown(q["quota"]["max_gpus_per_workload"]) if "max_gpus_per_workload" in q["quota"] else "-",
           q["source"]] for q in items]))
 

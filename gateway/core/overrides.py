@@ -95,7 +95,8 @@ def check_quota(policy: Policy, target: str, values: Any) -> dict[str, int | Non
 
 
 def quota_view(policy: Policy, target: str) -> dict[str, int | None]:
-    """The quota in force for `user:`, `team:` or `role:` NAME (after overrides)."""
+    """The quota in force for `user:`, `team:` or `role:` NAME (after overrides). A user without
+    a quota of their own gets `{}`: their role's quota applies."""
     scope, name = split_target(target)
     if scope == "role":
         limits = policy.role_limits(name)
@@ -103,7 +104,7 @@ def quota_view(policy: Policy, target: str) -> dict[str, int | None]:
                 "max_concurrent_gpus": limits.max_concurrent_gpus}
     if scope == "team":
         return {"max_concurrent_gpus": policy.team_cap(name)}
-    return {"max_concurrent_gpus": policy.user_caps.get(name)}
+    return {"max_concurrent_gpus": policy.user_caps[name]} if name in policy.user_caps else {}
 
 
 def apply(policy: Policy, overrides: Overrides) -> Policy:

@@ -43,6 +43,7 @@ def test_quotas_override_user_team_and_role(policy: Policy) -> None:
     assert applied.role_limits("intern").priority_classes == policy.role_limits("intern").priority_classes
     assert quota_view(applied, "role:intern") == {"max_gpus_per_workload": 2, "max_concurrent_gpus": 16}
     assert quota_view(applied, "user:ivan") == {"max_concurrent_gpus": 4}
+    assert quota_view(applied, "user:jane") == {}  # no quota of her own: her role's applies
 
 
 @pytest.mark.parametrize(("target", "values", "message"), [
