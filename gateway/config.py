@@ -99,6 +99,25 @@ class AuthSettings:
 
 
 @dataclass(frozen=True)
+class AgentAuthSettings:
+    """Projected service-account tokens of the node agents, accepted on POST /api/v1/telemetry only
+    (docs/agent.md): the cluster's service-account issuer, trusted through its discovery and JWKS."""
+
+    issuer: str
+    """The cluster's service-account issuer (`kube-apiserver --service-account-issuer`)."""
+    audience: str
+    """The audience the agents' projected tokens are requested for."""
+    ca_file: Path | None = None
+    """CA of the issuer's TLS certificate; None: the in-cluster CA when present, else the system's."""
+    bearer_token_file: Path | None = None
+    """A token sent to the issuer (the API server serves discovery to authenticated callers)."""
+
+    def __post_init__(self) -> None:
+        if not self.issuer or not self.audience:
+            raise ConfigError("--agent-token-issuer and --agent-token-audience go together")
+
+
+@dataclass(frozen=True)
 class CheckpointSettings:
     """Signed checkpoints of the audit chain (docs/audit.md); the key never goes into the database."""
 
@@ -142,6 +161,8 @@ class Settings:
     failure_mode: FailureMode = FailureMode.CLOSED
     checkpoints: CheckpointSettings | None = None
     scheduler: SchedulerSettings = field(default_factory=SchedulerSettings)
+    agent_auth: AgentAuthSettings | None = None
+    """Node agents' service-account tokens on the telemetry endpoint; None: the admin authenticator only."""
 
     def __post_init__(self) -> None:
         if not 0 < self.server.port < 65536:

@@ -4,6 +4,10 @@ The Helm chart (deploy/helm/gpu-gateway) grants exactly these and nothing more; 
 the rendered ClusterRoles and Roles and compares. A component that starts making a new call
 adds it here first, so the grant and its reason are reviewed together. The admission server
 (`gpu-gateway serve`) calls the API only to evict rogue pods, when the policy asks for it.
+With the node agent enabled it also reads the service-account issuer's discovery document and
+JWKS (the non-resource URLs /.well-known/openid-configuration and /openid/v1/jwks, to verify the
+agents' tokens): Kubernetes grants those to every service account through its default
+ClusterRoleBinding system:service-account-issuer-discovery, so the chart grants nothing for it.
 """
 
 from __future__ import annotations

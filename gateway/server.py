@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from gateway.api import api_routes
 from gateway.api.context import ApiContext
 from gateway.auth import build_authenticator
+from gateway.auth.serviceaccount import build_agent_authenticator
 from gateway.config import Settings, StoreSettings
 from gateway.core.history import keyed_digest
 from gateway.logs import setup_logging
@@ -46,6 +47,7 @@ def open_store(settings: StoreSettings) -> SQLiteStore | PostgresStore:
 
 def build_gateway(settings: Settings) -> Gateway:
     authenticator = build_authenticator(settings.auth)  # first: a bad secret file fails before the store opens
+    agent_authenticator = build_agent_authenticator(settings.agent_auth, settings.auth)
     directory = settings.policy.directory or default_policy_dir()
     policies = PolicyHolder(directory)
     store = open_store(settings.store)
@@ -57,7 +59,7 @@ def build_gateway(settings: Settings) -> Gateway:
     service = AdmissionService(policies, store, failure_mode=settings.failure_mode, metrics=metrics,
                                digest=digest, gateway_user=settings.scheduler.service_account)
     api = api_routes(ApiContext(authenticator, lambda: service.policies.policy, store, service.runtime,
-                                metrics=metrics))
+                                metrics=metrics, agent_authenticator=agent_authenticator))
     app = create_app(service, max_body_bytes=settings.server.max_body_bytes,
                      reload_interval_s=settings.policy.reload_interval_s, api=api,
                      decision_budget_s=settings.server.decision_budget_ms / 1000,

@@ -9,9 +9,11 @@ import base64
 import hashlib
 import hmac
 import json
+import ssl
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import jwt
@@ -55,14 +57,23 @@ def unsigned_token(claims: dict[str, Any]) -> str:
 
 
 class Issuer:
-    def __init__(self) -> None:
+    """`tls`: serve https with this (cert, key) pair; `bearer`: answer 401 to requests without
+    `Authorization: Bearer <bearer>` (as the Kubernetes API server may)."""
+
+    def __init__(self, *, tls: tuple[Path, Path] | None = None, bearer: str | None = None) -> None:
         self.keys = [SigningKey("key-1")]
         self.jwks_requests = 0
+        self.refused_requests = 0
         self.discovery_override: dict[str, Any] = {}
+        self.bearer = bearer
         issuer = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
+                if issuer.bearer is not None and self.headers.get("authorization") != f"Bearer {issuer.bearer}":
+                    issuer.refused_requests += 1
+                    self.send_error(401)
+                    return
                 if self.path == "/.well-known/openid-configuration":
                     body: dict[str, Any] = {"issuer": issuer.url, "jwks_uri": issuer.url + "/keys",
                                             **issuer.discovery_override}
@@ -83,7 +94,11 @@ class Issuer:
                 pass
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        if tls is not None:
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            context.load_cert_chain(str(tls[0]), str(tls[1]))
+            self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self._server.server_address[1]}"
         self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True)
 
     def __enter__(self) -> Issuer:

@@ -13,6 +13,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from gateway.auth import Authenticator
+from gateway.auth.serviceaccount import TelemetryAuthenticator
 from gateway.core.identity import Identity, with_grants
 from gateway.core.policy import Policy, relation
 from gateway.errors import AuthError, AuthUnavailable, GatewayError
@@ -50,15 +51,22 @@ class ApiContext:
     """Run-time settings (role bindings, quotas, a replaced policy), for the admin endpoints."""
     metrics: Metrics | None = None
     """The gateway's Prometheus metrics (telemetry counts its samples and alerts there)."""
+    agent_authenticator: Authenticator | None = None
+    """The node agents' service-account tokens (`serve --agent-token-issuer`): consulted only by
+    the endpoints that ask for `agent=True` (POST /telemetry), never by the admin endpoints."""
 
-    async def identity(self, request: Request) -> Identity | Response:
+    async def identity(self, request: Request, *, agent: bool = False) -> Identity | Response:
         """The caller as a Kubernetes identity would be resolved (live break-glass grants
-        included), or the response refusing them."""
-        if self.authenticator is None:
+        included), or the response refusing them. With `agent`, a token of the agents' issuer
+        is also accepted."""
+        authenticator: Authenticator | TelemetryAuthenticator | None = self.authenticator
+        if agent and self.agent_authenticator is not None:
+            authenticator = TelemetryAuthenticator(self.agent_authenticator, self.authenticator)
+        if authenticator is None:
             return error(503, "not_configured", _NOT_CONFIGURED)
         try:
             # Off the event loop: an OIDC key refetch is a blocking HTTP request.
-            principal = await run_in_threadpool(self.authenticator.authenticate, request.headers.get("authorization"))
+            principal = await run_in_threadpool(authenticator.authenticate, request.headers.get("authorization"))
         except AuthError as exc:
             return refused(exc)
         policy = self.policy()

@@ -96,7 +96,8 @@ OPENAPI: dict[str, Any] = complete({
         }},
         "/telemetry": {"post": {
             "summary": "GPU samples from a node agent (role with `report`); stored with the alerts they raise "
-                       "(docs/agent.md)",
+                       "(docs/agent.md). Also takes the agents' projected service-account tokens when the "
+                       "gateway runs with --agent-token-issuer",
             "operationId": "reportTelemetry",
             "requestBody": {"required": True, "content": {"application/json": {"schema": {
                 "type": "object", "required": ["node", "samples"], "properties": {

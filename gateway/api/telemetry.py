@@ -1,9 +1,11 @@
 """POST /api/v1/telemetry: GPU samples from the node agents (docs/agent.md).
 
 The caller must hold a role with the `report` permission (policies/policy.csv binds the
-agents' service account and group to role `agent`). A report is stored in one transaction
-with the alerts it raises; the answer says how many samples were new and how many were
-resent duplicates, so an agent may resend whatever it is unsure of.
+agents' service account and group to role `agent`). Besides admin API tokens, this endpoint
+alone accepts the agents' projected service-account tokens (`serve --agent-token-issuer`).
+A report is stored in one transaction with the alerts it raises; the answer says how many
+samples were new and how many were resent duplicates, so an agent may resend whatever it is
+unsure of.
 """
 
 from __future__ import annotations
@@ -98,7 +100,7 @@ def telemetry_routes(ctx: ApiContext, evictor: Evictor | None = None) -> list[Ba
     writer = _GroupCommit(ctx)
 
     async def report(request: Request) -> Response:
-        identity = await ctx.identity(request)
+        identity = await ctx.identity(request, agent=True)
         if isinstance(identity, Response):
             return identity
         if not ctx.policy().may(identity.role, "report", "any"):

@@ -2,7 +2,9 @@
 
 Two modes, never both: a shared HS256 secret for local use, or an OIDC issuer whose
 RS256/ES256 keys are discovered and cached (docs/auth.md). Either yields a `Principal`
-(username and groups) that is resolved to a role exactly like a Kubernetes identity.
+(username and groups) that is resolved to a role exactly like a Kubernetes identity. The node
+agents' projected service-account tokens have an authenticator of their own, used by the
+telemetry endpoint only (`serviceaccount.py`).
 """
 
 from gateway.auth.build import build_authenticator

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import json
 import logging
+import ssl
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Generator, Mapping
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -45,6 +47,30 @@ def _origin(url: str) -> tuple[str, str, int | None]:
     return parts.scheme, (parts.hostname or "").lower(), port
 
 
+def _trust(ca_file: Path | None) -> ssl.SSLContext | bool:
+    if ca_file is None:
+        return True
+    try:
+        return ssl.create_default_context(cafile=str(ca_file))
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"cannot use {ca_file} as the issuer's CA: {getattr(exc, 'strerror', None) or exc}") from None
+
+
+class _BearerFile(httpx.Auth):
+    """`Authorization: Bearer <the file's content>`, read on every request (tokens rotate)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        try:
+            token = self.path.read_text().strip()
+        except OSError as exc:
+            raise ValueError(f"cannot read the bearer token file {self.path}: {exc.strerror or exc}") from None
+        request.headers["authorization"] = f"Bearer {token}"
+        yield request
+
+
 class OidcKeys:
     """RS256/ES256 keys of one issuer, fetched lazily and cached.
 
@@ -57,11 +83,20 @@ class OidcKeys:
 
     def __init__(self, issuer: str, *, timeout_s: float = 5.0, min_refresh_s: float = 30.0,
                  max_age_s: float = 3600.0, clock: Callable[[], float] = time.monotonic,
-                 client: httpx.Client | None = None) -> None:
+                 client: httpx.Client | None = None, ca_file: Path | None = None,
+                 bearer_token_file: Path | None = None, jwks_on_issuer_origin: bool = False) -> None:
+        """`ca_file` and `bearer_token_file`: how to reach an issuer that is the Kubernetes API
+        server (its CA; a token that may read its discovery document, re-read on every fetch so a
+        rotated projected token is used). `jwks_on_issuer_origin`: fetch the path of `jwks_uri` on
+        the issuer's own origin when the document names another one (the API server advertises
+        its external address, which a pod may not reach and which is not the issuer's host)."""
         check_issuer_url(issuer)
         self.issuer = issuer
         self.min_refresh_s, self.max_age_s, self._clock = min_refresh_s, max_age_s, clock
-        self._client = client or httpx.Client(timeout=timeout_s, follow_redirects=False)
+        self.jwks_on_issuer_origin = jwks_on_issuer_origin
+        auth = _BearerFile(bearer_token_file) if bearer_token_file is not None else None
+        self._client = client or httpx.Client(timeout=timeout_s, follow_redirects=False, auth=auth,
+                                              verify=_trust(ca_file))
         self._lock = threading.Lock()
         self._jwks_uri: str | None = None
         self._keys: dict[str, dict[str, Any]] = {}
@@ -142,6 +177,9 @@ class OidcKeys:
         jwks_uri = document.get("jwks_uri")
         if not isinstance(jwks_uri, str) or not jwks_uri:
             raise ConfigError("the discovery document has no jwks_uri")
+        if _origin(jwks_uri) != _origin(self.issuer) and self.jwks_on_issuer_origin:
+            issuer = urlsplit(self.issuer)
+            jwks_uri = f"{issuer.scheme}://{issuer.netloc}{urlsplit(jwks_uri).path or '/'}"
         if _origin(jwks_uri) != _origin(self.issuer):
             raise ConfigError(f"jwks_uri {jwks_uri!r} is not on the issuer's origin; refusing to fetch keys there")
         return jwks_uri

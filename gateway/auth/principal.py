@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from gateway.errors import InvalidToken
 
@@ -13,6 +13,13 @@ from gateway.errors import InvalidToken
 class Principal:
     username: str
     groups: tuple[str, ...]
+
+
+class PrincipalReader(Protocol):
+    """Reads the principal out of a validated token's claims."""
+
+    def principal(self, claims: Mapping[str, Any]) -> Principal:
+        """The username and groups, or InvalidToken when the claims do not name them."""
 
 
 @dataclass(frozen=True, slots=True)

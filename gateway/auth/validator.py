@@ -9,7 +9,7 @@ from typing import Any, Protocol
 
 import jwt
 
-from gateway.auth.principal import ClaimMapping, Principal
+from gateway.auth.principal import ClaimMapping, Principal, PrincipalReader
 from gateway.errors import InvalidToken
 
 log = logging.getLogger("gateway.auth")
@@ -31,17 +31,12 @@ class Authenticator:
     keys: KeySource
     issuer: str
     audience: str
-    claims: ClaimMapping = field(default_factory=ClaimMapping)
+    claims: PrincipalReader = field(default_factory=ClaimMapping)
     leeway_s: float = 30.0
 
     def authenticate(self, authorization: str | None) -> Principal:
         """The principal of an `Authorization: Bearer <jwt>` header, or InvalidToken."""
-        if not authorization:
-            raise InvalidToken("no bearer token: send 'Authorization: Bearer <token>'")
-        scheme, _, token = authorization.strip().partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            raise InvalidToken("the Authorization header is not 'Bearer <token>'")
-        return self.validate(token.strip())
+        return self.validate(bearer_token(authorization))
 
     def validate(self, token: str) -> Principal:
         try:
@@ -93,6 +88,16 @@ class Authenticator:
         if isinstance(exc, jwt.DecodeError):
             return "the bearer token is not a well-formed JWT"
         return f"the token is invalid ({type(exc).__name__})"
+
+
+def bearer_token(authorization: str | None) -> str:
+    """The token of an `Authorization: Bearer <jwt>` header, or InvalidToken."""
+    if not authorization:
+        raise InvalidToken("no bearer token: send 'Authorization: Bearer <token>'")
+    scheme, _, token = authorization.strip().partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise InvalidToken("the Authorization header is not 'Bearer <token>'")
+    return token.strip()
 
 
 def _show(value: Any) -> str:

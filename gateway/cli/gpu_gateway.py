@@ -10,11 +10,13 @@ from typing import Any
 import click
 
 from gateway.cli.agent import agent
+from gateway.cli.agent_auth_options import agent_auth_options
 from gateway.cli.auth_options import auth_options
 from gateway.cli.checkpoint_options import checkpoint_options
 from gateway.cli.queue import controller, queue
 from gateway.cli.scheduler_options import scheduler_options
 from gateway.config import (
+    AgentAuthSettings,
     AuthSettings,
     CheckpointSettings,
     FailureMode,
@@ -68,12 +70,14 @@ def main() -> None:
 @click.option("--log-level", default="INFO", show_default=True)
 @click.option("--workers", type=int, default=1, show_default=True, hidden=True)
 @auth_options
+@agent_auth_options
 @checkpoint_options
 @scheduler_options(with_controller_flag=True)
 def serve(host: str, port: int, state: Path, database_url: str | None, policy_dir: Path | None, insecure_http: bool,
           cert: Path | None, key: Path | None, failure_mode: str, max_body_bytes: int,
           decision_budget_ms: int, shutdown_delay_s: float, log_level: str, workers: int, auth: AuthSettings,
-          checkpoints: CheckpointSettings | None, scheduler: SchedulerSettings) -> None:
+          checkpoints: CheckpointSettings | None, scheduler: SchedulerSettings,
+          agent_auth: AgentAuthSettings | None) -> None:
     """Run the admission webhook (POST /mutate, /validate; GET /healthz, /readyz, /metrics).
 
     With --oidc-issuer or --jwt-secret-file, the admin API (GET /api/v1/whoami) accepts bearer tokens.
@@ -93,6 +97,7 @@ def serve(host: str, port: int, state: Path, database_url: str | None, policy_di
             failure_mode=FailureMode(failure_mode),
             checkpoints=checkpoints,
             scheduler=scheduler,
+            agent_auth=agent_auth,
         )
         run_server(settings, log_level=log_level.upper())
     except GatewayError as exc:

@@ -362,6 +362,47 @@ def test_agent_daemonset_mounts_host_paths_read_only_on_gpu_nodes(rendered):
             assert mount["readOnly"] is True
 
 
+def test_with_the_agent_the_gateway_trusts_the_agents_service_account_tokens(rendered):
+    """The gateway accepts the agents' projected tokens (telemetry only) from the cluster's issuer,
+    reading its keys with its own API-server token and the cluster CA; no role is granted for it."""
+    pod = one(rendered["agent-on"], "Deployment", f"{RELEASE}-gpu-gateway")["spec"]["template"]["spec"]
+    ds = one(rendered["agent-on"], "DaemonSet")["spec"]["template"]["spec"]
+    (audience,) = [s["serviceAccountToken"]["audience"] for v in ds["volumes"] if "projected" in v
+                   for s in v["projected"]["sources"]]
+    args = pod["containers"][0]["args"]
+    assert [a for a in args if a.startswith("--agent-token")] == [
+        "--agent-token-issuer=https://kubernetes.default.svc.cluster.local", f"--agent-token-audience={audience}",
+        "--agent-token-ca=/var/run/secrets/gpu-gateway/issuer/ca.crt",
+        "--agent-token-bearer-file=/var/run/secrets/gpu-gateway/issuer/token"]
+    (volume,) = [v for v in pod["volumes"] if v["name"] == "issuer-access"]
+    token, ca = volume["projected"]["sources"]
+    assert "audience" not in token["serviceAccountToken"]  # the API server's own audience
+    assert ca["configMap"] == {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}
+    assert {"name": "issuer-access", "mountPath": "/var/run/secrets/gpu-gateway/issuer", "readOnly": True} in \
+        pod["containers"][0]["volumeMounts"]
+    assert not {g for g in _granted(rendered["agent-on"]) if g[0] == "gateway"}
+    off = one(rendered["agent-off"], "Deployment")["spec"]["template"]["spec"]
+    assert not [a for a in off["containers"][0]["args"] if a.startswith("--agent-token")]
+    assert not [v for v in off["volumes"] if v["name"] == "issuer-access"]
+    # An issuer published outside the cluster: the system's CAs, no token.
+    outside = one(render({"agent": {"enabled": True, "tokenIssuer": "https://oidc.eks.example.com/id/ABC",
+                                    "tokenIssuerInCluster": False}}), "Deployment")["spec"]["template"]["spec"]
+    assert [a for a in outside["containers"][0]["args"] if a.startswith("--agent-token")] == [
+        "--agent-token-issuer=https://oidc.eks.example.com/id/ABC", "--agent-token-audience=gpu-gateway"]
+    assert not [v for v in outside["volumes"] if v["name"] == "issuer-access"]
+
+
+def test_the_bundled_policy_lets_the_default_install_s_agent_report():
+    """`helm install gpu-gateway ... -n gpu-gateway`: the agent's service account is the user the
+    bundled policy.csv binds to role `agent` (other names need a binding: docs/agent.md)."""
+    docs = render({"agent": {"enabled": True}, "fullnameOverride": "gpu-gateway"}, namespace="gpu-gateway")
+    account = one(docs, "DaemonSet")["spec"]["template"]["spec"]["serviceAccountName"]
+    policy = load_bundle(POLICIES)
+    identity = policy.identity(f"system:serviceaccount:gpu-gateway:{account}",
+                               ("system:serviceaccounts", "system:serviceaccounts:gpu-gateway"))
+    assert identity.role == "agent" and policy.may("agent", "report", "any")
+
+
 def test_decision_budget_must_fit_inside_the_webhook_timeout():
     import helm_python
 
