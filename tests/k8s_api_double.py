@@ -61,6 +61,8 @@ class FakeApiServer:
         self.nodes: list[dict[str, Any]] = []
         self.leases: dict[tuple[str, str], dict[str, Any]] = {}
         self.events: list[dict[str, Any]] = []
+        self.webhook_configurations: dict[tuple[str, str], dict[str, Any]] = {}
+        """(resource, name) -> object; resource validatingwebhookconfigurations or mutatingwebhookconfigurations."""
         self.requests: list[tuple[str, str]] = []
         self.server: ThreadingHTTPServer | None = None
 
@@ -194,6 +196,12 @@ class FakeApiServer:
             with self.lock:
                 self.events.append(event)
             return h._send(201, event)
+        if len(parts) == 5 and parts[:3] == ["apis", "admissionregistration.k8s.io", "v1"] and method == "GET":
+            with self.lock:
+                found = copy.deepcopy(self.webhook_configurations.get((parts[3], parts[4])))
+            if found is None:
+                return h._send(404, _status(404, "NotFound", f'{parts[3]} "{parts[4]}" not found'))
+            return h._send(200, found)
         if parts[:5] == ["apis", "coordination.k8s.io", "v1", "namespaces", parts[4] if len(parts) > 4 else ""] \
                 and len(parts) >= 6 and parts[5] == "leases":
             return self._lease(h, method, parts[4], parts[6] if len(parts) > 6 else None)

@@ -76,10 +76,16 @@ def queue(state: Path | None, database_url: str | None, output: str) -> None:
 @click.option("--metrics-host", default="0.0.0.0", show_default=True)
 @click.option("--once", is_flag=True, help="Run one pass (if this replica gets the Lease) and exit.")
 @click.option("--log-level", default="INFO", show_default=True)
+@click.option("--watch-webhook", "webhooks", multiple=True, metavar="KIND/NAME",
+              help="A webhook configuration of this installation to watch for drift (validating/NAME or "
+                   "mutating/NAME; repeatable): an edit or deletion raises a metric, an Event and an audit record.")
+@click.option("--webhook-generation", default="", metavar="DIGEST",
+              help="The installation's generation (the chart passes a digest of what it renders): a new "
+                   "one records new webhook baselines instead of raising an alarm.")
 @scheduler_options(with_controller_flag=False)
 def controller(state: Path | None, database_url: str | None, policy_dir: Path | None, lease_namespace: str,
                lease_name: str, interval: float, metrics_port: int, metrics_host: str, once: bool, log_level: str,
-               scheduler: SchedulerSettings) -> None:
+               webhooks: tuple[str, ...], webhook_generation: str, scheduler: SchedulerSettings) -> None:
     """Run the queue controller: rebuild the ledger from the cluster, release whole gangs, report waits.
 
     One replica is active at a time (a coordination.k8s.io Lease); the others wait to take over.
@@ -91,6 +97,7 @@ def controller(state: Path | None, database_url: str | None, policy_dir: Path | 
     from gateway.config import StoreSettings
     from gateway.controller.loop import ControllerSettings
     from gateway.controller.run import build_controller
+    from gateway.core.drift import split_target
     from gateway.errors import GatewayError
     from gateway.logs import setup_logging
     from gateway.metrics import Metrics
@@ -98,6 +105,11 @@ def controller(state: Path | None, database_url: str | None, policy_dir: Path | 
     from gateway.server import open_store
 
     setup_logging(log_level.upper())
+    for target in webhooks:
+        try:
+            split_target(target)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--watch-webhook") from None
     if (state is None) == (database_url is None):
         raise click.UsageError("give exactly one of --state PATH and --database-url URL")
     try:
@@ -107,7 +119,8 @@ def controller(state: Path | None, database_url: str | None, policy_dir: Path | 
         metrics.watch_team_gpus(store.gpus_by_team)
         metrics.watch_queue(lambda: len(store.queue_rows()))
         settings = ControllerSettings(identity=scheduler.service_account, lease_namespace=lease_namespace,
-                                      lease_name=lease_name, interval_s=interval)
+                                      lease_name=lease_name, interval_s=interval, webhooks=webhooks,
+                                      webhook_generation=webhook_generation)
         ctl = build_controller(scheduler, store, policies, metrics.registry, settings)
         if once:
             result = ctl.run_once()

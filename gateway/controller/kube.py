@@ -36,6 +36,7 @@ class Cluster:
         self.api = api
         self.core = client.CoreV1Api(api)
         self.coordination = client.CoordinationV1Api(api)
+        self.admission = client.AdmissionregistrationV1Api(api)
 
     def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
         try:
@@ -107,6 +108,20 @@ class Cluster:
 
     def create_event(self, namespace: str, event: dict[str, Any]) -> None:
         self._call(f"create event in {namespace}", self.core.create_namespaced_event, namespace, event)
+
+    # ---------------------------------------------------------------- webhook configurations
+
+    def read_webhook_configuration(self, kind: str, name: str) -> dict[str, Any] | None:
+        """The `validating` or `mutating` webhook configuration `name`; None when it does not exist."""
+        read = (self.admission.read_validating_webhook_configuration if kind == "validating"
+                else self.admission.read_mutating_webhook_configuration)
+        try:
+            config: dict[str, Any] = _data(self._call(f"read {kind} webhook configuration {name}", read, name))
+        except ClusterError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return config
 
     # ---------------------------------------------------------------- leases
 

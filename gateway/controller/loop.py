@@ -10,12 +10,16 @@ One pass (`Controller.sync`), run only while this replica holds the Lease:
 4. run the queue (core/queue.py through store/queue.py), in one store transaction;
 5. remove the gate from every pod of a workload the ledger now holds charged;
 6. annotate the waiting workloads' pods with their position and reason, and emit an Event
-   when either changes.
+   when either changes;
+7. at most every `drift_interval_s`, compare the gateway's webhook configurations with the
+   installation's baseline (core/drift.py): an edit or a deletion raises a metric, an Event
+   and an audit record.
 """
 
 from __future__ import annotations
 
 import gc
+import json
 import logging
 import threading
 import time
@@ -30,12 +34,15 @@ from prometheus_client import Counter as PromCounter
 
 from gateway.controller.kube import Cluster, ClusterError
 from gateway.controller.lease import LeaderLease, micro_time
+from gateway.core.drift import KINDS, Drift, compare, fingerprint, split_target
 from gateway.core.reconcile import PodView, gate_removal_patch, gates_to_remove, gpu_capacity, plan_reconcile, read_pod
 from gateway.core.scheduling import GATEWAY_SERVICE_ACCOUNT, QUEUE_ANNOTATION
 from gateway.errors import GatewayError
 from gateway.policy_bundle import PolicyHolder
 from gateway.store.base import Actor
+from gateway.store.events import record_event
 from gateway.store.queue import PassResult, limits_from, split_key
+from gateway.store.settings import SettingChange
 
 log = logging.getLogger("gateway.controller")
 
@@ -56,6 +63,12 @@ class ControllerSettings:
     """Full relist of the pods (and so a full ledger rebuild against a fresh list) at least this often."""
     holder: str = ""
     """This replica's Lease holder identity (default: identity@hostname-pid)."""
+    webhooks: tuple[str, ...] = ()
+    """Webhook configurations to watch for drift, `validating/NAME` or `mutating/NAME`."""
+    webhook_generation: str = ""
+    """The installation's generation (the chart: a digest of what it renders): a new one
+    records a new baseline instead of raising an alarm."""
+    drift_interval_s: float = 30.0
 
 
 class ControllerMetrics:
@@ -70,6 +83,8 @@ class ControllerMetrics:
                                    ["kind"], registry=registry)
         self.leader = Gauge("gpu_gateway_controller_leader", "1 while this replica holds the Lease",
                             registry=registry)
+        self.drift = Gauge("gpu_gateway_webhook_drift", "1 while a webhook configuration differs from "
+                           "the installation's (edited or deleted)", ["configuration"], registry=registry)
 
 
 class Controller:
@@ -93,6 +108,8 @@ class Controller:
         self._rv = ""
         self._listed_at = -1.0
         self._reported: dict[str, str] = {}
+        self._drifted: set[str] = set()
+        self._drift_checked = float("-inf")
         self._stop = threading.Event()
 
     # ---------------------------------------------------------------- the pod cache
@@ -175,7 +192,58 @@ class Controller:
             log.warning("dropped %s: %s", key, reason)
         self._ungate(views)
         self._report(views, result)
+        self.check_webhooks()
         return result
+
+    # ---------------------------------------------------------------- webhook drift
+
+    def check_webhooks(self, *, force: bool = False) -> list[Drift]:
+        """Compare the watched webhook configurations with their baselines (at most every
+        `drift_interval_s`); report each transition. Returns the transitions found."""
+        now = self.clock()
+        if not self.settings.webhooks or (not force and now - self._drift_checked < self.settings.drift_interval_s):
+            return []
+        self._drift_checked = now
+        baselines = {s.name: s.value for s in self.store.settings() if s.kind == "webhook"}
+        found = []
+        for target in self.settings.webhooks:
+            kind, name = split_target(target)
+            seen = fingerprint(self.cluster.read_webhook_configuration(kind, name))
+            baseline = baselines.get(target)
+            if baseline is None or baseline.get("generation") != self.settings.webhook_generation:
+                if seen is not None:
+                    self._record_baseline(target, seen)
+                    self._drifted.discard(target)
+                    self.metrics.drift.labels(target).set(0)
+                    continue
+                baseline = {"fingerprint": "(never seen)"}
+            drift = compare(target, baseline.get("fingerprint"), seen, alarmed=target in self._drifted)
+            if drift is None:
+                continue
+            found.append(drift)
+            self._report_drift(drift, kind, name, now)
+        return found
+
+    def _record_baseline(self, target: str, seen: str) -> None:
+        value = {"fingerprint": seen, "generation": self.settings.webhook_generation}
+        self.store.put_setting(SettingChange("webhook", target, value, "baseline of this installation"),
+                               self.actor, now=self.clock())
+        log.info("recorded the baseline of webhook configuration %s (%s)", target, seen)
+
+    def _report_drift(self, drift: Drift, kind: str, name: str, now: float) -> None:
+        if drift.alarm:
+            self._drifted.add(drift.target)
+            log.error("webhook configuration drift: %s", drift.describe())
+        else:
+            self._drifted.discard(drift.target)
+            log.warning("webhook configuration restored: %s", drift.describe())
+        self.metrics.drift.labels(drift.target).set(1 if drift.alarm else 0)
+        record_event(self.store, _drift_record(drift, kind, name, self.actor), now=now)
+        try:
+            self.cluster.create_event(self.settings.lease_namespace,
+                                      _drift_event(drift, kind, name, self.settings.lease_namespace, now))
+        except ClusterError as exc:
+            log.info("cannot create the drift Event: %s", exc)
 
     def _ungate(self, views: list[PodView]) -> None:
         """Remove the gate from the released pods, `UNGATE_PARALLELISM` PATCHes at a time (a
@@ -256,6 +324,31 @@ def _without_gate(pod: PodView) -> PodView:
     from dataclasses import replace
 
     return replace(pod, gate_index=None)
+
+
+def _drift_record(drift: Drift, kind: str, name: str, actor: Actor) -> dict[str, Any]:
+    """The audit fields of a drift transition: an `alert` (gpuctl audit list --alerts)."""
+    return {
+        "request_uid": f"drift-{time.time_ns()}", "user": actor.user, "groups": "[]", "role": actor.role,
+        "action": "alert", "kind": KINDS[kind], "namespace": "", "name": name, "object_uid": "",
+        "gpus": 0, "decision": "alert", "mode": "enforce", "rule": "webhook-drift", "reason": drift.describe(),
+        "policy_version": "", "owner": "", "team": "",
+        "changes": json.dumps([{"field": "fingerprint", "change": drift.state, "old": drift.expected,
+                                "new": drift.seen}], sort_keys=True),
+    }
+
+
+def _drift_event(drift: Drift, kind: str, name: str, namespace: str, now: float) -> dict[str, Any]:
+    stamp = micro_time(now)[:19] + "Z"
+    return {
+        "apiVersion": "v1", "kind": "Event",
+        "metadata": {"generateName": f"{name}.webhook-drift.", "namespace": namespace},
+        "involvedObject": {"apiVersion": "admissionregistration.k8s.io/v1", "kind": KINDS[kind], "name": name},
+        "reason": "WebhookConfigurationDrift" if drift.alarm else "WebhookConfigurationRestored",
+        "type": "Warning" if drift.alarm else "Normal", "message": drift.describe(),
+        "source": {"component": "gpu-gateway-controller"}, "firstTimestamp": stamp, "lastTimestamp": stamp,
+        "count": 1, "reportingComponent": "gpu-gateway-controller", "reportingInstance": "gpu-gateway",
+    }
 
 
 def _event(pod: PodView, key: str, note: str, now: float) -> dict[str, Any]:

@@ -21,8 +21,9 @@ from gateway.store.sql import Ledger, state_change
 
 _T = TypeVar("_T")
 
-#: Setting kinds (gateway.core.overrides) plus the stored policy bundle.
-KINDS = ("binding", "quota", "policy")
+#: Setting kinds (gateway.core.overrides), the stored policy bundle, and the controller's
+#: baselines of the webhook configurations (gateway.core.drift).
+KINDS = ("binding", "quota", "policy", "webhook")
 
 
 class ApprovalRequired(GatewayError):
