@@ -176,7 +176,7 @@ class Controller:
         now = self.clock()
         capacity = gpu_capacity(self.cluster.list_nodes(), policy.gpu)
         views = list(self._pods.values())
-        repairs = self.store.reconcile(lambda held, waiting: plan_reconcile(views, held, waiting=waiting),
+        repairs = self.store.reconcile(lambda held, waiting: plan_reconcile(views, held, waiting=waiting, now=now),
                                        now=now, actor=self.actor)
         for repair in repairs:
             self.metrics.repairs.labels(repair.kind).inc()

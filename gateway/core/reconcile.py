@@ -3,7 +3,9 @@
 `read_pod` reduces a Pod object (as the API server lists it) to what the controller needs.
 `plan_reconcile` compares the pods with the ledger's reservations and answers the repairs:
 
-- a pod reservation whose pod is gone (a DELETE the webhook never saw) is forgotten;
+- a pod reservation whose pod is gone (a DELETE the webhook never saw, or a pod another
+  admission step refused after the gateway admitted it) is forgotten, once it is older than
+  the grace (`FORGET_GRACE_S`): a pod admitted a moment ago may not be in the list yet;
 - a charged reservation of a finished pod (`Succeeded`/`Failed`), or of a workload all of
   whose pods are finished, is uncharged: its GPUs are free, the owner's record stays (so
   the owner may still delete the finished object);
@@ -92,6 +94,13 @@ class Held:
     team: str
     gpus: int
     charged: bool
+    created_at: float = 0.0
+    """When the reservation was made (0: long ago)."""
+
+
+#: How old a pod reservation must be before its missing pod makes the controller forget it:
+#: the time from the admission's commit to the pod's appearing in the controller's list.
+FORGET_GRACE_S = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,11 +115,12 @@ class Repair:
     gpus: int = 0
 
 
-def plan_reconcile(pods: Iterable[PodView], ledger: Iterable[Held], *, waiting: frozenset[str] = frozenset()
-                   ) -> list[Repair]:
+def plan_reconcile(pods: Iterable[PodView], ledger: Iterable[Held], *, waiting: frozenset[str] = frozenset(),
+                   now: float = float("inf"), grace_s: float = FORGET_GRACE_S) -> list[Repair]:
     """The repairs that make the ledger agree with the cluster (see the module docstring).
 
-    `waiting` holds the keys of queued workloads: their uncharged reservations stay.
+    `waiting` holds the keys of queued workloads: their uncharged reservations stay. A pod
+    reservation made less than `grace_s` before `now` is not forgotten yet.
     """
     pods = list(pods)
     by_key = {p.key: p for p in pods}
@@ -125,7 +135,9 @@ def plan_reconcile(pods: Iterable[PodView], ledger: Iterable[Held], *, waiting: 
         if h.key.startswith("pods/"):
             pod = by_key.get(h.key)
             if pod is None:
-                repairs.append(Repair(h.key, "forget", "the pod no longer exists (its DELETE was not seen)"))
+                if now - h.created_at >= grace_s:
+                    repairs.append(Repair(h.key, "forget", "the pod does not exist in the cluster (its DELETE "
+                                                           "was not seen, or it was refused after admission)"))
             elif pod.finished and h.charged:
                 repairs.append(Repair(h.key, "uncharge", f"the pod has {pod.phase.lower()}"))
             continue

@@ -202,9 +202,10 @@ def limits_from(policy: Policy, capacity: int | None = None) -> Limits:
 
 
 def _reconcile_view(ledger: Ledger) -> tuple[list[LedgerHeld], frozenset[str]]:
-    rows = ledger.db.all("SELECT resource, namespace, name, owner, team, gpus, charged FROM reservations")
+    rows = ledger.db.all("SELECT resource, namespace, name, owner, team, gpus, charged, created_at "
+                         "FROM reservations")
     held = [LedgerHeld(f"{r['resource']}/{r['namespace']}/{r['name']}", r["owner"], r["team"], int(r["gpus"]),
-                       bool(r["charged"])) for r in rows]
+                       bool(r["charged"]), float(r["created_at"])) for r in rows]
     waiting = frozenset(waiting_key(r) for r in ledger.db.all("SELECT resource, namespace, name FROM queue"))
     return held, waiting
 

@@ -7,7 +7,15 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.core.reconcile import Held, gate_removal_patch, gates_to_remove, gpu_capacity, plan_reconcile, read_pod
+from gateway.core.reconcile import (
+    FORGET_GRACE_S,
+    Held,
+    gate_removal_patch,
+    gates_to_remove,
+    gpu_capacity,
+    plan_reconcile,
+    read_pod,
+)
 from gateway.core.workloads import GpuMatcher
 
 GPU = GpuMatcher()
@@ -47,6 +55,13 @@ def test_missed_deletes_are_forgotten_and_finished_pods_uncharged() -> None:
               Held("pods/research/running", "bob", "vision", 8, True)]
     repairs = plan_reconcile(views(pod("done", phase="Succeeded"), pod("running")), ledger)
     assert [(r.key, r.kind) for r in repairs] == [("pods/research/gone", "forget"), ("pods/research/done", "uncharge")]
+
+
+def test_a_pod_reservation_younger_than_the_grace_is_not_forgotten() -> None:
+    ledger = [Held("pods/research/new", "bob", "vision", 8, True, created_at=1000.0)]
+    assert plan_reconcile([], ledger, now=1000.0 + FORGET_GRACE_S - 0.5) == []
+    [repair] = plan_reconcile([], ledger, now=1000.0 + FORGET_GRACE_S)
+    assert (repair.key, repair.kind) == ("pods/research/new", "forget")
 
 
 def test_a_workload_whose_pods_all_finished_is_uncharged_not_before() -> None:
