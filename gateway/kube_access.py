@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from gateway.core.workloads import ADAPTERS
+
 
 @dataclass(frozen=True)
 class ApiCall:
@@ -49,6 +51,14 @@ CONTROLLER_CALLS: tuple[ApiCall, ...] = (
             "leader election: read, hold and renew the Lease", own_namespace=True, named=True),
 )
 
+#: One `get` per workload kind the gateway decides (not pods, which it lists): a reservation
+#: without pods whose object the API server does not have is freed (gateway/core/reconcile.py).
+CONTROLLER_WORKLOAD_GETS: tuple[ApiCall, ...] = tuple(
+    ApiCall("controller", group, kind.lower() + "s", _verbs("get"),
+            "free the reservation of a workload that never came to exist (refused after admission)")
+    for group, kind in sorted(ADAPTERS) if (group, kind) != ("", "Pod")
+)
+
 AGENT_CALLS: tuple[ApiCall, ...] = (
     ApiCall("agent", "", "pods", _verbs("list"), "name the pod UIDs of GPU processes on its node"),
 )
@@ -58,4 +68,4 @@ GATEWAY_EVICTION_CALLS: tuple[ApiCall, ...] = (
     ApiCall("gateway", "", "pods/eviction", _verbs("create"), "evict the pod of a rogue GPU process"),
 )
 
-API_CALLS: tuple[ApiCall, ...] = CONTROLLER_CALLS + AGENT_CALLS + GATEWAY_EVICTION_CALLS
+API_CALLS: tuple[ApiCall, ...] = CONTROLLER_CALLS + CONTROLLER_WORKLOAD_GETS + AGENT_CALLS + GATEWAY_EVICTION_CALLS

@@ -62,6 +62,8 @@ class FakeApiServer:
         self.leases: dict[tuple[str, str], dict[str, Any]] = {}
         self.events: list[dict[str, Any]] = []
         self.webhook_configurations: dict[tuple[str, str], dict[str, Any]] = {}
+        self.workloads: dict[tuple[str, str, str, str], dict[str, Any]] = {}
+        """(group, resource, namespace, name) -> object, for GETs of workloads other than pods."""
         """(resource, name) -> object; resource validatingwebhookconfigurations or mutatingwebhookconfigurations."""
         self.requests: list[tuple[str, str]] = []
         self.server: ThreadingHTTPServer | None = None
@@ -196,6 +198,20 @@ class FakeApiServer:
             with self.lock:
                 self.events.append(event)
             return h._send(201, event)
+        if len(parts) == 2 and parts[0] == "apis" and method == "GET":  # discovery of one group
+            return h._send(200, {"kind": "APIGroup", "apiVersion": "v1", "name": parts[1],
+                                 "preferredVersion": {"groupVersion": f"{parts[1]}/v1", "version": "v1"}})
+        workload = None
+        if len(parts) == 6 and parts[:3] == ["api", "v1", "namespaces"] and parts[4] != "pods":
+            workload = ("", parts[4], parts[3], parts[5])
+        elif len(parts) == 7 and parts[0] == "apis" and parts[3] == "namespaces" and parts[1] != "coordination.k8s.io":
+            workload = (parts[1], parts[5], parts[4], parts[6])
+        if workload is not None and method == "GET":
+            with self.lock:
+                found = copy.deepcopy(self.workloads.get(workload))
+            if found is None:
+                return h._send(404, _status(404, "NotFound", f'{workload[1]} "{workload[3]}" not found'))
+            return h._send(200, found)
         if len(parts) == 5 and parts[:3] == ["apis", "admissionregistration.k8s.io", "v1"] and method == "GET":
             with self.lock:
                 found = copy.deepcopy(self.webhook_configurations.get((parts[3], parts[4])))

@@ -79,13 +79,17 @@ def queue(state: Path | None, database_url: str | None, output: str) -> None:
 @click.option("--watch-webhook", "webhooks", multiple=True, metavar="KIND/NAME",
               help="A webhook configuration of this installation to watch for drift (validating/NAME or "
                    "mutating/NAME; repeatable): an edit or deletion raises a metric, an Event and an audit record.")
+@click.option("--forget-grace", type=float, default=30.0, show_default=True, metavar="SECONDS",
+              help="A reservation whose object is not in the cluster is freed once it is this old "
+                   "(an object refused after admission, a crash after the commit, a missed DELETE).")
 @click.option("--webhook-generation", default="", metavar="DIGEST",
               help="The installation's generation (the chart passes a digest of what it renders): a new "
                    "one records new webhook baselines instead of raising an alarm.")
 @scheduler_options(with_controller_flag=False)
 def controller(state: Path | None, database_url: str | None, policy_dir: Path | None, lease_namespace: str,
                lease_name: str, interval: float, metrics_port: int, metrics_host: str, once: bool, log_level: str,
-               webhooks: tuple[str, ...], webhook_generation: str, scheduler: SchedulerSettings) -> None:
+               webhooks: tuple[str, ...], forget_grace: float, webhook_generation: str,
+               scheduler: SchedulerSettings) -> None:
     """Run the queue controller: rebuild the ledger from the cluster, release whole gangs, report waits.
 
     One replica is active at a time (a coordination.k8s.io Lease); the others wait to take over.
@@ -120,7 +124,7 @@ def controller(state: Path | None, database_url: str | None, policy_dir: Path | 
         metrics.watch_queue(lambda: len(store.queue_rows()))
         settings = ControllerSettings(identity=scheduler.service_account, lease_namespace=lease_namespace,
                                       lease_name=lease_name, interval_s=interval, webhooks=webhooks,
-                                      webhook_generation=webhook_generation)
+                                      webhook_generation=webhook_generation, forget_grace_s=forget_grace)
         ctl = build_controller(scheduler, store, policies, metrics.registry, settings)
         if once:
             result = ctl.run_once()

@@ -37,6 +37,7 @@ class Cluster:
         self.core = client.CoreV1Api(api)
         self.coordination = client.CoordinationV1Api(api)
         self.admission = client.AdmissionregistrationV1Api(api)
+        self._versions: dict[str, str] = {}
 
     def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
         try:
@@ -108,6 +109,40 @@ class Cluster:
 
     def create_event(self, namespace: str, event: dict[str, Any]) -> None:
         self._call(f"create event in {namespace}", self.core.create_namespaced_event, namespace, event)
+
+    # ---------------------------------------------------------------- any workload
+
+    def _get(self, what: str, path: str) -> Any:
+        """GET a path the typed client has no method for (any workload kind), as JSON."""
+        try:
+            method, url, headers, body, post = self.api.param_serialize(
+                "GET", path, header_params={"Accept": "application/json"}, auth_settings=["BearerToken"])
+            response = self.api.call_api(method, url, header_params=headers, body=body, post_params=post)
+            response.read()  # type: ignore[no-untyped-call]
+        except Exception as exc:  # urllib3 connection errors and the like
+            raise ClusterError(f"{what}: {exc}") from exc
+        if not 200 <= response.status < 300:
+            raise ClusterError(f"{what}: {response.status} {response.reason}", response.status)
+        return orjson.loads(response.data) if response.data else {}
+
+    def _version(self, group: str) -> str:
+        """The API server's preferred version of `group` (discovery, cached)."""
+        if group not in self._versions:
+            found = self._get(f"discover {group}", f"/apis/{group}")
+            self._versions[group] = str((found.get("preferredVersion") or {}).get("version") or "v1")
+        return self._versions[group]
+
+    def object_exists(self, resource_key: str, namespace: str, name: str) -> bool:
+        """Whether the object a ledger key names (`resource.group`, namespace, name) exists."""
+        resource, _, group = resource_key.partition(".")
+        base = f"/apis/{group}/{self._version(group)}" if group else "/api/v1"
+        try:
+            self._get(f"get {resource_key} {namespace}/{name}", f"{base}/namespaces/{namespace}/{resource}/{name}")
+        except ClusterError as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
 
     # ---------------------------------------------------------------- webhook configurations
 

@@ -35,7 +35,17 @@ from prometheus_client import Counter as PromCounter
 from gateway.controller.kube import Cluster, ClusterError
 from gateway.controller.lease import LeaderLease, micro_time
 from gateway.core.drift import KINDS, Drift, compare, fingerprint, split_target
-from gateway.core.reconcile import PodView, gate_removal_patch, gates_to_remove, gpu_capacity, plan_reconcile, read_pod
+from gateway.core.reconcile import (
+    FORGET_GRACE_S,
+    Held,
+    PodView,
+    gate_removal_patch,
+    gates_to_remove,
+    gpu_capacity,
+    orphan_candidates,
+    plan_reconcile,
+    read_pod,
+)
 from gateway.core.scheduling import GATEWAY_SERVICE_ACCOUNT, QUEUE_ANNOTATION
 from gateway.errors import GatewayError
 from gateway.policy_bundle import PolicyHolder
@@ -69,6 +79,11 @@ class ControllerSettings:
     """The installation's generation (the chart: a digest of what it renders): a new one
     records a new baseline instead of raising an alarm."""
     drift_interval_s: float = 30.0
+    forget_grace_s: float = FORGET_GRACE_S
+    """How old a reservation must be before a missing object frees it."""
+    orphan_recheck_s: float = 300.0
+    """How often one workload reservation without pods is looked up in the API server."""
+    orphan_lookups_per_pass: int = 100
 
 
 class ControllerMetrics:
@@ -109,6 +124,7 @@ class Controller:
         self._listed_at = -1.0
         self._reported: dict[str, str] = {}
         self._drifted: set[str] = set()
+        self._looked_up: dict[str, float] = {}
         self._drift_checked = float("-inf")
         self._stop = threading.Event()
 
@@ -176,8 +192,11 @@ class Controller:
         now = self.clock()
         capacity = gpu_capacity(self.cluster.list_nodes(), policy.gpu)
         views = list(self._pods.values())
-        repairs = self.store.reconcile(lambda held, waiting: plan_reconcile(views, held, waiting=waiting, now=now),
-                                       now=now, actor=self.actor)
+        absent = self._absent_workloads(views, now)
+        repairs = self.store.reconcile(
+            lambda held, waiting: plan_reconcile(views, held, waiting=waiting, now=now, absent=absent,
+                                                 grace_s=self.settings.forget_grace_s),
+            now=now, actor=self.actor)
         for repair in repairs:
             self.metrics.repairs.labels(repair.kind).inc()
         pods_seen = Counter(p.workload for p in views if p.workload and not p.finished and not p.deleting)
@@ -194,6 +213,28 @@ class Controller:
         self._report(views, result)
         self.check_webhooks()
         return result
+
+    def _absent_workloads(self, views: list[PodView], now: float) -> frozenset[str]:
+        """Workload reservations without pods whose objects the API server does not have (each
+        looked up at most every `orphan_recheck_s`, at most `orphan_lookups_per_pass` a pass)."""
+        held = [Held(f"{r.resource}/{r.namespace}/{r.name}", r.owner, r.team, r.gpus, r.charged, r.created_at)
+                for r in self.store.reservations()]
+        waiting = frozenset(f"{r['resource']}/{r['namespace']}/{r['name']}" for r in self.store.queue_rows())
+        due = [k for k in orphan_candidates(views, held, waiting=waiting, now=now,
+                                            grace_s=self.settings.forget_grace_s)
+               if now - self._looked_up.get(k, float("-inf")) >= self.settings.orphan_recheck_s]
+        absent = set()
+        for key in due[: self.settings.orphan_lookups_per_pass]:
+            self._looked_up[key] = now
+            resource, namespace, name = split_key(key)
+            try:
+                if not self.cluster.object_exists(resource, namespace, name):
+                    absent.add(key)
+            except ClusterError as exc:
+                log.info("cannot look up %s: %s", key, exc)
+        live = {h.key for h in held}
+        self._looked_up = {k: t for k, t in self._looked_up.items() if k in live}
+        return frozenset(absent)
 
     # ---------------------------------------------------------------- webhook drift
 

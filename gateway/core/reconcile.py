@@ -6,6 +6,10 @@
 - a pod reservation whose pod is gone (a DELETE the webhook never saw, or a pod another
   admission step refused after the gateway admitted it) is forgotten, once it is older than
   the grace (`FORGET_GRACE_S`): a pod admitted a moment ago may not be in the list yet;
+- a reservation of another workload kind that is older than the grace, has no pod, and whose
+  object the API server says does not exist (`absent`: refused by a later admission step,
+  a crash right after the commit, or a missed DELETE) is forgotten; `orphan_candidates`
+  names the reservations the controller should look up;
 - a charged reservation of a finished pod (`Succeeded`/`Failed`), or of a workload all of
   whose pods are finished, is uncharged: its GPUs are free, the owner's record stays (so
   the owner may still delete the finished object);
@@ -115,12 +119,24 @@ class Repair:
     gpus: int = 0
 
 
+def orphan_candidates(pods: Iterable[PodView], ledger: Iterable[Held], *, waiting: frozenset[str] = frozenset(),
+                      now: float, grace_s: float = FORGET_GRACE_S) -> list[str]:
+    """Keys of workload reservations (not pods, not queued) older than the grace that no pod
+    names: the controller asks the API server whether their objects exist."""
+    named = {p.workload for p in pods if p.workload}
+    return [h.key for h in ledger
+            if not h.key.startswith("pods/") and h.key not in waiting and h.key not in named
+            and now - h.created_at >= grace_s]
+
+
 def plan_reconcile(pods: Iterable[PodView], ledger: Iterable[Held], *, waiting: frozenset[str] = frozenset(),
-                   now: float = float("inf"), grace_s: float = FORGET_GRACE_S) -> list[Repair]:
+                   now: float = float("inf"), grace_s: float = FORGET_GRACE_S,
+                   absent: frozenset[str] = frozenset()) -> list[Repair]:
     """The repairs that make the ledger agree with the cluster (see the module docstring).
 
     `waiting` holds the keys of queued workloads: their uncharged reservations stay. A pod
-    reservation made less than `grace_s` before `now` is not forgotten yet.
+    reservation made less than `grace_s` before `now` is not forgotten yet. `absent` holds
+    the workload keys the API server answered 404 for (among `orphan_candidates`).
     """
     pods = list(pods)
     by_key = {p.key: p for p in pods}
@@ -142,6 +158,10 @@ def plan_reconcile(pods: Iterable[PodView], ledger: Iterable[Held], *, waiting: 
                 repairs.append(Repair(h.key, "uncharge", f"the pod has {pod.phase.lower()}"))
             continue
         members = by_workload.get(h.key)
+        if h.key in absent and not members and h.key not in waiting and now - h.created_at >= grace_s:
+            repairs.append(Repair(h.key, "forget", "the object does not exist in the cluster (refused after "
+                                                   "admission, or its DELETE was not seen)"))
+            continue
         if h.charged and members and all(p.finished for p in members):
             repairs.append(Repair(h.key, "uncharge", f"all {len(members)} of its pods have finished"))
     for p in pods:

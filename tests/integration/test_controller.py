@@ -248,3 +248,27 @@ def test_serve_with_the_controller_flag_releases_what_it_queued(world, tmp_path:
             assert "gpu_gateway_queue_released_total 1.0" in metrics and "gpu_gateway_controller_leader 1.0" in metrics
     finally:
         assert stop_server(served) == 0
+
+
+def test_a_workload_reservation_whose_object_never_came_to_exist_is_freed_and_audited(world) -> None:
+    """Admitted and reserved, then refused by a later admission step (or the gateway crashed
+    right after the commit): the Job never exists, so after the grace its GPUs are freed."""
+    world.double.add_node("gpu-1", 64)
+    intern = ("gpu-interns", "team:vision")
+    for name in ("ghost", "real"):
+        job = mutated(world.service, make_job(gpus=4).named("research", name).obj(), user="ivy", groups=intern)
+        assert validate(world.service, job, user="ivy", groups=intern)["allowed"]
+    world.double.workloads[("batch", "jobs", "research", "real")] = {"apiVersion": "batch/v1", "kind": "Job",
+                                                                    "metadata": {"name": "real"}}
+    ctl = world.controller()
+    ctl.run_once()
+    assert world.store.gpus_by_user()["ivy"] == 8  # within the grace: not looked up yet
+    world.clock.offset += FORGET_GRACE_S + 1
+    ctl.run_once()
+    assert world.store.gpus_by_user()["ivy"] == 4
+    forgotten = [r for r in world.store.audit_rows() if r["rule"] == "reconcile-forget"]
+    assert [r["name"] for r in forgotten] == ["ghost"] and "does not exist in the cluster" in forgotten[0]["reason"]
+    lookups = [path for _, path in world.double.requests if "/namespaces/research/jobs/" in path]
+    assert len(lookups) == 2
+    ctl.run_once()  # looked up again only after orphan_recheck_s
+    assert len([path for _, path in world.double.requests if "/namespaces/research/jobs/" in path]) == 2

@@ -13,6 +13,7 @@ from gateway.core.reconcile import (
     gate_removal_patch,
     gates_to_remove,
     gpu_capacity,
+    orphan_candidates,
     plan_reconcile,
     read_pod,
 )
@@ -62,6 +63,19 @@ def test_a_pod_reservation_younger_than_the_grace_is_not_forgotten() -> None:
     assert plan_reconcile([], ledger, now=1000.0 + FORGET_GRACE_S - 0.5) == []
     [repair] = plan_reconcile([], ledger, now=1000.0 + FORGET_GRACE_S)
     assert (repair.key, repair.kind) == ("pods/research/new", "forget")
+
+
+def test_a_workload_without_pods_is_looked_up_after_the_grace_and_forgotten_only_when_absent() -> None:
+    ledger = [Held(KEY, "bob", "vision", 16, True, created_at=1000.0),
+              Held("jobs.batch/research/queued", "bob", "vision", 8, False, created_at=0.0)]
+    waiting = frozenset({"jobs.batch/research/queued"})
+    assert orphan_candidates([], ledger, waiting=waiting, now=1000.0 + FORGET_GRACE_S - 1) == []
+    assert orphan_candidates([], ledger, waiting=waiting, now=1000.0 + FORGET_GRACE_S) == [KEY]
+    assert orphan_candidates(views(pod("t-0", workload=KEY)), ledger, now=5000.0) == [
+        "jobs.batch/research/queued"]
+    assert plan_reconcile([], ledger, waiting=waiting, now=5000.0) == []  # nothing said it is absent
+    [repair] = plan_reconcile([], ledger, waiting=waiting, now=5000.0, absent=frozenset({KEY}))
+    assert (repair.key, repair.kind) == (KEY, "forget") and "does not exist" in repair.reason
 
 
 def test_a_workload_whose_pods_all_finished_is_uncharged_not_before() -> None:
