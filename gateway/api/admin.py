@@ -71,6 +71,11 @@ def _proposal(body: Mapping[str, Any]) -> dict[str, str]:
     return out
 
 
+async def _refreshed(runtime: RuntimeSettings) -> None:
+    """Read the settings now (a store read: off the event loop, as every store call here)."""
+    await run_in_threadpool(runtime.refresh, time.time(), force=True)
+
+
 def admin_routes(ctx: ApiContext) -> list[BaseRoute]:
     """The run-time settings endpoints, for the /api/v1 mount."""
 
@@ -101,13 +106,13 @@ def admin_routes(ctx: ApiContext) -> list[BaseRoute]:
 
     async def change(store: Store, runtime: RuntimeSettings, identity: Identity, setting: SettingChange) -> Response:
         done = await run_in_threadpool(lambda: store.put_setting(setting, actor(identity), now=time.time()))
-        runtime.refresh(time.time(), force=True)
+        await _refreshed(runtime)
         return json_body(done)
 
     # ----------------------------------------------------------------- roles
 
     async def list_roles(_: Request, identity: Identity, store: Store, runtime: RuntimeSettings) -> Response:
-        runtime.refresh(time.time(), force=True)
+        await _refreshed(runtime)
         policy, bundle = ctx.policy(), runtime.holder.bundle
         bindings, _quotas = await stored(store)
         subjects = sorted(set(bundle.bindings) | set(bindings))
@@ -133,7 +138,7 @@ def admin_routes(ctx: ApiContext) -> list[BaseRoute]:
     # ----------------------------------------------------------------- quotas
 
     async def list_quotas(_: Request, identity: Identity, store: Store, runtime: RuntimeSettings) -> Response:
-        runtime.refresh(time.time(), force=True)
+        await _refreshed(runtime)
         policy = ctx.policy()
         _bindings, quotas = await stored(store)
         teams = sorted(set(policy.team_caps) | {t.partition(":")[2] for t in quotas if t.startswith("team:")})
@@ -146,7 +151,7 @@ def admin_routes(ctx: ApiContext) -> list[BaseRoute]:
     async def get_quota(request: Request, identity: Identity, store: Store, runtime: RuntimeSettings) -> Response:
         target = request.path_params["target"]
         split_target(target)
-        runtime.refresh(time.time(), force=True)
+        await _refreshed(runtime)
         _bindings, quotas = await stored(store)
         return json_body({"target": target, "quota": quota_view(ctx.policy(), target),
                           "override": quotas.get(target), "source": "runtime" if target in quotas else "bundle"})
@@ -174,7 +179,7 @@ def admin_routes(ctx: ApiContext) -> list[BaseRoute]:
         return {**files, **replaced} if replaced else files
 
     async def get_policy(_: Request, identity: Identity, store: Store, runtime: RuntimeSettings) -> Response:
-        runtime.refresh(time.time(), force=True)
+        await _refreshed(runtime)
         texts = current(runtime)
         return json_body({"version": ctx.policy().version, "digest": proposal_digest(texts),
                           "source": "api" if runtime.holder.replaced else "files", "files": texts})
@@ -214,7 +219,7 @@ def admin_routes(ctx: ApiContext) -> list[BaseRoute]:
                          f"a policy change needs a second admin's approval of proposal {digest}: request it "
                          f"(`gpuctl policy request --digest {digest} --reason ...`), have another admin approve "
                          "it, then send the same change again")
-        runtime.refresh(time.time(), force=True)
+        await _refreshed(runtime)
         return json_body({**done, "new": None, "digest": digest, "diff": checked["diff"],
                           "version": ctx.policy().version})
 
