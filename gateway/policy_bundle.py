@@ -20,6 +20,7 @@ from typing import Any
 import casbin
 import yaml
 
+from gateway.core.actors import Actors, parse_actors
 from gateway.core.decision import Mode
 from gateway.core.overrides import Overrides, apply
 from gateway.core.podspec import DEFAULT_SAFE_CAPABILITIES, HATCHES
@@ -71,13 +72,20 @@ def _mapping(data: Any, where: str) -> Mapping[str, Any]:
 def _limits(raw: Mapping[str, Any]) -> dict[str, Any]:
     known = {
         "role_order", "roles", "teams", "default_team_max_concurrent_gpus", "team_group_prefix",
-        "gpu_resources", "not_gpu_resources", "exempt_namespaces", "trusted_controllers", "unowned_workloads", "modes",
+        "gpu_resources", "not_gpu_resources", "exempt_namespaces", "actors", "unowned_workloads", "modes",
         "safe_capabilities", "allowed_schedulers", "ignored_references", "second_person", "telemetry",
         "scheduling",
     }
+    if "trusted_controllers" in raw:
+        raise ConfigError("limits.yaml: trusted_controllers was replaced by actors: list each controller's exact "
+                          "username with the kinds it creates (README, 'Who may act for whom')")
     unknown = sorted(set(raw) - known)
     if unknown:
         raise ConfigError(f"limits.yaml: unknown setting(s) {', '.join(unknown)}")
+    try:
+        actors = Actors(parse_actors(_mapping(raw.get("actors"), "limits.yaml: actors")))
+    except ValueError as exc:
+        raise ConfigError(f"limits.yaml: {exc}") from None
     roles: dict[str, RoleLimits] = {}
     for role, spec in _mapping(raw.get("roles"), "limits.yaml: roles").items():
         spec = _mapping(spec, f"limits.yaml: roles.{role}")
@@ -122,7 +130,7 @@ def _limits(raw: Mapping[str, Any]) -> dict[str, Any]:
         "gpu_resources": _str_list(raw, "gpu_resources", DEFAULT_GPU_RESOURCES),
         "not_gpu_resources": _str_list(raw, "not_gpu_resources", DEFAULT_NOT_GPU_RESOURCES),
         "exempt_namespaces": frozenset(_str_list(raw, "exempt_namespaces", ("kube-system",))),
-        "trusted_controllers": frozenset(_str_list(raw, "trusted_controllers", ())),
+        "actors": actors,
         "unowned_roles": frozenset(_str_list(unowned, "allow_roles", ())),
         "modes": modes,
         "safe_capabilities": frozenset(c.upper() for c in _str_list(raw, "safe_capabilities",

@@ -230,6 +230,8 @@ class AdmissionService:
             approval_key=(req.username, plan.action.value, req.namespace, plan.key[2] if plan.key else req.name)
             if plan.action is not None else None,
             budget=launch_budget(plan, policy, now),
+            parent=(plan.parent.uid, (plan.parent.resource_key, req.namespace, plan.parent.name))
+            if plan.parent is not None else None,
         )
         return _Staged(plan, job)
 
@@ -237,7 +239,7 @@ class AdmissionService:
 
     def _answer(self, plan: Plan, decision: Decision) -> dict[str, Any]:
         req = plan.request
-        if decision.action is not None and (decision.audited or decision.rule == "trusted-controller"):
+        if decision.action is not None and (decision.audited or decision.rule == "actor"):
             self.metrics.decisions.labels(decision.action.value, decision.verdict, decision.rule).inc()
             event(log, "decision",
                   uid=req.uid, user=req.username, role=plan.identity.role,

@@ -11,7 +11,8 @@ from typing import Any
 
 import yaml
 
-from gateway.core.admission import Facts, Target, decide, prepare
+from gateway.core.admission import Facts, Plan, Target, decide, prepare
+from gateway.core.decision import Decision
 from gateway.core.policy import OWNER_ANNOTATION, TEAM_ANNOTATION, Policy
 from gateway.core.review import AdmissionRequest, GroupVersionKind
 from gateway.core.workloads import read_workload
@@ -112,12 +113,23 @@ def check_one(obj: Mapping[str, Any], *, policy: Policy, user: str, groups: tupl
         "teams": list(plan.identity.teams),
         "gpus": decision.gpus if decision.gpus else (workload.gpus if workload else 0),
         "gpus_detail": workload.describe_gpus() if workload else "",
+        "charged_to": _charged_to(plan, decision),
         "rule": decision.rule,
         "mode": decision.mode.value,
         "reason": decision.reason,
         "warnings": list(decision.warnings),
         "policy_version": policy.version,
     }
+
+
+def _charged_to(plan: Plan, decision: Decision) -> str | None:
+    """Who the GPUs are charged to: the owner of the workload they descend from (never the
+    requester for someone else's workload, or an actor); None when the request holds none."""
+    workload = plan.workload
+    if workload is None or not workload.gpu_capable:
+        return decision.owner or None if decision.gpus else None
+    owner = (decision.reserve.owner if decision.reserve is not None else "") or decision.owner or plan.owner
+    return owner or None
 
 
 def run_check(docs: Iterable[Mapping[str, Any]], *, policy: Policy, user: str, groups: tuple[str, ...],

@@ -45,10 +45,17 @@ def validate(service: AdmissionService, obj: dict[str, Any] | None, **kw: Any) -
 
 
 def job_pods(job: dict[str, Any], n: int) -> list[dict[str, Any]]:
-    """The pods the Job controller creates from the stored Job's template."""
+    """The pods the Job controller creates from the stored Job's template, each with the
+    controller ownerReference to the Job (its UID) and a UID of its own, as the API server
+    shows them to validating admission."""
     template = job["spec"]["template"]
+    job_meta = job["metadata"]
+    job_uid = job_meta.setdefault("uid", f"uid-job-{job_meta['name']}")
+    owner = {"apiVersion": "batch/v1", "kind": "Job", "name": job_meta["name"], "uid": job_uid,
+             "controller": True, "blockOwnerDeletion": True}
     return [{"apiVersion": "v1", "kind": "Pod",
-             "metadata": {"name": f"{job['metadata']['name']}-{i}", "namespace": "research",
+             "metadata": {"name": f"{job_meta['name']}-{i}", "namespace": "research",
+                          "uid": f"uid-pod-{job_meta['name']}-{i}", "ownerReferences": [dict(owner)],
                           "annotations": dict(template["metadata"]["annotations"])},
              "spec": json.loads(json.dumps(template["spec"]))} for i in range(n)]
 
@@ -56,6 +63,7 @@ def job_pods(job: dict[str, Any], n: int) -> list[dict[str, Any]]:
 def launch_job(service: AdmissionService, name: str, pods: int, gpus: int = 8) -> tuple[dict[str, Any], list]:
     job = mutated(service, make_job(gpus=gpus, parallelism=pods).named("research", name).obj(),
                   user="bob", groups=RESEARCHER)
+    job["metadata"]["uid"] = f"uid-job-{name}"
     answer = validate(service, job, user="bob", groups=RESEARCHER)
     assert answer["allowed"], answer
     created = []

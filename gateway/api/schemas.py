@@ -64,9 +64,11 @@ SCHEMAS: dict[str, Schema] = {
         gpu_hours={**_object("since until users teams roles", since=_NUM, until=_NUM, users=_HOURS, teams=_HOURS,
                              roles=_HOURS), "description": "with `since`: GPU-hours held in the period"}),
     "CheckResult": _object(
-        "allowed decision action kind namespace name user role teams gpus gpus_detail rule mode reason warnings "
-        "policy_version", allowed={"type": "boolean"}, decision=_STR, action=_STR, kind=_STR, namespace=_STR,
-        name=_STR, user=_STR, role={"type": ["string", "null"]}, teams=_STRINGS, gpus=_INT, gpus_detail=_STR,
+        "allowed decision action kind namespace name user role teams gpus gpus_detail charged_to rule mode reason "
+        "warnings policy_version", allowed={"type": "boolean"}, decision=_STR, action=_STR, kind=_STR,
+        namespace=_STR, name=_STR, user=_STR, role={"type": ["string", "null"]}, teams=_STRINGS, gpus=_INT,
+        gpus_detail=_STR, charged_to={"type": ["string", "null"], "description": "who the GPUs are charged to "
+                                      "(the owner of the workload they descend from); null when none are"},
         rule=_STR, mode=_STR, reason=_STR, warnings=_STRINGS, policy_version=_STR),
     "CheckResults": _object("results", results={"type": "array", "items": ref("CheckResult")}),
     "Approval": _object(

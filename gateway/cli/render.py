@@ -140,6 +140,7 @@ def check_text(result: dict[str, Any]) -> str:
         f"{result['decision'].upper()}: {result['action']} of {result['kind']} "
         f"{result['namespace']}/{result['name']} by {result['user']} (role {result['role'] or 'none'})",
         f"  GPUs counted: {result['gpus']}" + (f" ({result['gpus_detail']})" if result["gpus_detail"] else ""),
+        *([f"  charged to: {result['charged_to']}"] if result.get("charged_to") else []),
         f"  rule: {result['rule']} (mode {result['mode']})",
         f"  reason: {result['reason']}",
     ]

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from gateway.core.decision import Violation
+from gateway.core.identity import Identity
 from gateway.core.plan import Facts, Plan, reference_key
 from gateway.core.podspec import PVC, SECRET, Reference, escape_hatches, references
 from gateway.core.pointer import is_object, resolve
@@ -24,27 +25,28 @@ from gateway.core.workloads import Workload
 PodSpecs = tuple[tuple[str, Mapping[str, Any]], ...]
 
 
-def pod_specs(obj: Any, workload: Workload) -> PodSpecs:
-    """(pod set name, pod spec) for each pod set whose template lives in the object."""
+def pod_specs(obj: Any, workload: Workload) -> tuple[tuple[str, Mapping[str, Any], int], ...]:
+    """(template path, pod spec, GPUs per pod) for each pod set whose template lives in the
+    object. Pod sets are told apart by path: two may share a name."""
     out = []
     for ps in workload.pod_sets:
         if ps.template_path is None:
             continue
         spec = resolve(obj, f"{ps.template_path}/spec")
         if is_object(spec):
-            out.append((ps.name, spec))
+            out.append((ps.template_path, spec, ps.gpus_each))
     return tuple(out)
 
 
 def collect(obj: Any, workload: Workload, policy: Policy) -> tuple[tuple[tuple[str, Reference], ...], PodSpecs]:
-    """The references to check, and the pod specs of the pod sets that ask for GPUs."""
+    """The references to check, and the pod specs of the pod sets that ask for GPUs (at any
+    count: a template at 0 replicas runs GPU pods once scaled), each with its template path."""
     refs: list[tuple[str, Reference]] = []
     gpu_specs = []
-    gpus_by_set = {ps.name: ps.gpus for ps in workload.pod_sets}
-    for name, spec in pod_specs(obj, workload):
-        refs.extend((name, r) for r in references(spec) if (r.kind, r.name) not in policy.ignored_references)
-        if gpus_by_set.get(name):
-            gpu_specs.append((name, spec))
+    for path, spec, gpus_each in pod_specs(obj, workload):
+        refs.extend((path, r) for r in references(spec) if (r.kind, r.name) not in policy.ignored_references)
+        if gpus_each:
+            gpu_specs.append((path, spec))
     return tuple(refs), tuple(gpu_specs)
 
 
@@ -61,9 +63,11 @@ def _phrase(ref: Reference, namespace: str) -> str:
     return f"read {ref.kind} {namespace}/{ref.name} ({ref.via})"
 
 
-def access_checks(plan: Plan, policy: Policy, facts: Facts, violations: list[Violation]) -> None:
-    """A violation for each referenced object the requester may not reach."""
-    ident, namespace = plan.identity, plan.request.namespace
+def access_checks(plan: Plan, policy: Policy, facts: Facts, violations: list[Violation],
+                  identity: Identity | None = None) -> None:
+    """A violation for each referenced object the requester (or `identity`, the owner an
+    actor creates for) may not reach."""
+    ident, namespace = identity or plan.identity, plan.request.namespace
     seen: set[tuple[str, str, str]] = set()
     for _, ref in plan.references:
         action = _action(ref)
@@ -87,9 +91,9 @@ def access_checks(plan: Plan, policy: Policy, facts: Facts, violations: list[Vio
             hint=hint))
 
 
-def hatch_checks(plan: Plan, policy: Policy, violations: list[Violation]) -> None:
-    """A violation for each escape hatch a GPU pod uses that the requester's role may not."""
-    ident = plan.identity
+def hatch_checks(plan: Plan, policy: Policy, violations: list[Violation], identity: Identity | None = None) -> None:
+    """A violation for each escape hatch a GPU pod uses that the requester's (or `identity`'s) role may not."""
+    ident = identity or plan.identity
     allowed = policy.role_limits(ident.role).escape_hatches
     seen: set[tuple[str, str]] = set()
     for pod_set, spec in plan.gpu_pod_specs:
@@ -98,6 +102,6 @@ def hatch_checks(plan: Plan, policy: Policy, violations: list[Violation]) -> Non
             if hatch.name in allowed or (hatch.name, hatch.detail) in seen:
                 continue
             seen.add((hatch.name, hatch.detail))
-            where = "" if pod_set == "pod" else f" (pod set {pod_set})"
+            where = "" if not pod_set else f" (pod template {pod_set.lstrip('/').replace('/', '.')})"
             violations.append(violation(policy, "escape-hatch",
                 f"{ident.describe()} may not use {hatch.name} in GPU pods: the pod {hatch.detail}{where}"))

@@ -7,14 +7,14 @@ the same transaction that will write the reservation, so caps hold under concurr
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
 from gateway.core.access import PodSpecs, access_checks, collect, hatch_checks
-from gateway.core.decision import Action, Decision, Reservation, Violation
-from gateway.core.gates import queued
+from gateway.core.actors import controller_ref, kind_name, object_uid
+from gateway.core.decision import Action, Decision, Mode, Reservation, Violation
+from gateway.core.gates import GATE_RULE, carries_gate, queued
 from gateway.core.identity import Grant, Identity, with_grants
 from gateway.core.owned_data import decide_data, is_data_kind
 from gateway.core.plan import Facts, Plan, Target, TargetKey
@@ -23,8 +23,11 @@ from gateway.core.pointer import annotations_at, is_object, resolve
 from gateway.core.policy import OWNER_ANNOTATION, RULES, TEAM_ANNOTATION, Policy, relation
 from gateway.core.quota import check_caps
 from gateway.core.review import AdmissionRequest
+from gateway.core.scheduling import WORKLOAD_ANNOTATION
+from gateway.core.shape import charges_children, max_gpus_per_pod, scaled, surges
+from gateway.core.shape import shape_of as _shape_json
 from gateway.core.verdict import admit, conclude, denial, overruled, violation
-from gateway.core.workloads import Workload, read_workload
+from gateway.core.workloads import CHARGES_CHILDREN, Workload, read_workload, scale_rule, template_paths
 from gateway.errors import WorkloadError
 
 __all__ = ["Facts", "Plan", "Target", "TargetKey", "classify", "decide", "prepare", "shape_of"]
@@ -101,15 +104,19 @@ def _prepare_object(req: AdmissionRequest, identity: Identity, action: Action, p
     key = (req.resource_key, req.namespace, req.name or (workload.name if workload else ""))
     refs: tuple[tuple[str, Reference], ...] = ()
     gpu_specs: PodSpecs = ()
-    if workload is not None and not identity.trusted_controller:
+    # An actor's objects without GPUs are its own business; with GPUs, they are checked for
+    # the owner they are made for.
+    if workload is not None and (not identity.is_actor or workload.gpu_capable):
         refs, gpu_specs = collect(req.obj, workload, policy)
-    if action is Action.LAUNCH and workload is not None and workload.gpus == 0 and not refs:
+    if action is Action.LAUNCH and workload is not None and not workload.gpu_capable and not refs:
         return Plan(req, identity, action, key=key, workload=workload, early=_pass(Action.LAUNCH, "asks for no GPUs"))
     owner = team = ""
-    if action in (Action.LAUNCH, Action.MODIFY):
+    if action in (Action.LAUNCH, Action.MODIFY) and not identity.is_actor:
         owner, team = _owner_and_team(req, identity)
+    parent = controller_ref(req.obj) if identity.is_actor and action is Action.LAUNCH else None
+    uid = object_uid(req.obj) or object_uid(req.old_obj)
     return Plan(req, identity, action, key=key, workload=workload, owner=owner, team=team, is_gpu=policy.gpu,
-                references=refs, gpu_pod_specs=gpu_specs)
+                references=refs, gpu_pod_specs=gpu_specs, uid=uid, parent=parent)
 
 
 def _owner_and_team(req: AdmissionRequest, identity: Identity) -> tuple[str, str]:
@@ -139,24 +146,14 @@ def _unreadable(plan: Plan, why: str) -> Decision:
     )
 
 
-#: Compact JSON for shapes; built once, as `json.dumps(..., separators=...)` builds an encoder per call.
-_COMPACT_JSON = json.JSONEncoder(separators=(",", ":"))
-
-
 def shape_of(req: AdmissionRequest, workload: Workload) -> str:
-    """JSON kept with a reservation: pod sets and GPUs per unit of `spec.replicas`, if any.
-
-    A `spec.replicas` the kind does not use and that is not a count just means no unit.
-    """
+    """JSON kept with a reservation (core/shape.py): pod sets by path, how `/scale` moves them,
+    and whether each child is charged on its own (a CronJob's Jobs)."""
     try:
-        replicas = _replicas(req.obj)
+        rule = scale_rule(req.obj or {}, req.kind.group, req.kind.kind, workload)
     except WorkloadError:
-        replicas = None
-    unit = None
-    if replicas and workload.gpus % replicas == 0:
-        unit = workload.gpus // replicas
-    sets = [[ps.name, ps.count, ps.gpus_each] for ps in workload.pod_sets]
-    return _COMPACT_JSON.encode({"unit": unit, "sets": sets})
+        rule = None
+    return _shape_json(workload, rule, charge_children=(req.kind.group, req.kind.kind) in CHARGES_CHILDREN)
 
 
 # ------------------------------------------------------------------ decide
@@ -201,8 +198,11 @@ def _priority_classes(obj: Any, workload: Workload) -> set[str]:
     return found
 
 
-def _size_checks(plan: Plan, policy: Policy, workload: Workload, violations: list[Violation]) -> None:
-    ident = plan.identity
+def _size_checks(plan: Plan, policy: Policy, workload: Workload, violations: list[Violation],
+                 owner: Identity | None = None) -> None:
+    """Priority class and per-workload limit of the requester's role, or of `owner`'s when the
+    request is made for someone else (an actor's child, a change to another person's workload)."""
+    ident = owner or plan.identity
     limits = policy.role_limits(ident.role)
     allowed = limits.priority_classes
     if allowed is not None:
@@ -213,7 +213,7 @@ def _size_checks(plan: Plan, policy: Policy, workload: Workload, violations: lis
                 f"{ident.describe()} may not use priority class {', '.join(bad)} (allowed: {names})"))
     cap = limits.max_gpus_per_workload
     if cap is not None and workload.gpus > cap:
-        verb = "launch" if plan.action is Action.LAUNCH else "run"
+        verb = "launch" if plan.action is Action.LAUNCH and owner is None else "run"
         violations.append(violation(policy, "workload-gpu-limit",
             f"{ident.describe()} may {verb} at most {cap} GPUs per workload; this one asks for "
             f"{workload.gpus} ({workload.describe_gpus()})"))
@@ -238,16 +238,9 @@ def _quota_checks(
 def _launch(plan: Plan, policy: Policy, facts: Facts) -> Decision:
     req, ident, workload = plan.request, plan.identity, plan.workload
     assert workload is not None
+    if ident.is_actor and req.operation == "CREATE":
+        return _actor_create(plan, policy, facts)
     shape = shape_of(req, workload)
-    if ident.trusted_controller:
-        ann = annotations_at(req.obj)
-        owner, team = str(ann.get(OWNER_ANNOTATION, "")), str(ann.get(TEAM_ANNOTATION, ""))
-        return Decision(
-            allowed=True, rule="trusted-controller", action=plan.action, gpus=workload.gpus,
-            reason=f"created by controller {ident.user} for {owner or 'an unrecorded owner'}",
-            reserve=Reservation(owner, team, "", workload.gpus, charged=False, shape=shape),
-            owner=owner, team=team,
-        )
     if facts.target is not None and facts.target.owner != ident.user:
         # The ledger holds this name for someone else: the object exists (the API server will
         # refuse the create) or its deletion was never seen. Never hand the record over.
@@ -256,7 +249,7 @@ def _launch(plan: Plan, policy: Policy, facts: Facts) -> Decision:
             f"the gateway's ledger holds {plan.display_kind} {plan.display_ref} for "
             f"{facts.target.owner or 'nobody recorded'}{team}; it may still exist")],
             allow_rule="ownership", allow_reason="", gpus=workload.gpus)
-    if workload.gpus == 0:
+    if not workload.gpu_capable:
         return _without_gpus(plan, policy, facts)
     violations: list[Violation] = []
     if ident.role is None or not policy.may(ident.role, "launch", "own"):
@@ -275,12 +268,15 @@ def _launch(plan: Plan, policy: Policy, facts: Facts) -> Decision:
     _size_checks(plan, policy, workload, violations)
     access_checks(plan, policy, facts, violations)
     hatch_checks(plan, policy, violations)
-    _quota_checks(policy, facts, asked=workload.gpus, owner=plan.owner, owner_role=ident.role,
-                  team=plan.team, violations=violations)
+    per_child = (req.kind.group, req.kind.kind) in CHARGES_CHILDREN
+    if not per_child:  # a CronJob runs nothing itself: each Job it makes is charged when made
+        _quota_checks(policy, facts, asked=workload.gpus, owner=plan.owner, owner_role=ident.role,
+                      team=plan.team, violations=violations)
     violations.extend(violation(policy, "gpu-hour-budget", f"the GPU-hour budget of {spent} is spent for this period")
                       for spent in facts.spent_budgets)
     _second_person(plan, policy, workload.gpus, "", violations)
-    reserve = Reservation(plan.owner, plan.team, ident.role or "", workload.gpus, True, shape)
+    reserve = Reservation(plan.owner, plan.team, ident.role or "", workload.gpus, not per_child, shape,
+                          uid=plan.uid, root_uid=plan.uid)
     denied = denial(plan, violations, gpus=workload.gpus, owner=plan.owner, team=plan.team)
     if denied is not None:
         decided = overruled(plan, denied, facts.approvals, reserve=reserve)
@@ -290,9 +286,106 @@ def _launch(plan: Plan, policy: Policy, facts: Facts) -> Decision:
             reason=f"{ident.describe()} may launch {workload.gpus} GPUs ({workload.describe_gpus()})",
             gpus=workload.gpus, reserve=reserve, owner=plan.owner, team=plan.team,
         )
-    if policy.scheduling.queueing:  # queue mode: wait behind the scheduling gate (core/gates.py)
+    if policy.scheduling.queueing and not per_child:  # queue mode: wait behind the gate (core/gates.py)
         return queued(plan, policy, decided, reserve, _priority_classes(req.obj, workload)) or decided
     return decided
+
+
+def _owner_identity(target: Target) -> Identity:
+    """The owner of a ledger record as the checks made on their behalf see them."""
+    return Identity(user=target.owner, groups=(), role=target.role or None,
+                    teams=(target.team,) if target.team else ())
+
+
+def _actor_create(plan: Plan, policy: Policy, facts: Facts) -> Decision:
+    """A controller's, operator's or node's GPU object: it belongs to the owner of the record its
+    controller ownerReference points to, and is checked against that owner's role (core/actors.py)."""
+    req, ident, workload = plan.request, plan.identity, plan.workload
+    assert workload is not None
+    spec = policy.actors.find(ident.user)
+    kind = kind_name(req.kind.group, req.kind.kind)
+    violations: list[Violation] = []
+    if spec is None or not spec.may_create(req.kind.group, req.kind.kind):
+        listed = ", ".join(sorted(spec.creates)) if spec is not None and spec.creates else "none"
+        violations.append(violation(policy, "actor-scope",
+            f"controller {ident.user} may not create {kind} objects with GPUs (it may create: {listed})"))
+    elif plan.parent is None:
+        violations.append(violation(policy, "actor-scope",
+            f"controller {ident.user} creates {plan.display_kind} {plan.display_ref} with "
+            f"{workload.gpus} GPUs but no controller ownerReference; a controller's GPU objects must "
+            f"belong to a workload it controls"))
+    if violations:
+        return conclude(plan, violations, allow_rule="actor", allow_reason="", gpus=workload.gpus)
+    assert plan.parent is not None
+    parent, root = facts.parent, facts.root or facts.parent
+    shape = shape_of(req, workload)
+    if parent is not None and root is not None and not parent.owner:
+        return Decision(
+            allowed=True, rule="unowned-workload", action=plan.action, gpus=workload.gpus, audited=True,
+            reason=f"created by controller {ident.user} for {plan.parent.describe()}, which has no recorded owner",
+            reserve=Reservation("", "", "", workload.gpus, False, shape, uid=plan.uid, root_uid=root.uid or parent.uid),
+        )
+    if parent is None or root is None:
+        # Made for an object the ledger does not know (created before the gateway, or while it
+        # was unreachable): admitted and recorded as unowned, so that it is visible and decided
+        # under `unowned_workloads`; an administrator may assign an owner later.
+        return Decision(
+            allowed=True, rule="unowned-workload", action=plan.action, gpus=workload.gpus, audited=True,
+            reason=f"created by controller {ident.user} for {plan.parent.describe()}, which the gateway's "
+                   f"ledger does not know; recorded without an owner",
+            reserve=Reservation("", "", "", workload.gpus, False, shape, uid=plan.uid, root_uid=plan.uid),
+        )
+    owner = _owner_identity(parent)
+    for_whom = f"for {parent.owner or 'nobody recorded'}'s {plan.parent.describe()}"
+    hatch_checks(plan, policy, violations, identity=owner)
+    access_checks(plan, policy, facts, violations, identity=owner)
+    if charges_children(parent.shape):
+        # A CronJob's Job: a charge of its own on the CronJob's owner, within their caps.
+        _size_checks(plan, policy, workload, violations, owner=owner)
+        _quota_checks(policy, facts, asked=workload.gpus, owner=parent.owner, owner_role=parent.role,
+                      team=parent.team, violations=violations)
+        reserve = Reservation(parent.owner, parent.team, parent.role, workload.gpus, True, shape,
+                              uid=plan.uid, root_uid=plan.uid)
+        return conclude(plan, violations, allow_rule="actor", gpus=workload.gpus, reserve=reserve,
+                        allow_reason=f"controller {ident.user} creates {workload.gpus} GPUs {for_whom}, "
+                                     f"charged to {parent.owner}",
+                        owner=parent.owner, team=parent.team)
+    _allowance(plan, workload.gpus, workload, root, violations, policy)
+    if root.uid and not root.charged and not charges_children(root.shape) and _is_pod_create(plan) \
+            and workload.gpus and not carries_gate(req.obj):
+        violations.append(Violation(GATE_RULE, Mode.ENFORCE,
+            "the workload it belongs to waits in the GPU queue, so its GPU pods must carry the "
+            "gpu-gateway.io/quota scheduling gate"))
+    reserve = Reservation(parent.owner, parent.team, parent.role, workload.gpus, False, shape,
+                          uid=plan.uid, root_uid=root.uid or parent.uid)
+    if violations:
+        return conclude(plan, violations, allow_rule="actor", allow_reason="", gpus=workload.gpus,
+                        reserve=reserve, owner=parent.owner, team=parent.team)
+    return Decision(allowed=True, rule="actor", action=plan.action, gpus=workload.gpus,
+                    reason=f"created by controller {ident.user} {for_whom}", reserve=reserve,
+                    owner=parent.owner, team=parent.team)
+
+
+def _is_pod_create(plan: Plan) -> bool:
+    req = plan.request
+    return req.resource == "pods" and not req.resource_group and req.operation == "CREATE"
+
+
+def _allowance(plan: Plan, gpus: int, workload: Workload | None, root: Target, violations: list[Violation],
+               policy: Policy) -> None:
+    """An object controllers made must fit what its root workload is charged for: no more GPUs in
+    all, and no pod with more GPUs than the root's largest."""
+    each = max((ps.gpus_each for ps in workload.pod_sets), default=0) if workload is not None else 0
+    cap_each = max_gpus_per_pod(root.shape)
+    what_root = f"the workload it belongs to ({root.owner or 'unowned'}'s)"
+    if gpus > root.gpus:
+        violations.append(violation(policy, "root-allowance",
+            f"{plan.display_kind} {plan.display_ref} would hold {gpus} GPUs; {what_root} is charged for "
+            f"{root.gpus}"))
+    elif each > cap_each:
+        violations.append(violation(policy, "root-allowance",
+            f"a pod of {plan.display_kind} {plan.display_ref} would ask for {each} GPUs; {what_root} "
+            f"allows at most {cap_each} per pod"))
 
 
 def _second_person(plan: Plan, policy: Policy, gpus: int, owner: str, violations: list[Violation]) -> None:
@@ -327,18 +420,14 @@ def _without_gpus(plan: Plan, policy: Policy, facts: Facts) -> Decision:
                     allow_reason="asks for no GPUs; every referenced object is reachable")
 
 
-def _new_gpus(plan: Plan, target: Target | None) -> int | None:
-    """GPUs after the change, or None when a scale cannot be computed from the record."""
+def _new_gpus(plan: Plan, target: Target | None) -> tuple[int, str | None] | None:
+    """GPUs after the change with the scaled shape (for a `/scale`), or None when a scale
+    cannot be computed from the record."""
     if plan.request.sub_resource != "scale":
-        return plan.workload.gpus if plan.workload else 0
+        return (plan.workload.gpus if plan.workload else 0), None
     if target is None or plan.replicas is None:
         return None
-    unit = json.loads(target.shape or "{}").get("unit")
-    if isinstance(unit, int):
-        return unit * plan.replicas
-    if plan.old_replicas and target.gpus % plan.old_replicas == 0:
-        return target.gpus // plan.old_replicas * plan.replicas
-    return None
+    return scaled(target.shape, plan.replicas, target.gpus, plan.old_replicas)
 
 
 def _ownership(plan: Plan, policy: Policy, target: Target, verb: str, violations: list[Violation]) -> None:
@@ -364,69 +453,135 @@ def _unowned(plan: Plan, policy: Policy, gpus: int, violations: list[Violation])
 
 def _modify(plan: Plan, policy: Policy, facts: Facts) -> Decision:
     req, ident, target = plan.request, plan.identity, facts.target
-    new_gpus = _new_gpus(plan, target)
-    if new_gpus is None:
+    after = _new_gpus(plan, target)
+    if after is None:
         if target is None:
+            # Every GPU workload is in the ledger from its create on (at any size), so a scale
+            # of one it does not know is of a workload without GPU templates.
             return _pass(Action.MODIFY, "scale of a workload the gateway did not admit")
         return _unreadable(plan, "cannot compute the GPUs after this scale")
-    old_gpus = target.gpus if target else plan.old_gpus
-    if target is None and old_gpus == 0:
-        if new_gpus == 0:
-            if ident.trusted_controller or not plan.references:
+    new_gpus, scaled_shape = after
+    if target is None:
+        capable = plan.old_gpu_capable or (plan.workload is not None and plan.workload.gpu_capable)
+        if not plan.old_gpu_capable and not capable:
+            if ident.is_actor or not plan.references:
                 return _pass(Action.MODIFY, "asks for no GPUs")
             return _without_gpus(plan, policy, facts)
-        # A workload that starts asking for GPUs is a launch by whoever makes it do so.
-        return _launch(plan, policy, facts)
-    if ident.trusted_controller:
-        return Decision(allowed=True, rule="trusted-controller", action=Action.MODIFY,
-                        gpus=new_gpus, reason=f"updated by controller {ident.user}")
+        if not plan.old_gpu_capable:
+            # A workload that starts asking for GPUs is a launch by whoever makes it do so.
+            return _launch(plan, policy, facts)
+        return _unowned_change(plan, policy, facts, max(plan.old_gpus, new_gpus))
+    old_gpus = target.gpus
     violations: list[Violation] = []
-    if target is None:
-        _unowned(plan, policy, max(old_gpus, new_gpus), violations)
-        return conclude(plan, violations, allow_rule="unowned-workload", gpus=new_gpus,
-                         allow_reason=f"{ident.describe()} may change workloads with no recorded owner",
-                         approvals=facts.approvals)
-    _ownership(plan, policy, target, "modify", violations)
-    _second_person(plan, policy, max(old_gpus, new_gpus), target.owner or "?", violations)
     owner, team = target.owner, target.team
-    if req.sub_resource != "scale" and plan.workload is not None:
-        old_ann, new_ann = annotations_at(req.old_obj), annotations_at(req.obj)
-        # An annotation left out (`kubectl replace` of the submitted manifest) is no change.
-        changed = any(new_ann.get(k) not in (None, old_ann.get(k)) for k in (OWNER_ANNOTATION, TEAM_ANNOTATION))
-        changed = changed or any(
-            annotations_at(req.obj, ps.template_path).get(OWNER_ANNOTATION) not in (None, old_ann.get(OWNER_ANNOTATION))
-            for ps in plan.workload.pod_sets if ps.template_path
-        )
-        if changed:
-            if policy.may(ident.role, "reassign", relation(ident, target.owner, target.team)):
-                owner = str(new_ann.get(OWNER_ANNOTATION) or owner)
-                team = str(new_ann.get(TEAM_ANNOTATION) or team)
-            else:
-                violations.append(violation(policy, "owner-annotation",
-                    f"{ident.describe()} may not change the owner or team of a workload"))
-        if new_gpus > old_gpus:
-            _size_checks(plan, policy, plan.workload, violations)
-        access_checks(plan, policy, facts, violations)
-        hatch_checks(plan, policy, violations)
-    elif new_gpus > old_gpus:
-        cap = policy.role_limits(ident.role).max_gpus_per_workload
+    if not ident.is_actor:
+        _ownership(plan, policy, target, "modify", violations)
+        _second_person(plan, policy, max(old_gpus, new_gpus), target.owner or "?", violations)
+        if plan.workload is not None and req.sub_resource != "scale":
+            owner, team = _reassignment(plan, policy, target, violations)
+            access_checks(plan, policy, facts, violations)
+            hatch_checks(plan, policy, violations)
+    if plan.workload is not None and req.sub_resource != "scale" and not ident.is_actor:
+        _template_integrity(plan, policy, owner, team, violations)
+    if new_gpus > old_gpus:
+        _growth(plan, policy, facts, target, new_gpus, violations)
+    # A scale keeps the recorded pod sets (their GPUs per pod do not change), at the new count.
+    shape = shape_of(req, plan.workload) if plan.workload is not None else scaled_shape or target.shape
+    reserve = Reservation(owner, team, target.role, new_gpus, target.charged, shape,
+                          uid=target.uid or plan.uid, root_uid=target.root_uid or target.uid or plan.uid)
+    if ident.is_actor and not violations:
+        changed = new_gpus != old_gpus
+        return Decision(allowed=True, rule="actor", action=Action.MODIFY, gpus=new_gpus, audited=changed,
+                        reason=f"controller {ident.user} changes {owner or 'unowned'}'s {plan.display_kind} "
+                               f"{plan.display_ref} ({old_gpus} → {new_gpus} GPUs)",
+                        reserve=reserve, owner=owner, team=team)
+    return conclude(
+        plan, violations, allow_rule="actor" if ident.is_actor else "ownership",
+        allow_reason=f"{ident.describe()} may modify {target.owner or 'unowned'}'s workload "
+                     f"({old_gpus} → {new_gpus} GPUs)",
+        gpus=new_gpus, reserve=reserve, owner=owner, team=team, approvals=facts.approvals,
+    )
+
+
+def _growth(plan: Plan, policy: Policy, facts: Facts, target: Target, new_gpus: int,
+            violations: list[Violation]) -> None:
+    """More GPUs for a recorded workload, whoever asks: a root is checked against its owner's
+    role and caps, an object controllers made against what its root is charged for."""
+    if not target.is_root:
+        root = facts.root
+        if root is None:
+            violations.append(violation(policy, "root-allowance",
+                f"{plan.display_kind} {plan.display_ref} was made from a workload the ledger no longer holds"))
+        else:
+            _allowance(plan, new_gpus, plan.workload, root, violations, policy)
+        return
+    if not target.owner:
+        return  # unowned: decided under unowned_workloads where it is touched
+    owner = _owner_identity(target)
+    if plan.workload is not None and plan.request.sub_resource != "scale":
+        _size_checks(plan, policy, plan.workload, violations, owner=owner)
+    else:
+        cap = policy.role_limits(owner.role).max_gpus_per_workload
         if cap is not None and new_gpus > cap:
             violations.append(violation(policy, "workload-gpu-limit",
-                f"{ident.describe()} may run at most {cap} GPUs per workload; this scale asks for "
-                f"{new_gpus} ({plan.replicas} replicas)"))
-    if target.charged and new_gpus > old_gpus:
-        _quota_checks(policy, facts, asked=new_gpus, owner=owner, owner_role=target.role,
-                      team=team, violations=violations)
-    # A scale keeps the recorded shape: GPUs per replica do not change with the count.
-    shape = shape_of(req, plan.workload) if plan.workload is not None else target.shape
-    return conclude(
-        plan, violations, allow_rule="ownership",
-        allow_reason=f"{ident.describe()} may modify {target.owner}'s workload "
-                     f"({old_gpus} → {new_gpus} GPUs)",
-        gpus=new_gpus,
-        reserve=Reservation(owner, team, target.role, new_gpus, target.charged, shape),
-        owner=owner, team=team, approvals=facts.approvals,
-    )
+                f"{owner.describe()} may run at most {cap} GPUs per workload; this scale asks for "
+                f"{new_gpus} ({plan.replicas} replicas"
+                f"{', with the surge of a rolling update' if surges(target.shape) else ''})"))
+    if target.charged:
+        _quota_checks(policy, facts, asked=new_gpus, owner=target.owner, owner_role=target.role,
+                      team=target.team, violations=violations)
+
+
+def _reassignment(plan: Plan, policy: Policy, target: Target, violations: list[Violation]) -> tuple[str, str]:
+    """The owner and team after an UPDATE: changed only by a role that may `reassign`."""
+    ident, new_ann = plan.identity, annotations_at(plan.request.obj)
+    # An annotation left out (`kubectl replace` of the submitted manifest) is no change.
+    changed = any(new_ann.get(k) not in (None, _recorded(target, k)) for k in (OWNER_ANNOTATION, TEAM_ANNOTATION))
+    if not changed:
+        return target.owner, target.team
+    if policy.may(ident.role, "reassign", relation(ident, target.owner, target.team)):
+        return str(new_ann.get(OWNER_ANNOTATION) or target.owner), str(new_ann.get(TEAM_ANNOTATION) or target.team)
+    violations.append(violation(policy, "owner-annotation",
+        f"{ident.describe()} may not change the owner or team of a workload"))
+    return target.owner, target.team
+
+
+def _recorded(target: Target, annotation: str) -> str:
+    return target.owner if annotation == OWNER_ANNOTATION else target.team
+
+
+def _template_integrity(plan: Plan, policy: Policy, owner: str, team: str, violations: list[Violation]) -> None:
+    """Every pod template of a recorded workload keeps saying what the ledger says (the mutating
+    webhook stamps them again on UPDATE): no owner or team but the recorded ones, none removed,
+    and the queue key kept, so that no edit makes its pods start unowned, ungated or uncharged."""
+    workload, req = plan.workload, plan.request
+    assert workload is not None
+    for pointer in template_paths(workload):
+        new, old = annotations_at(req.obj, pointer), annotations_at(req.old_obj, pointer)
+        where = pointer.lstrip("/").replace("/", ".")
+        for key, recorded, rule in ((OWNER_ANNOTATION, owner, "owner-annotation"),
+                                    (TEAM_ANNOTATION, team, "team-annotation"),
+                                    (WORKLOAD_ANNOTATION, old.get(WORKLOAD_ANNOTATION), "owner-annotation")):
+            value = new.get(key)
+            if (value is None and old.get(key) is None) or not recorded or value == recorded:
+                continue
+            found = "removes it" if value is None else f"sets {value!r}"
+            violations.append(violation(policy, rule,
+                f"the pod template {where} must keep {key}: {recorded}; this change {found}"))
+            return
+
+
+def _unowned_change(plan: Plan, policy: Policy, facts: Facts, gpus: int) -> Decision:
+    """A change to a GPU workload the ledger has no record of (it predates the gateway)."""
+    ident = plan.identity
+    if ident.is_actor:
+        return Decision(allowed=True, rule="unowned-workload", action=plan.action, gpus=gpus, audited=True,
+                        reason=f"controller {ident.user} changes a GPU workload with no recorded owner")
+    violations: list[Violation] = []
+    _unowned(plan, policy, gpus, violations)
+    return conclude(plan, violations, allow_rule="unowned-workload", gpus=gpus,
+                    allow_reason=f"{ident.describe()} may change workloads with no recorded owner",
+                    approvals=facts.approvals)
 
 
 def _touch(plan: Plan, policy: Policy, facts: Facts) -> Decision:
@@ -434,9 +589,9 @@ def _touch(plan: Plan, policy: Policy, facts: Facts) -> Decision:
     ident, target, action = plan.identity, facts.target, plan.action
     assert action is not None
     if target is None:
-        if action is Action.EXEC or plan.old_gpus == 0:
+        if action is Action.EXEC or not plan.old_gpu_capable:
             return _pass(action, "not a GPU workload the gateway admitted")
-        if ident.trusted_controller:
+        if ident.is_actor:
             return _pass(action, f"controller {ident.user}")
         violations: list[Violation] = []
         _unowned(plan, policy, plan.old_gpus, violations)
@@ -444,9 +599,9 @@ def _touch(plan: Plan, policy: Policy, facts: Facts) -> Decision:
                          allow_reason=f"{ident.describe()} may change workloads with no recorded owner",
                          approvals=facts.approvals)
     release = action is Action.KILL
-    if ident.trusted_controller:
-        return Decision(allowed=True, rule="trusted-controller", action=action, gpus=target.gpus,
-                        reason=f"controller {ident.user}", release=release,
+    if ident.is_actor:
+        return Decision(allowed=True, rule="actor", action=action, gpus=target.gpus,
+                        reason=f"controller {ident.user} for {target.owner or 'nobody recorded'}", release=release,
                         owner=target.owner, team=target.team)
     violations = []
     _ownership(plan, policy, target, action.value, violations)

@@ -44,7 +44,11 @@ class Reservation:
     charged: bool
     """False for pods whose GPUs were already reserved with their workload."""
     shape: str = "{}"
-    """JSON of the workload's shape (pod sets, GPUs per replica), kept to decide scales later."""
+    """JSON of the workload's shape (core/shape.py), kept to decide scales and children later."""
+    uid: str = ""
+    """The object's UID, by which controllers' children find this record."""
+    root_uid: str = ""
+    """The UID of the record holding the charge: `uid` for a root (see plan.Target)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,7 +28,7 @@ from gateway.core.scheduling import (
     budget_query,
 )
 from gateway.core.verdict import what
-from gateway.core.workloads import Workload
+from gateway.core.workloads import CHARGES_CHILDREN, Workload
 
 JsonPatch = list[dict[str, Any]]
 
@@ -44,8 +44,9 @@ def workload_key(resource_key: str, namespace: str, name: str) -> str:
 
 def queue_mode(plan: Plan, policy: Policy) -> bool:
     """Whether a person's GPU launch waits in the queue (its owner's role or team is in queue mode)."""
-    return (plan.action is Action.LAUNCH and not plan.identity.trusted_controller and plan.early is None
+    return (plan.action is Action.LAUNCH and not plan.identity.is_actor and plan.early is None
             and not plan.data_kind and plan.workload is not None and plan.workload.gpus > 0
+            and (plan.request.kind.group, plan.request.kind.kind) not in CHARGES_CHILDREN
             and policy.scheduling.mode(plan.identity.role, plan.team) is OverQuota.QUEUE)
 
 
@@ -81,6 +82,11 @@ def gate_patch(plan: Plan, policy: Policy) -> JsonPatch:
             return []
         return [{"op": "add", "path": "/spec/schedulingGates/-", "value": {"name": QUOTA_GATE}}]
     return [{"op": "add", "path": "/spec/schedulingGates", "value": [{"name": QUOTA_GATE}]}]
+
+
+def carries_gate(obj: Mapping[str, Any] | None) -> bool:
+    """Whether a pod carries the quota scheduling gate."""
+    return bool(_gates(obj))
 
 
 def _gates(obj: Mapping[str, Any] | None) -> list[Any]:
@@ -173,6 +179,6 @@ def _gang_pods(plan: Plan, workload: Workload) -> int:
 def launch_budget(plan: Plan, policy: Policy, now: float) -> BudgetQuery | None:
     """The GPU-hour budgets a person's GPU launch is checked against (None: none apply)."""
     if (plan.action is not Action.LAUNCH or plan.early is not None or plan.data_kind or plan.workload is None
-            or plan.workload.gpus == 0 or plan.identity.trusted_controller):
+            or plan.workload.gpus == 0 or plan.identity.is_actor):
         return None
     return budget_query(policy.scheduling, plan.owner, plan.team, now)

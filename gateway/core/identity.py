@@ -6,9 +6,10 @@ except the choice among their own teams (validated by policy).
 
 from __future__ import annotations
 
-import fnmatch
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
+
+from gateway.core.actors import Actors
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,8 +20,9 @@ class Identity:
     """The most privileged role the user holds (by the bundle's role order), None if none."""
     teams: tuple[str, ...]
     """Teams from groups with the team prefix, sorted; the first is the default team."""
-    trusted_controller: bool = False
-    """A controller service account whose objects belong to the owner stamped on them."""
+    is_actor: bool = False
+    """A controller, operator or autoscaler listed in limits.yaml `actors` (core/actors.py):
+    what it creates belongs to the owner of its parent's ledger record."""
     grant: str = ""
     """The id of the break-glass grant `role` comes from, when it does."""
 
@@ -66,7 +68,7 @@ def resolve_identity(
     bindings: Mapping[str, frozenset[str]],
     role_order: tuple[str, ...],
     team_prefix: str,
-    trusted_controllers: frozenset[str],
+    actors: Actors,
 ) -> Identity:
     groups = tuple(groups)
     held: set[str] = set()
@@ -79,12 +81,5 @@ def resolve_identity(
         groups=groups,
         role=role,
         teams=teams,
-        trusted_controller=is_trusted(user, trusted_controllers),
+        is_actor=actors.find(user) is not None,
     )
-
-
-def is_trusted(user: str, patterns: frozenset[str]) -> bool:
-    """Whether `user` matches a trusted-controller name or shell-style pattern."""
-    if user in patterns:
-        return True
-    return any("*" in p and fnmatch.fnmatchcase(user, p) for p in patterns)

@@ -14,6 +14,7 @@ from gateway.core.admission import Plan
 from gateway.core.decision import Action
 from gateway.core.pointer import annotations_at, escape, is_object, resolve
 from gateway.core.policy import OWNER_ANNOTATION, TEAM_ANNOTATION
+from gateway.core.scheduling import WORKLOAD_ANNOTATION
 from gateway.core.workloads import template_paths
 
 JsonPatch = list[dict[str, Any]]
@@ -40,20 +41,60 @@ def _stamp(obj: Any, pointer: str, wanted: Mapping[str, str]) -> JsonPatch:
 
 def ownership_patch(plan: Plan, extra: Mapping[str, str] | None = None) -> JsonPatch:
     """JSONPatch stamping owner (and team) on what a person creates and the gateway governs:
-    a GPU workload with its pod and volume-claim templates, or a PVC, ConfigMap or Secret.
-    `extra` annotations are stamped beside them on a GPU workload (gates.stamp_annotations)."""
-    if plan.early is not None or plan.action is not Action.LAUNCH or plan.identity.trusted_controller:
+    a GPU workload (at any size) with its pod, job and volume-claim templates, or a PVC,
+    ConfigMap or Secret. `extra` annotations are stamped beside them on a GPU workload
+    (gates.stamp_annotations). On an UPDATE of a GPU workload, the templates are stamped
+    again from the object's own stamp, so that no edit leaves a template unowned."""
+    if plan.early is not None or plan.identity.is_actor or plan.workload is None:
+        return []
+    if plan.action is Action.MODIFY and plan.request.sub_resource == "":
+        return _restamp(plan)
+    if plan.action is not Action.LAUNCH:
         return []
     if plan.data_kind:
         return _stamp(plan.request.obj, "", _wanted(plan))
-    if plan.workload is None or plan.workload.gpus == 0:
+    if not plan.workload.gpu_capable:
         return []
-    obj = plan.request.obj
     wanted = {**_wanted(plan), **(extra or {})}
+    return _stamp_all(plan, wanted)
+
+
+def _stamp_all(plan: Plan, wanted: Mapping[str, str]) -> JsonPatch:
+    assert plan.workload is not None
+    obj = plan.request.obj
     ops = _stamp(obj, "", wanted)
-    for pointer in (*template_paths(plan.workload), *_claim_templates(obj, plan)):
+    for pointer in (*template_paths(plan.workload), *_object_templates(obj), *_claim_templates(obj, plan)):
         ops.extend(_stamp(obj, pointer, wanted))
     return ops
+
+
+def _restamp(plan: Plan) -> JsonPatch:
+    """The stamps of the old object (owner, team, queue key), or the new owner and team where
+    the UPDATE changes them (a reassignment the validating webhook decides), on every template."""
+    assert plan.workload is not None
+    req = plan.request
+    old, new = annotations_at(req.old_obj), annotations_at(req.obj)
+    if not old.get(OWNER_ANNOTATION) or not (plan.workload.gpu_capable or plan.old_gpu_capable):
+        return []
+    wanted: dict[str, str] = {}
+    for key in (OWNER_ANNOTATION, TEAM_ANNOTATION, WORKLOAD_ANNOTATION):
+        value = new.get(key) or old.get(key)
+        if isinstance(value, str) and value:
+            wanted[key] = value
+    return _stamp_all(plan, wanted)
+
+
+def _object_templates(obj: Any) -> list[str]:
+    """Templates of workload objects a controller makes from this one (a CronJob's Jobs, a
+    JobSet's Jobs), so that what it makes carries the stamp too."""
+    found = []
+    if is_object(resolve(obj, "/spec/jobTemplate")):
+        found.append("/spec/jobTemplate")
+    jobs = resolve(obj, "/spec/replicatedJobs")
+    if isinstance(jobs, list):
+        found += [f"/spec/replicatedJobs/{i}/template" for i, job in enumerate(jobs)
+                  if is_object(resolve(job, "/template"))]
+    return found
 
 
 def _wanted(plan: Plan) -> dict[str, str]:

@@ -34,7 +34,7 @@ def shape(obj: object) -> str:
 def decide_data(plan: Plan, policy: Policy, facts: Facts) -> Decision:
     action = plan.action
     assert action is not None
-    if plan.identity.trusted_controller:
+    if plan.identity.is_actor:
         return _controller(plan, facts)
     if action is Action.LAUNCH:
         return _create(plan, policy, facts)

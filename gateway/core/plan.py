@@ -7,6 +7,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from gateway.core.actors import OwnerRef
 from gateway.core.decision import Action, Decision
 from gateway.core.identity import Identity
 from gateway.core.podspec import Reference
@@ -28,6 +29,16 @@ class Target:
     gpus: int
     charged: bool = True
     shape: str = "{}"
+    uid: str = ""
+    """The object's UID ("" in records written before UIDs were kept)."""
+    root_uid: str = ""
+    """The UID of the record that holds the charge for this one: its own for a workload a person
+    launched (or a CronJob's Job), the root workload's for what controllers made from it."""
+
+    @property
+    def is_root(self) -> bool:
+        """Whether this record holds its own charge (not an object controllers made from one)."""
+        return self.root_uid in ("", self.uid)
 
     @property
     def shareable(self) -> bool:
@@ -59,6 +70,10 @@ class Facts:
     """Live approvals for the requester, action and object; loaded only after a denial."""
     spent_budgets: tuple[str, ...] = ()
     """GPU-hour budgets of the owner or team spent this period (limits.yaml `scheduling.budgets`)."""
+    parent: Target | None = None
+    """For an actor's create: the record its controller ownerReference points to (by UID)."""
+    root: Target | None = None
+    """The record holding the charge of the target (or of the parent): itself when it is a root."""
 
 
 @dataclass(slots=True)
@@ -88,10 +103,15 @@ class Plan:
     """Set for a PersistentVolumeClaim, ConfigMap or Secret: owned data, not a workload."""
     early: Decision | None = None
     """Set when the request is decided without the ledger (pass-through or unreadable)."""
+    uid: str = ""
+    """The object's UID (the API server sets it before validating admission)."""
+    parent: OwnerRef | None = None
+    """For an actor's create: its controller ownerReference, the parent it is made for."""
     is_gpu: GpuMatcher | None = field(default=None, repr=False, compare=False)
     """The policy's GPU resources, kept to read `old_gpus`; None where the old object's GPUs
     are never needed (scales, pod subresources, requests decided early)."""
     _old_gpus: int | None = field(default=None, init=False, repr=False, compare=False)
+    _old_capable: bool = field(default=False, init=False, repr=False, compare=False)
 
     @property
     def old_gpus(self) -> int:
@@ -101,8 +121,15 @@ class Plan:
         target, and reading a workload is a large share of a decision's cost.
         """
         if self._old_gpus is None:
-            self._old_gpus = _old_object_gpus(self.request, self.is_gpu)
+            self._old_gpus, self._old_capable = _old_object_gpus(self.request, self.is_gpu)
         return self._old_gpus
+
+    @property
+    def old_gpu_capable(self) -> bool:
+        """Whether the old object has a pod template that asks for GPUs, at any count."""
+        if self._old_gpus is None:
+            self._old_gpus, self._old_capable = _old_object_gpus(self.request, self.is_gpu)
+        return self._old_capable
 
     @property
     def reference_keys(self) -> tuple[TargetKey, ...]:
@@ -124,13 +151,14 @@ class Plan:
         return f"{req.namespace}/{name}" if req.namespace else name
 
 
-def _old_object_gpus(req: AdmissionRequest, is_gpu: GpuMatcher | None) -> int:
+def _old_object_gpus(req: AdmissionRequest, is_gpu: GpuMatcher | None) -> tuple[int, bool]:
     if req.old_obj is None or is_gpu is None:
-        return 0
+        return 0, False
     try:
-        return read_workload(req.old_obj, req.kind.group, req.kind.kind, is_gpu).gpus
+        workload = read_workload(req.old_obj, req.kind.group, req.kind.kind, is_gpu)
     except WorkloadError:
-        return 0  # the API server stored it; an unreadable old object asks for nothing new
+        return 0, False  # the API server stored it; an unreadable old object asks for nothing new
+    return workload.gpus, workload.gpu_capable
 
 
 

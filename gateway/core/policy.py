@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from gateway.core.actors import Actors
 from gateway.core.decision import Mode
 from gateway.core.identity import Identity, resolve_identity
 from gateway.core.podspec import DEFAULT_SAFE_CAPABILITIES
@@ -55,6 +56,10 @@ RULES: dict[str, str] = {
     "escape-hatch": "GPU pods may not reach the node; ask an administrator if this pod really must.",
     "second-person": "This needs a second person: request an approval (POST /api/v1/approvals, docs/approvals.md).",
     "gpu-hour-budget": "Wait for the next budget period, or ask an administrator to raise the budget.",
+    "actor-scope": "Controllers act only for workloads the gateway admitted; list the controller and the kinds "
+                   "it creates in limits.yaml actors.",
+    "root-allowance": "Scale or change the workload the gateway admitted (its root), not the objects its "
+                      "controllers made.",
 }
 
 #: Rules whose mode cannot be relaxed: an object the gateway cannot read is never admitted.
@@ -104,7 +109,8 @@ class Policy:
     default_team_cap: int | None = None
     team_prefix: str = "team:"
     exempt_namespaces: frozenset[str] = frozenset({"kube-system"})
-    trusted_controllers: frozenset[str] = frozenset()
+    actors: Actors = field(default_factory=Actors)
+    """Controllers, operators and autoscalers and the kinds they may create (core/actors.py)."""
     gpu_resources: tuple[str, ...] = DEFAULT_GPU_RESOURCES
     not_gpu_resources: tuple[str, ...] = DEFAULT_NOT_GPU_RESOURCES
     modes: Mapping[str, Mode] = field(default_factory=dict)
@@ -151,7 +157,7 @@ class Policy:
                 bindings=self.bindings,
                 role_order=self.role_order,
                 team_prefix=self.team_prefix,
-                trusted_controllers=self.trusted_controllers,
+                actors=self.actors,
             )
             if len(cache) > 100_000:
                 cache.clear()

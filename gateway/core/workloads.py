@@ -72,6 +72,8 @@ class PodSet:
     count: int
     gpus_per_pod: Mapping[str, int]
     template_path: str | None
+    surge: int = 0
+    """Pods of `count` that exist only during a rolling update (a Deployment's maxSurge)."""
     gpus_each: int = field(init=False)
     """GPUs of one pod: the sum of `gpus_per_pod`."""
     gpus: int = field(init=False)
@@ -100,6 +102,11 @@ class Workload:
         return sum(ps.count for ps in self.pod_sets)
 
     @property
+    def gpu_capable(self) -> bool:
+        """Whether any pod set asks for GPUs per pod, whatever its count (0 replicas, suspended)."""
+        return any(ps.gpus_each for ps in self.pod_sets)
+
+    @property
     def ref(self) -> str:
         return f"{self.namespace}/{self.name}" if self.namespace else self.name
 
@@ -114,6 +121,10 @@ class Workload:
         for key, count in merged.items():
             per_pod = " + ".join(f"{n} {r}" for r, n in key)
             parts.append(f"{count} {'pod' if count == 1 else 'pods'} x {per_pod}")
+        surge = sum(ps.surge for ps in self.pod_sets if ps.gpus_each)
+        if surge:
+            parts.append(f"counting {surge} surge {'pod' if surge == 1 else 'pods'} of a rolling update; "
+                         f"strategy.rollingUpdate.maxSurge: 0 avoids them")
         return ", ".join(parts) if parts else "no GPUs"
 
 
@@ -250,6 +261,27 @@ def _job_pods(job_spec: Any, where: str) -> int:
 RawPodSet = tuple[str, int, str | None, Any]  # name, count, template path, pod spec
 
 
+def _suspended(spec: Any, *path: str) -> bool:
+    """Whether a kind's suspend flag (`spec.suspend`, `spec.runPolicy.suspend`) is set: a
+    suspended workload runs no pods until it is resumed, and resuming it is a modify."""
+    return _get(spec, *path) is True
+
+
+def _surge(spec: Any, replicas: int) -> int:
+    """Extra pods a Deployment's rolling update may run: maxSurge (default 25%, rounded up)."""
+    strategy = _get(spec, "strategy")
+    if _get(strategy, "type") == "Recreate":
+        return 0
+    value = _get(strategy, "rollingUpdate", "maxSurge")
+    if value is None:
+        return surge_pods(replicas, "25%")
+    if isinstance(value, str) and (value.isdigit() or (value.endswith("%") and value[:-1].isdigit())):
+        return surge_pods(replicas, value)
+    if isinstance(value, str):
+        raise WorkloadError(f"spec.strategy.rollingUpdate.maxSurge must be a count or a percentage, not {value!r}")
+    return _count(value, 0, "spec.strategy.rollingUpdate.maxSurge")
+
+
 def _pod(obj: Mapping[str, Any]) -> list[RawPodSet]:
     return [("pod", 1, "", obj.get("spec"))]
 
@@ -260,12 +292,26 @@ def _replicated(obj: Mapping[str, Any]) -> list[RawPodSet]:
     return [("main", n, "/spec/template", _get(spec, "template", "spec"))]
 
 
+def _deployment(obj: Mapping[str, Any]) -> list[RawPodSet]:
+    """Deployment: `replicas` plus the rolling update's surge, which runs beside them."""
+    spec = obj.get("spec")
+    n = _count(_get(spec, "replicas"), 1, "spec.replicas")
+    return [("main", n + _surge(spec, n), "/spec/template", _get(spec, "template", "spec"))]
+
+
+def _daemonset(obj: Mapping[str, Any]) -> list[RawPodSet]:
+    """One pod per node: its count is the cluster's, so each pod is charged when it is made."""
+    return [("main", 1, "/spec/template", _get(obj.get("spec"), "template", "spec"))]
+
+
 def _job(obj: Mapping[str, Any]) -> list[RawPodSet]:
     spec = obj.get("spec")
-    return [("main", _job_pods(spec, "spec"), "/spec/template", _get(spec, "template", "spec"))]
+    n = 0 if _suspended(spec, "suspend") else _job_pods(spec, "spec")
+    return [("main", n, "/spec/template", _get(spec, "template", "spec"))]
 
 
 def _cronjob(obj: Mapping[str, Any]) -> list[RawPodSet]:
+    """One Job's pods; every Job the CronJob controller makes is charged on its own."""
     job_spec = _get(obj, "spec", "jobTemplate", "spec")
     n = _job_pods(job_spec, "spec.jobTemplate.spec")
     return [("main", n, "/spec/jobTemplate/spec/template", _get(job_spec, "template", "spec"))]
@@ -276,9 +322,10 @@ def _jobset(obj: Mapping[str, Any]) -> list[RawPodSet]:
     rjobs = _get(obj, "spec", "replicatedJobs") or []
     if not isinstance(rjobs, list):
         raise WorkloadError("spec.replicatedJobs is not a list")
+    suspended = _suspended(obj.get("spec"), "suspend")
     for i, rj in enumerate(rjobs):
         where = f"spec.replicatedJobs[{i}]"
-        replicas = _count(_get(rj, "replicas"), 1, f"{where}.replicas")
+        replicas = 0 if suspended else _count(_get(rj, "replicas"), 1, f"{where}.replicas")
         job_spec = _get(rj, "template", "spec")
         pods = _job_pods(job_spec, f"{where}.template.spec")
         name = str(_get(rj, "name") or i)
@@ -293,6 +340,7 @@ def _kubeflow(obj: Mapping[str, Any]) -> list[RawPodSet]:
     if not is_object(spec):
         return []
     elastic_max = _get(spec, "elasticPolicy", "maxReplicas")
+    suspended = _suspended(spec, "runPolicy", "suspend")
     sets: list[RawPodSet] = []
     for key, roles in spec.items():
         if not key.endswith("ReplicaSpecs"):
@@ -304,6 +352,8 @@ def _kubeflow(obj: Mapping[str, Any]) -> list[RawPodSet]:
             n = _count(_get(rs, "replicas"), 1, f"spec.{key}.{role}.replicas")
             if elastic_max is not None and role == "Worker":
                 n = max(n, _count(elastic_max, 1, "spec.elasticPolicy.maxReplicas"))
+            if suspended:
+                n = 0
             path = f"{pointer}/{escape(str(role))}/template"
             sets.append((str(role), n, path, _get(rs, "template", "spec")))
     return sets
@@ -313,6 +363,8 @@ def _trainjob(obj: Mapping[str, Any]) -> list[RawPodSet]:
     """Kubeflow Trainer v2: numNodes x resourcesPerNode; the pod template is in the runtime."""
     trainer = _get(obj, "spec", "trainer")
     nodes = _count(_get(trainer, "numNodes"), 1, "spec.trainer.numNodes")
+    if _suspended(obj.get("spec"), "suspend"):
+        nodes = 0
     per_node = _get(trainer, "resourcesPerNode")
     fake_spec = {"containers": [{"resources": per_node}]} if per_node is not None else None
     return [("node", nodes, None, fake_spec)]
@@ -343,7 +395,12 @@ def _ray_cluster(cluster: Any, prefix: str, where: str) -> list[RawPodSet]:
 
 
 def _raycluster(obj: Mapping[str, Any]) -> list[RawPodSet]:
-    return _ray_cluster(obj.get("spec"), "/spec", "spec")
+    sets = _ray_cluster(obj.get("spec"), "/spec", "spec")
+    return _none_running(sets) if _suspended(obj.get("spec"), "suspend") else sets
+
+
+def _none_running(sets: list[RawPodSet]) -> list[RawPodSet]:
+    return [(name, 0, path, spec) for name, _, path, spec in sets]
 
 
 def _rayjob(obj: Mapping[str, Any]) -> list[RawPodSet]:
@@ -352,7 +409,7 @@ def _rayjob(obj: Mapping[str, Any]) -> list[RawPodSet]:
     submitter = _get(obj, "spec", "submitterPodTemplate")
     if submitter is not None:
         sets.append(("submitter", 1, "/spec/submitterPodTemplate", _template_spec(submitter)))
-    return sets
+    return _none_running(sets) if _suspended(obj.get("spec"), "suspend") else sets
 
 
 def _rayservice(obj: Mapping[str, Any]) -> list[RawPodSet]:
@@ -457,9 +514,10 @@ Adapter = Callable[[Mapping[str, Any]], list[RawPodSet]]
 ADAPTERS: dict[tuple[str, str], Adapter] = {
     ("", "Pod"): _pod,
     ("", "ReplicationController"): _replicated,
-    ("apps", "Deployment"): _replicated,
+    ("apps", "Deployment"): _deployment,
     ("apps", "StatefulSet"): _replicated,
     ("apps", "ReplicaSet"): _replicated,
+    ("apps", "DaemonSet"): _daemonset,
     ("batch", "Job"): _job,
     ("batch", "CronJob"): _cronjob,
     ("jobset.x-k8s.io", "JobSet"): _jobset,
@@ -476,6 +534,59 @@ ADAPTERS: dict[tuple[str, str], Adapter] = {
     ("batch.volcano.sh", "Job"): _volcano,
     ("leaderworkerset.x-k8s.io", "LeaderWorkerSet"): _leaderworkerset,
 }
+
+@dataclass(frozen=True, slots=True)
+class ScaleRule:
+    """How the `/scale` subresource's `spec.replicas` moves a kind's pod sets."""
+
+    moves: tuple[tuple[int, int], ...]
+    """(pod set index, pods per replica) of each pod set the count moves."""
+    surge: Any = 0
+    """A Deployment's maxSurge (an integer or a percentage), added on top of the count."""
+    floor: int = 0
+    """The count never falls below this for charging (an elastic job's maxReplicas)."""
+
+
+def scale_rule(obj: Mapping[str, Any], group: str, kind: str, workload: Workload) -> ScaleRule | None:
+    """Which pod sets `/scale` moves for this object, or None when no rule says (several pod
+    sets and no known scale subresource: a scale is then refused as not computable)."""
+    spec = obj.get("spec")
+    if (group, kind) == ("apps", "Deployment"):
+        strategy = _get(spec, "strategy")
+        surge: Any = 0 if _get(strategy, "type") == "Recreate" else _get(strategy, "rollingUpdate", "maxSurge")
+        return ScaleRule(((0, 1),), surge="25%" if surge is None else surge)
+    if (group, kind) == ("leaderworkerset.x-k8s.io", "LeaderWorkerSet"):
+        size = _count(_get(spec, "leaderWorkerTemplate", "size"), 1, "spec.leaderWorkerTemplate.size")
+        if len(workload.pod_sets) == 2:
+            return ScaleRule(((0, 1), (1, max(size - 1, 0))))
+        return ScaleRule(((0, size),))
+    if group == "kubeflow.org" and ADAPTERS.get((group, kind)) is _kubeflow:
+        if _suspended(spec, "runPolicy", "suspend"):
+            return ScaleRule(())
+        workers = [i for i, ps in enumerate(workload.pod_sets) if ps.name == "Worker"]
+        if not workers:
+            return None
+        elastic = _get(spec, "elasticPolicy", "maxReplicas")
+        floor = _count(elastic, 0, "spec.elasticPolicy.maxReplicas") if elastic is not None else 0
+        return ScaleRule(((workers[0], 1),), floor=floor)
+    if len(workload.pod_sets) == 1:
+        return ScaleRule(((0, 1),))
+    return None
+
+
+def surge_pods(replicas: int, max_surge: Any) -> int:
+    """Pods a rolling update may add to `replicas` for a maxSurge value (percentages round up)."""
+    if isinstance(max_surge, str) and max_surge.endswith("%") and max_surge[:-1].isdigit():
+        return -(-replicas * int(max_surge[:-1]) // 100)
+    if isinstance(max_surge, str) and max_surge.isdigit():
+        return int(max_surge)
+    return max_surge if isinstance(max_surge, int) and not isinstance(max_surge, bool) and max_surge > 0 else 0
+
+
+#: Kinds whose size is not in the object: each workload or pod they create is charged to their
+#: owner on its own when it is made, so no schedule, concurrency policy or node count lets a
+#: capped role exceed its caps (a CronJob's Jobs, a DaemonSet's pods, one per node).
+CHARGES_CHILDREN = frozenset({("batch", "CronJob"), ("apps", "DaemonSet")})
 
 #: Kinds that are never workloads even though they pass through the webhook.
 NOT_WORKLOADS = frozenset({"Scale", "Eviction", "PodExecOptions", "PodAttachOptions",
@@ -504,6 +615,9 @@ def read_workload(
         except _Misplaced as exc:
             raise exc.at(f"{_dotted(path)}.spec" if path else "spec") from exc
         pod_sets.append(PodSet(set_name, count, per_pod, path))
+    if (group, kind) == ("apps", "Deployment") and pod_sets:
+        replicas = _count(_get(obj, "spec", "replicas"), 1, "spec.replicas")
+        pod_sets[0].surge = pod_sets[0].count - replicas
     workload = Workload(
         kind=kind,
         group=group,

@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
+from gateway.core.actors import kind_plural
 from gateway.core.admission import Facts, TargetKey
 from gateway.core.decision import Decision
 from gateway.core.identity import Grant
@@ -58,6 +59,9 @@ class Job:
     """Set for governed actions: the approvals the store reads after a denial they may lift."""
     budget: BudgetQuery | None = None
     """Set for a GPU launch whose owner or team has a GPU-hour budget: read into `Facts.spent_budgets`."""
+    parent: tuple[str, TargetKey | None] | None = None
+    """For an actor's create: the UID (and, for records from before UIDs were kept, the key) of
+    the parent its controller ownerReference names: read into `Facts.parent` and `Facts.root`."""
 
 
 @dataclass(frozen=True)
@@ -84,19 +88,11 @@ def kind_names(kind: str) -> tuple[str, ...]:
     kind's plural, as Kubernetes forms it; a group suffix in `kind` is ignored.
     """
     base = kind.split(".", 1)[0].lower()
-    names = {base, _plural(base)}
+    names = {base, kind_plural(base)}
     for suffix, replacement in (("ies", "y"), ("es", ""), ("s", "")):
         if base.endswith(suffix) and len(base) > len(suffix):
             names.add(base[: -len(suffix)] + replacement)
     return tuple(sorted(n for n in names if n))
-
-
-def _plural(word: str) -> str:
-    if word.endswith(("s", "x", "z", "ch", "sh")):
-        return word + "es"
-    if word.endswith("y") and word[-2:-1] not in ("a", "e", "i", "o", "u", ""):
-        return word[:-1] + "ies"
-    return word + "s"
 
 
 @dataclass(frozen=True)

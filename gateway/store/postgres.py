@@ -27,7 +27,7 @@ from gateway.store.base import AuditQuery, Job, LedgerRow
 from gateway.store.chain import LATER_FIELDS, VerifyResult
 from gateway.store.queue import QueueStore
 from gateway.store.settings import SettingsStore
-from gateway.store.sql import Ledger, Row, schema
+from gateway.store.sql import AFTER_LATER_COLUMNS, LATER_RESERVATION_COLUMNS, Ledger, Row, schema
 from gateway.store.telemetry import TelemetryStore
 
 log = logging.getLogger("gateway.store")
@@ -110,6 +110,11 @@ class PostgresStore(ExceptionsStore, SettingsStore, TelemetryStore, QueueStore):
                 ledger.db.run(statement)
             for column, empty in LATER_FIELDS.items():
                 ledger.db.run(f"ALTER TABLE audit ADD COLUMN IF NOT EXISTS {column} TEXT NOT NULL DEFAULT '{empty}'")
+            for column, empty in LATER_RESERVATION_COLUMNS.items():
+                ledger.db.run(f"ALTER TABLE reservations ADD COLUMN IF NOT EXISTS {column} TEXT NOT NULL "
+                              f"DEFAULT '{empty}'")
+            for statement in AFTER_LATER_COLUMNS:
+                ledger.db.run(statement)
             ledger.rebuild_usage()
 
     def _read(self, work: Callable[[Ledger], _T]) -> _T:

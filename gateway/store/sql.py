@@ -16,10 +16,11 @@ from typing import Any, Protocol
 
 from gateway.core.admission import Facts, Target, TargetKey
 from gateway.core.approvals import WAIVABLE
-from gateway.core.decision import Decision
+from gateway.core.decision import Decision, Reservation
 from gateway.core.plan import Approval
 from gateway.core.quota import Usage
 from gateway.core.scheduling import BudgetQuery, spent_budgets
+from gateway.core.shape import gang_pods
 from gateway.store.base import Actor, ApprovalKey, AuditQuery, Job, LedgerRow, kind_names
 from gateway.store.chain import AUDIT_FIELDS, GENESIS, LATER_FIELDS, VerifyResult, row_hash, verify_rows
 
@@ -38,6 +39,8 @@ CREATE TABLE IF NOT EXISTS reservations (
     shape       TEXT NOT NULL,
     created_at  {float} NOT NULL,
     request_uid TEXT NOT NULL,
+    uid         TEXT NOT NULL DEFAULT '',
+    root_uid    TEXT NOT NULL DEFAULT '',
     PRIMARY KEY (resource, namespace, name)
 );
 CREATE INDEX IF NOT EXISTS reservations_owner ON reservations (owner, charged);
@@ -210,6 +213,12 @@ CREATE TABLE IF NOT EXISTS settings (
 """
 
 
+#: Columns of `reservations` added since the first release, with their empty default, and the
+#: statements that need them (run after a state file from an earlier version got them).
+LATER_RESERVATION_COLUMNS = {"uid": "", "root_uid": ""}
+AFTER_LATER_COLUMNS = ("CREATE INDEX IF NOT EXISTS reservations_uid ON reservations (uid)",)
+
+
 def schema(*, float_type: str, seq_type: str) -> list[str]:
     """The schema's statements. Timestamps need a 64-bit float (`ts` is hashed as stored)."""
     text = _SCHEMA.format(float=float_type, seq=seq_type)
@@ -265,13 +274,28 @@ class Ledger:
 
     def target(self, key: TargetKey) -> Target | None:
         row = self.db.one(
-            "SELECT owner, team, role, gpus, charged, shape FROM reservations "
+            "SELECT owner, team, role, gpus, charged, shape, uid, root_uid FROM reservations "
             "WHERE resource = ? AND namespace = ? AND name = ?",
             key,
         )
-        if row is None:
+        return _target(row)
+
+    def by_uid(self, uid: str) -> Target | None:
+        """The record of the object with this UID (a controller's parent, a root)."""
+        if not uid:
             return None
-        return Target(row["owner"], row["team"], row["role"], row["gpus"], bool(row["charged"]), row["shape"])
+        return _target(self.db.one(
+            "SELECT owner, team, role, gpus, charged, shape, uid, root_uid FROM reservations WHERE uid = ?", (uid,)))
+
+    def parent(self, uid: str, key: TargetKey | None) -> Target | None:
+        """The record a controller ownerReference points to: by UID, or, for a record written
+        before UIDs were kept, by its kind, namespace and name."""
+        found = self.by_uid(uid)
+        if found is None and key is not None:
+            legacy = self.target(key)
+            if legacy is not None and not legacy.uid:
+                found = legacy
+        return found
 
     def usage(self, target: Target | None, owner: str, team: str) -> Usage:
         """Charged GPUs of the owner and of the team, less the target's own reservation."""
@@ -286,19 +310,26 @@ class Ledger:
         return Usage(user=user, team=team_used)
 
     def facts(self, key: TargetKey, owner: str, team: str, references: Sequence[TargetKey] = (),
-              *, usage: bool = True) -> Facts:
+              *, usage: bool = True, parent_of: tuple[str, TargetKey | None] | None = None) -> Facts:
         """The target's record, the records of referenced objects, and (unless `usage` is
-        False, for requests that cannot add GPUs) the owner's and team's usage."""
+        False, for requests that cannot add GPUs) the owner's and team's usage. `parent_of`
+        (UID and key) names the parent of an actor's new object: its record, and the root's,
+        are read, and usage is the parent's owner's."""
         target = self.target(key)
-        if target is not None:
-            owner, team = target.owner, target.team
+        parent = self.parent(*parent_of) if parent_of is not None and target is None else None
+        anchor = target or parent
+        if anchor is not None:
+            owner, team = anchor.owner, anchor.team
+        root = anchor
+        if anchor is not None and not anchor.is_root:
+            root = self.by_uid(anchor.root_uid)
         found = {}
         for ref in references:
             record = self.target(ref)
             if record is not None:
                 found[ref] = record
         used = self.usage(target, owner, team) if usage else Usage()
-        return Facts(target=target, usage=used, references=found)
+        return Facts(target=target, usage=used, references=found, parent=parent, root=root)
 
     # ------------------------------------------------------------- the write path
 
@@ -309,7 +340,8 @@ class Ledger:
         for the object (read only then, so that allowed requests cost no extra query); an
         approval the decision uses is marked used in this same transaction.
         """
-        facts = self.facts(job.key, job.owner, job.team, job.reference_keys, usage=job.needs_usage)
+        facts = self.facts(job.key, job.owner, job.team, job.reference_keys, usage=job.needs_usage,
+                           parent_of=job.parent)
         if job.budget is not None:
             facts = replace(facts, spent_budgets=self.spent_budgets(job.budget, job.now))
         decision = job.decider(facts)
@@ -372,14 +404,26 @@ class Ledger:
                             "started_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", (*key, r.owner, r.team, r.role, r.gpus, now))
         self.db.run(
             "INSERT INTO reservations (resource, namespace, name, owner, team, role, gpus, charged, shape, "
-            "created_at, request_uid) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "created_at, request_uid, uid, root_uid) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
             "ON CONFLICT (resource, namespace, name) DO UPDATE SET owner = excluded.owner, "
             "team = excluded.team, role = excluded.role, gpus = excluded.gpus, charged = excluded.charged, "
-            "shape = excluded.shape, created_at = excluded.created_at, request_uid = excluded.request_uid",
-            (*key, r.owner, r.team, r.role, r.gpus, int(r.charged), r.shape, now, request_uid),
+            "shape = excluded.shape, created_at = excluded.created_at, request_uid = excluded.request_uid, "
+            "uid = excluded.uid, root_uid = excluded.root_uid",
+            (*key, r.owner, r.team, r.role, r.gpus, int(r.charged), r.shape, now, request_uid, r.uid, r.root_uid),
         )
         if not r.charged and old is not None:  # a queued workload changed: it waits for its new size
-            self.db.run("UPDATE queue SET gpus = ? WHERE resource = ? AND namespace = ? AND name = ?", (r.gpus, *key))
+            self.requeue(key, r, old)
+
+    def requeue(self, key: TargetKey, new: Reservation, old: Target) -> None:
+        """A queued workload changed size: it waits for its new GPUs and pods (a gang smaller
+        than its whole, `gpu-gateway.io/min-pods`, stays so, within the new size)."""
+        row = self.db.one("SELECT pods FROM queue WHERE resource = ? AND namespace = ? AND name = ?", key)
+        if row is None:
+            return
+        old_total, new_total = gang_pods(old.shape), gang_pods(new.shape)
+        pods = new_total if int(row["pods"]) >= old_total else min(int(row["pods"]), new_total)
+        self.db.run("UPDATE queue SET gpus = ?, pods = ? WHERE resource = ? AND namespace = ? AND name = ?",
+                    (new.gpus, pods, *key))
 
     def spent_budgets(self, query: BudgetQuery, now: float) -> tuple[str, ...]:
         """The budgets of `query` spent: GPU-hours of the user and the team since the period began."""
@@ -480,6 +524,13 @@ class Ledger:
 
 #: How an admission decided under a break-glass grant begins its audit reason.
 BREAK_GLASS_MARK = "[break-glass grant "
+
+
+def _target(row: Row | None) -> Target | None:
+    if row is None:
+        return None
+    return Target(row["owner"], row["team"], row["role"], row["gpus"], bool(row["charged"]), row["shape"],
+                  row["uid"], row["root_uid"])
 
 
 def is_break_glass(row: Mapping[str, Any]) -> bool:

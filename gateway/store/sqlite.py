@@ -21,7 +21,7 @@ from gateway.store.base import AuditQuery, Job, LedgerRow
 from gateway.store.chain import LATER_FIELDS, VerifyResult
 from gateway.store.queue import QueueStore
 from gateway.store.settings import SettingsStore
-from gateway.store.sql import Ledger, Row, schema
+from gateway.store.sql import AFTER_LATER_COLUMNS, LATER_RESERVATION_COLUMNS, Ledger, Row, schema
 from gateway.store.telemetry import TelemetryStore
 
 log = logging.getLogger("gateway.store")
@@ -86,6 +86,12 @@ class SQLiteStore(ExceptionsStore, SettingsStore, TelemetryStore, QueueStore):
         for column, empty in LATER_FIELDS.items():
             if column not in columns:
                 self._db.execute(f"ALTER TABLE audit ADD COLUMN {column} TEXT NOT NULL DEFAULT '{empty}'")
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(reservations)")}
+        for column, empty in LATER_RESERVATION_COLUMNS.items():
+            if column not in columns:
+                self._db.execute(f"ALTER TABLE reservations ADD COLUMN {column} TEXT NOT NULL DEFAULT '{empty}'")
+        for statement in AFTER_LATER_COLUMNS:
+            self._db.execute(statement)
 
     # ------------------------------------------------------------- reads
 

@@ -63,6 +63,20 @@ def test_kill_as_another_owner(server: Served, tmp_path: Path) -> None:
     assert got == cli_check(manifest, "--user", "alice", "--group", INTERN[0], "--group", INTERN[1],
                             "--action", "kill", "--owner", "bob")
     assert got[0]["allowed"] is False and got[0]["action"] == "kill"
+    assert got[0]["charged_to"] == "bob"
+
+
+def test_results_say_who_the_gpus_are_charged_to(server: Served, tmp_path: Path) -> None:
+    parked = make_job(gpus=8).named("research", "parked").obj()
+    parked["spec"]["suspend"] = True
+    cpu = make_job(gpus=0).named("research", "cpu").obj()
+    body = {"user": "alice", "groups": list(INTERN), "manifest": [SMALL, BIG, parked, cpu]}
+    with server.client() as c:
+        results = c.post("/api/v1/check", headers=ALICE, json=body).json()["results"]
+    assert [r["charged_to"] for r in results] == ["alice", "alice", "alice", None]
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text(yaml.safe_dump_all([SMALL, BIG, parked, cpu]))
+    assert results == cli_check(manifest, "--user", "alice", "--group", INTERN[0], "--group", INTERN[1])
 
 
 def test_checking_as_someone_else_needs_an_administrator(server: Served) -> None:

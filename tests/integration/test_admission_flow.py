@@ -125,9 +125,11 @@ def test_scale_up_past_the_limit_is_denied_and_scale_down_is_allowed(service, st
                       resource=("apps", "deployments")).body()
 
     resp = answer(service, scale(4, 64))
-    assert not resp["allowed"] and "at most 256 GPUs per workload; this scale asks for 512" in resp["status"]["message"]
+    # 64 replicas and 16 more pods of a rolling update's surge (maxSurge 25%)
+    assert not resp["allowed"] and ("at most 256 GPUs per workload; this scale asks for 640 (64 replicas, with "
+                                    "the surge of a rolling update)") in resp["status"]["message"]
     assert answer(service, scale(4, 2))["allowed"]
-    assert store.reservations()[0].gpus == 16
+    assert store.reservations()[0].gpus == 24
 
 
 def test_status_updates_are_not_modifications(service):

@@ -79,10 +79,53 @@ def test_kill_of_an_unowned_gpu_workload_is_denied_to_interns_and_audited_for_ot
     assert d.allowed and d.audited
 
 
-def test_trusted_controller_pods_are_not_charged(policy: Policy) -> None:
-    pod = make_pod(gpus=8).owned_by("bob", "vision").obj()
-    d = run(policy, review(pod, user="system:serviceaccount:kube-system:job-controller", groups=()).body())
-    assert d.allowed and d.reserve is not None and d.reserve.charged is False and d.reserve.owner == "bob"
+def _job_pod(owner_annotation: str = "mallory") -> dict[str, Any]:
+    pod = make_pod(gpus=8).owned_by(owner_annotation, "nlp").obj()
+    pod["metadata"]["uid"] = "pod-uid"
+    pod["metadata"]["ownerReferences"] = [{"apiVersion": "batch/v1", "kind": "Job", "name": "train",
+                                           "uid": "job-uid", "controller": True}]
+    return pod
+
+
+JOB_CONTROLLER = "system:serviceaccount:kube-system:job-controller"
+BOBS_JOB = Target(owner="bob", team="vision", role="researcher", gpus=16, uid="job-uid", root_uid="job-uid",
+                  shape='{"sets":[["/spec/template",2,8]]}')
+
+
+def test_a_controllers_pod_belongs_to_its_parents_owner_in_the_ledger_not_to_its_annotations(policy: Policy) -> None:
+    d = run(policy, review(_job_pod(), user=JOB_CONTROLLER, groups=()).body(), Facts(parent=BOBS_JOB, root=BOBS_JOB))
+    assert d.allowed and d.reserve is not None
+    assert (d.reserve.owner, d.reserve.team, d.reserve.charged) == ("bob", "vision", False)
+    assert (d.reserve.uid, d.reserve.root_uid) == ("pod-uid", "job-uid")
+
+
+def test_a_controllers_pod_must_fit_what_its_root_is_charged_for(policy: Policy) -> None:
+    small = Target(owner="bob", team="vision", role="researcher", gpus=4, uid="job-uid", root_uid="job-uid",
+                   shape='{"sets":[["/spec/template",1,4]]}')
+    d = run(policy, review(_job_pod(), user=JOB_CONTROLLER, groups=()).body(), Facts(parent=small, root=small))
+    assert not d.allowed and d.rule == "root-allowance"
+
+
+def test_a_controller_may_create_only_its_kinds_and_only_for_a_parent(policy: Policy) -> None:
+    pod = _job_pod()
+    d = run(policy, review(pod, user="system:serviceaccount:kube-system:cronjob-controller", groups=()).body(),
+            Facts(parent=BOBS_JOB, root=BOBS_JOB))
+    assert not d.allowed and d.rule == "actor-scope" and "may not create Pod" in d.reason
+    del pod["metadata"]["ownerReferences"]
+    d = run(policy, review(pod, user=JOB_CONTROLLER, groups=()).body())
+    assert not d.allowed and d.rule == "actor-scope" and "no controller ownerReference" in d.reason
+
+
+def test_a_controllers_pod_for_a_parent_the_ledger_does_not_know_is_admitted_as_unowned(policy: Policy) -> None:
+    d = run(policy, review(_job_pod(), user=JOB_CONTROLLER, groups=()).body())
+    assert d.allowed and d.audited and d.rule == "unowned-workload"
+    assert d.reserve is not None and d.reserve.owner == "" and d.reserve.charged is False
+
+
+def test_service_accounts_are_not_actors_by_wildcard(policy: Policy) -> None:
+    for user in ("system:serviceaccount:kube-system:default", "system:serviceaccount:default:kuberay-operator"):
+        d = run(policy, review(_job_pod(), user=user, groups=()).body(), Facts(parent=BOBS_JOB, root=BOBS_JOB))
+        assert not d.allowed and d.rule == "no-role"
 
 
 def test_kubelets_may_delete_pods_they_run(policy: Policy) -> None:

@@ -228,10 +228,18 @@ def workloads(draw: st.DrawFn) -> tuple[str, str, dict[str, Any], Expected]:
                                  "PyTorchJob", "Volcano", "LeaderWorkerSet", "RayCluster",
                                  "TrainJob", "generic"]))
     spec_a, spec_b = draw(pod_specs), draw(pod_specs)
-    if kind in ("Deployment", "StatefulSet"):
+    if kind == "StatefulSet":
         r = draw(maybe)
         o = {"spec": with_({"replicas": r, "template": tmpl(spec_a)})}
         return "apps", kind, o, [(1 if r is None else r, spec_a)]
+    if kind == "Deployment":  # counted with its rolling update's surge: maxSurge, 25% by default
+        r, surge = draw(maybe), draw(st.one_of(st.none(), st.integers(0, 4), st.sampled_from(["0%", "50%", "100%"])))
+        strategy = {"rollingUpdate": {"maxSurge": surge}} if surge is not None else None
+        o = {"spec": with_({"replicas": r, "template": tmpl(spec_a), "strategy": strategy})}
+        n = 1 if r is None else r
+        pct = 25 if surge is None else int(surge[:-1]) if isinstance(surge, str) else None
+        extra = -(-n * pct // 100) if pct is not None else surge
+        return "apps", kind, o, [(n + extra, spec_a)]
     if kind == "Job":
         p, c = draw(maybe), draw(maybe)
         o = {"spec": with_({"parallelism": p, "completions": c, "template": tmpl(spec_a)})}

@@ -65,7 +65,8 @@ EXPECTED = {
     "pod-sidecar.json": (3, 1, "1 pod x 3 nvidia.com/gpu"),
     "job-default.json": (1, 1, "1 pod x 1 nvidia.com/gpu"),
     "job-parallel.json": (8, 4, "4 pods x 2 nvidia.com/gpu"),
-    "deployment.json": (3, 3, "3 pods x 1 nvidia.com/gpu"),
+    "deployment.json": (4, 4, "4 pods x 1 nvidia.com/gpu, counting 1 surge pod of a rolling update; "
+                        "strategy.rollingUpdate.maxSurge: 0 avoids them"),
     "cronjob.json": (8, 2, "2 pods x 4 nvidia.com/gpu"),
     "pytorchjob.yaml": (32, 4, "4 pods x 8 nvidia.com/gpu"),
     "pytorchjob-elastic.yaml": (6, 6, "6 pods x 1 nvidia.com/gpu"),
@@ -317,20 +318,52 @@ def test_cronjob_counts_one_run_of_its_job_template():
 # ================================================================== replicated kinds
 
 
-def test_deployment_counts_replicas():
-    assert sets(read(load_core("deployment.json"))) == [("main", 3, 1, "/spec/template")]
+def test_deployment_counts_replicas_and_the_rolling_update_surge():
+    # 3 replicas and the default maxSurge of 25%, rounded up: 1 more pod during a rollout.
+    assert sets(read(load_core("deployment.json"))) == [("main", 4, 1, "/spec/template")]
+
+
+@pytest.mark.parametrize(("strategy", "pods"), [
+    ({"type": "Recreate"}, 3), ({"rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}}, 3),
+    ({"rollingUpdate": {"maxSurge": 2}}, 5), ({"rollingUpdate": {"maxSurge": "100%"}}, 6),
+    ({"rollingUpdate": {"maxSurge": "34%"}}, 5),
+])
+def test_deployment_surge_follows_its_strategy(strategy, pods):
+    deploy = load_core("deployment.json")
+    deploy["spec"]["strategy"] = strategy
+    assert read(deploy).pods == pods
+
+
+def test_deployment_with_an_unreadable_surge_is_refused():
+    deploy = load_core("deployment.json")
+    deploy["spec"]["strategy"] = {"rollingUpdate": {"maxSurge": "lots"}}
+    with pytest.raises(WorkloadError, match="maxSurge"):
+        read(deploy)
 
 
 def test_deployment_default_replicas_is_one():
     deploy = load_core("deployment.json")
     del deploy["spec"]["replicas"]
-    assert read(deploy).pods == 1
+    assert read(deploy).pods == 2  # and one surge pod
 
 
-def test_deployment_scaled_to_zero_holds_no_gpus():
+def test_deployment_scaled_to_zero_holds_no_gpus_but_stays_gpu_capable():
     deploy = load_core("deployment.json")
     deploy["spec"]["replicas"] = 0
-    assert read(deploy).gpus == 0
+    workload = read(deploy)
+    assert workload.gpus == 0 and workload.gpu_capable
+
+
+@pytest.mark.parametrize(("api_version", "kind", "spec", "path"), [
+    ("batch/v1", "Job", {"suspend": True, "parallelism": 4, "template": template(8)}, ()),
+    ("jobset.x-k8s.io/v1alpha2", "JobSet", {"suspend": True, "replicatedJobs": [
+        {"name": "w", "replicas": 4, "template": {"spec": {"template": template(8)}}}]}, ()),
+    ("kubeflow.org/v1", "PyTorchJob", {"runPolicy": {"suspend": True}, "pytorchReplicaSpecs": {
+        "Worker": {"replicas": 4, "template": template(8)}}}, ()),
+])
+def test_a_suspended_workload_runs_nothing_until_resumed(api_version, kind, spec, path):
+    workload = read(obj(api_version, kind, spec))
+    assert workload.gpus == 0 and workload.gpu_capable
 
 
 @pytest.mark.parametrize(("api_version", "kind"), [
@@ -603,8 +636,9 @@ def test_generic_walk_refuses_negative_counts():
 
 def _with_count(kind: str, value: Any) -> dict[str, Any]:
     """An object of `kind` whose main replica-like field is `value`."""
-    if kind == "Deployment":
-        return obj("apps/v1", "Deployment", {"replicas": value, "template": template(1)})
+    if kind == "Deployment":  # without a surge, so that the count is the replicas alone
+        return obj("apps/v1", "Deployment", {"replicas": value, "template": template(1), "strategy": {
+            "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}}})
     if kind == "Job":
         return obj("batch/v1", "Job", job_spec(1, parallelism=value))
     if kind == "JobSet":
