@@ -45,15 +45,15 @@ def ownership_patch(plan: Plan, extra: Mapping[str, str] | None = None) -> JsonP
     ConfigMap or Secret. `extra` annotations are stamped beside them on a GPU workload
     (gates.stamp_annotations). On an UPDATE of a GPU workload, the templates are stamped
     again from the object's own stamp, so that no edit leaves a template unowned."""
-    if plan.early is not None or plan.identity.is_actor or plan.workload is None:
+    if plan.early is not None or plan.identity.is_actor:
+        return []
+    if plan.data_kind:
+        return _stamp(plan.request.obj, "", _wanted(plan)) if plan.action is Action.LAUNCH else []
+    if plan.workload is None:
         return []
     if plan.action is Action.MODIFY and plan.request.sub_resource == "":
         return _restamp(plan)
-    if plan.action is not Action.LAUNCH:
-        return []
-    if plan.data_kind:
-        return _stamp(plan.request.obj, "", _wanted(plan))
-    if not plan.workload.gpu_capable:
+    if plan.action is not Action.LAUNCH or not plan.workload.gpu_capable:
         return []
     wanted = {**_wanted(plan), **(extra or {})}
     return _stamp_all(plan, wanted)

@@ -192,10 +192,13 @@ def test_team_annotation_must_be_one_of_the_requesters_teams(service):
     assert launch(service, job, "alice", ("gpu-interns", "team:vision", "team:nlp"))["allowed"]
 
 
-def test_pods_from_trusted_controllers_are_attributed_to_the_template_owner_and_not_charged(service, store):
+def test_pods_from_controllers_belong_to_the_parents_owner_and_are_not_charged_again(service, store):
     job = make_job(gpus=8, parallelism=2).named("research", "j").obj()
+    job["metadata"]["uid"] = "job-uid"
     assert launch(service, job, "bob", RESEARCHER)["allowed"]
-    pod = make_pod(gpus=8).named("research", "j-abcde").owned_by("bob", "vision").obj()
+    pod = make_pod(gpus=8).named("research", "j-abcde").owned_by("mallory", "vision").obj()
+    pod["metadata"]["ownerReferences"] = [{"apiVersion": "batch/v1", "kind": "Job", "name": "j", "uid": "job-uid",
+                                           "controller": True}]
     controller = "system:serviceaccount:kube-system:job-controller"
     body = review(pod, user=controller, groups=("system:serviceaccounts",)).body()
     assert answer(service, body)["allowed"]

@@ -44,9 +44,11 @@ def test_a_scale_closes_one_interval_and_opens_the_next(tmp_path, policy_dir) ->
     clock = Clock()
     service = AdmissionService(PolicyHolder(policy_dir), store, metrics=Metrics(), clock=clock)
     small = make_deployment(gpus=1, replicas=2).named("research", "d").obj()
+    small["spec"]["strategy"] = {"type": "Recreate"}  # no rolling-update surge to count
     assert service.validate(review(small, user="bob", groups=RESEARCHER).body())["response"]["allowed"]
     clock.now = T0 + HOUR
     big = make_deployment(gpus=1, replicas=6).named("research", "d").obj()
+    big["spec"]["strategy"] = {"type": "Recreate"}
     body = review(big, old=small, user="bob", groups=RESEARCHER, operation="UPDATE").body()
     assert service.validate(body)["response"]["allowed"]
     assert store.gpu_hours(T0, T0 + 2 * HOUR)["users"] == {"bob": 2.0 + 6.0}

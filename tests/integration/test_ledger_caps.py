@@ -108,8 +108,10 @@ class Workload:
         return self.each * self.replicas
 
     def obj(self) -> dict[str, Any]:
-        if self.kind == "deployment":
-            return make_deployment(gpus=self.each, replicas=self.replicas).named("research", self.name).obj()
+        if self.kind == "deployment":  # Recreate: no rolling-update surge, so GPUs are each x replicas
+            dep = make_deployment(gpus=self.each, replicas=self.replicas).named("research", self.name).obj()
+            dep["spec"]["strategy"] = {"type": "Recreate"}
+            return dep
         return make_job(gpus=self.each, parallelism=self.replicas).named("research", self.name).obj()
 
 
