@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from gateway.core.decision import Mode
 from gateway.core.identity import Identity, resolve_identity
+from gateway.core.kinds import KindRegistry
 from gateway.core.podspec import DEFAULT_SAFE_CAPABILITIES
 from gateway.core.scheduling import Scheduling
 from gateway.core.telemetry import TelemetryPolicy
@@ -55,6 +56,8 @@ RULES: dict[str, str] = {
     "escape-hatch": "GPU pods may not reach the node; ask an administrator if this pod really must.",
     "second-person": "This needs a second person: request an approval (POST /api/v1/approvals, docs/approvals.md).",
     "gpu-hour-budget": "Wait for the next budget period, or ask an administrator to raise the budget.",
+    "unresolved-gpus": "Make its GPUs countable as said (for a kind of your own, register it in limits.yaml "
+                       "workload_kinds, see README), or ask an administrator to launch it.",
 }
 
 #: Rules whose mode cannot be relaxed: an object the gateway cannot read is never admitted.
@@ -123,6 +126,8 @@ class Policy:
     """Node agent alert thresholds and the rogue-pod eviction switch (limits.yaml `telemetry`)."""
     scheduling: Scheduling = field(default_factory=Scheduling)
     """Over-quota mode (reject or queue), queue priorities, fair shares, budgets (limits.yaml `scheduling`)."""
+    kinds: KindRegistry = field(default_factory=KindRegistry)
+    """Workload kinds the operator registered (limits.yaml `workload_kinds`), read after the built-in adapters."""
     version: str = ""
     """Digest of the bundle this was compiled from, recorded with every audit row."""
 
