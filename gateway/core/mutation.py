@@ -46,7 +46,7 @@ def ownership_patch(plan: Plan, extra: Mapping[str, str] | None = None) -> JsonP
         return []
     if plan.data_kind:
         return _stamp(plan.request.obj, "", _wanted(plan))
-    if plan.workload is None or plan.workload.gpus == 0:
+    if plan.workload is None or (plan.workload.gpus == 0 and not plan.workload.unresolved):
         return []
     obj = plan.request.obj
     wanted = {**_wanted(plan), **(extra or {})}

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from gateway.core.decision import Action, Decision
 from gateway.core.identity import Identity
+from gateway.core.kinds import KindRegistry
 from gateway.core.podspec import Reference
 from gateway.core.quota import Usage
 from gateway.core.review import AdmissionRequest
@@ -91,6 +92,8 @@ class Plan:
     is_gpu: GpuMatcher | None = field(default=None, repr=False, compare=False)
     """The policy's GPU resources, kept to read `old_gpus`; None where the old object's GPUs
     are never needed (scales, pod subresources, requests decided early)."""
+    kinds: KindRegistry | None = field(default=None, repr=False, compare=False)
+    """The policy's registered workload kinds (limits.yaml `workload_kinds`), to read `old_gpus`."""
     _old_gpus: int | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
@@ -101,7 +104,7 @@ class Plan:
         target, and reading a workload is a large share of a decision's cost.
         """
         if self._old_gpus is None:
-            self._old_gpus = _old_object_gpus(self.request, self.is_gpu)
+            self._old_gpus = _old_object_gpus(self.request, self.is_gpu, self.kinds)
         return self._old_gpus
 
     @property
@@ -124,11 +127,11 @@ class Plan:
         return f"{req.namespace}/{name}" if req.namespace else name
 
 
-def _old_object_gpus(req: AdmissionRequest, is_gpu: GpuMatcher | None) -> int:
+def _old_object_gpus(req: AdmissionRequest, is_gpu: GpuMatcher | None, kinds: KindRegistry | None = None) -> int:
     if req.old_obj is None or is_gpu is None:
         return 0
     try:
-        return read_workload(req.old_obj, req.kind.group, req.kind.kind, is_gpu).gpus
+        return read_workload(req.old_obj, req.kind.group, req.kind.kind, is_gpu, kinds=kinds).gpus
     except WorkloadError:
         return 0  # the API server stored it; an unreadable old object asks for nothing new
 
