@@ -12,8 +12,10 @@ ClusterRoleBinding system:service-account-issuer-discovery, so the chart grants 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
+from gateway.core.kinds import KindRegistry
 from gateway.core.workloads import ADAPTERS
 
 
@@ -51,13 +53,19 @@ CONTROLLER_CALLS: tuple[ApiCall, ...] = (
             "leader election: read, hold and renew the Lease", own_namespace=True, named=True),
 )
 
-#: One `get` per workload kind the gateway decides (not pods, which it lists): a reservation
-#: without pods whose object the API server does not have is freed (gateway/core/reconcile.py).
-CONTROLLER_WORKLOAD_GETS: tuple[ApiCall, ...] = tuple(
-    ApiCall("controller", group, kind.lower() + "s", _verbs("get"),
-            "free the reservation of a workload that never came to exist (refused after admission)")
-    for group, kind in sorted(ADAPTERS) if (group, kind) != ("", "Pod")
-)
+def workload_gets(resources: Iterable[tuple[str, str]]) -> tuple[ApiCall, ...]:
+    """One `get` per workload kind the gateway decides, by (group, plural resource), not pods
+    (which it lists): a reservation without pods whose object the API server does not have is
+    freed (gateway/core/reconcile.py)."""
+    return tuple(
+        ApiCall("controller", group, resource, _verbs("get"),
+                "free the reservation of a workload that never came to exist (refused after admission)")
+        for group, resource in sorted(set(resources)) if (group, resource) != ("", "pods")
+    )
+
+
+#: The gets for the built-in kinds (core/workloads.py ADAPTERS).
+CONTROLLER_WORKLOAD_GETS: tuple[ApiCall, ...] = workload_gets((g, k.lower() + "s") for g, k in ADAPTERS)
 
 AGENT_CALLS: tuple[ApiCall, ...] = (
     ApiCall("agent", "", "pods", _verbs("list"), "name the pod UIDs of GPU processes on its node"),
@@ -69,3 +77,10 @@ GATEWAY_EVICTION_CALLS: tuple[ApiCall, ...] = (
 )
 
 API_CALLS: tuple[ApiCall, ...] = CONTROLLER_CALLS + CONTROLLER_WORKLOAD_GETS + AGENT_CALLS + GATEWAY_EVICTION_CALLS
+
+
+def api_calls(kinds: KindRegistry) -> tuple[ApiCall, ...]:
+    """Every call, with a `get` for each kind the policy bundle registers (limits.yaml
+    `workload_kinds`) too: the chart grants them from the bundle it installs."""
+    extra = workload_gets((k.group, k.resource) for k in kinds)
+    return API_CALLS + tuple(c for c in extra if c not in CONTROLLER_WORKLOAD_GETS)

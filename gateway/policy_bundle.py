@@ -22,12 +22,13 @@ import yaml
 
 from gateway.core.actors import Actors, parse_actors
 from gateway.core.decision import Mode
+from gateway.core.kinds import KindRegistry, parse_kinds
 from gateway.core.overrides import Overrides, apply
 from gateway.core.podspec import DEFAULT_SAFE_CAPABILITIES, HATCHES
 from gateway.core.policy import POLICY_ACTIONS, RULES, SCOPES, Policy, RoleLimits, SecondPerson
 from gateway.core.scheduling import parse_scheduling
 from gateway.core.telemetry import TelemetryPolicy, telemetry_policy
-from gateway.core.workloads import DEFAULT_GPU_RESOURCES, DEFAULT_NOT_GPU_RESOURCES
+from gateway.core.workloads import ADAPTERS, DEFAULT_GPU_RESOURCES, DEFAULT_NOT_GPU_RESOURCES
 from gateway.errors import ConfigError
 from gateway.logs import fields
 
@@ -74,7 +75,7 @@ def _limits(raw: Mapping[str, Any]) -> dict[str, Any]:
         "role_order", "roles", "teams", "default_team_max_concurrent_gpus", "team_group_prefix",
         "gpu_resources", "not_gpu_resources", "exempt_namespaces", "actors", "unowned_workloads", "modes",
         "safe_capabilities", "allowed_schedulers", "ignored_references", "second_person", "telemetry",
-        "scheduling",
+        "scheduling", "workload_kinds",
     }
     if "trusted_controllers" in raw:
         raise ConfigError("limits.yaml: trusted_controllers was replaced by actors: list each controller's exact "
@@ -140,7 +141,16 @@ def _limits(raw: Mapping[str, Any]) -> dict[str, Any]:
         "second_person": _second_person(raw.get("second_person")),
         "telemetry": _telemetry(raw.get("telemetry")),
         "scheduling": parse_scheduling(raw.get("scheduling")),
+        "kinds": _workload_kinds(raw.get("workload_kinds")),
     }
+
+
+def _workload_kinds(value: Any) -> KindRegistry:
+    """limits.yaml `workload_kinds`: the kinds an operator registered (core/kinds.py)."""
+    try:
+        return parse_kinds(value, builtin=ADAPTERS)
+    except ValueError as exc:
+        raise ConfigError(f"limits.yaml: {exc}") from None
 
 
 def _telemetry(value: Any) -> TelemetryPolicy:

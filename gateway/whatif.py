@@ -84,7 +84,7 @@ def _facts(obj: Mapping[str, Any], req: AdmissionRequest, plan_gpus: int, policy
         return Facts()
     gpus = plan_gpus
     if not gpus and action == "exec":
-        gpus = read_workload(obj, req.kind.group, req.kind.kind, policy.gpu).gpus
+        gpus = read_workload(obj, req.kind.group, req.kind.kind, policy.gpu, kinds=policy.kinds).gpus
     team = owner_team if owner_team is not None else str(ann.get(TEAM_ANNOTATION) or "")
     owner_role = policy.identity(target_owner, ()).role or ""
     return Facts(target=Target(target_owner, team, owner_role, gpus))

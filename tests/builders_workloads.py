@@ -15,9 +15,11 @@ from typing import Any
 
 import yaml
 
+from gateway.core.kinds import KindRegistry
 from gateway.core.workloads import GpuMatcher, Workload, read_workload
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
+POLICIES = Path(__file__).resolve().parents[1] / "policies"
 CORE = FIXTURES / "core"
 CRDS = FIXTURES / "crds"
 CORE_FILES = sorted(p.name for p in CORE.glob("*.json"))
@@ -53,10 +55,18 @@ def group_kind(obj: dict[str, Any]) -> tuple[str, str]:
     return group, str(obj["kind"])
 
 
+@cache
+def shipped_kinds() -> KindRegistry:
+    """The workload kinds the default policy bundle registers (policies/limits.yaml)."""
+    from gateway.policy_bundle import load_bundle
+
+    return load_bundle(POLICIES).kinds
+
+
 def read(obj: dict[str, Any], matcher: GpuMatcher | None = None) -> Workload:
-    """read_workload with the group and kind the object itself names."""
+    """read_workload with the group and kind the object itself names, and the shipped registry."""
     group, kind = group_kind(obj)
-    return read_workload(obj, group, kind, matcher or GpuMatcher())
+    return read_workload(obj, group, kind, matcher or GpuMatcher(), kinds=shipped_kinds())
 
 
 # ------------------------------------------------------------------ JSON pointers

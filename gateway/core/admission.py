@@ -100,7 +100,8 @@ def _prepare_object(req: AdmissionRequest, identity: Identity, action: Action, p
         )
     workload = None
     if req.obj is not None and action is not Action.KILL:
-        workload = read_workload(req.obj, req.kind.group, req.kind.kind, policy.gpu, req.namespace, req.name)
+        workload = read_workload(req.obj, req.kind.group, req.kind.kind, policy.gpu, req.namespace, req.name,
+                                 kinds=policy.kinds)
     key = (req.resource_key, req.namespace, req.name or (workload.name if workload else ""))
     refs: tuple[tuple[str, Reference], ...] = ()
     gpu_specs: PodSpecs = ()
@@ -108,7 +109,8 @@ def _prepare_object(req: AdmissionRequest, identity: Identity, action: Action, p
     # the owner they are made for.
     if workload is not None and (not identity.is_actor or workload.gpu_capable):
         refs, gpu_specs = collect(req.obj, workload, policy)
-    if action is Action.LAUNCH and workload is not None and not workload.gpu_capable and not refs:
+    if action is Action.LAUNCH and workload is not None and not workload.gpu_capable and not refs \
+            and not workload.unresolved:
         return Plan(req, identity, action, key=key, workload=workload, early=_pass(Action.LAUNCH, "asks for no GPUs"))
     owner = team = ""
     if action in (Action.LAUNCH, Action.MODIFY) and not identity.is_actor:
@@ -116,7 +118,7 @@ def _prepare_object(req: AdmissionRequest, identity: Identity, action: Action, p
     parent = controller_ref(req.obj) if identity.is_actor and action is Action.LAUNCH else None
     uid = object_uid(req.obj) or object_uid(req.old_obj)
     return Plan(req, identity, action, key=key, workload=workload, owner=owner, team=team, is_gpu=policy.gpu,
-                references=refs, gpu_pod_specs=gpu_specs, uid=uid, parent=parent)
+                kinds=policy.kinds, references=refs, gpu_pod_specs=gpu_specs, uid=uid, parent=parent)
 
 
 def _owner_and_team(req: AdmissionRequest, identity: Identity) -> tuple[str, str]:
@@ -153,7 +155,13 @@ def shape_of(req: AdmissionRequest, workload: Workload) -> str:
         rule = scale_rule(req.obj or {}, req.kind.group, req.kind.kind, workload)
     except WorkloadError:
         rule = None
-    return _shape_json(workload, rule, charge_children=(req.kind.group, req.kind.kind) in CHARGES_CHILDREN)
+    return _shape_json(workload, rule, charge_children=charges_children_of(req, workload))
+
+
+def charges_children_of(req: AdmissionRequest, workload: Workload) -> bool:
+    """Whether what controllers make from this workload is charged piece by piece: kinds whose
+    size is not in the object (CronJob, DaemonSet), and workloads whose GPUs cannot be read."""
+    return (req.kind.group, req.kind.kind) in CHARGES_CHILDREN or bool(workload.unresolved)
 
 
 # ------------------------------------------------------------------ decide
@@ -219,6 +227,42 @@ def _size_checks(plan: Plan, policy: Policy, workload: Workload, violations: lis
             f"{workload.gpus} ({workload.describe_gpus()})"))
 
 
+def _new_unresolved(plan: Plan, policy: Policy) -> tuple[str, ...]:
+    """Why GPUs of the new object cannot be counted, less what already held for the old one
+    (an UPDATE that leaves an uncountable part as it was grows nothing uncounted)."""
+    workload, req = plan.workload, plan.request
+    if workload is None or not workload.unresolved:
+        return ()
+    if plan.action is not Action.MODIFY or req.old_obj is None:
+        return workload.unresolved
+    try:
+        old = read_workload(req.old_obj, req.kind.group, req.kind.kind, policy.gpu, kinds=policy.kinds).unresolved
+    except WorkloadError:
+        old = ()
+    return tuple(r for r in workload.unresolved if r not in old)
+
+
+def _unresolved_checks(plan: Plan, policy: Policy, violations: list[Violation], target: Target | None = None) -> None:
+    """A workload whose GPUs cannot all be counted (limits.yaml `workload_kinds`, core/kinds.py)
+    is denied where a GPU cap applies, to the requester or (a modify) to the owner of `target`,
+    since no cap can be checked against it; roles without caps (admins by default) may launch
+    it, audited with the reason."""
+    reasons = _new_unresolved(plan, policy)
+    if not reasons:
+        return
+    ident = plan.identity
+    who = [(ident.describe(), plan.owner or ident.user, ident.role, plan.team)]
+    if target is not None:
+        who.append((f"its owner {target.owner} (role {target.role or 'none'})", target.owner, target.role or None,
+                    target.team))
+    capped = [name for name, user, role, team in who if any(cap is not None for cap in (
+        policy.role_limits(role).max_gpus_per_workload, policy.user_cap(user, role), policy.team_cap(team)))]
+    if capped:
+        violations.append(violation(policy, "unresolved-gpus",
+            f"{capped[0]} has GPU caps, so the gateway must count every GPU, and {plan.display_kind} "
+            f"{plan.display_ref} {'; and it '.join(reasons)}"))
+
+
 def _quota_checks(
     policy: Policy, facts: Facts, *, asked: int, owner: str, owner_role: str | None, team: str,
     violations: list[Violation],
@@ -249,7 +293,7 @@ def _launch(plan: Plan, policy: Policy, facts: Facts) -> Decision:
             f"the gateway's ledger holds {plan.display_kind} {plan.display_ref} for "
             f"{facts.target.owner or 'nobody recorded'}{team}; it may still exist")],
             allow_rule="ownership", allow_reason="", gpus=workload.gpus)
-    if not workload.gpu_capable:
+    if not workload.gpu_capable and not workload.unresolved:
         return _without_gpus(plan, policy, facts)
     violations: list[Violation] = []
     if ident.role is None or not policy.may(ident.role, "launch", "own"):
@@ -266,9 +310,10 @@ def _launch(plan: Plan, policy: Policy, facts: Facts) -> Decision:
         violations.append(violation(policy, "team-annotation",
             f"{ident.describe()} is not in team {requested} (their teams: {mine})"))
     _size_checks(plan, policy, workload, violations)
+    _unresolved_checks(plan, policy, violations)
     access_checks(plan, policy, facts, violations)
     hatch_checks(plan, policy, violations)
-    per_child = (req.kind.group, req.kind.kind) in CHARGES_CHILDREN
+    per_child = charges_children_of(req, workload)
     if not per_child:  # a CronJob runs nothing itself: each Job it makes is charged when made
         _quota_checks(policy, facts, asked=workload.gpus, owner=plan.owner, owner_role=ident.role,
                       team=plan.team, violations=violations)
@@ -463,7 +508,7 @@ def _modify(plan: Plan, policy: Policy, facts: Facts) -> Decision:
     new_gpus, scaled_shape = after
     if target is None:
         capable = plan.old_gpu_capable or (plan.workload is not None and plan.workload.gpu_capable)
-        if not plan.old_gpu_capable and not capable:
+        if not plan.old_gpu_capable and not capable and not _new_unresolved(plan, policy):
             if ident.is_actor or not plan.references:
                 return _pass(Action.MODIFY, "asks for no GPUs")
             return _without_gpus(plan, policy, facts)
@@ -481,8 +526,10 @@ def _modify(plan: Plan, policy: Policy, facts: Facts) -> Decision:
             owner, team = _reassignment(plan, policy, target, violations)
             access_checks(plan, policy, facts, violations)
             hatch_checks(plan, policy, violations)
-    if plan.workload is not None and req.sub_resource != "scale" and not ident.is_actor:
-        _template_integrity(plan, policy, owner, team, violations)
+    if plan.workload is not None and req.sub_resource != "scale":
+        _unresolved_checks(plan, policy, violations, target)
+        if not ident.is_actor:
+            _template_integrity(plan, policy, owner, team, violations)
     if new_gpus > old_gpus:
         _growth(plan, policy, facts, target, new_gpus, violations)
     # A scale keeps the recorded pod sets (their GPUs per pod do not change), at the new count.

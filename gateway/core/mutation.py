@@ -53,7 +53,7 @@ def ownership_patch(plan: Plan, extra: Mapping[str, str] | None = None) -> JsonP
         return []
     if plan.action is Action.MODIFY and plan.request.sub_resource == "":
         return _restamp(plan)
-    if plan.action is not Action.LAUNCH or not plan.workload.gpu_capable:
+    if plan.action is not Action.LAUNCH or not (plan.workload.gpu_capable or plan.workload.unresolved):
         return []
     wanted = {**_wanted(plan), **(extra or {})}
     return _stamp_all(plan, wanted)

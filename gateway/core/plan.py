@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from gateway.core.actors import OwnerRef
 from gateway.core.decision import Action, Decision
 from gateway.core.identity import Identity
+from gateway.core.kinds import KindRegistry
 from gateway.core.podspec import Reference
 from gateway.core.quota import Usage
 from gateway.core.review import AdmissionRequest
@@ -110,6 +111,8 @@ class Plan:
     is_gpu: GpuMatcher | None = field(default=None, repr=False, compare=False)
     """The policy's GPU resources, kept to read `old_gpus`; None where the old object's GPUs
     are never needed (scales, pod subresources, requests decided early)."""
+    kinds: KindRegistry | None = field(default=None, repr=False, compare=False)
+    """The policy's registered workload kinds (limits.yaml `workload_kinds`), to read `old_gpus`."""
     _old_gpus: int | None = field(default=None, init=False, repr=False, compare=False)
     _old_capable: bool = field(default=False, init=False, repr=False, compare=False)
 
@@ -121,14 +124,14 @@ class Plan:
         target, and reading a workload is a large share of a decision's cost.
         """
         if self._old_gpus is None:
-            self._old_gpus, self._old_capable = _old_object_gpus(self.request, self.is_gpu)
+            self._old_gpus, self._old_capable = _old_object_gpus(self.request, self.is_gpu, self.kinds)
         return self._old_gpus
 
     @property
     def old_gpu_capable(self) -> bool:
         """Whether the old object has a pod template that asks for GPUs, at any count."""
         if self._old_gpus is None:
-            self._old_gpus, self._old_capable = _old_object_gpus(self.request, self.is_gpu)
+            self._old_gpus, self._old_capable = _old_object_gpus(self.request, self.is_gpu, self.kinds)
         return self._old_capable
 
     @property
@@ -151,11 +154,12 @@ class Plan:
         return f"{req.namespace}/{name}" if req.namespace else name
 
 
-def _old_object_gpus(req: AdmissionRequest, is_gpu: GpuMatcher | None) -> tuple[int, bool]:
+def _old_object_gpus(req: AdmissionRequest, is_gpu: GpuMatcher | None,
+                     kinds: KindRegistry | None = None) -> tuple[int, bool]:
     if req.old_obj is None or is_gpu is None:
         return 0, False
     try:
-        workload = read_workload(req.old_obj, req.kind.group, req.kind.kind, is_gpu)
+        workload = read_workload(req.old_obj, req.kind.group, req.kind.kind, is_gpu, kinds=kinds)
     except WorkloadError:
         return 0, False  # the API server stored it; an unreadable old object asks for nothing new
     return workload.gpus, workload.gpu_capable

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from gateway.core.actors import Actors
 from gateway.core.decision import Mode
 from gateway.core.identity import Identity, resolve_identity
+from gateway.core.kinds import KindRegistry
 from gateway.core.podspec import DEFAULT_SAFE_CAPABILITIES
 from gateway.core.scheduling import Scheduling
 from gateway.core.telemetry import TelemetryPolicy
@@ -60,6 +61,8 @@ RULES: dict[str, str] = {
                    "it creates in limits.yaml actors.",
     "root-allowance": "Scale or change the workload the gateway admitted (its root), not the objects its "
                       "controllers made.",
+    "unresolved-gpus": "Make its GPUs countable as said (for a kind of your own, register it in limits.yaml "
+                       "workload_kinds, see README), or ask an administrator to launch it.",
 }
 
 #: Rules whose mode cannot be relaxed: an object the gateway cannot read is never admitted.
@@ -129,6 +132,8 @@ class Policy:
     """Node agent alert thresholds and the rogue-pod eviction switch (limits.yaml `telemetry`)."""
     scheduling: Scheduling = field(default_factory=Scheduling)
     """Over-quota mode (reject or queue), queue priorities, fair shares, budgets (limits.yaml `scheduling`)."""
+    kinds: KindRegistry = field(default_factory=KindRegistry)
+    """Workload kinds the operator registered (limits.yaml `workload_kinds`), read after the built-in adapters."""
     version: str = ""
     """Digest of the bundle this was compiled from, recorded with every audit row."""
 

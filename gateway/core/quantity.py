@@ -19,6 +19,9 @@ from gateway.errors import WorkloadError
 #: Larger GPU counts than this are refused as absurd (and would overflow a 64-bit ledger).
 MAX_GPUS = 2**48
 
+#: Replica counts above this are refused as absurd before any arithmetic.
+MAX_REPLICAS = 2**31 - 1
+
 #: Longer quantity strings are parsed but not cached (a cache of huge keys is a memory leak).
 _CACHED_LENGTH = 64
 

@@ -21,7 +21,9 @@ def asks_for_gpus(plan: Plan) -> bool:
     if plan.request.sub_resource:
         return True
     if plan.workload is not None:
-        return plan.workload.gpus > 0 or (plan.action is Action.MODIFY and _old_gpus(plan) > 0)
+        if plan.workload.gpus > 0 or plan.workload.unresolved:
+            return True
+        return plan.action is Action.MODIFY and _old_gpus(plan) > 0
     if plan.action is Action.KILL and plan.is_gpu is not None:
         return _old_gpus(plan) > 0
     return True

@@ -1,10 +1,14 @@
 """Every workload kind reduced to one neutral shape: a list of pod sets.
 
 A PodSet is (name, count, GPUs per pod, where its pod template lives). Policy and quota
-speak only this shape. Each kind is a small adapter in `ADAPTERS`; a kind with no adapter
-that still carries pod templates is walked generically, so it is never silently passed.
+speak only this shape. Each kind is a small adapter in `ADAPTERS`, or an entry the operator
+registered in limits.yaml `workload_kinds` (core/kinds.py); any other kind that still
+carries pod templates is walked generically, so it is never silently passed.
 
-Counts are worst case where the kind allows a range (autoscaling, elastic training).
+Counts are worst case where the kind allows a range (autoscaling, elastic training). GPUs
+the gateway cannot count are never counted as 0: the Workload lists why in `unresolved`
+(a TrainJob whose GPUs come from its runtime, an unregistered kind that names a GPU where
+the walker does not look, a fan-out without a bound) and policy decides what that means.
 """
 
 from __future__ import annotations
@@ -14,8 +18,9 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from gateway.core.kinds import KindRegistry, Located, evaluate
 from gateway.core.pointer import escape, is_object
-from gateway.core.quantity import MAX_GPUS, gpu_count
+from gateway.core.quantity import MAX_GPUS, MAX_REPLICAS, gpu_count
 from gateway.errors import WorkloadError
 
 DEFAULT_GPU_RESOURCES = ("nvidia.com/gpu", "nvidia.com/mig-*", "amd.com/gpu", "gpu.intel.com/*")
@@ -23,9 +28,6 @@ DEFAULT_GPU_RESOURCES = ("nvidia.com/gpu", "nvidia.com/mig-*", "amd.com/gpu", "g
 #: Resources that match a GPU pattern but are not whole devices: Intel's plugin registers
 #: shares of a GPU (`millicores` in thousandths, `memory.max` in bytes, `tiles`).
 DEFAULT_NOT_GPU_RESOURCES = ("gpu.intel.com/millicores", "gpu.intel.com/memory.max", "gpu.intel.com/tiles")
-
-#: Replica counts above this are refused as absurd before any arithmetic.
-MAX_REPLICAS = 2**31 - 1
 
 
 class GpuMatcher:
@@ -52,6 +54,16 @@ class GpuMatcher:
             if len(self._cache) < 10_000:
                 self._cache[resource] = hit
         return hit
+
+    def names_gpu(self, text: str) -> bool:
+        """Whether any text found in an object (a key, a value) is a GPU resource name; not
+        cached, so that arbitrary strings do not crowd the resource names out of the cache."""
+        hit = self._cache.get(text)
+        if hit is not None:
+            return hit
+        return "/" in text and len(text) <= 320 and any(
+            fnmatch.fnmatchcase(text, p) for p in self.patterns
+        ) and not any(fnmatch.fnmatchcase(text, p) for p in self.excluded)
 
 
 # PodSet and Workload are values: treat them as immutable. They are not `frozen` because
@@ -91,8 +103,11 @@ class Workload:
     namespace: str
     name: str
     pod_sets: tuple[PodSet, ...]
+    unresolved: tuple[str, ...] = ()
+    """Why some of its GPUs cannot be counted, each a clause after the kind and name ("takes its
+    GPUs from runtime x, which the gateway cannot read; set ..."); empty when all are counted."""
     gpus: int = field(init=False)
-    """GPUs of every pod set together (worst case)."""
+    """GPUs of every pod set together (worst case); only a lower bound while `unresolved`."""
 
     def __post_init__(self) -> None:
         self.gpus = sum(ps.gpus for ps in self.pod_sets)
@@ -125,7 +140,10 @@ class Workload:
         if surge:
             parts.append(f"counting {surge} surge {'pod' if surge == 1 else 'pods'} of a rolling update; "
                          f"strategy.rollingUpdate.maxSurge: 0 avoids them")
-        return ", ".join(parts) if parts else "no GPUs"
+        counted = ", ".join(parts) if parts else "no GPUs"
+        if self.unresolved:
+            return f"{counted}, plus GPUs it cannot count: it {'; and it '.join(self.unresolved)}"
+        return counted
 
 
 # ---------------------------------------------------------------- pod arithmetic
@@ -197,12 +215,13 @@ def pod_gpus(spec: Any, is_gpu: GpuMatcher, where: str = "spec") -> dict[str, in
         raise exc.at(where) from exc
 
 
-def _pod_gpus(spec: Any, is_gpu: GpuMatcher) -> dict[str, int]:
+def _pod_gpus(spec: Any, is_gpu: GpuMatcher, more: Mapping[str, int] | None = None) -> dict[str, int]:
+    """`pod_gpus`; `more` are GPUs of app containers kept outside `spec` (registered kinds)."""
     if spec is None:
-        return {}
+        return {r: n for r, n in (more or {}).items() if n}
     if not is_object(spec):
         raise _Misplaced(" is not an object")
-    app: dict[str, int] = {}
+    app: dict[str, int] = dict(more or {})
     for _, gpus in _gpus_by_container(spec, "containers", is_gpu):
         _add(app, gpus)
     sidecars: dict[str, int] = {}
@@ -368,6 +387,15 @@ def _trainjob(obj: Mapping[str, Any]) -> list[RawPodSet]:
     per_node = _get(trainer, "resourcesPerNode")
     fake_spec = {"containers": [{"resources": per_node}]} if per_node is not None else None
     return [("node", nodes, None, fake_spec)]
+
+
+def _trainjob_unresolved(obj: Mapping[str, Any]) -> list[str]:
+    """Without resourcesPerNode a TrainJob's GPUs are those of its runtime's template."""
+    if _get(obj, "spec", "trainer", "resourcesPerNode") is not None:
+        return []
+    runtime = _get(obj, "spec", "runtimeRef", "name")
+    named = f"runtime {runtime}" if isinstance(runtime, str) and runtime else "its runtime"
+    return [f"takes its GPUs from {named}, which the gateway cannot read; set spec.trainer.resourcesPerNode"]
 
 
 def _ray_cluster(cluster: Any, prefix: str, where: str) -> list[RawPodSet]:
@@ -588,6 +616,11 @@ def surge_pods(replicas: int, max_surge: Any) -> int:
 #: capped role exceed its caps (a CronJob's Jobs, a DaemonSet's pods, one per node).
 CHARGES_CHILDREN = frozenset({("batch", "CronJob"), ("apps", "DaemonSet")})
 
+#: Why an adapter's count may be incomplete, for the kinds where it can be.
+CAVEATS: dict[tuple[str, str], Callable[[Mapping[str, Any]], list[str]]] = {
+    ("trainer.kubeflow.org", "TrainJob"): _trainjob_unresolved,
+}
+
 #: Kinds that are never workloads even though they pass through the webhook.
 NOT_WORKLOADS = frozenset({"Scale", "Eviction", "PodExecOptions", "PodAttachOptions",
                            "PodPortForwardOptions", "DeleteOptions"})
@@ -599,22 +632,42 @@ def is_known_kind(group: str, kind: str) -> bool:
 
 def read_workload(
     obj: Mapping[str, Any], group: str, kind: str, is_gpu: GpuMatcher,
-    namespace: str = "", name: str = "",
+    namespace: str = "", name: str = "", *, kinds: KindRegistry | None = None,
 ) -> Workload:
-    """Reduce `obj` (of API `group` and `kind`) to a Workload, or raise WorkloadError."""
+    """Reduce `obj` (of API `group` and `kind`) to a Workload, or raise WorkloadError.
+
+    The kind's adapter reads it, else its entry in `kinds` (limits.yaml `workload_kinds`),
+    else the generic walker.
+    """
     if not is_object(obj):
         raise WorkloadError("object is not a JSON object")
-    adapter = ADAPTERS.get((group, kind), _generic)
     meta = obj.get("metadata") or {}
     if not is_object(meta):
         raise WorkloadError("metadata is not an object")
+    adapter = ADAPTERS.get((group, kind))
+    entry = kinds.get(group, kind) if kinds is not None and adapter is None else None
+    unresolved: list[str] = []
     pod_sets = []
-    for set_name, count, path, spec in adapter(obj):
-        try:
-            per_pod = _pod_gpus(spec, is_gpu)
-        except _Misplaced as exc:
-            raise exc.at(f"{_dotted(path)}.spec" if path else "spec") from exc
-        pod_sets.append(PodSet(set_name, count, per_pod, path))
+    if entry is not None:
+        located, unresolved = evaluate(entry, obj)
+        for loc in located:
+            ps = PodSet(loc.name, loc.count, _located_gpus(loc, is_gpu), loc.template_path)
+            if loc.unbounded and ps.gpus_each:
+                unresolved.append(loc.unbounded)
+            pod_sets.append(ps)
+    else:
+        raw = (adapter or _generic)(obj)
+        for set_name, count, path, spec in raw:
+            try:
+                per_pod = _pod_gpus(spec, is_gpu)
+            except _Misplaced as exc:
+                raise exc.at(f"{_dotted(path)}.spec" if path else "spec") from exc
+            pod_sets.append(PodSet(set_name, count, per_pod, path))
+        if adapter is not None:
+            caveat = CAVEATS.get((group, kind))
+            unresolved = caveat(obj) if caveat is not None else []
+        else:
+            unresolved = _unread_gpu_names(obj, {id(spec) for *_, spec in raw}, is_gpu, group, kind)
     if (group, kind) == ("apps", "Deployment") and pod_sets:
         replicas = _count(_get(obj, "spec", "replicas"), 1, "spec.replicas")
         pod_sets[0].surge = pod_sets[0].count - replicas
@@ -624,10 +677,70 @@ def read_workload(
         namespace=namespace or str(meta.get("namespace") or ""),
         name=name or str(meta.get("name") or meta.get("generateName") or ""),
         pod_sets=tuple(pod_sets),
+        unresolved=tuple(dict.fromkeys(unresolved)),
     )
     if workload.gpus > MAX_GPUS:
         raise WorkloadError(f"asks for an absurd number of GPUs ({workload.gpus})")
     return workload
+
+
+def _located_gpus(loc: Located, is_gpu: GpuMatcher) -> dict[str, int]:
+    """GPUs of one pod of a registered kind: its pod spec, more containers and GPU blocks."""
+    more: dict[str, int] = {}
+    for where, container in loc.containers:
+        try:
+            _add(more, _container_gpus(container, is_gpu))
+        except WorkloadError as exc:
+            raise WorkloadError(f"{where}: {exc}") from exc
+    for where, block in loc.gpu_blocks:
+        resource = block.get("name")
+        if not isinstance(resource, str) or not resource:
+            raise WorkloadError(f"{where}.name must name a resource, not {resource!r}")
+        if is_gpu(resource):
+            _add(more, {resource: gpu_count(block.get("quantity"), f"{where}.quantity: {resource}")})
+    try:
+        return _pod_gpus(loc.spec, is_gpu, more)
+    except _Misplaced as exc:
+        raise exc.at(loc.spec_where) from exc
+
+
+#: Top-level fields never read for GPU names: the API server's and controllers' own.
+_NOT_ASKED = frozenset({"apiVersion", "kind", "metadata", "status"})
+
+
+def _unread_gpu_names(
+    obj: Mapping[str, Any], read: set[int], is_gpu: GpuMatcher, group: str, kind: str,
+) -> list[str]:
+    """For a kind the generic walker read: GPU resource names (a key with a non-zero value, or
+    a string such as `name: nvidia.com/gpu`) outside every pod spec it counted."""
+    found: list[str] = []
+    stack: list[tuple[Any, str]] = [(v, k) for k, v in obj.items() if k not in _NOT_ASKED]
+    while stack and len(found) < 4:
+        node, where = stack.pop()
+        if id(node) in read:
+            continue
+        if isinstance(node, str):
+            if is_gpu.names_gpu(node):
+                found.append(f"{node} at {where}")
+        elif isinstance(node, list):
+            stack.extend((item, f"{where}[{i}]") for i, item in reversed(list(enumerate(node))))
+        elif is_object(node):
+            for key, value in reversed(list(node.items())):
+                if isinstance(key, str) and is_gpu.names_gpu(key) and not _is_zero(value):
+                    found.append(f"{key} at {where}")
+                stack.append((value, f"{where}.{key}"))
+    if not found:
+        return []
+    names = ", ".join(found[:3]) + (" and more" if len(found) > 3 else "")
+    return [f"names {names}, where the gateway does not count GPUs; add a workload_kinds entry for "
+            f"{group or 'core'}/{kind} to limits.yaml"]
+
+
+def _is_zero(value: Any) -> bool:
+    try:
+        return gpu_count(value) == 0
+    except WorkloadError:
+        return False
 
 
 def template_paths(workload: Workload) -> Iterator[str]:

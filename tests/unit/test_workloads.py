@@ -28,6 +28,7 @@ from builders_workloads import (
     pod_spec,
     read,
     resolve,
+    shipped_kinds,
     template,
 )
 
@@ -83,6 +84,14 @@ EXPECTED = {
     "lws-worker-only.yaml": (12, 12, "12 pods x 1 nvidia.com/gpu"),
     "cloneset.yaml": (6, 3, "3 pods x 2 nvidia.com/gpu"),
     "inferenceservice.yaml": (4, 4, "4 pods x 1 nvidia.com/gpu"),
+    # kinds the default bundle registers (limits.yaml workload_kinds), see test_kinds.py
+    "inferenceservice-llama.yaml": (3, 3, "3 pods x 1 nvidia.com/gpu"),
+    "sparkapplication-gpu.yaml": (3, 3, "3 pods x 1 nvidia.com/gpu"),
+    "workflow-sweep.yaml": (8, 4, "4 pods x 2 nvidia.com/gpu"),
+    "notebook.yaml": (1, 1, "1 pod x 1 nvidia.com/gpu"),
+    "trainjob-runtime.yaml": (0, 2, "no GPUs, plus GPUs it cannot count: it takes its GPUs from runtime "
+                                    "torch-distributed, which the gateway cannot read; "
+                                    "set spec.trainer.resourcesPerNode"),
 }
 
 
@@ -124,7 +133,7 @@ def test_crd_fixtures_are_kinds_gpu_gateway_names(name):
     group, kind = group_kind(o)
     assert o["metadata"].get("name") or o["metadata"].get("generateName")
     assert o["metadata"]["namespace"] == "research"
-    assert is_known_kind(group, kind) or name in ("cloneset.yaml", "inferenceservice.yaml")
+    assert is_known_kind(group, kind) or (group, kind) in shipped_kinds() or name == "cloneset.yaml"
 
 
 def test_generator_still_matches_the_committed_fixtures():
@@ -451,11 +460,14 @@ def test_trainjob_without_num_nodes_counts_one_node():
     assert read(tj).gpus == 8
 
 
-def test_trainjob_without_resources_per_node_counts_no_gpus():
-    # The runtime's own template decides; it is not part of the object.
+def test_trainjob_without_resources_per_node_cannot_be_counted():
+    # The runtime's own template decides; it is not part of the object, so it is never 0.
     tj = load_crd("trainjob.yaml")
     del tj["spec"]["trainer"]["resourcesPerNode"]
-    assert read(tj).gpus == 0
+    workload = read(tj)
+    assert workload.gpus == 0
+    assert workload.unresolved == ("takes its GPUs from runtime torch-distributed, which the gateway cannot "
+                                   "read; set spec.trainer.resourcesPerNode",)
 
 
 # ================================================================== Ray
@@ -569,7 +581,8 @@ def test_unknown_kind_with_pod_templates_is_walked_generically():
 
 def test_generic_walk_counts_a_bare_pod_spec_with_its_replica_bounds():
     o = load_crd("inferenceservice.yaml")  # minReplicas 1, maxReplicas 4, beside containers
-    assert sets(read(o)) == [("predictor", 4, 1, None)]
+    # read without the registry that names InferenceService, as a cluster without it would
+    assert sets(read_workload(o, *group_kind(o), GpuMatcher())) == [("predictor", 4, 1, None)]
 
 
 def test_generic_walk_multiplies_nested_counts():

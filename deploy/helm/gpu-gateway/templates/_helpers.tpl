@@ -122,11 +122,29 @@ app.kubernetes.io/component: {{ .component }}
 ((has({{ .e }}.containers) ? {{ .e }}.containers : []) + (has({{ .e }}.initContainers) ? {{ .e }}.initContainers : [])).exists({{ $c }}, has({{ $c }}.resources) ? {{ include "gpu-gateway.celResources" (dict "e" (printf "%s.resources" $c) "n" (int .n) "g" .g) }} : false)
 {{- end -}}
 
-{{/* CEL: walk the path segments `.segs` from expression `.e` to PodSpecs or resources. */}}
+{{/* CEL: the GPU block `.e` ({name, quantity}, Spark's `gpu`) names a GPU resource. */}}
+{{- define "gpu-gateway.celGpuField" -}}
+(has({{ .e }}.name) ? {{ include "gpu-gateway.celGpu" (dict "r" (printf "string(%s.name)" .e) "g" .g) }} : false)
+{{- end -}}
+
+{{/*
+CEL: walk the path segments `.segs` from expression `.e` to the leaf: PodSpecs (`spec`),
+ResourceRequirements (`resources`), GPU blocks (`gpuField`), anything (`present`, true unless
+`.unless` is found beside it) or, for `absent`, true where a segment is missing. Segments: a
+field, `[]` each list item, `{}` each map value, `{*Suffix}` each map value whose key ends
+with Suffix, `*` each item or value.
+*/}}
 {{- define "gpu-gateway.celWalk" -}}
+{{- $miss := ternary "true" "false" (eq .leaf "absent") -}}
 {{- if not .segs -}}
 {{- if eq .leaf "resources" -}}
 {{- include "gpu-gateway.celResources" (dict "e" .e "n" (int .n) "g" .g) -}}
+{{- else if eq .leaf "gpuField" -}}
+{{- include "gpu-gateway.celGpuField" (dict "e" .e "g" .g) -}}
+{{- else if eq .leaf "absent" -}}
+false
+{{- else if eq .leaf "present" -}}
+{{- if .unless -}}!({{ include "gpu-gateway.celWalk" (dict "e" .e "segs" .unless "n" (int .n) "leaf" "present" "g" .g) }}){{- else -}}true{{- end -}}
 {{- else -}}
 {{- include "gpu-gateway.celPodSpec" (dict "e" .e "n" (int .n) "g" .g) -}}
 {{- end -}}
@@ -135,31 +153,81 @@ app.kubernetes.io/component: {{ .component }}
 {{- $rest := rest .segs -}}
 {{- $v := printf "x%d" (int .n) -}}
 {{- $next := add1 (int .n) -}}
+{{- $sub := dict "e" $v "segs" $rest "n" $next "leaf" .leaf "unless" .unless "g" .g -}}
 {{- if eq $seg "[]" -}}
-{{ .e }}.exists({{ $v }}, {{ include "gpu-gateway.celWalk" (dict "e" $v "segs" $rest "n" $next "leaf" .leaf "g" .g) }})
+{{ .e }}.exists({{ $v }}, {{ include "gpu-gateway.celWalk" $sub }})
+{{- else if eq $seg "*" -}}
+(type({{ .e }}) == list ? {{ .e }} : type({{ .e }}) == map ? {{ .e }}.map(k{{ .n }}, {{ .e }}[k{{ .n }}]) : []).exists({{ $v }}, {{ include "gpu-gateway.celWalk" $sub }})
 {{- else if hasPrefix "{" $seg -}}
 {{- $suffix := $seg | trimPrefix "{" | trimSuffix "}" | trimPrefix "*" -}}
-{{ .e }}.exists({{ $v }}, {{ if $suffix }}!{{ $v }}.endsWith('{{ $suffix }}') ? false : {{ end }}{{ include "gpu-gateway.celWalk" (dict "e" (printf "%s[%s]" .e $v) "segs" $rest "n" $next "leaf" .leaf "g" .g) }})
+{{ .e }}.exists({{ $v }}, {{ if $suffix }}!{{ $v }}.endsWith('{{ $suffix }}') ? false : {{ end }}{{ include "gpu-gateway.celWalk" (dict "e" (printf "%s[%s]" .e $v) "segs" $rest "n" $next "leaf" .leaf "unless" .unless "g" .g) }})
+{{- else if regexMatch "^[A-Za-z_][A-Za-z0-9_]*$" $seg -}}
+(has({{ .e }}.{{ $seg }}) ? {{ include "gpu-gateway.celWalk" (dict "e" (printf "%s.%s" .e $seg) "segs" $rest "n" .n "leaf" .leaf "unless" .unless "g" .g) }} : {{ $miss }})
 {{- else -}}
-(has({{ .e }}.{{ $seg }}) ? {{ include "gpu-gateway.celWalk" (dict "e" (printf "%s.%s" .e $seg) "segs" $rest "n" .n "leaf" .leaf "g" .g) }} : false)
+('{{ $seg }}' in {{ .e }} ? {{ include "gpu-gateway.celWalk" (dict "e" (printf "%s['%s']" .e $seg) "segs" $rest "n" .n "leaf" .leaf "unless" .unless "g" .g) }} : {{ $miss }})
 {{- end -}}
 {{- end -}}
+{{- end -}}
+
+{{/* Path segments: a dotted string (values) or already a list (the bundle's workload_kinds). */}}
+{{- define "gpu-gateway.segments" -}}
+{{- if kindIs "string" . -}}{{- splitList "." . | toJson -}}{{- else -}}{{- toJson . -}}{{- end -}}
 {{- end -}}
 
 {{/* CEL: the object `.o` of a kind with these pod locations (`.kind`) asks for a GPU. */}}
 {{- define "gpu-gateway.celKindGpus" -}}
 {{- $terms := list -}}
-{{- range .kind.podSpecs | default list -}}
-{{- $terms = append $terms (printf "(%s)" (include "gpu-gateway.celWalk" (dict "e" $.o "segs" (splitList "." .) "n" 0 "leaf" "spec" "g" $.g))) -}}
+{{- range $leaf, $key := dict "spec" "podSpecs" "resources" "resources" "gpuField" "gpuFields" "absent" "absent" -}}
+{{- range get $.kind $key | default list -}}
+{{- $terms = append $terms (printf "(%s)" (include "gpu-gateway.celWalk" (dict "e" $.o "segs" (include "gpu-gateway.segments" . | fromJsonArray) "n" 0 "leaf" $leaf "g" $.g))) -}}
 {{- end -}}
-{{- range .kind.resources | default list -}}
-{{- $terms = append $terms (printf "(%s)" (include "gpu-gateway.celWalk" (dict "e" $.o "segs" (splitList "." .) "n" 0 "leaf" "resources" "g" $.g))) -}}
 {{- end -}}
-{{- if $terms -}}{{ join " || " $terms }}{{- else -}}true{{- end -}}
+{{- range .kind.present | default list -}}
+{{- $path := . -}}{{- $unless := list -}}
+{{- if kindIs "map" . -}}{{- $path = .path -}}{{- $unless = .unless | default list -}}{{- end -}}
+{{- $terms = append $terms (printf "(%s)" (include "gpu-gateway.celWalk" (dict "e" $.o "segs" (include "gpu-gateway.segments" $path | fromJsonArray) "n" 0 "leaf" "present" "unless" (include "gpu-gateway.segments" $unless | fromJsonArray) "g" $.g))) -}}
+{{- end -}}
+{{- if $terms -}}{{ join " || " $terms }}{{- else if .kind.registered -}}false{{- else -}}true{{- end -}}
+{{- end -}}
+
+{{/*
+The policy bundle's workload_kinds (limits.yaml), in the shape of webhook.workloadKinds with
+paths as segment lists: every registered kind is routed, its RBAC granted.
+*/}}
+{{- define "gpu-gateway.registeredKinds" -}}
+{{- $limits := include "gpu-gateway.limits" . | fromJson -}}
+{{- $out := list -}}
+{{- range (get $limits "workload_kinds" | default list) -}}
+{{- $k := dict "group" .group "resource" (.resource | default (printf "%ss" (lower .kind))) "registered" true "podSpecs" (list) "resources" (list) "gpuFields" (list) "present" (list) -}}
+{{- range .pods | default list -}}
+{{- $base := splitList "/" (trimPrefix "/" .path) -}}
+{{- if eq .shape "template" -}}
+{{- $_ := set $k "podSpecs" (append (get $k "podSpecs") (append $base "spec")) -}}
+{{- else if eq .shape "pod_spec" -}}
+{{- $_ := set $k "podSpecs" (append (get $k "podSpecs") $base) -}}
+{{- else -}}
+{{- $_ := set $k "resources" (append (get $k "resources") (append $base "resources")) -}}
+{{- end -}}
+{{- range .containers | default list -}}
+{{- $at := ternary (splitList "/" (trimPrefix "/" .)) (concat $base (splitList "/" .)) (hasPrefix "/" .) -}}
+{{- $_ := set $k "resources" (append (get $k "resources") (append $at "resources")) -}}
+{{- end -}}
+{{- range .gpus | default list -}}
+{{- $at := ternary (splitList "/" (trimPrefix "/" .)) (concat $base (splitList "/" .)) (hasPrefix "/" .) -}}
+{{- $_ := set $k "gpuFields" (append (get $k "gpuFields") $at) -}}
+{{- end -}}
+{{- end -}}
+{{- range .unresolved | default list -}}
+{{- $unless := ternary (splitList "/" (.unless | default "")) (list) (not (empty .unless)) -}}
+{{- $_ := set $k "present" (append (get $k "present") (dict "path" (splitList "/" (trimPrefix "/" .path)) "unless" $unless)) -}}
+{{- end -}}
+{{- $out = append $out $k -}}
+{{- end -}}
+{{- toJson $out -}}
 {{- end -}}
 
 {{- define "gpu-gateway.workloadKinds" -}}
-{{- concat .Values.webhook.workloadKinds .Values.webhook.extraWorkloadKinds | toJson -}}
+{{- concat .Values.webhook.workloadKinds .Values.webhook.extraWorkloadKinds (include "gpu-gateway.registeredKinds" . | fromJsonArray) | toJson -}}
 {{- end -}}
 
 {{/*
@@ -171,7 +239,7 @@ are always true: the gateway walks them generically, and nothing is passed unsee
 {{- $shapes := dict -}}
 {{- $order := list -}}
 {{- range (include "gpu-gateway.workloadKinds" . | fromJsonArray) -}}
-{{- $shape := toJson (dict "podSpecs" (.podSpecs | default list) "resources" (.resources | default list)) -}}
+{{- $shape := toJson (dict "podSpecs" (.podSpecs | default list) "resources" (.resources | default list) "gpuFields" (.gpuFields | default list) "present" (.present | default list) "absent" (.absent | default list) "registered" (.registered | default false)) -}}
 {{- if not (hasKey $shapes $shape) -}}{{- $order = append $order $shape -}}{{- end -}}
 {{- $_ := set $shapes $shape (append (get $shapes $shape | default list) (printf "'%s/%s'" .group .resource)) -}}
 {{- end -}}
