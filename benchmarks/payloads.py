@@ -42,7 +42,7 @@ def _meta(name: str, namespace: str, kind: str, *, labels: dict[str, str] | None
     return {
         "name": name,
         "namespace": namespace,
-        "uid": "6f1d2c3e-8a9b-4c5d-9e0f-1a2b3c4d5e6f",
+        "uid": f"uid-{name}",
         "resourceVersion": "48213377",
         "generation": 1,
         "creationTimestamp": "2025-05-14T09:21:07Z",
@@ -142,7 +142,7 @@ def pod(name: str, *, gpus: int = 8, namespace: str = NAMESPACE, owner: str = ""
     meta = _meta(name, namespace, "Pod", labels=labels, annotations=ann, manager="training-operator")
     if job_name:
         meta["ownerReferences"] = [{"apiVersion": "kubeflow.org/v1", "kind": "PyTorchJob", "name": job_name,
-                                    "uid": "0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d", "controller": True,
+                                    "uid": f"uid-{job_name}", "controller": True,
                                     "blockOwnerDeletion": True}]
     return {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": _pod_spec(gpus)}
 

@@ -99,6 +99,7 @@ class Cluster:
         response = self.service.validate(body)["response"]
         if response["allowed"]:
             _set_replicas(obj, replicas)
+            self.objects[(kind, "research", name)] = copy.deepcopy(obj)
         return Answer(response["allowed"], response.get("status", {}).get("message", ""), obj)
 
     def delete(self, kind: str, name: str, user: str, groups: tuple[str, ...]) -> Answer:

@@ -211,15 +211,8 @@ def _size_checks(plan: Plan, policy: Policy, workload: Workload, violations: lis
     """Priority class and per-workload limit of the requester's role, or of `owner`'s when the
     request is made for someone else (an actor's child, a change to another person's workload)."""
     ident = owner or plan.identity
-    limits = policy.role_limits(ident.role)
-    allowed = limits.priority_classes
-    if allowed is not None:
-        bad = sorted(_priority_classes(plan.request.obj, workload) - allowed)
-        if bad:
-            names = ", ".join(repr(c) if c else "(none)" for c in sorted(allowed)) or "none"
-            violations.append(violation(policy, "priority-class",
-                f"{ident.describe()} may not use priority class {', '.join(bad)} (allowed: {names})"))
-    cap = limits.max_gpus_per_workload
+    _priority_check(plan, policy, workload, violations, ident)
+    cap = policy.role_limits(ident.role).max_gpus_per_workload
     if cap is not None and workload.gpus > cap:
         verb = "launch" if plan.action is Action.LAUNCH and owner is None else "run"
         violations.append(violation(policy, "workload-gpu-limit",
@@ -263,6 +256,17 @@ def _unresolved_checks(plan: Plan, policy: Policy, violations: list[Violation], 
             f"{plan.display_ref} {'; and it '.join(reasons)}"))
 
 
+def _priority_check(plan: Plan, policy: Policy, workload: Workload, violations: list[Violation],
+                    ident: Identity) -> None:
+    allowed = policy.role_limits(ident.role).priority_classes
+    if allowed is not None:
+        bad = sorted(_priority_classes(plan.request.obj, workload) - allowed)
+        if bad:
+            names = ", ".join(repr(c) if c else "(none)" for c in sorted(allowed)) or "none"
+            violations.append(violation(policy, "priority-class",
+                f"{ident.describe()} may not use priority class {', '.join(bad)} (allowed: {names})"))
+
+
 def _quota_checks(
     policy: Policy, facts: Facts, *, asked: int, owner: str, owner_role: str | None, team: str,
     violations: list[Violation],
@@ -285,9 +289,10 @@ def _launch(plan: Plan, policy: Policy, facts: Facts) -> Decision:
     if ident.is_actor and req.operation == "CREATE":
         return _actor_create(plan, policy, facts)
     shape = shape_of(req, workload)
-    if facts.target is not None and facts.target.owner != ident.user:
-        # The ledger holds this name for someone else: the object exists (the API server will
-        # refuse the create) or its deletion was never seen. Never hand the record over.
+    if facts.target is not None and (facts.target.owner != ident.user or _other_object(plan, facts.target)):
+        # The ledger holds this name for someone else, or for another object: it exists (the
+        # API server will refuse the create) or its deletion was never seen. Never hand the
+        # record over, nor replace it (a second `kubectl create` must not wipe a charge).
         team = f" (team {facts.target.team})" if facts.target.team else ""
         return conclude(plan, [violation(policy, "ownership",
             f"the gateway's ledger holds {plan.display_kind} {plan.display_ref} for "
@@ -336,6 +341,11 @@ def _launch(plan: Plan, policy: Policy, facts: Facts) -> Decision:
     return decided
 
 
+def _other_object(plan: Plan, target: Target) -> bool:
+    """Whether the ledger's record of this name is of another object than the one created."""
+    return bool(target.uid and plan.uid and target.uid != plan.uid)
+
+
 def _owner_identity(target: Target) -> Identity:
     """The owner of a ledger record as the checks made on their behalf see them."""
     return Identity(user=target.owner, groups=(), role=target.role or None,
@@ -359,6 +369,11 @@ def _actor_create(plan: Plan, policy: Policy, facts: Facts) -> Decision:
             f"controller {ident.user} creates {plan.display_kind} {plan.display_ref} with "
             f"{workload.gpus} GPUs but no controller ownerReference; a controller's GPU objects must "
             f"belong to a workload it controls"))
+    elif facts.target is not None and (_other_object(plan, facts.target) or (not facts.target.uid and (
+            facts.parent is None or facts.target.owner != facts.parent.owner))):
+        violations.append(violation(policy, "ownership",
+            f"the gateway's ledger holds {plan.display_kind} {plan.display_ref} for "
+            f"{facts.target.owner or 'nobody recorded'}; it may still exist"))
     if violations:
         return conclude(plan, violations, allow_rule="actor", allow_reason="", gpus=workload.gpus)
     assert plan.parent is not None
@@ -396,8 +411,7 @@ def _actor_create(plan: Plan, policy: Policy, facts: Facts) -> Decision:
                                      f"charged to {parent.owner}",
                         owner=parent.owner, team=parent.team)
     _allowance(plan, workload.gpus, workload, root, violations, policy)
-    if root.uid and not root.charged and not charges_children(root.shape) and _is_pod_create(plan) \
-            and workload.gpus and not carries_gate(req.obj):
+    if root.waiting and _is_pod_create(plan) and workload.gpus and not carries_gate(req.obj):
         violations.append(Violation(GATE_RULE, Mode.ENFORCE,
             "the workload it belongs to waits in the GPU queue, so its GPU pods must carry the "
             "gpu-gateway.io/quota scheduling gate"))
@@ -518,6 +532,12 @@ def _modify(plan: Plan, policy: Policy, facts: Facts) -> Decision:
         return _unowned_change(plan, policy, facts, max(plan.old_gpus, new_gpus))
     old_gpus = target.gpus
     violations: list[Violation] = []
+    if req.sub_resource != "scale" and _finally_deleted(plan):
+        if not ident.is_actor:
+            _ownership(plan, policy, target, "modify", violations)
+        return conclude(plan, violations, allow_rule="actor" if ident.is_actor else "ownership", gpus=old_gpus,
+                        allow_reason=f"the last finalizer of {plan.display_kind} {plan.display_ref} is removed: "
+                                     f"it is gone", release=True, owner=target.owner, team=target.team)
     owner, team = target.owner, target.team
     if not ident.is_actor:
         _ownership(plan, policy, target, "modify", violations)
@@ -530,6 +550,8 @@ def _modify(plan: Plan, policy: Policy, facts: Facts) -> Decision:
         _unresolved_checks(plan, policy, violations, target)
         if not ident.is_actor:
             _template_integrity(plan, policy, owner, team, violations)
+            if target.owner and new_gpus <= old_gpus:  # growth checks it with the size
+                _priority_check(plan, policy, plan.workload, violations, _owner_identity(target))
     if new_gpus > old_gpus:
         _growth(plan, policy, facts, target, new_gpus, violations)
     # A scale keeps the recorded pod sets (their GPUs per pod do not change), at the new count.
@@ -563,7 +585,15 @@ def _growth(plan: Plan, policy: Policy, facts: Facts, target: Target, new_gpus: 
             _allowance(plan, new_gpus, plan.workload, root, violations, policy)
         return
     if not target.owner:
-        return  # unowned: decided under unowned_workloads where it is touched
+        # Nobody is charged for it: only the roles `unowned_workloads` names may grow it (audited),
+        # never a controller or an autoscaler on its own.
+        if plan.identity.is_actor:
+            violations.append(violation(policy, "unowned-workload",
+                f"controller {plan.identity.user} may not grow {plan.display_kind} {plan.display_ref}, which has "
+                f"no recorded owner, to {new_gpus} GPUs; an administrator may assign it an owner first"))
+        else:
+            _unowned(plan, policy, new_gpus, violations)
+        return
     owner = _owner_identity(target)
     if plan.workload is not None and plan.request.sub_resource != "scale":
         _size_checks(plan, policy, plan.workload, violations, owner=owner)
@@ -631,6 +661,34 @@ def _unowned_change(plan: Plan, policy: Policy, facts: Facts, gpus: int) -> Deci
                     approvals=facts.approvals)
 
 
+def _gone_after(plan: Plan) -> bool:
+    """Whether the object is gone once this DELETE is through, so its record may go: not after an
+    eviction (a disruption budget may still refuse it, after admission), nor while finalizers
+    hold the object (its controllers may go on; the record goes with the UPDATE that removes the
+    last finalizer, or with the controller's reconcile)."""
+    req = plan.request
+    if req.sub_resource == "eviction":
+        return False
+    meta = req.old_obj.get("metadata") if req.old_obj is not None else None
+    finalizers = meta.get("finalizers") if is_object(meta) else None
+    return not (isinstance(finalizers, list) and any(f != "foregroundDeletion" for f in finalizers))
+
+
+def _orphans(plan: Plan) -> bool:
+    """Whether a DELETE leaves the object's dependents running (`--cascade=orphan`)."""
+    options = plan.request.options or {}
+    return options.get("propagationPolicy") == "Orphan" or options.get("orphanDependents") is True
+
+
+def _finally_deleted(plan: Plan) -> bool:
+    """An UPDATE that removes the last finalizer of an object being deleted: the object goes now."""
+    meta = plan.request.obj.get("metadata") if plan.request.obj is not None else None
+    if not is_object(meta) or not meta.get("deletionTimestamp"):
+        return False
+    finalizers = meta.get("finalizers")
+    return not finalizers
+
+
 def _touch(plan: Plan, policy: Policy, facts: Facts) -> Decision:
     """Kill and exec: who may touch a running workload or pod."""
     ident, target, action = plan.identity, facts.target, plan.action
@@ -645,12 +703,26 @@ def _touch(plan: Plan, policy: Policy, facts: Facts) -> Decision:
         return conclude(plan, violations, allow_rule="unowned-workload", gpus=plan.old_gpus,
                          allow_reason=f"{ident.describe()} may change workloads with no recorded owner",
                          approvals=facts.approvals)
-    release = action is Action.KILL
+    release = action is Action.KILL and _gone_after(plan)
+    violations = []
+    orphaning = action is Action.KILL and _orphans(plan) and plan.request.resource != "pods"
+    if (orphaning and not charges_children(target.shape)
+            and not policy.may(ident.role, "reassign", relation(ident, target.owner, target.team))):
+        violations.append(violation(policy, "root-allowance",
+            f"deleting {plan.display_kind} {plan.display_ref} with propagationPolicy Orphan would leave what "
+            f"its controllers made running without its charge",
+            hint="Delete it with the default propagation (kubectl delete without --cascade=orphan)."))
     if ident.is_actor:
+        if violations:
+            return conclude(plan, violations, allow_rule="actor", allow_reason="", gpus=target.gpus)
         return Decision(allowed=True, rule="actor", action=action, gpus=target.gpus,
                         reason=f"controller {ident.user} for {target.owner or 'nobody recorded'}", release=release,
                         owner=target.owner, team=target.team)
-    violations = []
+    if not target.owner:
+        _unowned(plan, policy, target.gpus, violations)
+        return conclude(plan, violations, allow_rule="unowned-workload", gpus=target.gpus, release=release,
+                        allow_reason=f"{ident.describe()} may change workloads with no recorded owner",
+                        approvals=facts.approvals)
     _ownership(plan, policy, target, action.value, violations)
     if action is Action.KILL:
         _second_person(plan, policy, target.gpus, target.owner or "?", violations)

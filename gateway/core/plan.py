@@ -35,6 +35,8 @@ class Target:
     root_uid: str = ""
     """The UID of the record that holds the charge for this one: its own for a workload a person
     launched (or a CronJob's Job), the root workload's for what controllers made from it."""
+    waiting: bool = False
+    """Whether it waits in the GPU queue (read where a controller's child needs to know)."""
 
     @property
     def is_root(self) -> bool:

@@ -14,8 +14,8 @@
   whose pods are finished, is uncharged: its GPUs are free, the owner's record stays (so
   the owner may still delete the finished object);
 - a GPU pod running or pending (not gated) that neither it nor its workload has a
-  reservation for is accounted: charged to the owner its annotation names (or to nobody
-  recorded, `""`), so it counts against the cluster's capacity and its team.
+  reservation for is accounted: recorded without an owner (`""`, whatever its annotations
+  say), so it counts against the cluster's capacity and administrators see it.
 
 `gates_to_remove` answers which gated pods the controller releases: those of workloads the
 ledger holds charged (released by a queue pass, or admitted at once), owned by that
@@ -169,8 +169,10 @@ def plan_reconcile(pods: Iterable[PodView], ledger: Iterable[Held], *, waiting: 
             continue
         if p.workload and (p.workload in held or p.workload in waiting):
             continue
-        repairs.append(Repair(p.key, "account", f"a GPU pod {p.phase.lower()} without a reservation",
-                              owner=p.owner, team=p.team, gpus=p.gpus))
+        # Recorded as unowned: an annotation is what anyone could write, never who owns GPUs.
+        claim = f" (its annotation names {p.owner})" if p.owner else ""
+        repairs.append(Repair(p.key, "account", f"a GPU pod {p.phase.lower()} without a reservation{claim}; "
+                                                f"recorded without an owner", gpus=p.gpus))
     return repairs
 
 

@@ -47,6 +47,8 @@ class AdmissionRequest:
     dry_run: bool = False
     resource_group: str = ""
     extra: Mapping[str, Any] = field(default_factory=dict)
+    options: Mapping[str, Any] | None = None
+    """The operation's options (DeleteOptions on a DELETE: propagationPolicy, ...)."""
 
     @property
     def resource_key(self) -> str:
@@ -132,6 +134,7 @@ def parse_review(body: Any) -> AdmissionRequest:
         old_obj=old_obj,
         dry_run=dry_run,
         extra=extra if is_object(extra) else {},
+        options=_object(req.get("options"), "options"),
     )
 
 

@@ -93,9 +93,7 @@ def scaled(shape: str, replicas: int, old_gpus: int, old_replicas: int | None) -
             index, per_replica = entry
             if index >= len(counts):
                 return None
-            counts[index] = per_replica * moved
-            if rule.get("surge"):
-                counts[index] += surge_pods(moved, rule["surge"])
+            counts[index] = per_replica * (moved + (surge_pods(moved, rule["surge"]) if rule.get("surge") else 0))
         new = dict(data)
         new["sets"] = [[entry[0], count, each] for entry, count, (_, each) in zip(data["sets"], counts, sets,
                                                                                    strict=True)]

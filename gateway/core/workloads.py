@@ -441,8 +441,10 @@ def _rayjob(obj: Mapping[str, Any]) -> list[RawPodSet]:
 
 
 def _rayservice(obj: Mapping[str, Any]) -> list[RawPodSet]:
+    """Its cluster twice: a zero-downtime upgrade runs the new cluster beside the old one."""
     cluster = _get(obj, "spec", "rayClusterConfig")
-    return _ray_cluster(cluster, "/spec/rayClusterConfig", "spec.rayClusterConfig")
+    sets = _ray_cluster(cluster, "/spec/rayClusterConfig", "spec.rayClusterConfig")
+    return [(name, count * 2, path, spec) for name, count, path, spec in sets]
 
 
 def _volcano(obj: Mapping[str, Any]) -> list[RawPodSet]:
@@ -457,9 +459,21 @@ def _volcano(obj: Mapping[str, Any]) -> list[RawPodSet]:
     return sets
 
 
+def _lws_surge(spec: Any) -> Any:
+    """A LeaderWorkerSet's rolling-update maxSurge (default 0): whole groups beside `replicas`."""
+    value = _get(spec, "rolloutStrategy", "rollingUpdateConfiguration", "maxSurge")
+    return 0 if value is None else value
+
+
 def _leaderworkerset(obj: Mapping[str, Any]) -> list[RawPodSet]:
     spec = obj.get("spec")
     groups = _count(_get(spec, "replicas"), 1, "spec.replicas")
+    surge = _lws_surge(spec)
+    if isinstance(surge, str) and not (surge.isdigit() or (surge.endswith("%") and surge[:-1].isdigit())):
+        raise WorkloadError(f"spec.rolloutStrategy.rollingUpdateConfiguration.maxSurge must be a count or a "
+                            f"percentage, not {surge!r}")
+    groups += surge_pods(groups, surge) if isinstance(surge, str) else _count(
+        surge, 0, "spec.rolloutStrategy.rollingUpdateConfiguration.maxSurge")
     lwt = _get(spec, "leaderWorkerTemplate")
     size = _count(_get(lwt, "size"), 1, "spec.leaderWorkerTemplate.size")
     base = "/spec/leaderWorkerTemplate"
@@ -585,9 +599,10 @@ def scale_rule(obj: Mapping[str, Any], group: str, kind: str, workload: Workload
         return ScaleRule(((0, 1),), surge="25%" if surge is None else surge)
     if (group, kind) == ("leaderworkerset.x-k8s.io", "LeaderWorkerSet"):
         size = _count(_get(spec, "leaderWorkerTemplate", "size"), 1, "spec.leaderWorkerTemplate.size")
+        surge = _lws_surge(spec)
         if len(workload.pod_sets) == 2:
-            return ScaleRule(((0, 1), (1, max(size - 1, 0))))
-        return ScaleRule(((0, size),))
+            return ScaleRule(((0, 1), (1, max(size - 1, 0))), surge=surge)
+        return ScaleRule(((0, size),), surge=surge)
     if group == "kubeflow.org" and ADAPTERS.get((group, kind)) is _kubeflow:
         if _suspended(spec, "runPolicy", "suspend"):
             return ScaleRule(())
@@ -597,8 +612,14 @@ def scale_rule(obj: Mapping[str, Any], group: str, kind: str, workload: Workload
         elastic = _get(spec, "elasticPolicy", "maxReplicas")
         floor = _count(elastic, 0, "spec.elasticPolicy.maxReplicas") if elastic is not None else 0
         return ScaleRule(((workers[0], 1),), floor=floor)
-    if len(workload.pod_sets) == 1:
+    if ADAPTERS.get((group, kind)) is _replicated:
         return ScaleRule(((0, 1),))
+    # Another kind with a scale subresource: one pod set whose count is `spec.replicas` times a
+    # whole number of pods; anything else cannot be scaled from the record (a scale is refused).
+    replicas = _get(spec, "replicas")
+    if (len(workload.pod_sets) == 1 and isinstance(replicas, int) and not isinstance(replicas, bool)
+            and replicas > 0 and workload.pod_sets[0].count % replicas == 0):
+        return ScaleRule(((0, workload.pod_sets[0].count // replicas),))
     return None
 
 
@@ -614,7 +635,7 @@ def surge_pods(replicas: int, max_surge: Any) -> int:
 #: Kinds whose size is not in the object: each workload or pod they create is charged to their
 #: owner on its own when it is made, so no schedule, concurrency policy or node count lets a
 #: capped role exceed its caps (a CronJob's Jobs, a DaemonSet's pods, one per node).
-CHARGES_CHILDREN = frozenset({("batch", "CronJob"), ("apps", "DaemonSet")})
+CHARGES_CHILDREN = frozenset({("batch", "CronJob"), ("apps", "DaemonSet"), ("argoproj.io", "CronWorkflow")})
 
 #: Why an adapter's count may be incomplete, for the kinds where it can be.
 CAVEATS: dict[tuple[str, str], Callable[[Mapping[str, Any]], list[str]]] = {

@@ -113,7 +113,7 @@ class PostgresStore(ExceptionsStore, SettingsStore, TelemetryStore, QueueStore):
             for column, empty in LATER_RESERVATION_COLUMNS.items():
                 ledger.db.run(f"ALTER TABLE reservations ADD COLUMN IF NOT EXISTS {column} TEXT NOT NULL "
                               f"DEFAULT '{empty}'")
-            for statement in AFTER_LATER_COLUMNS:
+            for statement in AFTER_LATER_COLUMNS.values():
                 ledger.db.run(statement)
             ledger.rebuild_usage()
 

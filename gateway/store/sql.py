@@ -216,7 +216,7 @@ CREATE TABLE IF NOT EXISTS settings (
 #: Columns of `reservations` added since the first release, with their empty default, and the
 #: statements that need them (run after a state file from an earlier version got them).
 LATER_RESERVATION_COLUMNS = {"uid": "", "root_uid": ""}
-AFTER_LATER_COLUMNS = ("CREATE INDEX IF NOT EXISTS reservations_uid ON reservations (uid)",)
+AFTER_LATER_COLUMNS = {"reservations_uid": "CREATE INDEX IF NOT EXISTS reservations_uid ON reservations (uid)"}
 
 
 def schema(*, float_type: str, seq_type: str) -> list[str]:
@@ -274,7 +274,7 @@ class Ledger:
 
     def target(self, key: TargetKey) -> Target | None:
         row = self.db.one(
-            "SELECT owner, team, role, gpus, charged, shape, uid, root_uid FROM reservations "
+            "SELECT owner, team, role, gpus, charged, shape, uid, root_uid, 0 AS waiting FROM reservations "
             "WHERE resource = ? AND namespace = ? AND name = ?",
             key,
         )
@@ -285,7 +285,9 @@ class Ledger:
         if not uid:
             return None
         return _target(self.db.one(
-            "SELECT owner, team, role, gpus, charged, shape, uid, root_uid FROM reservations WHERE uid = ?", (uid,)))
+            "SELECT r.owner, r.team, r.role, r.gpus, r.charged, r.shape, r.uid, r.root_uid, "
+            "q.name IS NOT NULL AS waiting FROM reservations r LEFT JOIN queue q ON q.resource = r.resource "
+            "AND q.namespace = r.namespace AND q.name = r.name WHERE r.uid = ?", (uid,)))
 
     def parent(self, uid: str, key: TargetKey | None) -> Target | None:
         """The record a controller ownerReference points to: by UID, or, for a record written
@@ -316,8 +318,8 @@ class Ledger:
         (UID and key) names the parent of an actor's new object: its record, and the root's,
         are read, and usage is the parent's owner's."""
         target = self.target(key)
-        parent = self.parent(*parent_of) if parent_of is not None and target is None else None
-        anchor = target or parent
+        parent = self.parent(*parent_of) if parent_of is not None else None
+        anchor = parent if parent_of is not None else target
         if anchor is not None:
             owner, team = anchor.owner, anchor.team
         root = anchor
@@ -530,7 +532,7 @@ def _target(row: Row | None) -> Target | None:
     if row is None:
         return None
     return Target(row["owner"], row["team"], row["role"], row["gpus"], bool(row["charged"]), row["shape"],
-                  row["uid"], row["root_uid"])
+                  row["uid"], row["root_uid"], waiting=bool(row["waiting"]))
 
 
 def is_break_glass(row: Mapping[str, Any]) -> bool:

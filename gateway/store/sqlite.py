@@ -90,8 +90,10 @@ class SQLiteStore(ExceptionsStore, SettingsStore, TelemetryStore, QueueStore):
         for column, empty in LATER_RESERVATION_COLUMNS.items():
             if column not in columns:
                 self._db.execute(f"ALTER TABLE reservations ADD COLUMN {column} TEXT NOT NULL DEFAULT '{empty}'")
-        for statement in AFTER_LATER_COLUMNS:
-            self._db.execute(statement)
+        indexes = {row[0] for row in self._db.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+        for index, statement in AFTER_LATER_COLUMNS.items():
+            if index not in indexes:
+                self._db.execute(statement)
 
     # ------------------------------------------------------------- reads
 

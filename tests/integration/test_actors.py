@@ -380,3 +380,66 @@ def test_each_pod_of_a_gpu_daemonset_is_charged_to_its_owner(cluster, store):
     assert held(store) == {"alice": 16}
     third = cluster.pod_of(made.obj, made.obj["spec"]["template"], daemon)  # one per node, past her cap
     assert not third.allowed and "may hold at most 16 GPUs at once" in third.message
+
+
+# ------------------------------------------------------------------ queue mode, from the ledger
+
+
+@pytest.fixture
+def queued_cluster(tmp_path) -> Cluster:
+    from builders_queue import queue_policies
+
+    from gateway.metrics import Metrics
+    from gateway.policy_bundle import PolicyHolder
+
+    store = SQLiteStore(tmp_path / "queued.db")
+    return Cluster(AdmissionService(PolicyHolder(queue_policies(tmp_path / "policies")), store, metrics=Metrics()))
+
+
+def test_pods_of_a_queued_workload_must_wait_behind_the_gate_whatever_their_template_says(queued_cluster):
+    cluster = queued_cluster
+    made = cluster.create(deployment("serve", replicas=2), "bob", RESEARCHER)
+    assert made.allowed and "is queued" in " ".join(made.warnings)
+    rs = cluster.replicaset_of(made.obj, replicas=2).obj
+    # the template carries the queue key, so the mutating webhook gates the pod
+    gated = cluster.pod_of(rs, rs["spec"]["template"], REPLICASET_CONTROLLER)
+    assert gated.allowed and gated.obj["spec"]["schedulingGates"] == [{"name": "gpu-gateway.io/quota"}]
+    # a template that lost its queue key (edited before the rule, or by a controller) is caught
+    # from the ledger: the workload waits, so its pods must carry the gate
+    bare = copy.deepcopy(rs["spec"]["template"])
+    del bare["metadata"]["annotations"]["gpu-gateway.io/workload"]
+    answer = cluster.pod_of(rs, bare, REPLICASET_CONTROLLER)
+    assert not answer.allowed and "must carry the gpu-gateway.io/quota scheduling gate" in answer.message
+
+
+# ------------------------------------------------------------------ upgrade from a ledger without UIDs
+
+
+def test_a_ledger_from_before_uids_is_upgraded_and_its_records_still_own_their_children(tmp_path, policy_dir):
+    import sqlite3
+
+    from gateway.metrics import Metrics
+    from gateway.policy_bundle import PolicyHolder
+
+    state = tmp_path / "old.db"
+    db = sqlite3.connect(state)
+    db.executescript("""
+        CREATE TABLE reservations (resource TEXT NOT NULL, namespace TEXT NOT NULL, name TEXT NOT NULL,
+            owner TEXT NOT NULL, team TEXT NOT NULL, role TEXT NOT NULL, gpus INTEGER NOT NULL,
+            charged INTEGER NOT NULL, shape TEXT NOT NULL, created_at REAL NOT NULL, request_uid TEXT NOT NULL,
+            PRIMARY KEY (resource, namespace, name));
+        INSERT INTO reservations VALUES ('jobs.batch', 'research', 'old', 'bob', 'vision', 'researcher', 16, 1,
+            '{"unit":null,"sets":[["main",2,8]]}', 1.0, 'r1');
+    """)
+    db.commit()
+    db.close()
+    store = SQLiteStore(state)
+    cluster = Cluster(AdmissionService(PolicyHolder(policy_dir), store, metrics=Metrics()))
+    old_job = {"apiVersion": "batch/v1", "kind": "Job",
+               "metadata": {"name": "old", "namespace": "research", "uid": "uid-of-the-old-job"},
+               "spec": {"parallelism": 2, "template": {"spec": {"containers": [container(8)]}}}}
+    pod = cluster.pod_of(old_job, old_job["spec"]["template"], JOB_CONTROLLER)
+    assert pod.allowed
+    records = {r.name: r for r in store.reservations()}
+    assert records[pod.obj["metadata"]["name"]].owner == "bob"
+    assert held(store) == {"bob": 16}

@@ -141,7 +141,10 @@ def test_a_running_pod_the_ledger_does_not_know_is_accounted(world) -> None:
     rogue = make_pod(gpus=4).named("research", "rogue").owned_by("mallory", "vision").obj()
     create_pods(world, [rogue], phase="Running")
     world.controller().run_once()
-    assert world.store.gpus_by_user()["mallory"] == 4 and world.store.gpus_by_team()["vision"] == 4
+    # recorded and charged, but to nobody: its annotation is not who owns it
+    [row] = [r for r in world.store.reservations() if r.name == "rogue"]
+    assert (row.owner, row.gpus, row.charged) == ("", 4, True)
+    assert "mallory" not in world.store.gpus_by_user()
     assert any(r["rule"] == "reconcile-account" for r in world.store.audit_rows())
 
 

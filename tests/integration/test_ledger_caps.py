@@ -146,7 +146,9 @@ class LedgerMachine(RuleBasedStateMachine):
                    if w.name != but and (owner is None or w.owner == owner) and (team is None or w.team == team))
 
     def fits(self, gpus: int, *, owner: str, team: str, owner_role: str, requester: str, but: str = "") -> bool:
-        per_workload = ROLE_LIMITS[ROLE[requester]][0]
+        """Whether `gpus` fit the owner's limits, whoever (`requester`) asks: the owner's role sets
+        both the per-workload limit and the concurrent cap."""
+        per_workload = ROLE_LIMITS[owner_role][0]
         user_cap = ROLE_LIMITS[owner_role][1]
         return (
             (per_workload is None or gpus <= per_workload)
@@ -156,7 +158,7 @@ class LedgerMachine(RuleBasedStateMachine):
 
     def room(self, *, owner: str, team: str, owner_role: str, requester: str, but: str = "") -> int:
         """The most GPUs one workload of `owner` could have now (what `fits` still allows)."""
-        per_workload = ROLE_LIMITS[ROLE[requester]][0]
+        per_workload = ROLE_LIMITS[owner_role][0]
         user_cap = ROLE_LIMITS[owner_role][1]
         rooms = [TEAM_CAPS[team] - self.used(team=team, but=but)]
         if per_workload is not None:

@@ -87,13 +87,14 @@ def test_a_workload_whose_pods_all_finished_is_uncharged_not_before() -> None:
     assert (repair.key, repair.kind, repair.reason) == (KEY, "uncharge", "all 2 of its pods have finished")
 
 
-def test_only_running_unaccounted_gpu_pods_are_charged() -> None:
+def test_only_running_unaccounted_gpu_pods_are_charged_and_to_nobody_whatever_their_annotations_say() -> None:
     seen = views(pod("rogue", owner="mallory"), pod("cpu", gpus=0), pod("gated", workload=KEY, gated=True),
                  pod("member", workload=KEY), pod("queued", workload="jobs.batch/research/q"),
                  pod("finished", phase="Failed"))
     repairs = plan_reconcile(seen, [Held(KEY, "bob", "vision", 8, True)],
                              waiting=frozenset({"jobs.batch/research/q"}))
-    assert [(r.key, r.kind, r.owner, r.gpus) for r in repairs] == [("pods/research/rogue", "account", "mallory", 8)]
+    assert [(r.key, r.kind, r.owner, r.gpus) for r in repairs] == [("pods/research/rogue", "account", "", 8)]
+    assert "its annotation names mallory" in repairs[0].reason
 
 
 def test_a_pod_cannot_ride_on_another_workloads_release() -> None:

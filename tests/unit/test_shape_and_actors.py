@@ -45,8 +45,11 @@ def scalable(draw: st.DrawFn) -> tuple[str, str, dict[str, Any]]:
         lwt: dict[str, Any] = {"size": draw(st.integers(1, 8)), "workerTemplate": template(gpus_b)}
         if draw(st.booleans()):
             lwt["leaderTemplate"] = template(gpus_a)
-        return "leaderworkerset.x-k8s.io", kind, obj("leaderworkerset.x-k8s.io/v1", kind, {
-            "replicas": replicas, "leaderWorkerTemplate": lwt})
+        spec = {"replicas": replicas, "leaderWorkerTemplate": lwt}
+        surge = draw(surges)
+        if surge is not None:
+            spec["rolloutStrategy"] = {"rollingUpdateConfiguration": {"maxSurge": surge}}
+        return "leaderworkerset.x-k8s.io", kind, obj("leaderworkerset.x-k8s.io/v1", kind, spec)
     spec = {"pytorchReplicaSpecs": {"Master": {"replicas": 1, "template": template(gpus_a)},
                                     "Worker": {"replicas": replicas, "template": template(gpus_b)}}}
     elastic = draw(st.one_of(st.none(), st.integers(1, 60)))

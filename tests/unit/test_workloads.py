@@ -78,7 +78,7 @@ EXPECTED = {
     "raycluster-autoscaling.yaml": (10, 16, "10 pods x 1 nvidia.com/gpu"),
     "rayjob.yaml": (2, 4, "2 pods x 1 nvidia.com/gpu"),
     "rayjob-autoscaling.yaml": (32, 9, "8 pods x 4 nvidia.com/gpu"),
-    "rayservice.yaml": (4, 3, "2 pods x 2 nvidia.com/gpu"),
+    "rayservice.yaml": (8, 6, "4 pods x 2 nvidia.com/gpu"),  # twice: an upgrade runs two clusters
     "volcano-job.yaml": (3, 4, "3 pods x 1 nvidia.com/gpu"),
     "lws.yaml": (32, 4, "4 pods x 8 nvidia.com/gpu"),
     "lws-worker-only.yaml": (12, 12, "12 pods x 1 nvidia.com/gpu"),
@@ -518,11 +518,11 @@ def test_ray_multi_host_groups_count_every_host():
     assert read(rc).pod_sets[1].count == 8
 
 
-def test_rayservice_counts_its_cluster():
+def test_rayservice_counts_its_cluster_twice_for_a_zero_downtime_upgrade():
     workload = read(load_crd("rayservice.yaml"))
     assert sets(workload) == [
-        ("head", 1, 0, "/spec/rayClusterConfig/headGroupSpec/template"),
-        ("gpu", 2, 2, "/spec/rayClusterConfig/workerGroupSpecs/0/template"),
+        ("head", 2, 0, "/spec/rayClusterConfig/headGroupSpec/template"),
+        ("gpu", 4, 2, "/spec/rayClusterConfig/workerGroupSpecs/0/template"),
     ]
 
 
@@ -800,5 +800,5 @@ def test_objects_round_trip_through_json_unchanged_in_count():
 def test_known_kinds_are_the_adapters():
     assert is_known_kind("kubeflow.org", "PyTorchJob")
     assert is_known_kind("batch.volcano.sh", "Job") and is_known_kind("batch", "Job")
-    assert not is_known_kind("apps", "DaemonSet")
+    assert is_known_kind("apps", "DaemonSet") and not is_known_kind("apps", "ControllerRevision")
     assert all(is_known_kind(group, kind) for group, kind in ADAPTERS)
