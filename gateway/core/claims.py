@@ -65,11 +65,10 @@ def with_claims(plan: Plan, policy: Policy, facts: Facts) -> tuple[Plan, Decisio
     count, an actor's object whose claims the ledger does not know for a capped owner)."""
     workload, req, ident = plan.workload, plan.request, plan.identity
     assert workload is not None
-    counted = _counted(workload, req.namespace, facts)
-    unknown = [c for ps in counted.pod_sets for c in ps.claims if c.gpus is None]
-    reasons = _unknown_reasons(plan, policy, unknown)
-    if reasons:
-        counted.unresolved = (*counted.unresolved, *reasons)
+    sets = _counted(workload, req.namespace, facts)
+    reasons = _unknown_reasons(plan, policy, [c for ps in sets for c in ps.claims if c.gpus is None])
+    counted = Workload(workload.kind, workload.group, workload.namespace, workload.name, sets,
+                       unresolved=(*workload.unresolved, *reasons))
     if counted.gpus > MAX_GPUS:
         message = (f"gpu-gateway: denied {what(plan)}: cannot read the object: its DRA claims ask for an "
                    f"absurd number of GPUs ({counted.gpus}). {RULES['unreadable-object']}")
@@ -84,8 +83,9 @@ def with_claims(plan: Plan, policy: Policy, facts: Facts) -> tuple[Plan, Decisio
     return plan, None
 
 
-def _counted(workload: Workload, namespace: str, facts: Facts) -> Workload:
-    """The workload with each claim's recorded GPUs: templates' per pod, shared claims' once."""
+def _counted(workload: Workload, namespace: str, facts: Facts) -> tuple[PodSet, ...]:
+    """The workload's pod sets with each claim's recorded GPUs: a template's in every pod, and a
+    pod set of its own for each shared claim's (held once, whatever the pod count)."""
     sets: list[PodSet] = []
     shared: dict[str, int] = {}
     for ps in workload.pod_sets:
@@ -108,8 +108,7 @@ def _counted(workload: Workload, namespace: str, facts: Facts) -> Workload:
         sets.append(PodSet(ps.name, ps.count, per_pod, ps.template_path, ps.surge, claims=tuple(claims)))
     sets.extend(PodSet(f"{CLAIM} {name}", 1, {f"GPUs of {CLAIM} {name}": gpus}, None, shared=True)
                 for name, gpus in shared.items())
-    return Workload(workload.kind, workload.group, workload.namespace, workload.name, tuple(sets),
-                    unresolved=workload.unresolved)
+    return tuple(sets)
 
 
 def _unknown_reasons(plan: Plan, policy: Policy, unknown: Sequence[PodClaim]) -> tuple[str, ...]:
