@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import fnmatch
 import json
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -204,8 +203,3 @@ def counted_claims(shape: str, path: str) -> dict[str, int] | None:
         return None
     return {str(k): v for k, v in entry.items()
             if isinstance(v, int) and not isinstance(v, bool) and v >= 0}
-
-
-def names(claims: Sequence[PodClaim]) -> str:
-    """`ResourceClaimTemplate a, ResourceClaim b`."""
-    return ", ".join(f"{c.kind} {c.ref}" for c in claims)
