@@ -22,10 +22,12 @@ import yaml
 
 from gateway.core.actors import Actors, parse_actors
 from gateway.core.decision import Mode
+from gateway.core.dra import DEFAULT_ALL_DEVICES_COUNT, DEFAULT_GPU_DEVICE_CLASSES, DraPolicy
 from gateway.core.kinds import KindRegistry, parse_kinds
 from gateway.core.overrides import Overrides, apply
 from gateway.core.podspec import DEFAULT_SAFE_CAPABILITIES, HATCHES
 from gateway.core.policy import POLICY_ACTIONS, RULES, SCOPES, Policy, RoleLimits, SecondPerson
+from gateway.core.quantity import MAX_GPUS
 from gateway.core.scheduling import parse_scheduling
 from gateway.core.telemetry import TelemetryPolicy, telemetry_policy
 from gateway.core.workloads import ADAPTERS, DEFAULT_GPU_RESOURCES, DEFAULT_NOT_GPU_RESOURCES
@@ -75,7 +77,7 @@ def _limits(raw: Mapping[str, Any]) -> dict[str, Any]:
         "role_order", "roles", "teams", "default_team_max_concurrent_gpus", "team_group_prefix",
         "gpu_resources", "not_gpu_resources", "exempt_namespaces", "actors", "unowned_workloads", "modes",
         "safe_capabilities", "allowed_schedulers", "ignored_references", "second_person", "telemetry",
-        "scheduling", "workload_kinds",
+        "scheduling", "workload_kinds", "dra",
     }
     if "trusted_controllers" in raw:
         raise ConfigError("limits.yaml: trusted_controllers was replaced by actors: list each controller's exact "
@@ -142,7 +144,26 @@ def _limits(raw: Mapping[str, Any]) -> dict[str, Any]:
         "telemetry": _telemetry(raw.get("telemetry")),
         "scheduling": parse_scheduling(raw.get("scheduling")),
         "kinds": _workload_kinds(raw.get("workload_kinds")),
+        "dra": _dra(raw.get("dra")),
     }
+
+
+def _dra(value: Any) -> DraPolicy:
+    """limits.yaml `dra`: the DRA device classes that are GPUs, and what `allocationMode: All` counts as."""
+    spec = _mapping(value, "limits.yaml: dra")
+    extra = sorted(set(spec) - {"gpu_device_classes", "all_devices_count"})
+    if extra:
+        raise ConfigError(f"limits.yaml: dra: unknown setting(s) {', '.join(map(str, extra))} "
+                          "(known: gpu_device_classes, all_devices_count)")
+    classes = spec.get("gpu_device_classes", list(DEFAULT_GPU_DEVICE_CLASSES))
+    if not isinstance(classes, list) or not all(isinstance(c, str) and c.strip() == c and c for c in classes):
+        raise ConfigError("limits.yaml: dra.gpu_device_classes must be a list of DeviceClass names or "
+                          "shell-style patterns, such as [gpu.nvidia.com, mig.nvidia.com]")
+    count = spec.get("all_devices_count", DEFAULT_ALL_DEVICES_COUNT)
+    if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= MAX_GPUS:
+        raise ConfigError(f"limits.yaml: dra.all_devices_count must be a whole number of GPUs of at least 1 "
+                          f"(the most GPUs a request for all devices of a class can get), not {count!r}")
+    return DraPolicy(gpu_device_classes=tuple(classes), all_devices_count=count)
 
 
 def _workload_kinds(value: Any) -> KindRegistry:

@@ -7,12 +7,14 @@ body, the policy in force): both turn their input into documents and call `run_c
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from typing import Any
 
 import yaml
 
-from gateway.core.admission import Facts, Plan, Target, decide, prepare
+from gateway.core.admission import Facts, Plan, Target, TargetKey, decide, prepare
 from gateway.core.decision import Decision
+from gateway.core.dra import RESOURCE_KEYS, claim_shape, is_claim_kind, object_gpus
 from gateway.core.policy import OWNER_ANNOTATION, TEAM_ANNOTATION, Policy
 from gateway.core.review import AdmissionRequest, GroupVersionKind
 from gateway.core.workloads import read_workload
@@ -91,8 +93,10 @@ def _facts(obj: Mapping[str, Any], req: AdmissionRequest, plan_gpus: int, policy
 
 
 def check_one(obj: Mapping[str, Any], *, policy: Policy, user: str, groups: tuple[str, ...], action: str,
-              owner: str | None, owner_team: str | None, namespace: str | None) -> dict[str, Any]:
-    """The decision for one object, as `gpu-gateway check -o json` prints it."""
+              owner: str | None, owner_team: str | None, namespace: str | None,
+              claims: Mapping[TargetKey, Target] | None = None) -> dict[str, Any]:
+    """The decision for one object, as `gpu-gateway check -o json` prints it. `claims` are the
+    DRA claims and claim templates the ledger would hold (those of the same input)."""
     if action not in _OPERATION:
         raise RequestError(f"unknown action {action!r}: use one of {', '.join(ACTIONS)}")
     ns = namespace or str(_mapping(obj.get("metadata")).get("namespace") or "default")
@@ -100,6 +104,8 @@ def check_one(obj: Mapping[str, Any], *, policy: Policy, user: str, groups: tupl
     plan = prepare(req, policy)
     workload = plan.workload
     facts = _facts(obj, req, workload.gpus if workload else plan.old_gpus, policy, action, owner, owner_team)
+    if claims:
+        facts = replace(facts, references={**facts.references, **claims})
     decision = decide(plan, policy, facts)
     return {
         "allowed": decision.allowed,
@@ -135,6 +141,24 @@ def _charged_to(plan: Plan, decision: Decision) -> str | None:
 def run_check(docs: Iterable[Mapping[str, Any]], *, policy: Policy, user: str, groups: tuple[str, ...],
               action: str = "launch", owner: str | None = None, owner_team: str | None = None,
               namespace: str | None = None) -> list[dict[str, Any]]:
-    """The decision for each already-loaded document, in order."""
+    """The decision for each already-loaded document, in order. DRA claims and claim templates
+    among them count for the workloads that name them, as if the ledger had recorded them."""
+    docs = list(docs)
+    claims = _claims(docs, policy, user, namespace)
     return [check_one(obj, policy=policy, user=user, groups=groups, action=action, owner=owner,
-                      owner_team=owner_team, namespace=namespace) for obj in docs]
+                      owner_team=owner_team, namespace=namespace, claims=claims) for obj in docs]
+
+
+def _claims(docs: Iterable[Mapping[str, Any]], policy: Policy, user: str,
+            namespace: str | None) -> dict[TargetKey, Target]:
+    """Ledger records for the ResourceClaims and ResourceClaimTemplates among `docs`."""
+    found: dict[TargetKey, Target] = {}
+    for obj in docs:
+        group, kind = str(obj.get("apiVersion") or "").rpartition("/")[0], str(obj.get("kind") or "")
+        meta = _mapping(obj.get("metadata"))
+        if not is_claim_kind(group, kind) or not isinstance(meta.get("name"), str):
+            continue
+        ns = namespace or str(meta.get("namespace") or "default")
+        found[(RESOURCE_KEYS[kind], ns, meta["name"])] = Target(
+            user, "", "", 0, charged=False, shape=claim_shape(object_gpus(kind, obj, policy.dra)))
+    return found

@@ -13,7 +13,9 @@ from typing import Any
 
 from gateway.core.access import PodSpecs, access_checks, collect, hatch_checks
 from gateway.core.actors import controller_ref, kind_name, object_uid
+from gateway.core.claims import decide_claim, uses_claims, with_claims
 from gateway.core.decision import Action, Decision, Mode, Reservation, Violation
+from gateway.core.dra import is_claim_kind
 from gateway.core.gates import GATE_RULE, carries_gate, queued
 from gateway.core.identity import Grant, Identity, with_grants
 from gateway.core.owned_data import decide_data, is_data_kind
@@ -83,6 +85,8 @@ def prepare(req: AdmissionRequest, policy: Policy, grants: tuple[Grant, ...] = (
         return Plan(req, identity, action, key=("pods", req.namespace, req.name))
     if is_data_kind(req.kind.group, req.kind.kind) and not req.sub_resource:
         return _prepare_data(req, identity, action)
+    if is_claim_kind(req.kind.group, req.kind.kind) and not req.sub_resource:
+        return _prepare_claim(req, identity, action)
     try:
         return _prepare_object(req, identity, action, policy)
     except WorkloadError as exc:
@@ -106,11 +110,12 @@ def _prepare_object(req: AdmissionRequest, identity: Identity, action: Action, p
     refs: tuple[tuple[str, Reference], ...] = ()
     gpu_specs: PodSpecs = ()
     # An actor's objects without GPUs are its own business; with GPUs, they are checked for
-    # the owner they are made for.
-    if workload is not None and (not identity.is_actor or workload.gpu_capable):
+    # the owner they are made for. DRA claims may hold GPUs: their counts are in the ledger.
+    claims = uses_claims(workload)
+    if workload is not None and (not identity.is_actor or workload.gpu_capable or claims):
         refs, gpu_specs = collect(req.obj, workload, policy)
     if action is Action.LAUNCH and workload is not None and not workload.gpu_capable and not refs \
-            and not workload.unresolved:
+            and not workload.unresolved and not claims:
         return Plan(req, identity, action, key=key, workload=workload, early=_pass(Action.LAUNCH, "asks for no GPUs"))
     owner = team = ""
     if action in (Action.LAUNCH, Action.MODIFY) and not identity.is_actor:
@@ -137,6 +142,13 @@ def _prepare_data(req: AdmissionRequest, identity: Identity, action: Action) -> 
                 data_kind=req.kind.kind)
 
 
+def _prepare_claim(req: AdmissionRequest, identity: Identity, action: Action) -> Plan:
+    """A DRA ResourceClaim or ResourceClaimTemplate: an owned object (core/claims.py); an
+    actor's new claim is made for the pod its controller ownerReference names."""
+    parent = controller_ref(req.obj) if identity.is_actor and action is Action.LAUNCH else None
+    return replace(_prepare_data(req, identity, action), parent=parent, uid=object_uid(req.obj or req.old_obj))
+
+
 def _unreadable(plan: Plan, why: str) -> Decision:
     message = (
         f"gpu-gateway: denied {plan.action.value if plan.action else 'request'} of "
@@ -152,10 +164,17 @@ def shape_of(req: AdmissionRequest, workload: Workload) -> str:
     """JSON kept with a reservation (core/shape.py): pod sets by path, how `/scale` moves them,
     and whether each child is charged on its own (a CronJob's Jobs)."""
     try:
-        rule = scale_rule(req.obj or {}, req.kind.group, req.kind.kind, workload)
+        rule = scale_rule(req.obj or {}, req.kind.group, req.kind.kind, _own_pod_sets(workload))
     except WorkloadError:
         rule = None
     return _shape_json(workload, rule, charge_children=charges_children_of(req, workload))
+
+
+def _own_pod_sets(workload: Workload) -> Workload:
+    """The workload without the GPUs of shared DRA claims (core/claims.py), which `/scale` never moves."""
+    if not any(ps.shared for ps in workload.pod_sets):
+        return workload
+    return replace(workload, pod_sets=tuple(ps for ps in workload.pod_sets if not ps.shared))
 
 
 def charges_children_of(req: AdmissionRequest, workload: Workload) -> bool:
@@ -172,7 +191,13 @@ def decide(plan: Plan, policy: Policy, facts: Facts) -> Decision:
     if plan.early is not None:
         return plan.early
     if plan.data_kind:
+        if is_claim_kind(plan.request.kind.group, plan.data_kind):
+            return decide_claim(plan, policy, facts)
         return decide_data(plan, policy, facts)
+    if uses_claims(plan.workload):
+        plan, settled = with_claims(plan, policy, facts)  # DRA GPUs, from the ledger
+        if settled is not None:
+            return settled
     action = plan.action
     if action is Action.LAUNCH:
         return _launch(plan, policy, facts)

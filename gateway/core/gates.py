@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
+from gateway.core.claims import uses_claims
 from gateway.core.decision import Action, Decision, Enqueue, Mode, Reservation, Violation
 from gateway.core.plan import Plan
 from gateway.core.pointer import annotations_at, is_object
@@ -46,6 +47,7 @@ def queue_mode(plan: Plan, policy: Policy) -> bool:
     """Whether a person's GPU launch waits in the queue (its owner's role or team is in queue mode)."""
     return (plan.action is Action.LAUNCH and not plan.identity.is_actor and plan.early is None
             and not plan.data_kind and plan.workload is not None and plan.workload.gpus > 0
+            and not uses_claims(plan.workload)  # pods naming DRA claims are not gated: decided as in reject
             and (plan.request.kind.group, plan.request.kind.kind) not in CHARGES_CHILDREN
             and policy.scheduling.mode(plan.identity.role, plan.team) is OverQuota.QUEUE)
 
@@ -179,6 +181,6 @@ def _gang_pods(plan: Plan, workload: Workload) -> int:
 def launch_budget(plan: Plan, policy: Policy, now: float) -> BudgetQuery | None:
     """The GPU-hour budgets a person's GPU launch is checked against (None: none apply)."""
     if (plan.action is not Action.LAUNCH or plan.early is not None or plan.data_kind or plan.workload is None
-            or plan.workload.gpus == 0 or plan.identity.is_actor):
+            or (plan.workload.gpus == 0 and not uses_claims(plan.workload)) or plan.identity.is_actor):
         return None
     return budget_query(policy.scheduling, plan.owner, plan.team, now)

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from gateway.core.admission import Plan
+from gateway.core.claims import uses_claims
 from gateway.core.decision import Action
 from gateway.core.pointer import annotations_at, escape, is_object, resolve
 from gateway.core.policy import OWNER_ANNOTATION, TEAM_ANNOTATION
@@ -41,10 +42,11 @@ def _stamp(obj: Any, pointer: str, wanted: Mapping[str, str]) -> JsonPatch:
 
 def ownership_patch(plan: Plan, extra: Mapping[str, str] | None = None) -> JsonPatch:
     """JSONPatch stamping owner (and team) on what a person creates and the gateway governs:
-    a GPU workload (at any size) with its pod, job and volume-claim templates, or a PVC,
-    ConfigMap or Secret. `extra` annotations are stamped beside them on a GPU workload
-    (gates.stamp_annotations). On an UPDATE of a GPU workload, the templates are stamped
-    again from the object's own stamp, so that no edit leaves a template unowned."""
+    a GPU workload (at any size, or naming DRA claims) with its pod, job and volume-claim
+    templates, or a PVC, ConfigMap, Secret, ResourceClaim or ResourceClaimTemplate. `extra`
+    annotations are stamped beside them on a GPU workload (gates.stamp_annotations). On an UPDATE
+    of a GPU workload, the templates are stamped again from the object's own stamp, so that no
+    edit leaves a template unowned."""
     if plan.early is not None or plan.identity.is_actor:
         return []
     if plan.data_kind:
@@ -53,7 +55,8 @@ def ownership_patch(plan: Plan, extra: Mapping[str, str] | None = None) -> JsonP
         return []
     if plan.action is Action.MODIFY and plan.request.sub_resource == "":
         return _restamp(plan)
-    if plan.action is not Action.LAUNCH or not (plan.workload.gpu_capable or plan.workload.unresolved):
+    if plan.action is not Action.LAUNCH or not (plan.workload.gpu_capable or plan.workload.unresolved
+                                                or uses_claims(plan.workload)):
         return []
     wanted = {**_wanted(plan), **(extra or {})}
     return _stamp_all(plan, wanted)
@@ -74,7 +77,8 @@ def _restamp(plan: Plan) -> JsonPatch:
     assert plan.workload is not None
     req = plan.request
     old, new = annotations_at(req.old_obj), annotations_at(req.obj)
-    if not old.get(OWNER_ANNOTATION) or not (plan.workload.gpu_capable or plan.old_gpu_capable):
+    if not old.get(OWNER_ANNOTATION) or not (plan.workload.gpu_capable or plan.old_gpu_capable
+                                             or uses_claims(plan.workload)):
         return []
     wanted: dict[str, str] = {}
     for key in (OWNER_ANNOTATION, TEAM_ANNOTATION, WORKLOAD_ANNOTATION):

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from gateway.core.actors import OwnerRef
 from gateway.core.decision import Action, Decision
+from gateway.core.dra import claim_key
 from gateway.core.identity import Identity
 from gateway.core.kinds import KindRegistry
 from gateway.core.podspec import Reference
@@ -68,7 +69,8 @@ class Facts:
     target: Target | None = None
     usage: Usage = field(default_factory=Usage)
     references: Mapping[TargetKey, Target] = field(default_factory=dict)
-    """Ledger records of the objects the request's pods reference; absent ones are unowned."""
+    """Ledger records of the objects the request's pods reference (data, DRA claims and claim
+    templates); absent ones are unowned."""
     approvals: tuple[Approval, ...] = ()
     """Live approvals for the requester, action and object; loaded only after a denial."""
     spent_budgets: tuple[str, ...] = ()
@@ -138,7 +140,13 @@ class Plan:
 
     @property
     def reference_keys(self) -> tuple[TargetKey, ...]:
-        return tuple(dict.fromkeys(reference_key(self.request.namespace, r) for _, r in self.references))
+        """Ledger keys of the PVCs, ConfigMaps and Secrets the pods reference, and of the DRA
+        claims and claim templates they name (whose records hold their GPUs)."""
+        namespace = self.request.namespace
+        keys = [reference_key(namespace, r) for _, r in self.references]
+        if self.workload is not None:
+            keys.extend(claim_key(namespace, c) for ps in self.workload.pod_sets for c in ps.claims)
+        return tuple(dict.fromkeys(keys))
 
     @property
     def display_kind(self) -> str:

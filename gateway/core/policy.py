@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from gateway.core.actors import Actors
 from gateway.core.decision import Mode
+from gateway.core.dra import DraPolicy
 from gateway.core.identity import Identity, resolve_identity
 from gateway.core.kinds import KindRegistry
 from gateway.core.podspec import DEFAULT_SAFE_CAPABILITIES
@@ -63,6 +64,8 @@ RULES: dict[str, str] = {
                       "controllers made.",
     "unresolved-gpus": "Make its GPUs countable as said (for a kind of your own, register it in limits.yaml "
                        "workload_kinds, see README), or ask an administrator to launch it.",
+    "claim-growth": "Create a new ResourceClaimTemplate or ResourceClaim with the devices you need and "
+                    "reference that one instead.",
 }
 
 #: Rules whose mode cannot be relaxed: an object the gateway cannot read is never admitted.
@@ -134,6 +137,8 @@ class Policy:
     """Over-quota mode (reject or queue), queue priorities, fair shares, budgets (limits.yaml `scheduling`)."""
     kinds: KindRegistry = field(default_factory=KindRegistry)
     """Workload kinds the operator registered (limits.yaml `workload_kinds`), read after the built-in adapters."""
+    dra: DraPolicy = field(default_factory=DraPolicy)
+    """Which DRA device classes are GPUs and what `allocationMode: All` counts as (limits.yaml `dra`)."""
     version: str = ""
     """Digest of the bundle this was compiled from, recorded with every audit row."""
 

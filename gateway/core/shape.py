@@ -1,9 +1,11 @@
 """What the ledger keeps of a workload's shape, and the arithmetic on it. Pure.
 
 A reservation's shape is JSON: its pod sets by template path (`[path, count, GPUs per pod]`),
-how the `/scale` subresource moves them, and whether the workload's children are charged one
-by one (a CronJob's Jobs). It lets the gateway decide later requests that do not carry the
-workload (a `/scale`, a controller's child) from the ledger alone.
+how the `/scale` subresource moves them, whether the workload's children are charged one
+by one (a CronJob's Jobs), and for a pod the GPUs each DRA claim template it names was counted
+for (`claims`, checked when the resourceclaim controller makes the pod's claims). It lets the
+gateway decide later requests that do not carry the workload (a `/scale`, a controller's
+child) from the ledger alone.
 """
 
 from __future__ import annotations
@@ -28,7 +30,22 @@ def shape_of(workload: Workload, scale: Any = None, *, charge_children: bool = F
         shape["scale"] = {"moves": [list(m) for m in scale.moves], "surge": scale.surge, "floor": scale.floor}
     if charge_children:
         shape["charge"] = CHARGE_CHILDREN
+    claims = _pod_claims(workload)
+    if claims:
+        shape["claims"] = {"": claims}
     return _COMPACT_JSON.encode(shape)
+
+
+def _pod_claims(workload: Workload) -> dict[str, int]:
+    """A pod's template claims and the GPUs each was counted for, by `spec.resourceClaims` entry."""
+    counted: dict[str, int] = {}
+    for ps in workload.pod_sets:
+        if ps.template_path != "":
+            continue
+        for claim in ps.claims:
+            if not claim.shared and claim.gpus is not None:
+                counted[claim.name] = counted.get(claim.name, 0) + claim.gpus
+    return counted
 
 
 def parse(shape: str) -> Mapping[str, Any]:

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from gateway.core.dra import PodClaim, pod_claims
 from gateway.core.kinds import KindRegistry, Located, evaluate
 from gateway.core.pointer import escape, is_object
 from gateway.core.quantity import MAX_GPUS, MAX_REPLICAS, gpu_count
@@ -86,6 +87,11 @@ class PodSet:
     template_path: str | None
     surge: int = 0
     """Pods of `count` that exist only during a rolling update (a Deployment's maxSurge)."""
+    claims: tuple[PodClaim, ...] = ()
+    """The DRA claims and claim templates each pod references (`spec.resourceClaims`). Their
+    GPUs are in the ledger, not in the object: a decision adds them (core/claims.py)."""
+    shared: bool = False
+    """A shared DRA ResourceClaim's GPUs, held once for the whole workload: no pods of its own."""
     gpus_each: int = field(init=False)
     """GPUs of one pod: the sum of `gpus_per_pod`."""
     gpus: int = field(init=False)
@@ -129,13 +135,15 @@ class Workload:
         """`1000 pods x 8 nvidia.com/gpu`: pod sets with the same per-pod GPUs are merged."""
         merged: dict[tuple[tuple[str, int], ...], int] = {}
         for ps in self.pod_sets:
-            if ps.gpus:
+            if ps.gpus and not ps.shared:
                 key = tuple(sorted((r, n) for r, n in ps.gpus_per_pod.items() if n))
                 merged[key] = merged.get(key, 0) + ps.count
         parts = []
         for key, count in merged.items():
             per_pod = " + ".join(f"{n} {r}" for r, n in key)
             parts.append(f"{count} {'pod' if count == 1 else 'pods'} x {per_pod}")
+        parts.extend(f"{n} {r} shared by its pods" for ps in self.pod_sets if ps.shared
+                     for r, n in ps.gpus_per_pod.items() if n)
         surge = sum(ps.surge for ps in self.pod_sets if ps.gpus_each)
         if surge:
             parts.append(f"counting {surge} surge {'pod' if surge == 1 else 'pods'} of a rolling update; "
@@ -672,8 +680,9 @@ def read_workload(
     if entry is not None:
         located, unresolved = evaluate(entry, obj)
         for loc in located:
-            ps = PodSet(loc.name, loc.count, _located_gpus(loc, is_gpu), loc.template_path)
-            if loc.unbounded and ps.gpus_each:
+            ps = PodSet(loc.name, loc.count, _located_gpus(loc, is_gpu), loc.template_path,
+                        claims=pod_claims(loc.spec))
+            if loc.unbounded and (ps.gpus_each or ps.claims):
                 unresolved.append(loc.unbounded)
             pod_sets.append(ps)
     else:
@@ -683,7 +692,7 @@ def read_workload(
                 per_pod = _pod_gpus(spec, is_gpu)
             except _Misplaced as exc:
                 raise exc.at(f"{_dotted(path)}.spec" if path else "spec") from exc
-            pod_sets.append(PodSet(set_name, count, per_pod, path))
+            pod_sets.append(PodSet(set_name, count, per_pod, path, claims=pod_claims(spec)))
         if adapter is not None:
             caveat = CAVEATS.get((group, kind))
             unresolved = caveat(obj) if caveat is not None else []

@@ -467,7 +467,9 @@ def test_validating_failure_policy_is_fail_by_default_and_configurable(default_d
     assert policies["workloads.validate.gpu-gateway.io"] == "Fail"
     assert policies["access.validate.gpu-gateway.io"] == "Fail"
     assert policies["data.validate.gpu-gateway.io"] == "Ignore"
-    relaxed = one(render({"webhook": {"failurePolicy": "Ignore", "access": {"failurePolicy": "Ignore"}}}),
+    assert policies["claims.validate.gpu-gateway.io"] == "Fail"
+    relaxed = one(render({"webhook": {"failurePolicy": "Ignore", "access": {"failurePolicy": "Ignore"},
+                                      "dra": {"failurePolicy": "Ignore"}}}),
                   "ValidatingWebhookConfiguration")
     assert {w["failurePolicy"] for w in relaxed["webhooks"]} == {"Ignore"}
 
@@ -633,6 +635,67 @@ def test_an_unknown_kind_of_a_routed_api_group_is_always_sent(default_docs):
                   resource=("kubeflow.org", "futurejobs")).body()
     assert routed_to(default_docs, "ValidatingWebhookConfiguration", body, GOVERNED_NS) == [
         "workloads.validate.gpu-gateway.io"]
+
+
+def _claim_request(kind: str, operation: str, sub: str = "", version: str = "v1") -> dict[str, Any]:
+    from builders_dra import claim, gpu_template
+
+    obj = gpu_template("t") if kind == "ResourceClaimTemplate" else claim("c")
+    obj["apiVersion"] = f"resource.k8s.io/{version}"
+    return review(None if operation == "DELETE" else obj, old=obj if operation != "CREATE" else None,
+                  operation=operation, sub_resource=sub, kind=("resource.k8s.io", version, kind),
+                  resource=("resource.k8s.io", kind.lower() + "s"), namespace="research",
+                  name=obj["metadata"]["name"]).body()
+
+
+@pytest.mark.parametrize("kind", ["ResourceClaim", "ResourceClaimTemplate"])
+def test_dra_claims_and_templates_are_routed_fail_closed_and_stamped(default_docs, kind):
+    """Every CREATE, UPDATE and DELETE of a claim or template (any API version) reaches the
+    gateway, failing closed (pods that name them are charged what the gateway recorded);
+    creates are stamped; status updates and kube-system are never sent."""
+    webhooks = {w["name"]: w for w in one(default_docs, "ValidatingWebhookConfiguration")["webhooks"]}
+    assert webhooks["claims.validate.gpu-gateway.io"]["failurePolicy"] == "Fail"
+    for operation, version in itertools.product(("CREATE", "UPDATE", "DELETE"), ("v1", "v1beta1", "v1beta2")):
+        body = _claim_request(kind, operation, version=version)
+        assert _governed(body)
+        assert routed_to(default_docs, "ValidatingWebhookConfiguration", body, GOVERNED_NS) == [
+            "claims.validate.gpu-gateway.io"], (operation, version)
+        assert not routed_to(default_docs, "ValidatingWebhookConfiguration", body, namespace_labels("kube-system"))
+        stamped = routed_to(default_docs, "MutatingWebhookConfiguration", body, GOVERNED_NS)
+        assert stamped == (["claims.mutate.gpu-gateway.io"] if operation == "CREATE" else [])
+    status = _claim_request(kind, "UPDATE", "status")
+    assert not _governed(status)
+    assert routed_to(default_docs, "ValidatingWebhookConfiguration", status, GOVERNED_NS) == []
+
+
+def test_workloads_whose_pods_name_dra_claims_go_to_the_gpu_webhooks(default_docs):
+    """A pod template without a GPU in its containers but naming DRA claims is a GPU request:
+    the gateway counts the claims' GPUs from its ledger, so the CEL pre-filter must send it."""
+    from builders_dra import naming
+
+    from gateway.core.claims import uses_claims
+
+    dep = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "w", "namespace": "research"},
+           "spec": {"selector": {"matchLabels": {"a": "b"}}, "template": {
+               "metadata": {"labels": {"a": "b"}}, "spec": {"containers": [{"name": "m", "image": "i"}]}}}}
+    naming(dep["spec"]["template"]["spec"], templates=("gpu-x4",))
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "research"},
+           "spec": copy.deepcopy(dep["spec"]["template"]["spec"])}
+    for obj, group, resource in ((dep, "apps", "deployments"), (pod, "", "pods")):
+        assert uses_claims(read_workload(obj, group, obj["kind"], bundle().gpu))
+        plain = copy.deepcopy(obj)
+        spec = plain["spec"]["template"]["spec"] if group else plain["spec"]
+        del spec["resourceClaims"]
+        del spec["containers"][0]["resources"]
+        for new, old, operation in ((obj, None, "CREATE"), (obj, plain, "UPDATE"), (plain, obj, "UPDATE")):
+            body = review(new, old=old, operation=operation, resource=(group, resource)).body()
+            assert routed_to(default_docs, "ValidatingWebhookConfiguration", body, GOVERNED_NS) == [
+                "workloads.validate.gpu-gateway.io"], (resource, operation)
+            assert routed_to(default_docs, "MutatingWebhookConfiguration", body, GOVERNED_NS) == [
+                "workloads.mutate.gpu-gateway.io"], (resource, operation)
+        body = review(plain, resource=(group, resource)).body()
+        assert routed_to(default_docs, "ValidatingWebhookConfiguration", body, GOVERNED_NS) == [
+            "data.validate.gpu-gateway.io"]
 
 
 # ------------------------------------------------------------ the CEL pre-filter

@@ -116,10 +116,11 @@ app.kubernetes.io/component: {{ .component }}
 ((has({{ .e }}.limits) ? {{ .e }}.limits.map({{ $r }}, {{ $r }}) : []) + (has({{ .e }}.requests) ? {{ .e }}.requests.map({{ $r }}, {{ $r }}) : [])).exists({{ $r }}, {{ include "gpu-gateway.celGpu" (dict "r" $r "g" .g) }})
 {{- end -}}
 
-{{/* CEL: a container of the PodSpec `.e` (app, init or sidecar) asks for a GPU. */}}
+{{/* CEL: a container of the PodSpec `.e` (app, init or sidecar) asks for a GPU, or the pod names
+DRA claims (spec.resourceClaims: their GPUs are in the gateway's ledger, so it must see them). */}}
 {{- define "gpu-gateway.celPodSpec" -}}
 {{- $c := printf "c%d" (int .n) -}}
-((has({{ .e }}.containers) ? {{ .e }}.containers : []) + (has({{ .e }}.initContainers) ? {{ .e }}.initContainers : [])).exists({{ $c }}, has({{ $c }}.resources) ? {{ include "gpu-gateway.celResources" (dict "e" (printf "%s.resources" $c) "n" (int .n) "g" .g) }} : false)
+((has({{ .e }}.resourceClaims) && size({{ .e }}.resourceClaims) > 0) || ((has({{ .e }}.containers) ? {{ .e }}.containers : []) + (has({{ .e }}.initContainers) ? {{ .e }}.initContainers : [])).exists({{ $c }}, has({{ $c }}.resources) ? {{ include "gpu-gateway.celResources" (dict "e" (printf "%s.resources" $c) "n" (int .n) "g" .g) }} : false))
 {{- end -}}
 
 {{/* CEL: the GPU block `.e` ({name, quantity}, Spark's `gpu`) names a GPU resource. */}}
