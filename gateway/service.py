@@ -230,6 +230,7 @@ class AdmissionService:
             approval_key=(req.username, plan.action.value, req.namespace, plan.key[2] if plan.key else req.name)
             if plan.action is not None else None,
             budget=launch_budget(plan, policy, now),
+            uids=plan.reach_uids,
             parent=(plan.parent.uid, (plan.parent.resource_key, req.namespace, plan.parent.name))
             if plan.parent is not None else None,
         )

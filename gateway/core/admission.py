@@ -12,12 +12,13 @@ from dataclasses import replace
 from typing import Any
 
 from gateway.core.access import PodSpecs, access_checks, collect, hatch_checks
-from gateway.core.actors import controller_ref, kind_name, object_uid
+from gateway.core.actors import OwnerRef, controller_ref, kind_name, object_uid
 from gateway.core.claims import decide_claim, uses_claims, with_claims
 from gateway.core.decision import Action, Decision, Mode, Reservation, Violation
 from gateway.core.dra import is_claim_kind
 from gateway.core.gates import GATE_RULE, carries_gate, queued
 from gateway.core.identity import Grant, Identity, with_grants
+from gateway.core.mechanics import Reach, controlled_pod_changes, controller_labels, reaches
 from gateway.core.owned_data import decide_data, is_data_kind
 from gateway.core.plan import Facts, Plan, Target, TargetKey
 from gateway.core.podspec import Reference
@@ -114,16 +115,37 @@ def _prepare_object(req: AdmissionRequest, identity: Identity, action: Action, p
     claims = uses_claims(workload)
     if workload is not None and (not identity.is_actor or workload.gpu_capable or claims):
         refs, gpu_specs = collect(req.obj, workload, policy)
+    reach: tuple[Reach, ...] = ()
+    labels: tuple[str, ...] = ()
+    unbinds = ""
+    if workload is not None and not identity.is_actor and action in (Action.LAUNCH, Action.MODIFY):
+        creating = req.operation == "CREATE"
+        reach = reaches(req.obj, req.kind.kind, req.kind.group, req.namespace, creating=creating)
+        labels = tuple(controller_labels(req.obj, None if creating else req.old_obj, tuple(template_paths(workload))))
+        if req.resource == "pods" and not req.resource_group and not creating:
+            unbinds = controlled_pod_changes(req.obj, req.old_obj)
     if action is Action.LAUNCH and workload is not None and not workload.gpu_capable and not refs \
-            and not workload.unresolved and not claims:
+            and not workload.unresolved and not claims and not (reach or labels):
         return Plan(req, identity, action, key=key, workload=workload, early=_pass(Action.LAUNCH, "asks for no GPUs"))
     owner = team = ""
     if action in (Action.LAUNCH, Action.MODIFY) and not identity.is_actor:
         owner, team = _owner_and_team(req, identity)
-    parent = controller_ref(req.obj) if identity.is_actor and action is Action.LAUNCH else None
+    parent = None
+    if identity.is_actor and action is Action.LAUNCH:
+        parent = controller_ref(req.obj)
+    elif identity.is_actor and action is Action.MODIFY:
+        parent = _adopting(req)
     uid = object_uid(req.obj) or object_uid(req.old_obj)
     return Plan(req, identity, action, key=key, workload=workload, owner=owner, team=team, is_gpu=policy.gpu,
-                kinds=policy.kinds, references=refs, gpu_pod_specs=gpu_specs, uid=uid, parent=parent)
+                kinds=policy.kinds, references=refs, gpu_pod_specs=gpu_specs, uid=uid, parent=parent,
+                reaches=reach, set_labels=labels, controlled_change=unbinds)
+
+
+def _adopting(req: AdmissionRequest) -> OwnerRef | None:
+    """The controller an actor's UPDATE makes the object's controller (an adoption), if any."""
+    new = controller_ref(req.obj)
+    old = controller_ref(req.old_obj)
+    return new if new is not None and (old is None or old.uid != new.uid) else None
 
 
 def _owner_and_team(req: AdmissionRequest, identity: Identity) -> tuple[str, str]:
@@ -145,7 +167,11 @@ def _prepare_data(req: AdmissionRequest, identity: Identity, action: Action) -> 
 def _prepare_claim(req: AdmissionRequest, identity: Identity, action: Action) -> Plan:
     """A DRA ResourceClaim or ResourceClaimTemplate: an owned object (core/claims.py); an
     actor's new claim is made for the pod its controller ownerReference names."""
-    parent = controller_ref(req.obj) if identity.is_actor and action is Action.LAUNCH else None
+    parent = None
+    if identity.is_actor and action is Action.LAUNCH:
+        parent = controller_ref(req.obj)
+    elif identity.is_actor and action is Action.MODIFY:
+        parent = _adopting(req)
     return replace(_prepare_data(req, identity, action), parent=parent, uid=object_uid(req.obj or req.old_obj))
 
 
@@ -343,6 +369,7 @@ def _launch(plan: Plan, policy: Policy, facts: Facts) -> Decision:
     _unresolved_checks(plan, policy, violations)
     access_checks(plan, policy, facts, violations)
     hatch_checks(plan, policy, violations)
+    _mechanics_checks(plan, policy, facts, violations)
     per_child = charges_children_of(req, workload)
     if not per_child:  # a CronJob runs nothing itself: each Job it makes is charged when made
         _quota_checks(policy, facts, asked=workload.gpus, owner=plan.owner, owner_role=ident.role,
@@ -497,11 +524,42 @@ def _without_gpus(plan: Plan, policy: Policy, facts: Facts) -> Decision:
     audited only when a rule objects."""
     violations: list[Violation] = []
     access_checks(plan, policy, facts, violations)
+    _mechanics_checks(plan, policy, facts, violations)
     if not violations:
         return Decision(allowed=True, rule="data-access", action=plan.action,
                         reason="asks for no GPUs; every referenced object is reachable")
     return conclude(plan, violations, allow_rule="data-access", gpus=0,
                     allow_reason="asks for no GPUs; every referenced object is reachable")
+
+
+def _mechanics_checks(plan: Plan, policy: Policy, facts: Facts, violations: list[Violation]) -> None:
+    """A person's object may not make a controller act on what they may not act on themselves
+    (core/mechanics.py): each object it reaches is decided as the action that amounts to."""
+    ident = plan.identity
+    for reach in plan.reaches:
+        target = facts.by_uid.get(reach.uid) if reach.uid else facts.references.get(reach.key) if reach.key else None
+        if target is None:
+            continue
+        rel = relation(ident, target.owner, target.team)
+        if rel == "own" or policy.may(ident.role, reach.action, rel) or (
+                not target.owner and ident.role in policy.unowned_roles):
+            continue
+        team = f" (team {target.team})" if target.team else ""
+        violations.append(violation(policy, "ownership",
+            f"{plan.display_kind} {plan.display_ref} {reach.what}, which belongs to "
+            f"{target.owner or 'nobody recorded'}{team}; {ident.describe()} may not {reach.action} it"))
+    admin = policy.may(ident.role, "reassign", "any")
+    if plan.set_labels and not admin:
+        labels = ", ".join(plan.set_labels)
+        violations.append(violation(policy, "ownership",
+            f"{plan.display_kind} {plan.display_ref} sets {labels}: labels the controllers set on the pods "
+            f"they make and select them by",
+            hint="Remove them; a controller adopts (and may delete) pods that carry them."))
+    if plan.controlled_change and not admin:
+        violations.append(violation(policy, "ownership",
+            f"this change {plan.controlled_change} of a pod its controller manages: the controller would "
+            f"release it and start another",
+            hint="Change the workload that made the pod instead."))
 
 
 def _new_gpus(plan: Plan, target: Target | None) -> tuple[int, str | None] | None:
@@ -548,7 +606,7 @@ def _modify(plan: Plan, policy: Policy, facts: Facts) -> Decision:
     if target is None:
         capable = plan.old_gpu_capable or (plan.workload is not None and plan.workload.gpu_capable)
         if not plan.old_gpu_capable and not capable and not _new_unresolved(plan, policy):
-            if ident.is_actor or not plan.references:
+            if ident.is_actor or not (plan.references or plan.reaches_anything):
                 return _pass(Action.MODIFY, "asks for no GPUs")
             return _without_gpus(plan, policy, facts)
         if not plan.old_gpu_capable:
@@ -564,6 +622,12 @@ def _modify(plan: Plan, policy: Policy, facts: Facts) -> Decision:
                         allow_reason=f"the last finalizer of {plan.display_kind} {plan.display_ref} is removed: "
                                      f"it is gone", release=True, owner=target.owner, team=target.team)
     owner, team = target.owner, target.team
+    if ident.is_actor and plan.parent is not None and facts.parent is not None \
+            and facts.parent.owner != target.owner:
+        violations.append(violation(policy, "ownership",
+            f"controller {ident.user} would adopt {plan.display_kind} {plan.display_ref}, which belongs to "
+            f"{target.owner or 'nobody recorded'}, into {plan.parent.describe()} of "
+            f"{facts.parent.owner or 'nobody recorded'}; it matched that controller's selector"))
     if not ident.is_actor:
         _ownership(plan, policy, target, "modify", violations)
         _second_person(plan, policy, max(old_gpus, new_gpus), target.owner or "?", violations)
@@ -571,6 +635,7 @@ def _modify(plan: Plan, policy: Policy, facts: Facts) -> Decision:
             owner, team = _reassignment(plan, policy, target, violations)
             access_checks(plan, policy, facts, violations)
             hatch_checks(plan, policy, violations)
+            _mechanics_checks(plan, policy, facts, violations)
     if plan.workload is not None and req.sub_resource != "scale":
         _unresolved_checks(plan, policy, violations, target)
         if not ident.is_actor:

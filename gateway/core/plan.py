@@ -12,6 +12,7 @@ from gateway.core.decision import Action, Decision
 from gateway.core.dra import claim_key
 from gateway.core.identity import Identity
 from gateway.core.kinds import KindRegistry
+from gateway.core.mechanics import Reach
 from gateway.core.podspec import Reference
 from gateway.core.quota import Usage
 from gateway.core.review import AdmissionRequest
@@ -79,6 +80,8 @@ class Facts:
     """For an actor's create: the record its controller ownerReference points to (by UID)."""
     root: Target | None = None
     """The record holding the charge of the target (or of the parent): itself when it is a root."""
+    by_uid: Mapping[str, Target] = field(default_factory=dict)
+    """Records of the objects a person's object names in its ownerReferences, by UID."""
 
 
 @dataclass(slots=True)
@@ -112,6 +115,20 @@ class Plan:
     """The object's UID (the API server sets it before validating admission)."""
     parent: OwnerRef | None = None
     """For an actor's create: its controller ownerReference, the parent it is made for."""
+    reaches: tuple[Reach, ...] = ()
+    """What a person's object makes controllers act on (core/mechanics.py)."""
+    set_labels: tuple[str, ...] = ()
+    """Controller labels a person's object sets (`label (where)`)."""
+    controlled_change: str = ""
+    """How a person's UPDATE unbinds a controller's pod from its controller, or ""."""
+
+    @property
+    def reaches_anything(self) -> bool:
+        return bool(self.reaches or self.set_labels or self.controlled_change)
+
+    @property
+    def reach_uids(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(r.uid for r in self.reaches if r.uid))
     is_gpu: GpuMatcher | None = field(default=None, repr=False, compare=False)
     """The policy's GPU resources, kept to read `old_gpus`; None where the old object's GPUs
     are never needed (scales, pod subresources, requests decided early)."""
@@ -146,6 +163,7 @@ class Plan:
         keys = [reference_key(namespace, r) for _, r in self.references]
         if self.workload is not None:
             keys.extend(claim_key(namespace, c) for ps in self.workload.pod_sets for c in ps.claims)
+        keys.extend(r.key for r in self.reaches if r.key is not None)
         return tuple(dict.fromkeys(keys))
 
     @property

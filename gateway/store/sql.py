@@ -312,7 +312,8 @@ class Ledger:
         return Usage(user=user, team=team_used)
 
     def facts(self, key: TargetKey, owner: str, team: str, references: Sequence[TargetKey] = (),
-              *, usage: bool = True, parent_of: tuple[str, TargetKey | None] | None = None) -> Facts:
+              *, usage: bool = True, parent_of: tuple[str, TargetKey | None] | None = None,
+              uids: Sequence[str] = ()) -> Facts:
         """The target's record, the records of referenced objects, and (unless `usage` is
         False, for requests that cannot add GPUs) the owner's and team's usage. `parent_of`
         (UID and key) names the parent of an actor's new object: its record, and the root's,
@@ -330,8 +331,9 @@ class Ledger:
             record = self.target(ref)
             if record is not None:
                 found[ref] = record
+        by_uid = {uid: record for uid in uids if (record := self.by_uid(uid)) is not None}
         used = self.usage(target, owner, team) if usage else Usage()
-        return Facts(target=target, usage=used, references=found, parent=parent, root=root)
+        return Facts(target=target, usage=used, references=found, parent=parent, root=root, by_uid=by_uid)
 
     # ------------------------------------------------------------- the write path
 
@@ -343,7 +345,7 @@ class Ledger:
         approval the decision uses is marked used in this same transaction.
         """
         facts = self.facts(job.key, job.owner, job.team, job.reference_keys, usage=job.needs_usage,
-                           parent_of=job.parent)
+                           parent_of=job.parent, uids=job.uids)
         if job.budget is not None:
             facts = replace(facts, spent_budgets=self.spent_budgets(job.budget, job.now))
         decision = job.decider(facts)

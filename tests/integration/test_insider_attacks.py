@@ -436,11 +436,11 @@ def test_orphaning_a_cronjob_keeps_its_jobs_charged(cluster, store):
 # ================================================================== labels, ownerReferences, adoption
 
 
-@pytest.mark.skip(reason=OPEN['test_relabelling_a_pod_out_of_its_replicaset_does_not_buy_a_free_replacement'])
 def test_relabelling_a_pod_out_of_its_replicaset_does_not_buy_a_free_replacement(cluster, store):
     _, rs = _deployment_with_a_pod(cluster)
     for _ in range(2):
-        [pod] = [o for (k, _, _), o in cluster.objects.items() if k == "Pod" and o["metadata"].get("ownerReferences")]
+        [pod] = [copy.deepcopy(o) for (k, _, _), o in cluster.objects.items()
+                 if k == "Pod" and o["metadata"].get("ownerReferences")]
         name = pod["metadata"]["name"]
         pod["metadata"]["labels"] = {"quarantined": "yes"}  # no longer matches the selector
         if not cluster.update(pod, "alice", INTERN).allowed:
@@ -468,7 +468,6 @@ def test_orphaning_a_replicaset_does_not_let_its_deployment_run_twice_on_one_cha
     assert charged(store) >= running_gpus(cluster), f"{running_gpus(cluster)} GPUs run, {held(store)} charged"
 
 
-@pytest.mark.skip(reason=OPEN['test_a_pod_squatting_on_the_name_of_someone_elses_statefulset_pod_is_not_adopted_into_it'])
 def test_a_pod_squatting_on_the_name_of_someone_elses_statefulset_pod_is_not_adopted_into_it(cluster, store):
     squat = make_pod(gpus=1).named("research", "db-0").obj()
     squat["metadata"]["labels"] = {"app": "db"}
@@ -485,7 +484,6 @@ def test_a_pod_squatting_on_the_name_of_someone_elses_statefulset_pod_is_not_ado
     assert not answer.allowed, "alice's pod now serves as replica 0 of bob's StatefulSet"
 
 
-@pytest.mark.skip(reason=OPEN['test_an_intern_cannot_attach_a_pod_to_someone_elses_replicaset'])
 def test_an_intern_cannot_attach_a_pod_to_someone_elses_replicaset(cluster, store):
     dep = cluster.create(deployment("serve"), "bob", RESEARCHER).obj
     rs = cluster.replicaset_of(dep, replicas=1).obj
@@ -498,7 +496,6 @@ def test_an_intern_cannot_attach_a_pod_to_someone_elses_replicaset(cluster, stor
     assert not answer.allowed
 
 
-@pytest.mark.skip(reason=OPEN['test_an_interns_replicaset_cannot_adopt_and_delete_someone_elses_pod'])
 def test_an_interns_replicaset_cannot_adopt_and_delete_someone_elses_pod(cluster, store):
     bobs = make_pod(gpus=8).named("research", "bobs").obj()
     bobs["metadata"]["labels"] = {"app": "shared"}
@@ -692,7 +689,6 @@ def test_an_hpa_an_intern_creates_cannot_scale_someone_elses_deployment(cluster,
     assert not (made.allowed and grown.allowed), f"alice spent bob's quota: {held(store)}"
 
 
-@pytest.mark.skip(reason=OPEN['test_a_rayjob_cannot_run_on_someone_elses_raycluster_by_selector'])
 def test_a_rayjob_cannot_run_on_someone_elses_raycluster_by_selector(cluster, store):
     ray = {"apiVersion": "ray.io/v1", "kind": "RayCluster", "metadata": {"name": "bobs", "namespace": "research"},
            "spec": ray_cluster_spec(8, replicas=4)}
