@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway.core.pointer import escape, is_object
-from gateway.core.quantity import MAX_REPLICAS
+from gateway.core.quantity import MAX_REPLICAS, replica_count
 from gateway.errors import WorkloadError
 
 #: How a location holds its pod: a PodTemplateSpec (metadata + spec), a bare PodSpec
@@ -396,13 +396,7 @@ def _number(value: Any, where: str, *, strings: bool = False) -> int:
     """A count: an integer (with `strings`, also a string of digits, as Argo's withSequence)."""
     if strings and isinstance(value, str) and _DIGITS.fullmatch(value):
         value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise WorkloadError(f"{where} must be an integer, not {value!r}")
-    if value < 0:
-        raise WorkloadError(f"{where} must not be negative ({value})")
-    if value > MAX_REPLICAS:
-        raise WorkloadError(f"{where} is absurdly large ({value})")
-    return value
+    return replica_count(value, where)
 
 
 Bound = tuple[int | None, str, str]

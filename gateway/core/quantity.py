@@ -35,6 +35,17 @@ _NUMBER = r"(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)"
 _SYNTAX = re.compile(rf"[+-]?{_NUMBER}(?:[KMGTPE]i|[numkMGTPE]|[eE][+-]?{_NUMBER})?")
 
 
+def replica_count(value: object, where: str) -> int:
+    """A replica-like count: an integer from 0 to MAX_REPLICAS, else a WorkloadError naming `where`."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise WorkloadError(f"{where} must be an integer, not {value!r}")
+    if value < 0:
+        raise WorkloadError(f"{where} must not be negative ({value})")
+    if value > MAX_REPLICAS:
+        raise WorkloadError(f"{where} is absurdly large ({value})")
+    return value
+
+
 def gpu_count(value: object, resource: str = "gpu") -> int:
     """Return the whole number of devices a quantity asks for, or raise WorkloadError."""
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):

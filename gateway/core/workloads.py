@@ -21,7 +21,7 @@ from typing import Any
 from gateway.core.dra import PodClaim, pod_claims
 from gateway.core.kinds import KindRegistry, Located, evaluate
 from gateway.core.pointer import escape, is_object
-from gateway.core.quantity import MAX_GPUS, MAX_REPLICAS, gpu_count
+from gateway.core.quantity import MAX_GPUS, MAX_REPLICAS, gpu_count, replica_count
 from gateway.errors import WorkloadError
 
 DEFAULT_GPU_RESOURCES = ("nvidia.com/gpu", "nvidia.com/mig-*", "amd.com/gpu", "gpu.intel.com/*")
@@ -261,15 +261,7 @@ def _get(obj: Any, *path: str) -> Any:
 
 def _count(value: Any, default: int, where: str) -> int:
     """A replica-like count: missing means the Kubernetes default; negative or absurd is refused."""
-    if value is None:
-        return default
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise WorkloadError(f"{where} must be an integer, not {value!r}")
-    if value < 0:
-        raise WorkloadError(f"{where} must not be negative ({value})")
-    if value > MAX_REPLICAS:
-        raise WorkloadError(f"{where} is absurdly large ({value})")
-    return value
+    return default if value is None else replica_count(value, where)
 
 
 def _template_spec(template: Any) -> Any:
