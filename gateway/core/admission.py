@@ -13,6 +13,7 @@ from typing import Any
 
 from gateway.core.access import PodSpecs, access_checks, collect, hatch_checks
 from gateway.core.actors import controller_ref, kind_name, object_uid
+from gateway.core.approvals import bound
 from gateway.core.decision import Action, Decision, Mode, Reservation, Violation
 from gateway.core.gates import GATE_RULE, carries_gate, queued
 from gateway.core.identity import Grant, Identity, with_grants
@@ -173,6 +174,8 @@ def decide(plan: Plan, policy: Policy, facts: Facts) -> Decision:
         return plan.early
     if plan.data_kind:
         return decide_data(plan, policy, facts)
+    if facts.approvals:  # only those still bound to the workload's recorded owner
+        facts = replace(facts, approvals=tuple(a for a in facts.approvals if bound(a, facts.target)))
     action = plan.action
     if action is Action.LAUNCH:
         return _launch(plan, policy, facts)
