@@ -19,7 +19,14 @@ from starlette.routing import BaseRoute, Route
 
 from gateway.api.context import ApiContext, BadRequest, actor, error, json_body, json_object, text_field
 from gateway.api.schemas import json_content, ref
-from gateway.core.approvals import APPROVABLE_ACTIONS, POLICY_CHANGE, SIZED_ACTIONS, may_grant, review_refusal
+from gateway.core.approvals import (
+    APPROVABLE_ACTIONS,
+    POLICY_CHANGE,
+    SIZED_ACTIONS,
+    deny_refusal,
+    may_grant,
+    review_refusal,
+)
 from gateway.core.identity import Identity
 from gateway.core.quantity import MAX_GPUS
 from gateway.errors import GatewayError
@@ -90,9 +97,16 @@ def approval_routes(ctx: ApiContext) -> list[BaseRoute]:
                 return error(503, "unavailable", str(exc))
         return run
 
+    def refusal(verdict: str, identity: Identity, approval: dict[str, Any]) -> str | None:
+        """Why `identity` may not approve (`verdict` "approved") or deny the approval, or None.
+        A modify, kill or exec is checked against its workload's owner and team as recorded."""
+        rule = review_refusal if verdict == "approved" else deny_refusal
+        return rule(ctx.policy(), identity, approval["requester"], approval["requester_teams"], approval["action"],
+                    target_owner=approval.get("target_owner"), target_team=approval.get("target_team") or "",
+                    subject=f"{approval['kind']} {approval['namespace']}/{approval['name']}")
+
     def visible(identity: Identity, approval: dict[str, Any]) -> bool:
-        return approval["requester"] == identity.user or review_refusal(
-            ctx.policy(), identity, approval["requester"], approval["requester_teams"], approval["action"]) is None
+        return approval["requester"] == identity.user or refusal("denied", identity, approval) is None
 
     async def request_approval(request: Request, identity: Identity, store: Store) -> Response:
         new = _new_approval(await json_object(request), identity)
@@ -120,9 +134,9 @@ def approval_routes(ctx: ApiContext) -> list[BaseRoute]:
             row = await run_in_threadpool(lambda: store.approval(approval_id, now=time.time()))
             if row is None:
                 raise KeyError(approval_id)
-            refusal = review_refusal(ctx.policy(), identity, row["requester"], row["requester_teams"], row["action"])
-            if refusal is not None:
-                return error(403, "forbidden", refusal)
+            refused = refusal(verdict, identity, row)
+            if refused is not None:
+                return error(403, "forbidden", refused)
             done = await run_in_threadpool(
                 lambda: store.review_approval(approval_id, verdict, actor(identity), comment.strip(), now=time.time()))
             return json_body(done)
@@ -164,7 +178,8 @@ def _op(summary: str, op_id: str, ok: str, *codes: str, answer: str, body: dict[
         body_required: bool = True, example: dict[str, Any] | None = None) -> dict[str, Any]:
     text = {"201": "Created", "400": "The body cannot be read or is invalid",
             "403": "The caller may not do this", "404": "No such approval or grant (or not visible to the caller)",
-            "409": "Not pending (approvals) or not active (grants)"}
+            "409": "Not pending (approvals; to approve a modify, kill or exec, also: its workload has changed "
+                   "owner or team since it was asked for) or not active (grants)"}
     op: dict[str, Any] = {"summary": summary, "operationId": op_id,
                           "responses": {ok: {"description": text.get(ok, "OK"), "content": json_content(ref(answer))},
                                         **{c: {"description": text[c]} for c in codes}}}
@@ -206,7 +221,8 @@ APPROVAL_PATHS: dict[str, Any] = {
                    answer="ApprovalList"),
     },
     "/approvals/{id}": {"get": _op("One approval", "approvalGet", "200", "404", answer="Approval")},
-    "/approvals/{id}/approve": {"post": _op("Approve (never one's own; `approve` permission)", "approvalApprove",
+    "/approvals/{id}/approve": {"post": _op("Approve (never one's own; `approve`, and for a modify, kill or exec "
+                                            "that action too, over the workload's owner)", "approvalApprove",
                                             "200", "400", "403", "404", "409", answer="Approval", body=_REVIEW_BODY,
                                             body_required=False, example={"comment": "ok, once"})},
     "/approvals/{id}/deny": {"post": _op("Deny (never one's own; `approve` permission)", "approvalDeny",

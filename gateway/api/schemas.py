@@ -77,7 +77,11 @@ SCHEMAS: dict[str, Schema] = {
         gpus=_INT, reason=_STR,
         state={"type": "string", "enum": ["pending", "approved", "denied", "used", "expired"]},
         created_at=_NUM, expires_at=_NUM, reviewer=_STR, review_comment=_STR,
-        reviewed_at={"type": ["number", "null"]}, used_at={"type": ["number", "null"]}, used_request_uid=_STR),
+        reviewed_at={"type": ["number", "null"]}, used_at={"type": ["number", "null"]}, used_request_uid=_STR,
+        target_owner={"type": ["string", "null"], "description": "for a modify, kill or exec: the owner the ledger "
+                      "recorded for the workload when it was asked for (\"\": none); its reviewer needs rights over "
+                      "them, and it lifts nothing once the workload belongs to someone else. null: not recorded"},
+        target_team={"type": ["string", "null"], "description": "the workload's team then, likewise"}),
     "ApprovalList": _items("Approval"),
     "Grant": _object(
         "id user role reason granter state created_at expires_at", id=_STR, user=_STR, role=_STR, reason=_STR,

@@ -13,6 +13,7 @@ from typing import Any
 
 from gateway.core.access import PodSpecs, access_checks, collect, hatch_checks
 from gateway.core.actors import OwnerRef, controller_ref, kind_name, object_uid
+from gateway.core.approvals import bound
 from gateway.core.claims import decide_claim, uses_claims, with_claims
 from gateway.core.decision import Action, Decision, Mode, Reservation, Violation
 from gateway.core.dra import is_claim_kind
@@ -220,6 +221,8 @@ def decide(plan: Plan, policy: Policy, facts: Facts) -> Decision:
         if is_claim_kind(plan.request.kind.group, plan.data_kind):
             return decide_claim(plan, policy, facts)
         return decide_data(plan, policy, facts)
+    if facts.approvals:  # only those still bound to the workload's recorded owner
+        facts = replace(facts, approvals=tuple(a for a in facts.approvals if bound(a, facts.target)))
     if uses_claims(plan.workload):
         plan, settled = with_claims(plan, policy, facts)  # DRA GPUs, from the ledger
         if settled is not None:

@@ -1,7 +1,10 @@
 """Two-person approvals: which denials an approval can lift, and who may approve (docs/approvals.md).
 
 Pure: the store loads the requester's live approvals for the request's object into
-`Facts.approvals` after a denial, and the decision names the approval it used.
+`Facts.approvals` after a denial, and the decision names the approval it used. An approval
+for a modify, kill or exec is bound to the owner and team its workload had in the ledger when
+it was asked for: only someone with rights over that owner's workloads may approve it, and it
+lifts nothing once the workload belongs to someone else.
 """
 
 from __future__ import annotations
@@ -10,8 +13,8 @@ from collections.abc import Iterable, Sequence
 
 from gateway.core.decision import Action, Mode, Violation
 from gateway.core.identity import Identity
-from gateway.core.plan import Approval, Plan
-from gateway.core.policy import Policy
+from gateway.core.plan import Approval, Plan, Target
+from gateway.core.policy import Policy, relation
 
 #: Rules an approval can lift. Never an unreadable object, owner or team spoofing, data
 #: access or escape hatches: those are not exceptions a second person can vouch for.
@@ -27,6 +30,13 @@ POLICY_CHANGE = "policy-change"
 #: Actions an approval can be asked for; `gpus` bounds those that reserve GPUs.
 APPROVABLE_ACTIONS = (*(a.value for a in Action), POLICY_CHANGE)
 SIZED_ACTIONS = (Action.LAUNCH.value, Action.MODIFY.value)
+
+#: Actions on a workload that already exists: whoever approves one must be allowed that action,
+#: and `approve`, at their relation to the workload's recorded owner and team.
+TARGET_ACTIONS = (Action.MODIFY.value, Action.KILL.value, Action.EXEC.value)
+
+_SCOPE_PHRASE = {"own": "their own workloads", "team-shared": "their team's shared workloads",
+                 "team": "their team's workloads", "any": "any workload"}
 
 
 def _kind_matches(wanted: str, plan: Plan) -> bool:
@@ -61,13 +71,58 @@ def waiver(plan: Plan, violations: Sequence[Violation], approvals: Iterable[Appr
     return next((a for a in approvals if matches(a, plan, gpus)), None)
 
 
-def review_refusal(policy: Policy, reviewer: Identity, requester: str, requester_teams: Sequence[str],
-                   action: str = "") -> str | None:
-    """Why `reviewer` may not approve or deny a request of `requester`, or None when they may.
+def bound(approval: Approval, target: Target | None) -> bool:
+    """Whether `approval` may lift a denial of a request on `target` (the ledger's record now).
 
-    Nobody reviews their own request; `approve` on scope `team` covers requesters sharing a
-    team with the reviewer, `any` everyone. A policy change also needs `manage` at `any`.
+    A modify, kill or exec approval only while the workload still belongs to the owner and team
+    recorded when it was asked for (its reviewer was checked against those); one whose owner was
+    never recorded (asked for before owners were recorded) never. Launches are not bound.
     """
+    if approval.action not in TARGET_ACTIONS:
+        return True
+    now = (target.owner, target.team) if target is not None else ("", "")
+    return approval.target_owner is not None and (approval.target_owner, approval.target_team) == now
+
+
+def review_refusal(policy: Policy, reviewer: Identity, requester: str, requester_teams: Sequence[str],
+                   action: str = "", *, target_owner: str | None = None, target_team: str = "",
+                   subject: str = "") -> str | None:
+    """Why `reviewer` may not approve a request of `requester`, or None when they may.
+
+    Nobody approves their own request. A modify, kill or exec (`TARGET_ACTIONS`) is of an
+    existing workload, owned by `target_owner` in `target_team` as the ledger recorded them when
+    the approval was asked for ("" when it recorded no owner: only scope `any` covers it; None
+    when not recorded at all: nobody may approve): the reviewer needs that action and `approve`
+    at their relation to that owner and team; the requester's teams do not matter. Anything
+    else (a launch: no workload yet) needs `approve` at scope `team` for a requester sharing a
+    team with the reviewer, `any` otherwise; a policy change also `manage` at `any`. `subject`
+    (`PyTorchJob research/x`) names the workload in the refusal.
+    """
+    if action in TARGET_ACTIONS and reviewer.user != requester:
+        return _target_refusal(policy, reviewer, action, target_owner, target_team, subject)
+    return _requester_refusal(policy, reviewer, requester, requester_teams, action)
+
+
+def deny_refusal(policy: Policy, reviewer: Identity, requester: str, requester_teams: Sequence[str],
+                 action: str = "", *, target_owner: str | None = None, target_team: str = "",
+                 subject: str = "") -> str | None:
+    """Why `reviewer` may not deny a request of `requester`, or None when they may.
+
+    A denial lifts nothing: whoever may approve the request may deny it, and so may whoever
+    holds `approve` for the requester (the rule of a launch), whatever the request is for.
+    Nobody denies their own request.
+    """
+    refusal = review_refusal(policy, reviewer, requester, requester_teams, action, target_owner=target_owner,
+                             target_team=target_team, subject=subject)
+    if refusal is None or _requester_refusal(policy, reviewer, requester, requester_teams, action) is None:
+        return None
+    return refusal
+
+
+def _requester_refusal(policy: Policy, reviewer: Identity, requester: str, requester_teams: Sequence[str],
+                       action: str) -> str | None:
+    """`approve` over the requester: scope `team` covers requesters sharing a team with the
+    reviewer, `any` everyone; a policy change also needs `manage` at `any`."""
     if reviewer.user == requester:
         return f"{reviewer.user} asked for this approval; a different person must approve or deny it"
     if action == POLICY_CHANGE and not policy.may(reviewer.role, "manage", "any"):
@@ -77,6 +132,27 @@ def review_refusal(policy: Policy, reviewer: Identity, requester: str, requester
         return None
     where = "their team's" if scope == "team" else "another team's"
     return f"{reviewer.describe()} may not approve {where} requests ({requester})"
+
+
+def _target_refusal(policy: Policy, reviewer: Identity, action: str, owner: str | None, team: str,
+                    subject: str) -> str | None:
+    """The action and `approve`, both at the reviewer's relation to the workload's owner and team."""
+    head = f"{reviewer.describe()} may not approve a {action} of {subject or 'this workload'}"
+    if owner is None:
+        return f"{head}: whose workload it is was not recorded when the approval was asked for; ask for a new one"
+    scope = relation(reviewer, owner, team)
+    may_act, may_approve = policy.may(reviewer.role, action, scope), policy.may(reviewer.role, "approve", scope)
+    if may_act and may_approve:
+        return None
+    whose = f"it belongs to {owner}{f' (team {team})' if team else ''}" if owner else "it has no recorded owner"
+    if not may_act:
+        widest = policy.widest_scope(reviewer.role, action)
+        can = f"may {action} only {_SCOPE_PHRASE[widest]}" if widest else f"may not {action} workloads"
+    else:
+        widest = policy.widest_scope(reviewer.role, "approve")
+        can = (f"may approve only requests on {_SCOPE_PHRASE[widest]}" if widest
+               else "may not approve requests")
+    return f"{head}: {whose}, and {reviewer.user} {can}"
 
 
 def may_grant(policy: Policy, granter: Identity) -> bool:

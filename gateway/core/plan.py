@@ -63,6 +63,10 @@ class Approval:
     name: str
     gpus: int
     approver: str = ""
+    target_owner: str | None = None
+    target_team: str = ""
+    """For a modify, kill or exec: the workload's owner and team in the ledger when the approval
+    was asked for ("" when it recorded none; None when not recorded: it lifts nothing)."""
 
 
 @dataclass(frozen=True, slots=True)

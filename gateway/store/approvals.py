@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from gateway.core.approvals import TARGET_ACTIONS
 from gateway.core.identity import Grant
 from gateway.errors import GatewayError
 from gateway.store.base import Actor
@@ -76,18 +77,33 @@ def _uid() -> str:
 # ------------------------------------------------------------------ approvals
 
 
+def _workload_of(owner: str, team: str) -> str:
+    """`bob's (team nlp) workload`: whose the ledger says a workload is."""
+    if not owner:
+        return "a workload with no recorded owner"
+    return f"{owner}'s (team {team}) workload" if team else f"{owner}'s workload"
+
+
 def create_approval(ledger: Ledger, new: NewApproval, actor: Actor, now: float) -> dict[str, Any]:
+    """A pending approval; for a modify, kill or exec, with the owner and team the ledger records
+    for its workload now (read in this transaction): its reviewer is checked against those."""
     approval_id = "apv-" + secrets.token_hex(6)
+    owner: str | None = None
+    team: str | None = None
+    if new.action in TARGET_ACTIONS:
+        owner, team = ledger.recorded_owner(new.kind, new.namespace, new.name)
     ledger.db.run(
         "INSERT INTO approvals (id, requester, requester_teams, action, kind, namespace, name, gpus, reason, "
-        "state, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?)",
+        "state, created_at, expires_at, target_owner, target_team) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?)",
         (approval_id, actor.user, json.dumps(list(new.requester_teams)), new.action, new.kind, new.namespace,
-         new.name, new.gpus, new.reason, now, now + new.expires_in_s),
+         new.name, new.gpus, new.reason, now, now + new.expires_in_s, owner, team),
     )
     row = _row(ledger, "approvals", approval_id)
+    whose = f" ({_workload_of(owner, team or '')})" if owner is not None else ""
     ledger.append_audit(change_record(
         row, kind="Approval", action="approval", actor=actor, request_uid=_uid(),
-        reason=f"approval {approval_id} requested: {new.reason}", changes=[state_change("", "pending")],
+        reason=f"approval {approval_id} requested{whose}: {new.reason}", changes=[state_change("", "pending")],
     ), now=now, dry_run=False)
     return approval_view(row, now)
 
@@ -117,11 +133,24 @@ def _row(ledger: Ledger, table: str, row_id: str) -> Row:
 
 def review_approval(ledger: Ledger, approval_id: str, verdict: str, actor: Actor, comment: str,
                     now: float) -> dict[str, Any]:
-    """Approve or deny a pending, unexpired approval (the caller checked that `actor` may)."""
+    """Approve or deny a pending, unexpired approval (the caller checked that `actor` may, for a
+    modify, kill or exec against the workload's owner and team recorded in the approval). An
+    approval is refused (StateConflict) when the ledger no longer records that owner and team
+    for the workload: it was reassigned (or went) since, and the requester must ask again."""
     row = _row(ledger, "approvals", approval_id)
     state = approval_view(row, now)["state"]
     if state != "pending":
         raise StateConflict(f"approval {approval_id} is {state}, not pending")
+    if verdict == "approved" and row["action"] in TARGET_ACTIONS:
+        recorded = row["target_owner"], row["target_team"] or ""
+        current = ledger.recorded_owner(row["kind"], row["namespace"], row["name"])
+        if recorded[0] is None:
+            raise StateConflict(f"approval {approval_id} was asked for before the gateway recorded whose workload "
+                                f"it is for; ask for a new approval")
+        if current != recorded:
+            raise StateConflict(
+                f"{row['kind']} {row['namespace']}/{row['name']} is now {_workload_of(*current)}, not "
+                f"{_workload_of(*recorded)} as when approval {approval_id} was asked for; ask for a new approval")
     ledger.db.run("UPDATE approvals SET state = ?, reviewer = ?, review_comment = ?, reviewed_at = ? "
                   "WHERE id = ? AND state = 'pending'", (verdict, actor.user, comment, now, approval_id))
     note = f": {comment}" if comment else ""

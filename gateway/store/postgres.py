@@ -27,7 +27,14 @@ from gateway.store.base import AuditQuery, Job, LedgerRow
 from gateway.store.chain import LATER_FIELDS, VerifyResult
 from gateway.store.queue import QueueStore
 from gateway.store.settings import SettingsStore
-from gateway.store.sql import AFTER_LATER_COLUMNS, LATER_RESERVATION_COLUMNS, Ledger, Row, schema
+from gateway.store.sql import (
+    AFTER_LATER_COLUMNS,
+    LATER_APPROVAL_COLUMNS,
+    LATER_RESERVATION_COLUMNS,
+    Ledger,
+    Row,
+    schema,
+)
 from gateway.store.telemetry import TelemetryStore
 
 log = logging.getLogger("gateway.store")
@@ -113,6 +120,8 @@ class PostgresStore(ExceptionsStore, SettingsStore, TelemetryStore, QueueStore):
             for column, empty in LATER_RESERVATION_COLUMNS.items():
                 ledger.db.run(f"ALTER TABLE reservations ADD COLUMN IF NOT EXISTS {column} TEXT NOT NULL "
                               f"DEFAULT '{empty}'")
+            for column in LATER_APPROVAL_COLUMNS:
+                ledger.db.run(f"ALTER TABLE approvals ADD COLUMN IF NOT EXISTS {column} TEXT")
             for statement in AFTER_LATER_COLUMNS.values():
                 ledger.db.run(statement)
             ledger.rebuild_usage()

@@ -102,7 +102,9 @@ CREATE TABLE IF NOT EXISTS approvals (
     review_comment   TEXT NOT NULL DEFAULT '',
     reviewed_at      {float},
     used_at          {float},
-    used_request_uid TEXT NOT NULL DEFAULT ''
+    used_request_uid TEXT NOT NULL DEFAULT '',
+    target_owner     TEXT,
+    target_team      TEXT
 );
 CREATE INDEX IF NOT EXISTS approvals_match ON approvals (requester, action, namespace, name, state);
 CREATE TABLE IF NOT EXISTS grants (
@@ -217,6 +219,9 @@ CREATE TABLE IF NOT EXISTS settings (
 #: statements that need them (run after a state file from an earlier version got them).
 LATER_RESERVATION_COLUMNS = {"uid": "", "root_uid": ""}
 AFTER_LATER_COLUMNS = {"reservations_uid": "CREATE INDEX IF NOT EXISTS reservations_uid ON reservations (uid)"}
+#: Columns of `approvals` added since, nullable: NULL in rows written before them (and for
+#: approvals that are not for an existing workload).
+LATER_APPROVAL_COLUMNS = ("target_owner", "target_team")
 
 
 def schema(*, float_type: str, seq_type: str) -> list[str]:
@@ -299,6 +304,18 @@ class Ledger:
                 found = legacy
         return found
 
+    def recorded_owner(self, kind: str, namespace: str, name: str) -> tuple[str, str]:
+        """The owner and team the ledger records for the workload an approval names by its kind
+        (`PyTorchJob`, `pytorchjobs` or `pytorchjobs.kubeflow.org`), namespace and name; ("", "")
+        when it records none. Records are keyed by resource (`pytorchjobs.kubeflow.org`, `pods`):
+        one whose resource is `kind` itself is preferred, then the first by resource."""
+        wanted, names = kind.lower(), kind_names(kind)
+        rows = [r for r in self.db.all("SELECT resource, owner, team FROM reservations WHERE namespace = ? "
+                                       "AND name = ? ORDER BY resource", (namespace, name))
+                if r["resource"] == wanted or r["resource"].split(".", 1)[0] in names]
+        rows.sort(key=lambda r: r["resource"] != wanted)
+        return (rows[0]["owner"], rows[0]["team"]) if rows else ("", "")
+
     def usage(self, target: Target | None, owner: str, team: str) -> Usage:
         """Charged GPUs of the owner and of the team, less the target's own reservation."""
         rows = {r["scope"]: r["gpus"] for r in self.db.all(
@@ -366,13 +383,15 @@ class Ledger:
     def live_approvals(self, key: ApprovalKey, now: float) -> tuple[Approval, ...]:
         """Approved, unused, unexpired approvals of (requester, action, namespace, name), oldest first."""
         rows = self.db.all(
-            "SELECT id, requester, action, kind, namespace, name, gpus, reviewer FROM approvals "
+            "SELECT id, requester, action, kind, namespace, name, gpus, reviewer, target_owner, target_team "
+            "FROM approvals "
             "WHERE requester = ? AND action = ? AND namespace = ? AND name = ? AND state = 'approved' "
             "AND expires_at > ? ORDER BY created_at, id",
             (*key, now),
         )
         return tuple(Approval(r["id"], r["requester"], r["action"], r["kind"], r["namespace"], r["name"],
-                              int(r["gpus"]), r["reviewer"]) for r in rows)
+                              int(r["gpus"]), r["reviewer"], r["target_owner"], r["target_team"] or "")
+                     for r in rows)
 
     def use_approval(self, approval_id: str, job: Job) -> None:
         """Mark an approval used by this admission, with its audit record."""

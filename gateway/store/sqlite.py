@@ -21,7 +21,14 @@ from gateway.store.base import AuditQuery, Job, LedgerRow
 from gateway.store.chain import LATER_FIELDS, VerifyResult
 from gateway.store.queue import QueueStore
 from gateway.store.settings import SettingsStore
-from gateway.store.sql import AFTER_LATER_COLUMNS, LATER_RESERVATION_COLUMNS, Ledger, Row, schema
+from gateway.store.sql import (
+    AFTER_LATER_COLUMNS,
+    LATER_APPROVAL_COLUMNS,
+    LATER_RESERVATION_COLUMNS,
+    Ledger,
+    Row,
+    schema,
+)
 from gateway.store.telemetry import TelemetryStore
 
 log = logging.getLogger("gateway.store")
@@ -90,6 +97,10 @@ class SQLiteStore(ExceptionsStore, SettingsStore, TelemetryStore, QueueStore):
         for column, empty in LATER_RESERVATION_COLUMNS.items():
             if column not in columns:
                 self._db.execute(f"ALTER TABLE reservations ADD COLUMN {column} TEXT NOT NULL DEFAULT '{empty}'")
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(approvals)")}
+        for column in LATER_APPROVAL_COLUMNS:
+            if column not in columns:
+                self._db.execute(f"ALTER TABLE approvals ADD COLUMN {column} TEXT")
         indexes = {row[0] for row in self._db.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
         for index, statement in AFTER_LATER_COLUMNS.items():
             if index not in indexes:

@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import jwt
 import pytest
+from conftest import delete_review, make_job, make_pytorchjob, review
 from served import Served, start_server, stop_server
 
 SECRET = b"0123456789abcdef0123456789abcdef-local"
@@ -21,6 +22,9 @@ PEOPLE = {
     "erin": ["gpu-leads", "team:vision"],
     "dave": ["gpu-leads", "team:nlp"],
     "root": ["gpu-admins"],
+    "bob": ["gpu-researchers", "team:nlp"],
+    "lena": ["gpu-leads", "team:vision"],
+    "nate": ["gpu-leads", "team:nlp"],
 }
 
 
@@ -98,3 +102,66 @@ def test_grants_over_http_are_audited_as_break_glass(server: Served) -> None:
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()[1:]
     assert len(lines) == 2 and all("BREAK-GLASS" in line and " grant " in line for line in lines)
+
+
+def validate(c: httpx.Client, user: str, obj: dict[str, Any], *, delete: bool = False) -> dict[str, Any]:
+    """The webhook's answer to `user` creating (or deleting) `obj`."""
+    groups = tuple(PEOPLE[user])
+    body = delete_review(obj, user=user, groups=groups) if delete else review(obj, user=user, groups=groups)
+    answer: dict[str, Any] = c.post("/validate", json=body.body()).json()["response"]
+    return answer
+
+
+def test_only_someone_with_rights_over_the_owner_approves_a_kill(server: Served) -> None:
+    """alice (intern, vision) asks to kill bob's (nlp) job: her own lead lena has no rights over
+    it and may not approve; nate, bob's lead, may, and so may an admin."""
+    jobs = [make_job(gpus=8).named("research", name).obj() for name in ("bobs-run", "bobs-other")]
+    with server.client() as c:
+        assert all(validate(c, "bob", job)["allowed"] for job in jobs)
+        denied = validate(c, "alice", jobs[0], delete=True)
+        assert not denied["allowed"] and "belongs to bob (team nlp)" in denied["status"]["message"]
+        ask = {"action": "kill", "kind": "Job", "namespace": "research", "name": "bobs-run", "reason": "stuck"}
+        r = post(c, "/approvals", "alice", ask)
+        assert r.status_code == 201, r.text
+        approval = r.json()
+        assert (approval["target_owner"], approval["target_team"]) == ("bob", "nlp")
+        path = f"/approvals/{approval['id']}"
+
+        r = post(c, f"{path}/approve", "lena")
+        assert r.status_code == 403 and r.json()["reason"] == (
+            "user lena (role lead) may not approve a kill of Job research/bobs-run: it belongs to bob (team nlp), "
+            "and lena may kill only their team's workloads")
+        assert c.get(f"/api/v1{path}", headers=auth("alice")).json()["state"] == "pending"
+        assert not validate(c, "alice", jobs[0], delete=True)["allowed"]  # still pending: nothing lifted
+        assert post(c, f"{path}/approve", "bob").status_code == 403  # the owner holds no `approve`
+        listed = c.get("/api/v1/approvals", headers=auth("nate")).json()["items"]
+        assert [(a["id"], a["target_owner"]) for a in listed] == [(approval["id"], "bob")]
+
+        r = post(c, f"{path}/approve", "nate", {"comment": "ok, bob is away"})
+        assert r.status_code == 200 and r.json()["state"] == "approved" and r.json()["reviewer"] == "nate"
+        assert validate(c, "alice", jobs[0], delete=True)["allowed"]
+        assert c.get(f"/api/v1{path}", headers=auth("alice")).json()["state"] == "used"
+
+        other = post(c, "/approvals", "alice", {**ask, "name": "bobs-other"}).json()
+        assert post(c, f"/approvals/{other['id']}/approve", "lena").status_code == 403
+        r = post(c, f"/approvals/{other['id']}/approve", "root")
+        assert r.status_code == 200 and r.json()["state"] == "approved"
+        assert validate(c, "alice", jobs[1], delete=True)["allowed"]
+
+        records = c.get("/api/v1/audit", params={"action": "kill"}, headers=auth("root")).json()["items"]
+        assert [(r["user"], r["decision"], r["rule"]) for r in records] == [
+            ("alice", "denied", "ownership"), ("alice", "denied", "ownership"), ("alice", "allowed", "approval"),
+            ("alice", "allowed", "approval")]
+        assert approval["id"] in records[2]["reason"] and "approved by nate" in records[2]["reason"]
+
+
+def test_the_requesters_lead_still_approves_a_launch_over_a_limit(server: Served) -> None:
+    job = make_pytorchjob(workers=3, gpus=8).named("research", "llm-400b").obj()  # 32 GPUs: over alice's 8
+    with server.client() as c:
+        assert not validate(c, "alice", job)["allowed"]
+        approval = post(c, "/approvals", "alice", {**ASK, "gpus": 32}).json()
+        assert approval["target_owner"] is None
+        assert post(c, f"/approvals/{approval['id']}/approve", "nate").status_code == 403  # not alice's team
+        r = post(c, f"/approvals/{approval['id']}/approve", "lena")
+        assert r.status_code == 200 and r.json()["state"] == "approved"
+        assert validate(c, "alice", job)["allowed"]

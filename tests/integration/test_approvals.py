@@ -3,12 +3,14 @@ on SQLite and once on PostgreSQL (tests/postgres_server.py)."""
 
 from __future__ import annotations
 
+import copy
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ADMIN, INTERN, LEAD, RESEARCHER, delete_review, make_job, make_pytorchjob, review
+from conftest import ADMIN, INTERN, LEAD, RESEARCHER, delete_review, make_job, make_pod, make_pytorchjob, review
 from postgres_server import PostgresServer, pg_url, postgres  # noqa: F401 - fixtures
 
 from gateway.core.approvals import review_refusal
@@ -16,12 +18,14 @@ from gateway.core.policy import Policy
 from gateway.metrics import Metrics
 from gateway.policy_bundle import PolicyHolder
 from gateway.service import AdmissionService
-from gateway.store.approvals import NewApproval, NewGrant
+from gateway.store.approvals import NewApproval, NewGrant, StateConflict
 from gateway.store.base import Actor, Store
 from gateway.store.postgres import PostgresStore
-from gateway.store.sql import is_break_glass
+from gateway.store.sql import Ledger, is_break_glass
+from gateway.store.sqlite import SQLiteStore
 
 OTHER_LEAD = ("gpu-leads", "team:nlp")
+NLP_RESEARCHER = ("gpu-researchers", "team:nlp")
 T0 = 1_800_000_000.0
 
 
@@ -158,6 +162,123 @@ def test_break_glass_grant_is_used_then_expires(store: Store, policy_dir: Path, 
     assert store.grants(now=clock())[0]["state"] == "expired"
 
 
+# ------------------------------------------------------------------ actions on someone's workload
+
+
+def bobs_job(service: AdmissionService, name: str = "bobs-run") -> dict[str, Any]:
+    """A job of bob's (researcher, team nlp), admitted and in the ledger."""
+    job = make_job(gpus=8).named("research", name).obj()
+    assert answer(service, review(job, user="bob", groups=NLP_RESEARCHER).body())["allowed"]
+    return job
+
+
+def alice_kills(service: AdmissionService, job: dict[str, Any]) -> dict[str, Any]:
+    return answer(service, delete_review(job, user="alice", groups=INTERN).body())
+
+
+def reassign(service: AdmissionService, job: dict[str, Any], owner: str, team: str) -> dict[str, Any]:
+    """An admin gives the job to `owner` in `team`; the object as it is now."""
+    moved = copy.deepcopy(job)
+    moved["metadata"].setdefault("annotations", {}).update({"gpu-gateway.io/owner": owner, "gpu-gateway.io/team": team})
+    body = review(moved, user="root", groups=ADMIN, operation="UPDATE", old=job).body()
+    assert answer(service, body)["allowed"]
+    return moved
+
+
+def kill_flow(store: Store, service: AdmissionService, clock: Clock) -> None:
+    """alice (intern, vision) may kill bob's (nlp) job once the owner's lead approved it."""
+    job = bobs_job(service)
+    denied = alice_kills(service, job)
+    assert not denied["allowed"] and "belongs to bob (team nlp)" in denied["status"]["message"]
+    approval_id = ask(store, clock, action="kill", kind="Job", name="bobs-run", gpus=0)
+    row = store.approval(approval_id, now=clock())
+    assert row is not None and (row["target_owner"], row["target_team"]) == ("bob", "nlp")
+    approve(store, clock, approval_id, by="nate")
+    assert alice_kills(service, job)["allowed"]
+    assert store.approval(approval_id, now=clock())["state"] == "used"  # type: ignore[index]
+    requested = next(r for r in store.audit_rows() if r["object_uid"] == approval_id)
+    assert "(bob's (team nlp) workload)" in requested["reason"]
+
+
+def test_an_approval_to_kill_records_the_owner_and_lifts_the_ownership_denial(
+        store: Store, policy_dir: Path, clock: Clock) -> None:
+    kill_flow(store, service_on(store, policy_dir, clock), clock)
+    assert store.verify().ok
+
+
+def test_a_launchs_approval_records_no_owner(store: Store, clock: Clock) -> None:
+    row = store.approval(ask(store, clock), now=clock())
+    assert row is not None and (row["target_owner"], row["target_team"]) == (None, None)
+
+
+def test_a_workload_reassigned_before_approval_cannot_be_approved(store: Store, policy_dir: Path,
+                                                                   clock: Clock) -> None:
+    service = service_on(store, policy_dir, clock)
+    job = bobs_job(service)
+    approval_id = ask(store, clock, action="kill", kind="Job", name="bobs-run", gpus=0)
+    reassign(service, job, "carol", "vision")
+    with pytest.raises(StateConflict, match=r"now carol's \(team vision\) workload, not bob's \(team nlp\)"):
+        approve(store, clock, approval_id, by="nate")
+    assert store.approval(approval_id, now=clock())["state"] == "pending"  # type: ignore[index]
+
+
+def test_a_workload_reassigned_after_approval_is_not_killed_with_it(store: Store, policy_dir: Path,
+                                                                     clock: Clock) -> None:
+    service = service_on(store, policy_dir, clock)
+    job = bobs_job(service)
+    approval_id = ask(store, clock, action="kill", kind="Job", name="bobs-run", gpus=0)
+    approve(store, clock, approval_id, by="nate")  # nate, lead of nlp: bob's job
+    moved = reassign(service, job, "carol", "vision")  # now carol's: nate has no say over it
+    denied = alice_kills(service, moved)
+    assert not denied["allowed"] and "belongs to carol" in denied["status"]["message"]
+    assert store.approval(approval_id, now=clock())["state"] == "approved"  # type: ignore[index]
+    back = reassign(service, moved, "bob", "nlp")  # bob's again: what nate approved
+    assert alice_kills(service, back)["allowed"]
+
+
+def test_the_kind_names_the_ledgers_record_in_any_form(store: Store, policy_dir: Path, clock: Clock) -> None:
+    service = service_on(store, policy_dir, clock)
+    bobs_job(service, "j")
+    pod = make_pod(gpus=1).named("research", "j").obj()  # another object of the same name: alice's pod
+    assert answer(service, review(pod, user="alice", groups=INTERN).body())["allowed"]
+    for kind, owner in (("Job", "bob"), ("jobs", "bob"), ("jobs.batch", "bob"), ("Pod", "alice"), ("pods", "alice"),
+                        ("PyTorchJob", "")):
+        row = store.approval(ask(store, clock, user="erin", groups=LEAD, action="exec", kind=kind, name="j", gpus=0),
+                             now=clock())
+        assert row is not None and row["target_owner"] == owner, kind
+
+
+def test_a_state_file_of_an_earlier_version_gains_the_columns(tmp_path: Path, policy_dir: Path,
+                                                              clock: Clock) -> None:
+    """Approvals asked for before owners were recorded: a kill one cannot be approved nor used (it
+    was reviewed by the old rule); a launch one works as before."""
+    path = tmp_path / "old.db"
+    store = SQLiteStore(path)
+    service = service_on(store, policy_dir, clock)
+    job = bobs_job(service)
+    pending = ask(store, clock, action="kill", kind="Job", name="bobs-run", gpus=0)
+    approved = ask(store, clock, action="kill", kind="Job", name="bobs-run", gpus=0)
+    approve(store, clock, approved, by="nate")
+    launch = ask(store, clock)
+    approve(store, clock, launch)
+    store.close()
+    with sqlite3.connect(path) as db:
+        for column in ("target_owner", "target_team"):
+            db.execute(f"ALTER TABLE approvals DROP COLUMN {column}")
+    store = SQLiteStore(path)
+    try:
+        service = service_on(store, policy_dir, clock)
+        assert store.approval(pending, now=clock())["target_owner"] is None  # type: ignore[index]
+        with pytest.raises(StateConflict, match="ask for a new approval"):
+            approve(store, clock, pending, by="nate")
+        assert not alice_kills(service, job)["allowed"]
+        assert store.approval(approved, now=clock())["state"] == "approved"  # type: ignore[index]
+        assert answer(service, review(big_launch(), user="alice", groups=INTERN).body())["allowed"]
+        assert store.verify().ok
+    finally:
+        store.close()
+
+
 @pytest.fixture
 def pg_store(pg_url: str) -> Iterator[PostgresStore]:  # noqa: F811
     s = PostgresStore(pg_url)
@@ -173,3 +294,23 @@ def test_the_approval_flow_on_postgres(pg_store: PostgresStore, policy_dir: Path
     assert pg_store.revoke_grant(grant["id"], Actor("root", ADMIN, "admin"), now=clock())["state"] == "revoked"
     assert pg_store.live_grants(now=clock()) == ()
     assert pg_store.verify().ok
+
+
+def drop_target_columns(ledger: Ledger) -> None:
+    for column in ("target_owner", "target_team"):
+        ledger.db.run(f"ALTER TABLE approvals DROP COLUMN {column}")
+
+
+def test_the_kill_flow_on_postgres_and_its_upgrade(pg_url: str, policy_dir: Path, clock: Clock) -> None:  # noqa: F811
+    store = PostgresStore(pg_url)
+    try:
+        kill_flow(store, service_on(store, policy_dir, clock), clock)
+        store._write(drop_target_columns)
+    finally:
+        store.close()
+    store = PostgresStore(pg_url)  # an earlier version's database gains the columns
+    try:
+        assert [(r["target_owner"], r["state"]) for r in store.approvals(now=clock())] == [(None, "used")]
+        assert store.verify().ok
+    finally:
+        store.close()
