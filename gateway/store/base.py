@@ -59,6 +59,8 @@ class Job:
     """Set for governed actions: the approvals the store reads after a denial they may lift."""
     budget: BudgetQuery | None = None
     """Set for a GPU launch whose owner or team has a GPU-hour budget: read into `Facts.spent_budgets`."""
+    referrers: bool = False
+    """For a person's create of a data object: read who references its name (`Facts.referrers`)."""
     parent: tuple[str, TargetKey | None] | None = None
     """For an actor's create: the UID (and, for records from before UIDs were kept, the key) of
     the parent its controller ownerReference names: read into `Facts.parent` and `Facts.root`."""
