@@ -227,6 +227,7 @@ class AdmissionService:
             dry_run=req.dry_run, now=now, request_uid=req.uid,
             reference_keys=plan.reference_keys,
             needs_usage=plan.action in (Action.LAUNCH, Action.MODIFY) and not plan.data_kind,
+            referrers=bool(plan.data_kind) and plan.action is Action.LAUNCH and not plan.identity.is_actor,
             approval_key=(req.username, plan.action.value, req.namespace, plan.key[2] if plan.key else req.name)
             if plan.action is not None else None,
             budget=launch_budget(plan, policy, now),

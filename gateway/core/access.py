@@ -1,11 +1,13 @@
-"""Sabotage defence past the job object: which data a pod may reach, and which GPU pods
-may reach the node.
+"""Sabotage defence past the job object: which data a pod may reach, and which pods may
+reach the node.
 
-A pod's references (PersistentVolumeClaims, ConfigMaps, Secrets) are checked against the
-owners the ledger recorded for them; GPU pods of roles without the matching allowance may
-not use escape hatches (host paths and namespaces, privilege, capabilities, a preset node,
-another scheduler). Objects created by trusted controllers are not checked again: their
-templates were checked when the person submitted the workload.
+A pod's references (PersistentVolumeClaims, ConfigMaps, Secrets, ServiceAccounts, and the
+claims and snapshots its volume claims clone) are checked against the owners the ledger
+recorded for them; pods of roles without the matching allowance may not use escape hatches
+(host paths and namespaces, privilege, capabilities, a preset node, another scheduler, inline
+storage, NVIDIA runtime variables). Objects created by trusted controllers are not checked
+again: their templates were checked when the person submitted the workload (an actor's GPU
+pods are checked against their owner's role).
 """
 
 from __future__ import annotations
@@ -16,7 +18,16 @@ from typing import Any
 from gateway.core.decision import Violation
 from gateway.core.identity import Identity
 from gateway.core.plan import Facts, Plan, reference_key
-from gateway.core.podspec import PVC, SECRET, Reference, escape_hatches, references
+from gateway.core.podspec import (
+    PVC,
+    SECRET,
+    SERVICE_ACCOUNT,
+    Reference,
+    clone_sources,
+    debugs_node,
+    escape_hatches,
+    references,
+)
 from gateway.core.pointer import is_object, resolve
 from gateway.core.policy import Policy, relation
 from gateway.core.verdict import violation
@@ -38,26 +49,57 @@ def pod_specs(obj: Any, workload: Workload) -> tuple[tuple[str, Mapping[str, Any
     return tuple(out)
 
 
-def collect(obj: Any, workload: Workload, policy: Policy) -> tuple[tuple[tuple[str, Reference], ...], PodSpecs]:
-    """The references to check, and the pod specs of the pod sets that ask for GPUs (at any
-    count: a template at 0 replicas runs GPU pods once scaled), each with its template path."""
+def collect(obj: Any, workload: Workload, policy: Policy, *, gpu_only: bool = False,
+            ) -> tuple[tuple[tuple[str, Reference], ...], PodSpecs]:
+    """The references to check (of the pod specs, and the clone sources of the object's
+    StatefulSet-style `volumeClaimTemplates`), and the pod specs to check for escape hatches,
+    each with its template path: every pod set's, or with `gpu_only` those that ask for GPUs
+    (at any count: a template at 0 replicas runs GPU pods once scaled)."""
     refs: list[tuple[str, Reference]] = []
-    gpu_specs = []
+    specs = []
     for path, spec, gpus_each in pod_specs(obj, workload):
         refs.extend((path, r) for r in references(spec) if (r.kind, r.name) not in policy.ignored_references)
-        if gpus_each:
-            gpu_specs.append((path, spec))
-    return tuple(refs), tuple(gpu_specs)
+        if gpus_each or not gpu_only:
+            specs.append((path, spec))
+    templates = resolve(obj, "/spec/volumeClaimTemplates")
+    if isinstance(templates, list):
+        for i, template in enumerate(templates):
+            if is_object(template):
+                refs.extend((f"/spec/volumeClaimTemplates/{i}", r)
+                            for r in clone_sources(template.get("spec"), f"volumeClaimTemplates[{i}]"))
+    return tuple(refs), tuple(specs)
+
+
+def reaches(plan: Plan, policy: Policy) -> bool:
+    """Whether a workload's pods reach anything the gateway decides: a reference, an escape
+    hatch or a node debugging shape (a workload that reaches nothing passes unaudited)."""
+    return bool(plan.references) or any(
+        debugs_node(spec) or escape_hatches(spec, safe_capabilities=policy.safe_capabilities,
+                                            allowed_schedulers=policy.allowed_schedulers)
+        for _, spec in plan.pod_specs)
+
+
+def referenced_names(plan: Plan) -> tuple[tuple[str, str], ...]:
+    """(resource key, name) of every object the workload's pods reference, for the ledger's
+    `refs` (name squatting), in order, once each."""
+    namespace = plan.request.namespace
+    return tuple(dict.fromkeys((reference_key(namespace, r)[0], r.name) for _, r in plan.references))
 
 
 def _action(ref: Reference) -> str:
     if ref.kind == SECRET:
         return "use-secret"
+    if ref.kind == SERVICE_ACCOUNT:
+        return "use"
     return "mount" if ref.kind == PVC and ref.writable else "read"
 
 
 def _phrase(ref: Reference, namespace: str) -> str:
     """`mount PersistentVolumeClaim ns/x read-write`, `read Secret ns/y (envFrom of container c)`."""
+    if ref.clone:
+        return f"clone {ref.kind} {namespace}/{ref.name} ({ref.via})"
+    if ref.kind == SERVICE_ACCOUNT:
+        return f"run pods as {SERVICE_ACCOUNT} {namespace}/{ref.name}"
     if ref.kind == PVC:
         return f"mount {PVC} {namespace}/{ref.name} {'read-write' if ref.writable else 'read-only'}"
     return f"read {ref.kind} {namespace}/{ref.name} ({ref.via})"
@@ -92,16 +134,25 @@ def access_checks(plan: Plan, policy: Policy, facts: Facts, violations: list[Vio
 
 
 def hatch_checks(plan: Plan, policy: Policy, violations: list[Violation], identity: Identity | None = None) -> None:
-    """A violation for each escape hatch a GPU pod uses that the requester's (or `identity`'s) role may not."""
+    """A violation for each escape hatch a checked pod uses that the requester's (or
+    `identity`'s) role may not; a pod shaped like `kubectl debug node/NAME` (a root shell on
+    the node, an exec into every pod there) only for roles that may exec into any workload."""
     ident = identity or plan.identity
     allowed = policy.role_limits(ident.role).escape_hatches
     seen: set[tuple[str, str]] = set()
-    for pod_set, spec in plan.gpu_pod_specs:
+    for pod_set, spec in plan.pod_specs:
+        where = "" if not pod_set else f" (pod template {pod_set.lstrip('/').replace('/', '.')})"
+        node = debugs_node(spec)
+        if node and not policy.may(ident.role, "exec", "any") and ("debug", node) not in seen:
+            seen.add(("debug", node))
+            violations.append(violation(policy, "escape-hatch",
+                f"{ident.describe()} may not run a node debugging pod (kubectl debug node/{node}): the pod "
+                f"presets node {node}, shares its host namespaces and mounts its root file system{where}",
+                hint="Ask an administrator to debug the node."))
         for hatch in escape_hatches(spec, safe_capabilities=policy.safe_capabilities,
                                     allowed_schedulers=policy.allowed_schedulers):
             if hatch.name in allowed or (hatch.name, hatch.detail) in seen:
                 continue
             seen.add((hatch.name, hatch.detail))
-            where = "" if not pod_set else f" (pod template {pod_set.lstrip('/').replace('/', '.')})"
             violations.append(violation(policy, "escape-hatch",
-                f"{ident.describe()} may not use {hatch.name} in GPU pods: the pod {hatch.detail}{where}"))
+                f"{ident.describe()} may not use {hatch.name} in pods: the pod {hatch.detail}{where}"))

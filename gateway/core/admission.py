@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
-from gateway.core.access import PodSpecs, access_checks, collect, hatch_checks
+from gateway.core.access import PodSpecs, access_checks, collect, hatch_checks, reaches, referenced_names
 from gateway.core.actors import OwnerRef, controller_ref, kind_name, object_uid
 from gateway.core.approvals import bound
 from gateway.core.claims import decide_claim, uses_claims, with_claims
@@ -19,8 +19,9 @@ from gateway.core.decision import Action, Decision, Mode, Reservation, Violation
 from gateway.core.dra import is_claim_kind
 from gateway.core.gates import GATE_RULE, carries_gate, queued
 from gateway.core.identity import Grant, Identity, with_grants
-from gateway.core.mechanics import Reach, controlled_pod_changes, controller_labels, reaches
-from gateway.core.owned_data import decide_data, is_data_kind
+from gateway.core.mechanics import Reach, controlled_pod_changes, controller_labels
+from gateway.core.mechanics import reaches as reaches_of
+from gateway.core.owned_data import data_references, decide_data, is_data_kind
 from gateway.core.plan import Facts, Plan, Target, TargetKey
 from gateway.core.podspec import Reference
 from gateway.core.pointer import annotations_at, is_object, resolve
@@ -110,23 +111,25 @@ def _prepare_object(req: AdmissionRequest, identity: Identity, action: Action, p
                                  kinds=policy.kinds)
     key = (req.resource_key, req.namespace, req.name or (workload.name if workload else ""))
     refs: tuple[tuple[str, Reference], ...] = ()
-    gpu_specs: PodSpecs = ()
+    specs: PodSpecs = ()
     # An actor's objects without GPUs are its own business; with GPUs, they are checked for
     # the owner they are made for. DRA claims may hold GPUs: their counts are in the ledger.
+    # A person's pods are checked for escape hatches with or without GPUs.
     claims = uses_claims(workload)
     if workload is not None and (not identity.is_actor or workload.gpu_capable or claims):
-        refs, gpu_specs = collect(req.obj, workload, policy)
+        refs, specs = collect(req.obj, workload, policy, gpu_only=identity.is_actor)
     reach: tuple[Reach, ...] = ()
     labels: tuple[str, ...] = ()
     unbinds = ""
     if workload is not None and not identity.is_actor and action in (Action.LAUNCH, Action.MODIFY):
         creating = req.operation == "CREATE"
-        reach = reaches(req.obj, req.kind.kind, req.kind.group, req.namespace, creating=creating)
+        reach = reaches_of(req.obj, req.kind.kind, req.kind.group, req.namespace, creating=creating)
         labels = tuple(controller_labels(req.obj, None if creating else req.old_obj, tuple(template_paths(workload))))
         if req.resource == "pods" and not req.resource_group and not creating:
             unbinds = controlled_pod_changes(req.obj, req.old_obj)
-    if action is Action.LAUNCH and workload is not None and not workload.gpu_capable and not refs \
-            and not workload.unresolved and not claims and not (reach or labels):
+    if action is Action.LAUNCH and workload is not None and not workload.gpu_capable \
+            and not workload.unresolved and not claims and not (reach or labels) \
+            and not reaches(Plan(req, identity, action, references=refs, pod_specs=specs), policy):
         return Plan(req, identity, action, key=key, workload=workload, early=_pass(Action.LAUNCH, "asks for no GPUs"))
     owner = team = ""
     if action in (Action.LAUNCH, Action.MODIFY) and not identity.is_actor:
@@ -138,7 +141,7 @@ def _prepare_object(req: AdmissionRequest, identity: Identity, action: Action, p
         parent = _adopting(req)
     uid = object_uid(req.obj) or object_uid(req.old_obj)
     return Plan(req, identity, action, key=key, workload=workload, owner=owner, team=team, is_gpu=policy.gpu,
-                kinds=policy.kinds, references=refs, gpu_pod_specs=gpu_specs, uid=uid, parent=parent,
+                kinds=policy.kinds, references=refs, pod_specs=specs, uid=uid, parent=parent,
                 reaches=reach, set_labels=labels, controlled_change=unbinds)
 
 
@@ -161,8 +164,10 @@ def _prepare_data(req: AdmissionRequest, identity: Identity, action: Action) -> 
     meta = req.obj.get("metadata") if req.obj is not None else None
     name = req.name or (str(meta.get("name") or "") if is_object(meta) else "")
     owner, team = _owner_and_team(req, identity) if action is Action.LAUNCH else ("", "")
+    refs = data_references(req.kind.group, req.kind.kind, req.obj) \
+        if action is Action.LAUNCH and not identity.is_actor else ()
     return Plan(req, identity, action, key=(req.resource_key, req.namespace, name), owner=owner, team=team,
-                data_kind=req.kind.kind)
+                data_kind=req.kind.kind, references=refs)
 
 
 def _prepare_claim(req: AdmissionRequest, identity: Identity, action: Action) -> Plan:
@@ -381,7 +386,7 @@ def _launch(plan: Plan, policy: Policy, facts: Facts) -> Decision:
                       for spent in facts.spent_budgets)
     _second_person(plan, policy, workload.gpus, "", violations)
     reserve = Reservation(plan.owner, plan.team, ident.role or "", workload.gpus, not per_child, shape,
-                          uid=plan.uid, root_uid=plan.uid)
+                          uid=plan.uid, root_uid=plan.uid, refs=referenced_names(plan))
     denied = denial(plan, violations, gpus=workload.gpus, owner=plan.owner, team=plan.team)
     if denied is not None:
         decided = overruled(plan, denied, facts.approvals, reserve=reserve)
@@ -523,11 +528,12 @@ def _second_person(plan: Plan, policy: Policy, gpus: int, owner: str, violations
 
 
 def _without_gpus(plan: Plan, policy: Policy, facts: Facts) -> Decision:
-    """A workload that asks for no GPUs is decided only on the data its pods reach; it is
-    audited only when a rule objects."""
+    """A workload that asks for no GPUs is decided only on the data its pods reach and the
+    escape hatches they use; it is audited only when a rule objects."""
     violations: list[Violation] = []
     access_checks(plan, policy, facts, violations)
     _mechanics_checks(plan, policy, facts, violations)
+    hatch_checks(plan, policy, violations)
     if not violations:
         return Decision(allowed=True, rule="data-access", action=plan.action,
                         reason="asks for no GPUs; every referenced object is reachable")
@@ -609,7 +615,7 @@ def _modify(plan: Plan, policy: Policy, facts: Facts) -> Decision:
     if target is None:
         capable = plan.old_gpu_capable or (plan.workload is not None and plan.workload.gpu_capable)
         if not plan.old_gpu_capable and not capable and not _new_unresolved(plan, policy):
-            if ident.is_actor or not (plan.references or plan.reaches_anything):
+            if ident.is_actor or not (plan.reaches_anything or reaches(plan, policy)):
                 return _pass(Action.MODIFY, "asks for no GPUs")
             return _without_gpus(plan, policy, facts)
         if not plan.old_gpu_capable:
@@ -650,7 +656,9 @@ def _modify(plan: Plan, policy: Policy, facts: Facts) -> Decision:
     # A scale keeps the recorded pod sets (their GPUs per pod do not change), at the new count.
     shape = shape_of(req, plan.workload) if plan.workload is not None else scaled_shape or target.shape
     reserve = Reservation(owner, team, target.role, new_gpus, target.charged, shape,
-                          uid=target.uid or plan.uid, root_uid=target.root_uid or target.uid or plan.uid)
+                          uid=target.uid or plan.uid, root_uid=target.root_uid or target.uid or plan.uid,
+                          refs=referenced_names(plan) if plan.workload is not None and req.sub_resource != "scale"
+                          else None)
     if ident.is_actor and not violations:
         changed = new_gpus != old_gpus
         return Decision(allowed=True, rule="actor", action=Action.MODIFY, gpus=new_gpus, audited=changed,

@@ -49,6 +49,10 @@ class Reservation:
     """The object's UID, by which controllers' children find this record."""
     root_uid: str = ""
     """The UID of the record holding the charge: `uid` for a root (see plan.Target)."""
+    refs: tuple[tuple[str, str], ...] | None = None
+    """(resource key, name) of the data objects the workload's pods reference, kept while the
+    reservation is, so that nobody else may create an object of that name (name squatting);
+    None keeps what the ledger holds (a scale, a data object, a controller's child)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,28 +1,52 @@
-"""PersistentVolumeClaims, ConfigMaps and Secrets as owned objects.
+"""PersistentVolumeClaims, ConfigMaps, Secrets, ServiceAccounts and VolumeSnapshots as owned objects.
 
 Stamped with their creator on CREATE like workloads; changed (UPDATE) and deleted only by
 whom the `modify` and `kill` permissions allow, at the requester's scope; objects with no
 recorded owner (created before the gateway) by the roles in `unowned_workloads.allow_roles`.
+
+A new claim cloned or restored from another claim or a snapshot (`dataSource`,
+`dataSourceRef`), and a snapshot of a claim, read that claim or snapshot: decided as a
+read-only mount. A name an admitted workload of someone else references but that does not
+exist yet may not be created by another person (their object would be read by its pods).
 """
 
 from __future__ import annotations
 
 import json
+from typing import Any
 
+from gateway.core.access import access_checks
 from gateway.core.decision import Action, Decision, Reservation, Violation
 from gateway.core.plan import Facts, Plan, Target
-from gateway.core.pointer import annotations_at
+from gateway.core.podspec import PVC, SNAPSHOT, SNAPSHOT_GROUP, Reference, clone_sources
+from gateway.core.pointer import annotations_at, is_object, resolve
 from gateway.core.policy import OWNER_ANNOTATION, SHAREABLE_ANNOTATION, TEAM_ANNOTATION, Policy, relation
 from gateway.core.verdict import conclude, violation
 
-DATA_KINDS = {"PersistentVolumeClaim": "persistentvolumeclaims", "ConfigMap": "configmaps", "Secret": "secrets"}
+DATA_KINDS = {("", "PersistentVolumeClaim"): "persistentvolumeclaims", ("", "ConfigMap"): "configmaps",
+              ("", "Secret"): "secrets", ("", "ServiceAccount"): "serviceaccounts",
+              (SNAPSHOT_GROUP, SNAPSHOT): "volumesnapshots"}
 
 _SCOPE_PHRASE = {"own": "their own data", "team-shared": "their team's shared data",
                  "team": "their team's data", "any": "any data"}
 
 
 def is_data_kind(group: str, kind: str) -> bool:
-    return not group and kind in DATA_KINDS
+    return (group, kind) in DATA_KINDS
+
+
+def data_references(group: str, kind: str, obj: Any) -> tuple[tuple[str, Reference], ...]:
+    """What creating a data object reads: the claim or snapshot a new claim is cloned from, the
+    claim a new snapshot is taken of."""
+    if not is_object(obj):
+        return ()
+    if (group, kind) == ("", PVC):
+        return tuple(("", r) for r in clone_sources(obj.get("spec"), "spec"))
+    if (group, kind) == (SNAPSHOT_GROUP, SNAPSHOT):
+        claim = resolve(obj, "/spec/source/persistentVolumeClaimName")
+        if isinstance(claim, str) and claim:
+            return (("", Reference(PVC, claim, False, "spec.source.persistentVolumeClaimName", clone=True)),)
+    return ()
 
 
 def shape(obj: object) -> str:
@@ -71,10 +95,28 @@ def _create(plan: Plan, policy: Policy, facts: Facts) -> Decision:
     if requested not in (None, "") and requested not in ident.teams:
         violations.append(violation(policy, "team-annotation",
             f"{ident.describe()} is not in team {requested} (their teams: {', '.join(ident.teams) or 'none'})"))
+    access_checks(plan, policy, facts, violations)
+    _squatting(plan, policy, facts, violations)
     return conclude(plan, violations, allow_rule="data-owner", gpus=0,
                     allow_reason=f"{ident.describe()} owns the {plan.display_kind} they create",
                     reserve=Reservation(plan.owner, plan.team, ident.role or "", 0, False, shape(req.obj)),
                     owner=plan.owner, team=plan.team)
+
+
+def _squatting(plan: Plan, policy: Policy, facts: Facts, violations: list[Violation]) -> None:
+    """Creating a name that admitted workloads of someone else reference (and so will read):
+    only for their owner, or whom `modify` lets change the owner's workloads."""
+    ident = plan.identity
+    for owner, team in dict.fromkeys(facts.referrers):
+        rel = relation(ident, owner, team)
+        if rel == "own" or policy.may(ident.role, "modify", rel):
+            continue
+        of_team = f" (team {team})" if team else ""
+        violations.append(violation(policy, "data-access",
+            f"{ident.describe()} may not create {plan.display_kind} {plan.display_ref}: a workload of {owner}"
+            f"{of_team} references it, and its pods would read what {ident.user} puts there",
+            hint=f"Choose another name, or ask {owner} to create it."))
+        return
 
 
 def _change(plan: Plan, policy: Policy, facts: Facts) -> Decision:

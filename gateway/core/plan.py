@@ -78,6 +78,9 @@ class Facts:
     templates); absent ones are unowned."""
     approvals: tuple[Approval, ...] = ()
     """Live approvals for the requester, action and object; loaded only after a denial."""
+    referrers: tuple[tuple[str, str], ...] = ()
+    """For the create of a data object: (owner, team) of each admitted workload in the namespace
+    whose pods reference that kind and name (ledger `refs`), so nobody squats a name they await."""
     spent_budgets: tuple[str, ...] = ()
     """GPU-hour budgets of the owner or team spent this period (limits.yaml `scheduling.budgets`)."""
     parent: Target | None = None
@@ -109,8 +112,9 @@ class Plan:
     """For `/scale`: the new and old `spec.replicas`."""
     references: tuple[tuple[str, Reference], ...] = ()
     """(pod set, reference) for every PVC, ConfigMap and Secret the pods reach, when checked."""
-    gpu_pod_specs: tuple[tuple[str, Mapping[str, object]], ...] = ()
-    """(pod set, pod spec) of the pod sets that ask for GPUs, checked for escape hatches."""
+    pod_specs: tuple[tuple[str, Mapping[str, object]], ...] = ()
+    """(pod set, pod spec) checked for escape hatches: every pod set of a person's workload,
+    those that ask for GPUs of an actor's."""
     data_kind: str = ""
     """Set for a PersistentVolumeClaim, ConfigMap or Secret: owned data, not a workload."""
     early: Decision | None = None
@@ -198,9 +202,10 @@ def _old_object_gpus(req: AdmissionRequest, is_gpu: GpuMatcher | None,
 
 
 
-_RESOURCES = {"PersistentVolumeClaim": "persistentvolumeclaims", "ConfigMap": "configmaps", "Secret": "secrets"}
+_RESOURCES = {"PersistentVolumeClaim": "persistentvolumeclaims", "ConfigMap": "configmaps", "Secret": "secrets",
+              "ServiceAccount": "serviceaccounts", "VolumeSnapshot": "volumesnapshots.snapshot.storage.k8s.io"}
 
 
 def reference_key(namespace: str, ref: Reference) -> TargetKey:
-    """The ledger key of a referenced PVC, ConfigMap or Secret."""
+    """The ledger key of a referenced PVC, ConfigMap, Secret, ServiceAccount or VolumeSnapshot."""
     return (_RESOURCES[ref.kind], namespace, ref.name)

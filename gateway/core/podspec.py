@@ -13,10 +13,23 @@ from dataclasses import dataclass
 from typing import Any
 
 PVC, CONFIGMAP, SECRET = "PersistentVolumeClaim", "ConfigMap", "Secret"
+SERVICE_ACCOUNT, SNAPSHOT = "ServiceAccount", "VolumeSnapshot"
+SNAPSHOT_GROUP = "snapshot.storage.k8s.io"
 
-#: Escape hatch names, as used in limits.yaml (`roles.<role>.allow`) and in rule names.
+#: Escape hatch names, as used in limits.yaml (`roles.<role>.escape_hatches`) and in rule names.
 HATCHES = ("hostPath", "privileged", "capabilities", "hostPID", "hostIPC", "hostNetwork",
-           "nodeName", "schedulerName")
+           "nodeName", "schedulerName", "inlineStorage", "gpuEnv")
+
+#: Inline volume sources that reach storage outside PersistentVolumeClaims (and so outside the
+#: ledger): network file systems, block devices, cloud disks, inline CSI drivers.
+INLINE_STORAGE = ("nfs", "iscsi", "cephfs", "glusterfs", "rbd", "fc", "flexVolume", "csi", "azureFile",
+                  "awsElasticBlockStore", "gcePersistentDisk", "portworxVolume", "quobyte", "storageos",
+                  "scaleIO", "vsphereVolume", "cinder", "flocker", "photonPersistentDisk", "azureDisk")
+
+#: Environment variables the NVIDIA container runtime may honour to hand GPUs to a container
+#: that asked for none; any value but these is a hatch.
+GPU_ENV = ("NVIDIA_VISIBLE_DEVICES", "NVIDIA_DRIVER_CAPABILITIES")
+GPU_ENV_HARMLESS = frozenset({"void", "none"})
 
 #: Capabilities a container may add without the `capabilities` hatch (the runtime's defaults
 #: that images commonly re-add). Everything else, SYS_ADMIN and SYS_PTRACE first, is a hatch.
@@ -29,12 +42,14 @@ DEFAULT_SAFE_CAPABILITIES = frozenset({
 @dataclass(frozen=True, slots=True)
 class Reference:
     kind: str
-    """PersistentVolumeClaim, ConfigMap or Secret."""
+    """PersistentVolumeClaim, ConfigMap, Secret, ServiceAccount or VolumeSnapshot."""
     name: str
     writable: bool
     """True for a PVC mounted read-write by at least one container."""
     via: str
     """Where the pod refers to it, for messages: `volume data`, `envFrom of container x`."""
+    clone: bool = False
+    """True for a claim or snapshot a new claim is cloned or restored from (its data is read)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,14 +80,47 @@ def _mounted_writable(spec: Mapping[str, Any], volume: str) -> bool:
     return any(m.get("readOnly") is not True for m in mounts)
 
 
+def clone_sources(claim_spec: Any, via: str) -> list[Reference]:
+    """The claim or snapshot a new PersistentVolumeClaim's spec (`dataSource`, `dataSourceRef`)
+    is cloned or restored from: a read of it."""
+    if not isinstance(claim_spec, Mapping):
+        return []
+    found: list[Reference] = []
+    for key in ("dataSource", "dataSourceRef"):
+        src = claim_spec.get(key)
+        if not isinstance(src, Mapping) or not _name(src.get("name")):
+            continue
+        kind, group = _name(src.get("kind")), _name(src.get("apiGroup"))
+        if kind == PVC and not group:
+            ref = Reference(PVC, src["name"], False, f"{via} {key}", clone=True)
+        elif kind == SNAPSHOT and group == SNAPSHOT_GROUP:
+            ref = Reference(SNAPSHOT, src["name"], False, f"{via} {key}", clone=True)
+        else:
+            continue
+        if all((r.kind, r.name) != (ref.kind, ref.name) for r in found):
+            found.append(ref)
+    return found
+
+
 def references(spec: Any) -> list[Reference]:
-    """Every PVC, ConfigMap and Secret the pod spec mounts or reads, in spec order."""
+    """Every PVC, ConfigMap, Secret, ServiceAccount and VolumeSnapshot the pod spec mounts,
+    reads, runs as or clones from, in spec order. The namespace's `default` ServiceAccount,
+    which every pod may run as, is left out."""
     if not isinstance(spec, Mapping):
         return []
     refs: list[Reference] = []
+    account = _name(spec.get("serviceAccountName")) or _name(spec.get("serviceAccount"))
+    if account and account != "default":
+        refs.append(Reference(SERVICE_ACCOUNT, account, False, "serviceAccountName"))
+    for pull in _dicts(spec.get("imagePullSecrets")):
+        if _name(pull.get("name")):
+            refs.append(Reference(SECRET, pull["name"], False, "imagePullSecrets"))
     for vol in _dicts(spec.get("volumes")):
         vname = _name(vol.get("name"))
         where = f"volume {vname}"
+        ephemeral = vol.get("ephemeral")
+        if isinstance(ephemeral, Mapping) and isinstance(ephemeral.get("volumeClaimTemplate"), Mapping):
+            refs.extend(clone_sources(ephemeral["volumeClaimTemplate"].get("spec"), f"ephemeral {where}"))
         claim = vol.get("persistentVolumeClaim")
         if isinstance(claim, Mapping) and _name(claim.get("claimName")):
             writable = claim.get("readOnly") is not True and _mounted_writable(spec, vname)
@@ -142,4 +190,35 @@ def escape_hatches(spec: Any, *, safe_capabilities: frozenset[str] = DEFAULT_SAF
     scheduler = spec.get("schedulerName")
     if isinstance(scheduler, str) and scheduler and scheduler not in allowed_schedulers:
         found.append(Hatch("schedulerName", f"uses scheduler {scheduler}"))
+    inline = sorted({f"{key} (volume {_name(v.get('name'))})" for v in _dicts(spec.get("volumes"))
+                     for key in INLINE_STORAGE if v.get(key) is not None})
+    if inline:
+        found.append(Hatch("inlineStorage", f"mounts storage outside volume claims: {', '.join(inline)}"))
+    gpu_env = sorted({f"{_name(e.get('name'))} in container {_name(c.get('name'))}" for c in _containers(spec)
+                      for e in _dicts(c.get("env")) if _gpu_env(e)})
+    if gpu_env:
+        found.append(Hatch("gpuEnv", f"sets {', '.join(gpu_env)} (the NVIDIA runtime may hand it every GPU)"))
     return found
+
+
+def _gpu_env(env: Mapping[str, Any]) -> bool:
+    """An NVIDIA runtime variable set to anything but void/none; one from valueFrom may be anything."""
+    if env.get("name") not in GPU_ENV:
+        return False
+    if env.get("valueFrom") is not None:
+        return True
+    value = env.get("value")
+    return not (isinstance(value, str) and value.strip().lower() in GPU_ENV_HARMLESS)
+
+
+def debugs_node(spec: Any) -> str:
+    """The node a pod shaped like `kubectl debug node/NAME` gets a root shell on ("" if none):
+    a preset nodeName, a host namespace, and the node's root file system mounted."""
+    if not isinstance(spec, Mapping):
+        return ""
+    node = _name(spec.get("nodeName"))
+    if not node or not any(spec.get(flag) is True for flag in ("hostPID", "hostIPC", "hostNetwork")):
+        return ""
+    paths = [_name(v["hostPath"].get("path")) for v in _dicts(spec.get("volumes"))
+             if isinstance(v.get("hostPath"), Mapping)]
+    return node if any(p and not p.rstrip("/") for p in paths) else ""

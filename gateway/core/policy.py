@@ -31,14 +31,16 @@ SHAREABLE_ANNOTATION = "gpu-gateway.io/shareable"
 SCOPES = ("own", "team-shared", "team", "any")
 
 #: casbin actions. `reassign` is changing a workload's owner or team annotations; `mount`
-#: is writing to a PersistentVolumeClaim; `read` is mounting a claim read-only or reading a
-#: ConfigMap; `use-secret` is reading a Secret (volume, envFrom, valueFrom); `audit-read` is
+#: is writing to a PersistentVolumeClaim; `read` is mounting a claim read-only, cloning or
+#: snapshotting a claim, restoring a snapshot or reading a ConfigMap; `use-secret` is reading a
+#: Secret (volume, envFrom, valueFrom, imagePullSecrets); `use` is running pods as a
+#: ServiceAccount (the namespace's `default` and unowned ones are anyone's); `audit-read` is
 #: reading audit records and usage through the admin API (one's own are always readable);
 #: `approve` is approving another person's exception request (docs/approvals.md) and `grant`
 #: is granting a temporary break-glass role; `manage` is changing run-time settings through
 #: the admin API (`team`: the quotas of one's own teams; `any`: role bindings, every quota
 #: and the policy itself, docs/admin.md); `report` is sending GPU telemetry (node agents, docs/agent.md).
-POLICY_ACTIONS = ("launch", "modify", "kill", "exec", "reassign", "mount", "read", "use-secret", "audit-read",
+POLICY_ACTIONS = ("launch", "modify", "kill", "exec", "reassign", "mount", "read", "use-secret", "use", "audit-read",
                   "approve", "grant", "manage", "report")
 
 #: Every rule that can deny, with the hint a denial message ends with.
@@ -55,7 +57,7 @@ RULES: dict[str, str] = {
     "unowned-workload": "This workload predates the gateway's records; ask an administrator.",
     "unowned-object": "This object predates the gateway's records; ask an administrator.",
     "data-access": "",  # the message names the owner to ask
-    "escape-hatch": "GPU pods may not reach the node; ask an administrator if this pod really must.",
+    "escape-hatch": "Pods may not reach the node or storage outside claims; ask an administrator if one must.",
     "second-person": "This needs a second person: request an approval (POST /api/v1/approvals, docs/approvals.md).",
     "gpu-hour-budget": "Wait for the next budget period, or ask an administrator to raise the budget.",
     "actor-scope": "Controllers act only for workloads the gateway admitted; list the controller and the kinds "

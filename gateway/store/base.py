@@ -61,6 +61,8 @@ class Job:
     """Set for a GPU launch whose owner or team has a GPU-hour budget: read into `Facts.spent_budgets`."""
     uids: tuple[str, ...] = ()
     """UIDs of the objects a person's object names as owners: read into `Facts.by_uid`."""
+    referrers: bool = False
+    """For a person's create of a data object: read who references its name (`Facts.referrers`)."""
     parent: tuple[str, TargetKey | None] | None = None
     """For an actor's create: the UID (and, for records from before UIDs were kept, the key) of
     the parent its controller ownerReference names: read into `Facts.parent` and `Facts.root`."""

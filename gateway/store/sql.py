@@ -46,6 +46,15 @@ CREATE TABLE IF NOT EXISTS reservations (
 CREATE INDEX IF NOT EXISTS reservations_owner ON reservations (owner, charged);
 CREATE INDEX IF NOT EXISTS reservations_team ON reservations (team, charged);
 CREATE INDEX IF NOT EXISTS reservations_object ON reservations (namespace, name);
+CREATE TABLE IF NOT EXISTS refs (
+    namespace    TEXT NOT NULL,
+    ref_resource TEXT NOT NULL,
+    ref_name     TEXT NOT NULL,
+    resource     TEXT NOT NULL,
+    name         TEXT NOT NULL,
+    PRIMARY KEY (namespace, ref_resource, ref_name, resource, name)
+);
+CREATE INDEX IF NOT EXISTS refs_workload ON refs (resource, namespace, name);
 CREATE TABLE IF NOT EXISTS audit (
     seq            {seq} PRIMARY KEY,
     ts             {float} NOT NULL,
@@ -330,11 +339,12 @@ class Ledger:
 
     def facts(self, key: TargetKey, owner: str, team: str, references: Sequence[TargetKey] = (),
               *, usage: bool = True, parent_of: tuple[str, TargetKey | None] | None = None,
-              uids: Sequence[str] = ()) -> Facts:
+              uids: Sequence[str] = (), referrers: bool = False) -> Facts:
         """The target's record, the records of referenced objects, and (unless `usage` is
         False, for requests that cannot add GPUs) the owner's and team's usage. `parent_of`
         (UID and key) names the parent of an actor's new object: its record, and the root's,
-        are read, and usage is the parent's owner's."""
+        are read, and usage is the parent's owner's. `referrers`: the owners of the recorded
+        workloads that reference the target (for the create of a data object)."""
         target = self.target(key)
         parent = self.parent(*parent_of) if parent_of is not None else None
         anchor = parent if parent_of is not None else target
@@ -350,7 +360,17 @@ class Ledger:
                 found[ref] = record
         by_uid = {uid: record for uid in uids if (record := self.by_uid(uid)) is not None}
         used = self.usage(target, owner, team) if usage else Usage()
-        return Facts(target=target, usage=used, references=found, parent=parent, root=root, by_uid=by_uid)
+        return Facts(target=target, usage=used, references=found, parent=parent, root=root, by_uid=by_uid,
+                     referrers=self.referrers(key) if referrers else ())
+
+    def referrers(self, key: TargetKey) -> tuple[tuple[str, str], ...]:
+        """(owner, team) of the recorded workloads whose pods reference the object `key` names."""
+        rows = self.db.all(
+            "SELECT DISTINCT r.owner, r.team FROM refs f JOIN reservations r ON r.resource = f.resource "
+            "AND r.namespace = f.namespace AND r.name = f.name "
+            "WHERE f.namespace = ? AND f.ref_resource = ? AND f.ref_name = ? ORDER BY r.owner, r.team",
+            (key[1], key[0], key[2]))
+        return tuple((str(r["owner"]), str(r["team"])) for r in rows if r["owner"])
 
     # ------------------------------------------------------------- the write path
 
@@ -362,7 +382,7 @@ class Ledger:
         approval the decision uses is marked used in this same transaction.
         """
         facts = self.facts(job.key, job.owner, job.team, job.reference_keys, usage=job.needs_usage,
-                           parent_of=job.parent, uids=job.uids)
+                           parent_of=job.parent, uids=job.uids, referrers=job.referrers)
         if job.budget is not None:
             facts = replace(facts, spent_budgets=self.spent_budgets(job.budget, job.now))
         decision = job.decider(facts)
@@ -417,9 +437,12 @@ class Ledger:
         if decision.release:
             self.db.run("DELETE FROM reservations WHERE resource = ? AND namespace = ? AND name = ?", key)
             self.db.run("DELETE FROM queue WHERE resource = ? AND namespace = ? AND name = ?", key)
+            self.db.run("DELETE FROM refs WHERE resource = ? AND namespace = ? AND name = ?", key)
             return
         r = decision.reserve
         assert r is not None
+        if r.refs is not None:
+            self.set_refs(key, r.refs)
         if r.charged:
             self.count(r.owner, r.team, r.gpus)
             if r.gpus:
@@ -436,6 +459,14 @@ class Ledger:
         )
         if not r.charged and old is not None:  # a queued workload changed: it waits for its new size
             self.requeue(key, r, old)
+
+    def set_refs(self, key: TargetKey, refs: Sequence[tuple[str, str]]) -> None:
+        """Keep (resource key, name) of what the workload `key` references, and nothing else.
+        Rows whose reservation goes by another path are ignored by `referrers` (it joins them)."""
+        self.db.run("DELETE FROM refs WHERE resource = ? AND namespace = ? AND name = ?", key)
+        for ref_resource, ref_name in dict.fromkeys(refs):
+            self.db.run("INSERT INTO refs (namespace, ref_resource, ref_name, resource, name) VALUES (?, ?, ?, ?, ?)",
+                        (key[1], ref_resource, ref_name, key[0], key[2]))
 
     def requeue(self, key: TargetKey, new: Reservation, old: Target) -> None:
         """A queued workload changed size: it waits for its new GPUs and pods (a gang smaller

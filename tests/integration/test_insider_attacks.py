@@ -100,9 +100,6 @@ OPEN = {
     'test_an_intern_cannot_take_a_high_kueue_priority_with_a_label': (
         "open: Kueue's priority-class label is not read (policy choice pending)"
     ),
-    'test_a_pod_asking_for_no_gpus_cannot_see_every_gpu_through_nvidia_visible_devices': (
-        'open (sabotage defence): escape hatches are checked for GPU pods only'
-    ),
     'test_the_ray_autoscaler_may_move_workers_within_the_counted_max_replicas': (
         "open: the Ray autoscaler acts as a service account of the user's namespace, which anyone "
         'there can borrow; no safe identity to list yet'
@@ -806,7 +803,6 @@ def test_an_intern_cannot_take_a_high_kueue_priority_with_a_label(cluster, store
 # ================================================================== GPUs that are not resource requests
 
 
-@pytest.mark.skip(reason=OPEN['test_a_pod_asking_for_no_gpus_cannot_see_every_gpu_through_nvidia_visible_devices'])
 def test_a_pod_asking_for_no_gpus_cannot_see_every_gpu_through_nvidia_visible_devices(cluster, store):
     pod = make_pod(gpus=0).named("research", "peek").obj()
     pod["spec"]["containers"][0]["env"] = [{"name": "NVIDIA_VISIBLE_DEVICES", "value": "all"}]

@@ -234,15 +234,19 @@ def test_gpu_pods_of_non_admins_may_not_use_escape_hatches(service: AdmissionSer
     pod["spec"].update(HATCHED[hatch])
     resp = create(service, pod, "lena", LENA)
     assert not resp["allowed"], hatch
-    assert f"user lena (role lead) may not use {hatch} in GPU pods" in resp["status"]["message"]
+    assert f"user lena (role lead) may not use {hatch} in pods" in resp["status"]["message"]
     admin_pod = json.loads(json.dumps(pod))
     admin_pod["metadata"]["name"] += "-admin"
     assert create(service, admin_pod, "root", ADMIN)["allowed"]
 
 
-def test_cpu_pods_are_not_subject_to_escape_hatch_rules(service: AdmissionService) -> None:
+def test_cpu_pods_are_subject_to_escape_hatch_rules_too(service: AdmissionService) -> None:
     pod = make_pod(gpus=0).named("research", "debug").obj()
     pod["spec"]["hostNetwork"] = True
+    resp = create(service, pod, "eve", EVE)
+    assert not resp["allowed"] and "may not use hostNetwork in pods" in resp["status"]["message"]
+    pod["metadata"]["name"] = "plain"
+    del pod["spec"]["hostNetwork"]
     assert create(service, pod, "eve", EVE)["allowed"]
 
 
