@@ -34,6 +34,7 @@ from helm_chart import (
     one,
     render,
     routed_to,
+    rule_matches,
     selects,
 )
 from hypothesis import HealthCheck, given, settings
@@ -536,6 +537,31 @@ def _read(obj: dict[str, Any], group: str) -> Any:
     return read_workload(obj, group, obj["kind"], bundle().gpu, kinds=bundle().kinds)
 
 
+@cache
+def _seen_through() -> set[tuple[str, str]]:
+    """(group, resource) of the kinds whose pods the chart's reach test looks into: those kept
+    only at PodSpecs. Every other kind counts as reaching data, and fails closed."""
+    import yaml
+    from helm_chart import chart
+
+    listed = {(k["group"], k["resource"]) for k in [*chart().values["webhook"]["workloadKinds"], *EXTRA_KINDS]
+              if k.get("podSpecs") and not any(k.get(f) for f in ("resources", "gpuFields", "present", "absent"))}
+    registered = {(k["group"], k.get("resource") or k["kind"].lower() + "s")
+                  for k in yaml.safe_load((POLICIES / "limits.yaml").read_text())["workload_kinds"]
+                  if k.get("pods") and not k.get("unresolved") and all(
+                      p["shape"] in ("template", "pod_spec") and not p.get("containers") and not p.get("gpus")
+                      for p in k["pods"])}
+    return listed | registered
+
+
+def _cpu_webhook(obj: dict[str, Any], group: str) -> str:
+    """The webhook a person's workload without GPUs goes to: fail-closed `reach` when it reaches data
+    (or the chart cannot look into its pods), else fail-open `cpu`."""
+    if _reaches(obj, group) or _resource_of(obj) not in _seen_through():
+        return "reach.validate.gpu-gateway.io"
+    return "cpu.validate.gpu-gateway.io"
+
+
 def _reaches(obj: dict[str, Any], group: str) -> bool:
     """Whether the gateway finds claims, ConfigMaps or Secrets the object's pods reach (the mount rules)."""
     from gateway.core.access import collect
@@ -896,6 +922,102 @@ def test_no_fail_open_webhook_guards_a_protective_check(rendered):
         assert "matchConditions" not in webhooks.get("data.validate.gpu-gateway.io", {}), name
 
 
+HUGE = 3 * 1024 * 1024  # the API server's default limit on a request body
+
+
+def _huge_pod_spec() -> dict[str, Any]:
+    """A PodSpec of many small list items (what CEL walks: 2,000 env entries, 500 volumes), the only reference
+    to data in the last env entry of the last container: the worst case for `exists`."""
+    containers = [{"name": f"c{i}", "image": "busybox", "resources": {"limits": {"cpu": "1", "memory": "1Gi"}},
+                   "env": [{"name": f"E{j}", "value": "x" * 40} for j in range(20)],
+                   "volumeMounts": [{"name": f"v{j}", "mountPath": f"/m/{j}"} for j in range(5)]}
+                  for i in range(100)]
+    containers[-1]["env"][-1] = {"name": "T", "valueFrom": {"secretKeyRef": {"name": "bobs-token", "key": "t"}}}
+    return {"containers": containers, "volumes": [{"name": f"v{j}", "emptyDir": {}} for j in range(500)]}
+
+
+def _padded(obj: dict[str, Any]) -> dict[str, Any]:
+    """`obj` with annotations added until its JSON is ~3 MiB."""
+    obj = copy.deepcopy(obj)
+    size = len(json.dumps(obj))
+    obj["metadata"].setdefault("annotations", {}).update(
+        {f"pad.example.com/a{i}": "p" * 1000 for i in range(max(0, HUGE - size - 4096) // 1030)})
+    assert HUGE - 64 * 1024 < len(json.dumps(obj)) <= HUGE
+    return obj
+
+
+def _cel_cost(expression: str, activation: dict[str, Any]) -> tuple[Any, int]:
+    """The condition's value and an estimate of its CEL cost: the evaluator's steps (every node
+    of the expression visited, once per comprehension iteration). cel-python has no cost
+    accounting; the API server charges about one unit per such step (more for string functions),
+    so this is the order of magnitude of its runtime cost."""
+    import celpy
+    import lark
+    from helm_chart import _program
+
+    steps = 0
+    visit = lark.visitors.Interpreter.visit
+
+    def counting(self: Any, tree: Any) -> Any:
+        nonlocal steps
+        steps += 1
+        return visit(self, tree)
+
+    program = _program(expression)
+    celpy.evaluation.Evaluator.visit = counting  # type: ignore[method-assign]
+    try:
+        value = program.evaluate(activation)
+    finally:
+        del celpy.evaluation.Evaluator.visit
+    return value, steps
+
+
+def test_every_routing_condition_evaluates_on_a_worst_case_3_mib_object(default_docs):
+    """Each matchCondition of each webhook, on the ~3 MiB objects it is evaluated on (a Pod and a
+    Deployment of 100 containers, 2,000 env entries, 500 volumes, padded with annotations; a
+    ConfigMap; a Secret), evaluates to a boolean, and every protective request still reaches its
+    fail-closed webhook. On a fail-closed webhook a condition that errored or ran over the API
+    server's cost limit would deny, never skip; on a fail-open one it only skips recording or
+    plain CPU work (see the test above)."""
+    import time
+
+    import celpy
+
+    pod = _padded(_pod(_huge_pod_spec(), "huge"))
+    dep = _padded({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "huge", "namespace": "research"},
+                   "spec": {"template": {"spec": _huge_pod_spec()}}})
+    configmap = _padded({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "huge", "namespace": "research"},
+                         "data": {f"k{i}": "v" * 100 for i in range(10000)}})
+    secret = _padded({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "huge", "namespace": "research"},
+                      "type": "kubernetes.io/service-account-token", "data": {"token": "dA=="}})
+    requests = [(review(pod, resource=("", "pods"), user="eve").body(), "reach"),
+                (review(dep, resource=("apps", "deployments"), user="eve").body(), "reach"),
+                (_data_request("", "v1", "ConfigMap", "configmaps", "UPDATE", configmap), "data"),
+                (_data_request("", "v1", "ConfigMap", "configmaps", "DELETE", configmap), "data"),
+                (_data_request("", "v1", "ConfigMap", "configmaps", "CREATE", configmap), "data-new"),
+                (_data_request("", "v1", "Secret", "secrets", "CREATE", secret), "data-sources")]
+    report = []
+    for body, expected in requests:
+        req = body["request"]
+        resource = req["resource"]["resource"]
+        activation = {"request": celpy.json_to_cel({k: v for k, v in req.items() if k not in ("object", "oldObject")}),
+                      "object": celpy.json_to_cel(req.get("object")),
+                      "oldObject": celpy.json_to_cel(req.get("oldObject"))}
+        for webhook in _webhooks(default_docs).values():
+            if not any(rule_matches(r, req["operation"], req["resource"]["group"], resource) for r in webhook["rules"]):
+                continue  # the API server evaluates only the conditions of webhooks whose rules match
+            for condition in webhook.get("matchConditions", []):
+                started = time.perf_counter()
+                value, cost = _cel_cost(condition["expression"], activation)
+                took = time.perf_counter() - started
+                assert isinstance(value, celpy.celtypes.BoolType), (webhook["name"], condition["name"], value)
+                report.append(f"{req['operation']} {req['resource']['resource']} {webhook['name']} "
+                              f"{condition['name']}: {bool(value)}, {took:.2f} s, ~{cost} steps")
+        routed = routed_to(default_docs, "ValidatingWebhookConfiguration", body, GOVERNED_NS)
+        assert routed == [f"{expected}.validate.gpu-gateway.io"], routed
+    print("\n".join(report))
+
+
 # ------------------------------------------------------------ the CEL pre-filter
 
 ALL_FIXTURES = [*CORE_FILES, *CRD_FILES]
@@ -1016,7 +1138,7 @@ def test_cel_prefilter_on_each_fixture_agrees_with_the_gateway(name):
     if _asks(obj, group):
         assert routed == ["workloads.validate.gpu-gateway.io"]
     else:
-        assert routed == [f"{'reach' if _reaches(obj, group) else 'cpu'}.validate.gpu-gateway.io"]
+        assert routed == [_cpu_webhook(obj, group)]
     if not known:
         assert routed_to(rendered_as("defaults"), "ValidatingWebhookConfiguration", body, GOVERNED_NS) == []
     for resources in _resource_dicts(obj):
@@ -1025,10 +1147,9 @@ def test_cel_prefilter_on_each_fixture_agrees_with_the_gateway(name):
         block["name"] = "example.com/fpga"
     cpu_only = review(obj, resource=(group, resource)).body()
     # a TrainJob without resourcesPerNode holds GPUs the gateway cannot count
-    expected = "workloads" if _read(obj, group).unresolved else "reach" if _reaches(obj, group) else "cpu"
-    assert routed_to(docs, "ValidatingWebhookConfiguration", cpu_only, GOVERNED_NS) == [
-        f"{expected}.validate.gpu-gateway.io"]
-    if expected != "workloads":
+    expected = "workloads.validate.gpu-gateway.io" if _read(obj, group).unresolved else _cpu_webhook(obj, group)
+    assert routed_to(docs, "ValidatingWebhookConfiguration", cpu_only, GOVERNED_NS) == [expected]
+    if not expected.startswith("workloads"):
         assert routed_to(rendered_as("data-access-off"), "ValidatingWebhookConfiguration", cpu_only,
                          GOVERNED_NS) == []
 
@@ -1113,7 +1234,7 @@ def test_gpus_in_a_registered_kind_s_locations_route_it(case):
     assert _asks(obj, group) is sent
     body = review(obj, resource=(group, resource)).body()
     routed = routed_to(rendered_as("defaults"), "ValidatingWebhookConfiguration", body, GOVERNED_NS)
-    assert routed == [f"{'workloads' if sent else 'data'}.validate.gpu-gateway.io"]
+    assert routed == ["workloads.validate.gpu-gateway.io" if sent else _cpu_webhook(obj, group)]
 
 
 def test_every_registered_kind_is_routed_and_granted(default_docs, rendered):
