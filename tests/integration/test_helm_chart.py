@@ -1659,6 +1659,40 @@ def test_the_chart_routes_the_sabotage_defence_through_the_gateway(service):
     assert _through_the_chart(docs, service, delete) == (False, ["access.validate.gpu-gateway.io"])
 
 
+def _during_an_outage(docs: list[dict[str, Any]], body: dict[str, Any]) -> bool:
+    """Whether the API server admits `body` while the gateway cannot be reached: each webhook it
+    is routed to applies its failurePolicy."""
+    webhooks = _webhooks(docs)
+    called = [*routed_to(docs, "MutatingWebhookConfiguration", body, GOVERNED_NS),
+              *routed_to(docs, "ValidatingWebhookConfiguration", body, GOVERNED_NS)]
+    return all(webhooks[name]["failurePolicy"] == "Ignore" for name in called)
+
+
+def test_an_outage_never_turns_the_data_rules_off(service):
+    """The sabotage of the introduction, with the gateway up and then down: an intern may not
+    overwrite another's Secret or mount their checkpoint claim read-write, whether the gateway
+    answers (denied by it) or not (denied by the failure policy); ordinary CPU pods and new
+    objects that read nothing are admitted during the outage, the latter unowned."""
+    docs = rendered_as("defaults")
+    secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "wandb", "namespace": "research"},
+              "data": {"key": "c2VjcmV0"}}
+    body = review(copy.deepcopy(secret), user="bob", groups=("gpu-researchers",)).body()
+    assert _through_the_chart(docs, service, body)[0]
+    overwrite = copy.deepcopy(body["request"]["object"]) | {"data": {"key": "ZXZl"}}
+    attack = review(overwrite, old=body["request"]["object"], operation="UPDATE", user="eve",
+                    groups=("gpu-interns",)).body()
+    assert _through_the_chart(docs, service, copy.deepcopy(attack)) == (False, ["data.validate.gpu-gateway.io"])
+    assert not _during_an_outage(docs, attack)
+    assert not _during_an_outage(docs, review(None, old=overwrite, operation="DELETE", user="eve").body())
+    probe = _pod(REACHING["claim"], "probe")
+    assert not _during_an_outage(docs, review(probe, user="eve", groups=("gpu-interns",)).body())
+    assert _during_an_outage(docs, review(_pod(REACHING_NOTHING["default-token"]), user="eve").body())
+    configmap = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c", "namespace": "research"}}
+    assert _during_an_outage(docs, review(configmap, user="eve").body())
+    relaxed = render({"webhook": {"dataAccess": {"failurePolicy": "Ignore"}}})
+    assert _during_an_outage(relaxed, attack), "the documented price of relaxing the data webhooks"
+
+
 def test_the_packaged_chart_carries_the_policy_bundle(tmp_path):
     """`helm package` follows the files/policies link: the archive renders the same bundle."""
     import helm_python
