@@ -34,6 +34,7 @@ from helm_chart import (
     one,
     render,
     routed_to,
+    rule_matches,
     selects,
 )
 from hypothesis import HealthCheck, given, settings
@@ -466,12 +467,25 @@ def test_validating_failure_policy_is_fail_by_default_and_configurable(default_d
     policies = {w["name"]: w["failurePolicy"] for w in one(default_docs, "ValidatingWebhookConfiguration")["webhooks"]}
     assert policies["workloads.validate.gpu-gateway.io"] == "Fail"
     assert policies["access.validate.gpu-gateway.io"] == "Fail"
-    assert policies["data.validate.gpu-gateway.io"] == "Ignore"
     assert policies["claims.validate.gpu-gateway.io"] == "Fail"
+    # What protects someone's data fails closed; only recording new objects that read nothing of
+    # anyone's, and CPU work that reaches nothing, fail open.
+    assert policies["data.validate.gpu-gateway.io"] == "Fail"
+    assert policies["data-sources.validate.gpu-gateway.io"] == "Fail"
+    assert policies["reach.validate.gpu-gateway.io"] == "Fail"
+    assert policies["data-new.validate.gpu-gateway.io"] == "Ignore"
+    assert policies["cpu.validate.gpu-gateway.io"] == "Ignore"
+    assert {w["name"]: w["failurePolicy"] for w in one(default_docs, "MutatingWebhookConfiguration")["webhooks"]} == {
+        "workloads.mutate.gpu-gateway.io": "Fail", "claims.mutate.gpu-gateway.io": "Fail",
+        "data.mutate.gpu-gateway.io": "Ignore"}
     relaxed = one(render({"webhook": {"failurePolicy": "Ignore", "access": {"failurePolicy": "Ignore"},
-                                      "dra": {"failurePolicy": "Ignore"}}}),
+                                      "dra": {"failurePolicy": "Ignore"}, "dataAccess": {"failurePolicy": "Ignore"}}}),
                   "ValidatingWebhookConfiguration")
     assert {w["failurePolicy"] for w in relaxed["webhooks"]} == {"Ignore"}
+    strict = render({"webhook": {"dataAccess": {"create": {"failurePolicy": "Fail"},
+                                                "cpuWorkloads": {"failurePolicy": "Fail"}}}})
+    for kind in ("ValidatingWebhookConfiguration", "MutatingWebhookConfiguration"):
+        assert {w["failurePolicy"] for w in one(strict, kind)["webhooks"]} == {"Fail"}
 
 
 def test_no_webhook_ever_sees_kube_system_or_its_own_namespace(rendered):
@@ -521,6 +535,39 @@ def _kinds() -> set[tuple[str, str]]:
 
 def _read(obj: dict[str, Any], group: str) -> Any:
     return read_workload(obj, group, obj["kind"], bundle().gpu, kinds=bundle().kinds)
+
+
+@cache
+def _seen_through() -> set[tuple[str, str]]:
+    """(group, resource) of the kinds whose pods the chart's reach test looks into: those kept
+    only at PodSpecs. Every other kind counts as reaching data, and fails closed."""
+    import yaml
+    from helm_chart import chart
+
+    listed = {(k["group"], k["resource"]) for k in [*chart().values["webhook"]["workloadKinds"], *EXTRA_KINDS]
+              if k.get("podSpecs") and not any(k.get(f) for f in ("resources", "gpuFields", "present", "absent"))}
+    registered = {(k["group"], k.get("resource") or k["kind"].lower() + "s")
+                  for k in yaml.safe_load((POLICIES / "limits.yaml").read_text())["workload_kinds"]
+                  if k.get("pods") and not k.get("unresolved") and all(
+                      p["shape"] in ("template", "pod_spec") and not p.get("containers") and not p.get("gpus")
+                      for p in k["pods"])}
+    return listed | registered
+
+
+def _cpu_webhook(obj: dict[str, Any], group: str) -> str:
+    """The webhook a person's workload without GPUs goes to: fail-closed `reach` when it reaches data
+    (or the chart cannot look into its pods), else fail-open `cpu`."""
+    if _reaches(obj, group) or _resource_of(obj) not in _seen_through():
+        return "reach.validate.gpu-gateway.io"
+    return "cpu.validate.gpu-gateway.io"
+
+
+def _reaches(obj: dict[str, Any], group: str) -> bool:
+    """Whether the gateway finds claims, ConfigMaps or Secrets the object's pods reach (the mount rules)."""
+    from gateway.core.access import collect
+
+    refs, _ = collect(obj, _read(obj, group), bundle())
+    return bool(refs)
 
 
 def _asks(obj: dict[str, Any], group: str) -> bool:
@@ -695,7 +742,280 @@ def test_workloads_whose_pods_name_dra_claims_go_to_the_gpu_webhooks(default_doc
                 "workloads.mutate.gpu-gateway.io"], (resource, operation)
         body = review(plain, resource=(group, resource)).body()
         assert routed_to(default_docs, "ValidatingWebhookConfiguration", body, GOVERNED_NS) == [
-            "data.validate.gpu-gateway.io"]
+            "cpu.validate.gpu-gateway.io"]
+
+
+# ------------------------------------------------------------ what fails closed
+
+#: Fail-open webhooks, each with what it is for: nothing that protects someone's data or pods.
+FAIL_OPEN = {"data-new.validate.gpu-gateway.io", "cpu.validate.gpu-gateway.io", "data.mutate.gpu-gateway.io"}
+OWNED_DATA = (("", "v1", "PersistentVolumeClaim", "persistentvolumeclaims"), ("", "v1", "ConfigMap", "configmaps"),
+              ("", "v1", "Secret", "secrets"), ("", "v1", "ServiceAccount", "serviceaccounts"),
+              ("snapshot.storage.k8s.io", "v1", "VolumeSnapshot", "volumesnapshots"))
+
+
+def _webhooks(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {w["name"]: w for kind in ("ValidatingWebhookConfiguration", "MutatingWebhookConfiguration")
+            for w in one(docs, kind)["webhooks"]}
+
+
+def _data_request(group: str, version: str, kind: str, resource: str, operation: str,
+                  obj: dict[str, Any] | None = None, user: str = "eve") -> dict[str, Any]:
+    obj = obj or {"apiVersion": f"{group}/{version}" if group else version, "kind": kind,
+                  "metadata": {"name": "d", "namespace": "research"}}
+    return review(None if operation == "DELETE" else obj, old=obj if operation != "CREATE" else None,
+                  operation=operation, kind=(group, version, kind), resource=(group, resource),
+                  namespace="research", name="d", user=user).body()
+
+
+@pytest.mark.parametrize("group,version,kind,resource", OWNED_DATA)
+def test_changing_owned_data_fails_closed_with_no_condition(default_docs, group, version, kind, resource):
+    """UPDATE and DELETE of owned data (from anyone, controllers too) reach a webhook that fails
+    closed and has no matchCondition, so neither an outage nor a huge object skips the check;
+    a new object that reads nothing of anyone's is stamped and recorded by fail-open webhooks."""
+    webhooks = _webhooks(default_docs)
+    for operation in ("UPDATE", "DELETE"):
+        for user in ("eve", "system:serviceaccount:kube-system:job-controller"):
+            body = _data_request(group, version, kind, resource, operation, user=user)
+            routed = routed_to(default_docs, "ValidatingWebhookConfiguration", body, GOVERNED_NS)
+            assert routed == ["data.validate.gpu-gateway.io"], (operation, user)
+            assert not routed_to(default_docs, "MutatingWebhookConfiguration", body, GOVERNED_NS)
+    assert webhooks["data.validate.gpu-gateway.io"]["failurePolicy"] == "Fail"
+    assert "matchConditions" not in webhooks["data.validate.gpu-gateway.io"]
+    create = _data_request(group, version, kind, resource, "CREATE")
+    expected = "data.validate" if resource == "volumesnapshots" else "data-new.validate"  # a snapshot copies a claim
+    assert routed_to(default_docs, "ValidatingWebhookConfiguration", create, GOVERNED_NS) == [
+        f"{expected}.gpu-gateway.io"]
+    assert routed_to(default_docs, "MutatingWebhookConfiguration", create, GOVERNED_NS) == [
+        "data.mutate.gpu-gateway.io"]
+    for docs in (default_docs, rendered_as("data-access-off")):
+        assert not routed_to(docs, "ValidatingWebhookConfiguration", create, namespace_labels("kube-system"))
+    assert not routed_to(rendered_as("data-access-off"), "ValidatingWebhookConfiguration", create, GOVERNED_NS)
+
+
+@pytest.mark.parametrize("resource,obj", [
+    ("persistentvolumeclaims", {"spec": {"dataSource": {"kind": "PersistentVolumeClaim", "name": "bobs-ckpt"}}}),
+    ("persistentvolumeclaims", {"spec": {"dataSourceRef": {"apiGroup": "snapshot.storage.k8s.io",
+                                                           "kind": "VolumeSnapshot", "name": "bobs-snap"}}}),
+    ("secrets", {"type": "kubernetes.io/service-account-token",
+                 "metadata": {"annotations": {"kubernetes.io/service-account.name": "bob-sa"}}}),
+    ("serviceaccounts", {"imagePullSecrets": [{"name": "bobs-registry"}]}),
+    ("serviceaccounts", {"secrets": [{"name": "bobs-token"}]}),
+])
+def test_new_objects_that_read_another_s_fail_closed(default_docs, resource, obj):
+    """A claim cloned from another claim or a snapshot, a Secret the token controller fills with a
+    service account's token, a ServiceAccount listing Secrets: created only past the gateway."""
+    kind = {"persistentvolumeclaims": "PersistentVolumeClaim", "secrets": "Secret",
+            "serviceaccounts": "ServiceAccount"}[resource]
+    full = {"apiVersion": "v1", "kind": kind, **obj,
+            "metadata": {"name": "d", "namespace": "research", **obj.get("metadata", {})}}
+    body = _data_request("", "v1", kind, resource, "CREATE", full)
+    assert routed_to(default_docs, "ValidatingWebhookConfiguration", body, GOVERNED_NS) == [
+        "data-sources.validate.gpu-gateway.io"]
+    assert _webhooks(default_docs)["data-sources.validate.gpu-gateway.io"]["failurePolicy"] == "Fail"
+
+
+def _pod(spec: dict[str, Any], name: str = "p") -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": "research"},
+            "spec": {"containers": [{"name": "m", "image": "busybox"}], **spec}}
+
+
+_C = {"name": "m", "image": "busybox"}
+#: Pod specs that reach something of someone else's or use an escape hatch.
+REACHING = {
+    "claim": {"volumes": [{"name": "d", "persistentVolumeClaim": {"claimName": "bobs-ckpt"}}]},
+    "claim-read-only": {"volumes": [{"name": "d", "persistentVolumeClaim": {"claimName": "x", "readOnly": True}}]},
+    "secret-volume": {"volumes": [{"name": "d", "secret": {"secretName": "bobs-token"}}]},
+    "configmap-volume": {"volumes": [{"name": "d", "configMap": {"name": "bobs-config"}}]},
+    "projected-secret": {"volumes": [{"name": "d", "projected": {"sources": [
+        {"serviceAccountToken": {"path": "t"}}, {"secret": {"name": "bobs-token"}}]}}]},
+    "ephemeral-claim": {"volumes": [{"name": "d", "ephemeral": {"volumeClaimTemplate": {"spec": {
+        "dataSource": {"kind": "PersistentVolumeClaim", "name": "bobs-ckpt"}}}}}]},
+    "host-path": {"volumes": [{"name": "d", "hostPath": {"path": "/"}}]},
+    "nfs": {"volumes": [{"name": "d", "nfs": {"server": "nas", "path": "/teams/pretrain"}}]},
+    "csi-inline": {"volumes": [{"name": "d", "csi": {"driver": "smb.csi.k8s.io"}}]},
+    "env-from": {"containers": [{**_C, "envFrom": [{"secretRef": {"name": "bobs-token"}}]}]},
+    "value-from-secret": {"containers": [{**_C, "env": [{"name": "T", "valueFrom": {
+        "secretKeyRef": {"name": "bobs-token", "key": "t"}}}]}]},
+    "value-from-configmap-in-init": {"initContainers": [{**_C, "env": [{"name": "T", "valueFrom": {
+        "configMapKeyRef": {"name": "bobs-config", "key": "t"}}}]}]},
+    "nvidia-visible-devices": {"containers": [{**_C, "env": [{"name": "NVIDIA_VISIBLE_DEVICES", "value": "all"}]}]},
+    "image-pull-secrets": {"imagePullSecrets": [{"name": "bobs-registry"}]},
+    "service-account": {"serviceAccountName": "pretrain-deployer"},
+    "privileged": {"containers": [{**_C, "securityContext": {"privileged": True}}]},
+    "capabilities": {"containers": [{**_C, "securityContext": {"capabilities": {"add": ["SYS_ADMIN"]}}}]},
+    "host-network": {"hostNetwork": True},
+    "host-pid": {"hostPID": True},
+    "host-ipc": {"hostIPC": True},
+    "node-name": {"nodeName": "gpu-node-7"},
+}
+#: Pod specs that reach nothing of anyone's: ordinary CPU work.
+REACHING_NOTHING = {
+    "plain": {},
+    "empty-dir-and-downward-api": {"volumes": [{"name": "s", "emptyDir": {}},
+                                               {"name": "l", "downwardAPI": {"items": []}}]},
+    "default-token": {"serviceAccountName": "default", "volumes": [{"name": "kube-api-access-x", "projected": {
+        "sources": [{"serviceAccountToken": {"path": "token"}},
+                    {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+                    {"downwardAPI": {"items": []}}]}}]},
+    "field-ref-env": {"containers": [{**_C, "env": [
+        {"name": "A", "value": "1"}, {"name": "N", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}],
+        "securityContext": {"runAsNonRoot": True, "capabilities": {"drop": ["ALL"]}}}]},
+}
+
+
+@pytest.mark.parametrize("case", [*REACHING, *REACHING_NOTHING])
+def test_cpu_work_that_reaches_data_or_uses_a_hatch_fails_closed(default_docs, case):
+    """A pod or workload without GPUs that reaches anything of someone else's, or uses an escape
+    hatch, goes to a fail-closed webhook (on UPDATE also when only the old object did); one that
+    reaches nothing goes to a fail-open one, so ordinary CPU work runs through an outage."""
+    spec = REACHING.get(case, REACHING_NOTHING.get(case))
+    pod = _pod(copy.deepcopy(spec))
+    plain = _pod({})
+    dep = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "w", "namespace": "research"},
+           "spec": {"template": {"spec": copy.deepcopy(pod["spec"])}}}
+    sts = {"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "w", "namespace": "research"},
+           "spec": {"template": {"spec": copy.deepcopy(pod["spec"])}}}
+    expected = "reach" if case in REACHING else "cpu"
+    webhooks = _webhooks(default_docs)
+    assert webhooks[f"{expected}.validate.gpu-gateway.io"]["failurePolicy"] == (
+        "Fail" if expected == "reach" else "Ignore")
+    for obj, group, resource in ((pod, "", "pods"), (dep, "apps", "deployments"), (sts, "apps", "statefulsets")):
+        plain_obj = copy.deepcopy(obj)
+        (plain_obj["spec"]["template"] if group else plain_obj)["spec"] = copy.deepcopy(plain["spec"])
+        for new, old, operation in ((obj, None, "CREATE"), (obj, plain_obj, "UPDATE"), (plain_obj, obj, "UPDATE")):
+            body = review(new, old=old, operation=operation, resource=(group, resource), user="eve").body()
+            assert routed_to(default_docs, "ValidatingWebhookConfiguration", body, GOVERNED_NS) == [
+                f"{expected}.validate.gpu-gateway.io"], (resource, operation)
+        if _reaches(obj, group):  # what the gateway's mount rules check is never sent to a fail-open webhook
+            assert expected == "reach"
+        body = review(obj, resource=(group, resource), user="system:serviceaccount:kube-system:job-controller").body()
+        assert routed_to(default_docs, "ValidatingWebhookConfiguration", body, GOVERNED_NS) == []
+    claims = copy.deepcopy(sts)
+    claims["spec"]["volumeClaimTemplates"] = [{"metadata": {"name": "c"}, "spec": {
+        "dataSource": {"kind": "PersistentVolumeClaim", "name": "bobs-ckpt"}}}]
+    body = review(claims, resource=("apps", "statefulsets"), user="eve").body()
+    assert routed_to(default_docs, "ValidatingWebhookConfiguration", body, GOVERNED_NS) == [
+        "reach.validate.gpu-gateway.io"]
+
+
+def test_no_fail_open_webhook_guards_a_protective_check(rendered):
+    """Only the stamping and recording of new objects and CPU work that reaches nothing fail open;
+    each fail-open webhook with conditions has a fail-closed twin (same rules) whose last
+    condition is the negation of its own, so a condition that fails on the fail-open one (an
+    error, a huge object over the cost limit) only skips it: the twin still decides, and an
+    error there denies."""
+    for name, docs in rendered.items():
+        webhooks = _webhooks(docs)
+        for webhook in webhooks.values():
+            if webhook["failurePolicy"] == "Fail":
+                continue
+            assert webhook["name"] in FAIL_OPEN, (name, webhook["name"])
+            conditions = webhook.get("matchConditions", [])
+            if not conditions:
+                continue
+            twins = [w for w in webhooks.values() if w["failurePolicy"] == "Fail" and w["rules"] == webhook["rules"]
+                     and w.get("matchConditions", [])[:-1] == conditions[:-1]]
+            assert len(twins) == 1, (name, webhook["name"])
+            assert conditions[-1]["expression"] == f"!({twins[0]['matchConditions'][-1]['expression']})"
+        # Changing or deleting owned data is never behind a condition.
+        assert "matchConditions" not in webhooks.get("data.validate.gpu-gateway.io", {}), name
+
+
+HUGE = 3 * 1024 * 1024  # the API server's default limit on a request body
+
+
+def _huge_pod_spec() -> dict[str, Any]:
+    """A PodSpec of many small list items (what CEL walks: 2,000 env entries, 500 volumes), the only reference
+    to data in the last env entry of the last container: the worst case for `exists`."""
+    containers = [{"name": f"c{i}", "image": "busybox", "resources": {"limits": {"cpu": "1", "memory": "1Gi"}},
+                   "env": [{"name": f"E{j}", "value": "x" * 40} for j in range(20)],
+                   "volumeMounts": [{"name": f"v{j}", "mountPath": f"/m/{j}"} for j in range(5)]}
+                  for i in range(100)]
+    containers[-1]["env"][-1] = {"name": "T", "valueFrom": {"secretKeyRef": {"name": "bobs-token", "key": "t"}}}
+    return {"containers": containers, "volumes": [{"name": f"v{j}", "emptyDir": {}} for j in range(500)]}
+
+
+def _padded(obj: dict[str, Any]) -> dict[str, Any]:
+    """`obj` with annotations added until its JSON is ~3 MiB."""
+    obj = copy.deepcopy(obj)
+    size = len(json.dumps(obj))
+    obj["metadata"].setdefault("annotations", {}).update(
+        {f"pad.example.com/a{i}": "p" * 1000 for i in range(max(0, HUGE - size - 4096) // 1030)})
+    assert HUGE - 64 * 1024 < len(json.dumps(obj)) <= HUGE
+    return obj
+
+
+def _cel_cost(expression: str, activation: dict[str, Any]) -> tuple[Any, int]:
+    """The condition's value and an estimate of its CEL cost: the evaluator's steps (every node
+    of the expression visited, once per comprehension iteration). cel-python has no cost
+    accounting; the API server charges about one unit per such step (more for string functions),
+    so this is the order of magnitude of its runtime cost."""
+    import celpy
+    import lark
+    from helm_chart import _program
+
+    steps = 0
+    visit = lark.visitors.Interpreter.visit
+
+    def counting(self: Any, tree: Any) -> Any:
+        nonlocal steps
+        steps += 1
+        return visit(self, tree)
+
+    program = _program(expression)
+    celpy.evaluation.Evaluator.visit = counting  # type: ignore[method-assign]
+    try:
+        value = program.evaluate(activation)
+    finally:
+        del celpy.evaluation.Evaluator.visit
+    return value, steps
+
+
+def test_every_routing_condition_evaluates_on_a_worst_case_3_mib_object(default_docs):
+    """Each matchCondition of each webhook, on the ~3 MiB objects it is evaluated on (a Pod and a
+    Deployment of 100 containers, 2,000 env entries, 500 volumes, padded with annotations; a
+    ConfigMap; a Secret), evaluates to a boolean, and every protective request still reaches its
+    fail-closed webhook. On a fail-closed webhook a condition that errored or ran over the API
+    server's cost limit would deny, never skip; on a fail-open one it only skips recording or
+    plain CPU work (see the test above)."""
+    import time
+
+    import celpy
+
+    pod = _padded(_pod(_huge_pod_spec(), "huge"))
+    dep = _padded({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "huge", "namespace": "research"},
+                   "spec": {"template": {"spec": _huge_pod_spec()}}})
+    configmap = _padded({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "huge", "namespace": "research"},
+                         "data": {f"k{i}": "v" * 100 for i in range(10000)}})
+    secret = _padded({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "huge", "namespace": "research"},
+                      "type": "kubernetes.io/service-account-token", "data": {"token": "dA=="}})
+    requests = [(review(pod, resource=("", "pods"), user="eve").body(), "reach"),
+                (review(dep, resource=("apps", "deployments"), user="eve").body(), "reach"),
+                (_data_request("", "v1", "ConfigMap", "configmaps", "UPDATE", configmap), "data"),
+                (_data_request("", "v1", "ConfigMap", "configmaps", "DELETE", configmap), "data"),
+                (_data_request("", "v1", "ConfigMap", "configmaps", "CREATE", configmap), "data-new"),
+                (_data_request("", "v1", "Secret", "secrets", "CREATE", secret), "data-sources")]
+    report = []
+    for body, expected in requests:
+        req = body["request"]
+        resource = req["resource"]["resource"]
+        activation = {"request": celpy.json_to_cel({k: v for k, v in req.items() if k not in ("object", "oldObject")}),
+                      "object": celpy.json_to_cel(req.get("object")),
+                      "oldObject": celpy.json_to_cel(req.get("oldObject"))}
+        for webhook in _webhooks(default_docs).values():
+            if not any(rule_matches(r, req["operation"], req["resource"]["group"], resource) for r in webhook["rules"]):
+                continue  # the API server evaluates only the conditions of webhooks whose rules match
+            for condition in webhook.get("matchConditions", []):
+                started = time.perf_counter()
+                value, cost = _cel_cost(condition["expression"], activation)
+                took = time.perf_counter() - started
+                assert isinstance(value, celpy.celtypes.BoolType), (webhook["name"], condition["name"], value)
+                report.append(f"{req['operation']} {req['resource']['resource']} {webhook['name']} "
+                              f"{condition['name']}: {bool(value)}, {took:.2f} s, ~{cost} steps")
+        routed = routed_to(default_docs, "ValidatingWebhookConfiguration", body, GOVERNED_NS)
+        assert routed == [f"{expected}.validate.gpu-gateway.io"], routed
+    print("\n".join(report))
 
 
 # ------------------------------------------------------------ the CEL pre-filter
@@ -781,15 +1101,18 @@ def test_cel_prefilter_sends_every_object_that_asks_for_gpus(name, data, operati
             return any(policy.gpu(r) for res in _resource_dicts(copy.deepcopy(obj)) for part in res.values()
                        for r in part)
 
-    gpu_sent = all(evaluate(c["expression"], body) for c in webhooks["workloads.validate.gpu-gateway.io"][
-        "matchConditions"])
-    data_sent = all(evaluate(c["expression"], body) for c in webhooks["data.validate.gpu-gateway.io"][
-        "matchConditions"])
+    def sent(webhook: str) -> bool:
+        return all(evaluate(c["expression"], body) for c in webhooks[webhook]["matchConditions"])
+
+    gpu_sent = sent("workloads.validate.gpu-gateway.io")
+    data_sent = [w for w in ("reach.validate.gpu-gateway.io", "cpu.validate.gpu-gateway.io") if sent(w)]
     if asks(new) or (operation == "UPDATE" and asks(old)):
         assert gpu_sent, f"{name}: asks for GPUs but the pre-filter would not send it"
-    assert not (gpu_sent and data_sent), "sent to two webhooks"
+    assert gpu_sent + len(data_sent) <= 1, "sent to two webhooks"
     if user == "alice":
-        assert gpu_sent or data_sent, "a person's workload reaches neither webhook"
+        assert gpu_sent or data_sent, "a person's workload reaches no webhook"
+        if not gpu_sent and _reaches(new, group):
+            assert data_sent == ["reach.validate.gpu-gateway.io"], f"{name} reaches data but fails open"
 
 
 #: A kind outside ADAPTERS and the bundle's registry, walked generically, as an operator would route it.
@@ -812,7 +1135,10 @@ def test_cel_prefilter_on_each_fixture_agrees_with_the_gateway(name):
     docs = rendered_as("defaults") if known else _with_extra_kinds()
     body = review(obj, resource=(group, resource)).body()
     routed = routed_to(docs, "ValidatingWebhookConfiguration", body, GOVERNED_NS)
-    assert routed == ["workloads.validate.gpu-gateway.io" if _asks(obj, group) else "data.validate.gpu-gateway.io"]
+    if _asks(obj, group):
+        assert routed == ["workloads.validate.gpu-gateway.io"]
+    else:
+        assert routed == [_cpu_webhook(obj, group)]
     if not known:
         assert routed_to(rendered_as("defaults"), "ValidatingWebhookConfiguration", body, GOVERNED_NS) == []
     for resources in _resource_dicts(obj):
@@ -820,10 +1146,10 @@ def test_cel_prefilter_on_each_fixture_agrees_with_the_gateway(name):
     for block in _gpu_blocks(obj):
         block["name"] = "example.com/fpga"
     cpu_only = review(obj, resource=(group, resource)).body()
-    expected = "workloads" if _read(obj, group).unresolved else "data"  # a TrainJob without resourcesPerNode
-    assert routed_to(docs, "ValidatingWebhookConfiguration", cpu_only, GOVERNED_NS) == [
-        f"{expected}.validate.gpu-gateway.io"]
-    if expected == "data":
+    # a TrainJob without resourcesPerNode holds GPUs the gateway cannot count
+    expected = "workloads.validate.gpu-gateway.io" if _read(obj, group).unresolved else _cpu_webhook(obj, group)
+    assert routed_to(docs, "ValidatingWebhookConfiguration", cpu_only, GOVERNED_NS) == [expected]
+    if not expected.startswith("workloads"):
         assert routed_to(rendered_as("data-access-off"), "ValidatingWebhookConfiguration", cpu_only,
                          GOVERNED_NS) == []
 
@@ -908,7 +1234,7 @@ def test_gpus_in_a_registered_kind_s_locations_route_it(case):
     assert _asks(obj, group) is sent
     body = review(obj, resource=(group, resource)).body()
     routed = routed_to(rendered_as("defaults"), "ValidatingWebhookConfiguration", body, GOVERNED_NS)
-    assert routed == [f"{'workloads' if sent else 'data'}.validate.gpu-gateway.io"]
+    assert routed == ["workloads.validate.gpu-gateway.io" if sent else _cpu_webhook(obj, group)]
 
 
 def test_every_registered_kind_is_routed_and_granted(default_docs, rendered):
@@ -945,7 +1271,7 @@ def test_cel_gpu_names_follow_the_policy_bundle():
     assert routed_to(docs, "ValidatingWebhookConfiguration", body, GOVERNED_NS) == [
         "workloads.validate.gpu-gateway.io"]
     assert routed_to(rendered_as("defaults"), "ValidatingWebhookConfiguration", body, GOVERNED_NS) == [
-        "data.validate.gpu-gateway.io"]
+        "cpu.validate.gpu-gateway.io"]
 
 
 # ================================================================== RBAC
@@ -1306,7 +1632,7 @@ def test_the_chart_routes_the_sabotage_defence_through_the_gateway(service):
              "spec": {"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": "10Ti"}}}}
     body = review(claim, user="bob", groups=("gpu-researchers",)).body()
     allowed, called = _through_the_chart(docs, service, body)
-    assert allowed and called == ["data.mutate.gpu-gateway.io", "data.validate.gpu-gateway.io"]
+    assert allowed and called == ["data.mutate.gpu-gateway.io", "data-new.validate.gpu-gateway.io"]
     assert body["request"]["object"]["metadata"]["annotations"]["gpu-gateway.io/owner"] == "bob"
 
     probe = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "probe", "namespace": "research"},
@@ -1315,7 +1641,7 @@ def test_the_chart_routes_the_sabotage_defence_through_the_gateway(service):
                  "volumes": [{"name": "ckpt", "persistentVolumeClaim": {"claimName": "llm-70b-ckpt"}}]}}
     allowed, called = _through_the_chart(docs, service, review(copy.deepcopy(probe), user="eve",
                                                                groups=("gpu-interns",)).body())
-    assert not allowed and called == ["data.validate.gpu-gateway.io"]
+    assert not allowed and called == ["reach.validate.gpu-gateway.io"]
 
     controller = "system:serviceaccount:kube-system:replicaset-controller"
     body = review(copy.deepcopy(probe), user=controller, groups=("system:serviceaccounts",)).body()
@@ -1331,6 +1657,40 @@ def test_the_chart_routes_the_sabotage_defence_through_the_gateway(service):
     delete = review(None, old=body["request"]["object"], operation="DELETE", user="alice",
                     groups=("gpu-interns",)).body()
     assert _through_the_chart(docs, service, delete) == (False, ["access.validate.gpu-gateway.io"])
+
+
+def _during_an_outage(docs: list[dict[str, Any]], body: dict[str, Any]) -> bool:
+    """Whether the API server admits `body` while the gateway cannot be reached: each webhook it
+    is routed to applies its failurePolicy."""
+    webhooks = _webhooks(docs)
+    called = [*routed_to(docs, "MutatingWebhookConfiguration", body, GOVERNED_NS),
+              *routed_to(docs, "ValidatingWebhookConfiguration", body, GOVERNED_NS)]
+    return all(webhooks[name]["failurePolicy"] == "Ignore" for name in called)
+
+
+def test_an_outage_never_turns_the_data_rules_off(service):
+    """The sabotage of the introduction, with the gateway up and then down: an intern may not
+    overwrite another's Secret or mount their checkpoint claim read-write, whether the gateway
+    answers (denied by it) or not (denied by the failure policy); ordinary CPU pods and new
+    objects that read nothing are admitted during the outage, the latter unowned."""
+    docs = rendered_as("defaults")
+    secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "wandb", "namespace": "research"},
+              "data": {"key": "c2VjcmV0"}}
+    body = review(copy.deepcopy(secret), user="bob", groups=("gpu-researchers",)).body()
+    assert _through_the_chart(docs, service, body)[0]
+    overwrite = copy.deepcopy(body["request"]["object"]) | {"data": {"key": "ZXZl"}}
+    attack = review(overwrite, old=body["request"]["object"], operation="UPDATE", user="eve",
+                    groups=("gpu-interns",)).body()
+    assert _through_the_chart(docs, service, copy.deepcopy(attack)) == (False, ["data.validate.gpu-gateway.io"])
+    assert not _during_an_outage(docs, attack)
+    assert not _during_an_outage(docs, review(None, old=overwrite, operation="DELETE", user="eve").body())
+    probe = _pod(REACHING["claim"], "probe")
+    assert not _during_an_outage(docs, review(probe, user="eve", groups=("gpu-interns",)).body())
+    assert _during_an_outage(docs, review(_pod(REACHING_NOTHING["default-token"]), user="eve").body())
+    configmap = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c", "namespace": "research"}}
+    assert _during_an_outage(docs, review(configmap, user="eve").body())
+    relaxed = render({"webhook": {"dataAccess": {"failurePolicy": "Ignore"}}})
+    assert _during_an_outage(relaxed, attack), "the documented price of relaxing the data webhooks"
 
 
 def test_the_packaged_chart_carries_the_policy_bundle(tmp_path):

@@ -140,6 +140,8 @@ with Suffix, `*` each item or value.
 {{- if not .segs -}}
 {{- if eq .leaf "resources" -}}
 {{- include "gpu-gateway.celResources" (dict "e" .e "n" (int .n) "g" .g) -}}
+{{- else if eq .leaf "reach" -}}
+{{- include "gpu-gateway.celPodReach" (dict "e" .e "n" (int .n)) -}}
 {{- else if eq .leaf "gpuField" -}}
 {{- include "gpu-gateway.celGpuField" (dict "e" .e "g" .g) -}}
 {{- else if eq .leaf "absent" -}}
@@ -248,6 +250,55 @@ are always true: the gateway walks them generically, and nothing is passed unsee
 {{- range $order -}}
 (request.resource.group + '/' + request.resource.resource in [{{ join ", " (get $shapes .) }}]) ? ({{ include "gpu-gateway.celKindGpus" (dict "o" "o" "kind" (fromJson .) "g" $) }}) : {{ end -}}
 true)
+{{- end -}}
+
+{{/*
+CEL: the PodSpec `.e` reaches something that may be someone else's, or uses an escape hatch:
+every volume but emptyDir, downwardAPI, the configMap kube-root-ca.crt and projected volumes of
+only those and service-account tokens; a service account other than `default`; image pull
+secrets; envFrom; env valueFrom other than fieldRef/resourceFieldRef; NVIDIA_VISIBLE_DEVICES;
+host namespaces, nodeName, privileged, added capabilities, an unmasked /proc, Windows
+hostProcess. An allowlist: whatever it does not know (a new volume type) counts as reaching.
+*/}}
+{{- define "gpu-gateway.celPodReach" -}}
+{{- $s := .e -}}{{- $n := int .n -}}
+{{- $ca := "'kube-root-ca.crt'" -}}
+((has({{ $s }}.volumes) && {{ $s }}.volumes.exists(v{{ $n }}, !(has(v{{ $n }}.emptyDir) || has(v{{ $n }}.downwardAPI) || (has(v{{ $n }}.configMap) && has(v{{ $n }}.configMap.name) && v{{ $n }}.configMap.name == {{ $ca }}) || (has(v{{ $n }}.projected) && (!has(v{{ $n }}.projected.sources) || v{{ $n }}.projected.sources.all(p{{ $n }}, has(p{{ $n }}.serviceAccountToken) || has(p{{ $n }}.downwardAPI) || (has(p{{ $n }}.configMap) && has(p{{ $n }}.configMap.name) && p{{ $n }}.configMap.name == {{ $ca }}))))))) || (has({{ $s }}.serviceAccountName) && {{ $s }}.serviceAccountName != 'default') || (has({{ $s }}.serviceAccount) && {{ $s }}.serviceAccount != 'default') || (has({{ $s }}.imagePullSecrets) && size({{ $s }}.imagePullSecrets) > 0) || (has({{ $s }}.hostNetwork) && {{ $s }}.hostNetwork == true) || (has({{ $s }}.hostPID) && {{ $s }}.hostPID == true) || (has({{ $s }}.hostIPC) && {{ $s }}.hostIPC == true) || (has({{ $s }}.nodeName) && {{ $s }}.nodeName != '') || (has({{ $s }}.securityContext) && has({{ $s }}.securityContext.windowsOptions) && has({{ $s }}.securityContext.windowsOptions.hostProcess) && {{ $s }}.securityContext.windowsOptions.hostProcess == true) || ((has({{ $s }}.containers) ? {{ $s }}.containers : []) + (has({{ $s }}.initContainers) ? {{ $s }}.initContainers : []) + (has({{ $s }}.ephemeralContainers) ? {{ $s }}.ephemeralContainers : [])).exists(c{{ $n }}, (has(c{{ $n }}.envFrom) && size(c{{ $n }}.envFrom) > 0) || (has(c{{ $n }}.env) && c{{ $n }}.env.exists(e{{ $n }}, (has(e{{ $n }}.valueFrom) && !has(e{{ $n }}.valueFrom.fieldRef) && !has(e{{ $n }}.valueFrom.resourceFieldRef)) || (has(e{{ $n }}.name) && e{{ $n }}.name == 'NVIDIA_VISIBLE_DEVICES'))) || (has(c{{ $n }}.securityContext) && ((has(c{{ $n }}.securityContext.privileged) && c{{ $n }}.securityContext.privileged == true) || (has(c{{ $n }}.securityContext.capabilities) && has(c{{ $n }}.securityContext.capabilities.add) && size(c{{ $n }}.securityContext.capabilities.add) > 0) || (has(c{{ $n }}.securityContext.procMount) && c{{ $n }}.securityContext.procMount != 'Default') || (has(c{{ $n }}.securityContext.windowsOptions) && has(c{{ $n }}.securityContext.windowsOptions.hostProcess) && c{{ $n }}.securityContext.windowsOptions.hostProcess == true)))))
+{{- end -}}
+
+{{/*
+CEL: this CREATE or UPDATE of a workload reaches data or uses an escape hatch (or did, before
+the update). Only kinds whose pods are all at listed PodSpecs are looked into; every other kind
+(pods kept in other shapes, kinds not listed) counts as reaching, and so does a StatefulSet's
+volumeClaimTemplates. Used on a fail-closed webhook: an error denies.
+*/}}
+{{- define "gpu-gateway.celReaches" -}}
+{{- $shapes := dict -}}
+{{- $order := list -}}
+{{- range (include "gpu-gateway.workloadKinds" . | fromJsonArray) -}}
+{{- if and .podSpecs (not .resources) (not .gpuFields) (not .present) (not .absent) -}}
+{{- $shape := toJson .podSpecs -}}
+{{- if not (hasKey $shapes $shape) -}}{{- $order = append $order $shape -}}{{- end -}}
+{{- $_ := set $shapes $shape (append (get $shapes $shape | default list) (printf "'%s/%s'" .group .resource)) -}}
+{{- end -}}
+{{- end -}}
+(request.operation == 'UPDATE' ? [object, oldObject] : [object]).exists(o, (has(o.spec) && has(o.spec.volumeClaimTemplates) && size(o.spec.volumeClaimTemplates) > 0) || (
+{{- range $order -}}
+{{- $terms := list -}}
+{{- range fromJsonArray . -}}
+{{- $terms = append $terms (printf "(%s)" (include "gpu-gateway.celWalk" (dict "e" "o" "segs" (include "gpu-gateway.segments" . | fromJsonArray) "n" 0 "leaf" "reach" "g" $))) -}}
+{{- end -}}
+(request.resource.group + '/' + request.resource.resource in [{{ join ", " (get $shapes .) }}]) ? ({{ join " || " $terms }}) : {{ end -}}
+true))
+{{- end -}}
+
+{{/*
+CEL: this CREATE of a data object reads another object's contents: a claim cloned from a claim
+or a snapshot (dataSource, dataSourceRef), a Secret the token controller fills with a service
+account's token, a ServiceAccount listing Secrets. Constant cost: no lists are walked.
+*/}}
+{{- define "gpu-gateway.celDataSources" -}}
+(request.resource.resource == 'persistentvolumeclaims' && has(object.spec) && (has(object.spec.dataSource) || has(object.spec.dataSourceRef))) || (request.resource.resource == 'secrets' && has(object.type) && object.type == 'kubernetes.io/service-account-token') || (request.resource.resource == 'serviceaccounts' && ((has(object.secrets) && size(object.secrets) > 0) || (has(object.imagePullSecrets) && size(object.imagePullSecrets) > 0)))
 {{- end -}}
 
 {{/* Workload rules (apiGroups → resources) for `operations`, with `sub` appended to resources. */}}
