@@ -123,7 +123,9 @@ def job(name: str, *, parallelism: int = 2, gpus: int = 8, namespace: str = NAME
 
 
 def deployment(name: str, *, replicas: int = 2, gpus: int = 1, namespace: str = NAMESPACE) -> dict[str, Any]:
+    # No surge: a GPU serving Deployment rolls one pod at a time rather than asking for more GPUs.
     spec = {"replicas": replicas, "selector": {"matchLabels": {"app": name}},
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}},
             "template": {"metadata": {"labels": {"app": name}}, "spec": _pod_spec(gpus, "serve")}}
     return {"apiVersion": "apps/v1", "kind": "Deployment",
             "metadata": _meta(name, namespace, "Deployment", api_version="apps/v1"), "spec": spec}
@@ -137,9 +139,11 @@ def pod(name: str, *, gpus: int = 8, namespace: str = NAMESPACE, owner: str = ""
         ann["gpu-gateway.io/owner"] = owner
         if team:
             ann["gpu-gateway.io/team"] = team
-    labels = {"training.kubeflow.org/job-name": job_name or name,
-              "training.kubeflow.org/replica-type": "worker", "training.kubeflow.org/replica-index": "0"}
-    meta = _meta(name, namespace, "Pod", labels=labels, annotations=ann, manager="training-operator")
+    # The training operator's labels are on the pods it makes; a person's pod may not carry them.
+    labels = {"training.kubeflow.org/job-name": job_name, "training.kubeflow.org/replica-type": "worker",
+              "training.kubeflow.org/replica-index": "0"} if job_name else {"app": name}
+    meta = _meta(name, namespace, "Pod", labels=labels, annotations=ann,
+                 manager="training-operator" if job_name else "kubectl-run")
     if job_name:
         meta["ownerReferences"] = [{"apiVersion": "kubeflow.org/v1", "kind": "PyTorchJob", "name": job_name,
                                     "uid": f"uid-{job_name}", "controller": True,

@@ -520,6 +520,8 @@ def _subresources(group: str, resource: str) -> tuple[str, ...]:
         return ("", *POD_SUBRESOURCES)
     if group in ("", "apps", "batch"):
         return ("", "status", "scale") if (group, resource) in SCALABLE else ("", "status")
+    if (group, resource) in _data_kinds():  # VolumeSnapshots: no scale subresource
+        return ("", "status")
     return ("", "status", "scale")
 
 
@@ -610,8 +612,9 @@ def _gpu_object(group: str, resource: str) -> dict[str, Any]:
 
 def _request(group: str, resource: str, sub: str, operation: str) -> dict[str, Any]:
     """The AdmissionReview the API server would send for one request, as the gateway's tests build them."""
-    obj = _gpu_object(group, resource) if resource not in DATA_KINDS.values() else {
-        "apiVersion": "v1", "kind": {v: k for k, v in DATA_KINDS.items()}[resource],
+    data = {(g, r): k for (g, k), r in DATA_KINDS.items()}
+    obj = _gpu_object(group, resource) if (group, resource) not in data else {
+        "apiVersion": f"{group}/v1" if group else "v1", "kind": data[(group, resource)],
         "metadata": {"name": "d", "namespace": "research"}}
     group_version = obj["apiVersion"].rpartition("/")
     kind = (group, group_version[2], obj["kind"])
@@ -628,8 +631,13 @@ def _request(group: str, resource: str, sub: str, operation: str) -> dict[str, A
                   namespace="research", name="w").body()
 
 
+def _data_kinds() -> set[tuple[str, str]]:
+    """(API group, resource) of the owned data kinds."""
+    return {(group, resource) for (group, _), resource in DATA_KINDS.items()}
+
+
 def _universe() -> list[tuple[str, str, str, str]]:
-    resources = _kinds() | {("", r) for r in DATA_KINDS.values()}
+    resources = _kinds() | _data_kinds()
     return [(g, r, sub, op) for g, r in sorted(resources) for sub in _subresources(g, r) for op in OPERATIONS]
 
 
@@ -658,9 +666,9 @@ def test_gpu_launches_and_owned_data_are_routed_to_the_mutating_webhook(default_
     """Creates of GPU workloads and data objects are stamped; updates of GPU workloads are stamped
     again (so that no edit leaves a pod template unowned); updates of data objects are not."""
     workloads = _kinds()
-    for group, resource in sorted(workloads | {("", r) for r in DATA_KINDS.values()}):
+    for group, resource in sorted(workloads | _data_kinds()):
         body = _request(group, resource, "", "CREATE")
-        if resource not in DATA_KINDS.values() and not _asks(body["request"]["object"], group):
+        if (group, resource) not in _data_kinds() and not _asks(body["request"]["object"], group):
             continue  # a registered kind that runs no pods itself: nothing to stamp
         assert len(routed_to(default_docs, "MutatingWebhookConfiguration", body, GOVERNED_NS)) == 1, resource
         assert not routed_to(default_docs, "MutatingWebhookConfiguration", body, namespace_labels("kube-system"))
