@@ -159,27 +159,43 @@ def references(spec: Any) -> list[Reference]:
 
 def escape_hatches(spec: Any, *, safe_capabilities: frozenset[str] = DEFAULT_SAFE_CAPABILITIES,
                    allowed_schedulers: frozenset[str] = frozenset({"default-scheduler"})) -> list[Hatch]:
-    """The pod settings that reach the node or skip the scheduler, one Hatch each."""
+    """The pod settings that reach the node or skip the scheduler, one Hatch each.
+
+    One pass over the volumes and one over the containers: every pod a person submits is checked.
+    """
     if not isinstance(spec, Mapping):
         return []
     found: list[Hatch] = []
-    host_paths = sorted({_name(v.get("hostPath", {}).get("path")) or "?"
-                         for v in _dicts(spec.get("volumes")) if isinstance(v.get("hostPath"), Mapping)})
+    host_paths: set[str] = set()
+    inline: set[str] = set()
+    for v in _dicts(spec.get("volumes")):
+        kinds = _INLINE_KEYS & v.keys()
+        if not kinds:
+            continue
+        if isinstance(v.get("hostPath"), Mapping):
+            host_paths.add(_name(v["hostPath"].get("path")) or "?")
+        inline.update(f"{key} (volume {_name(v.get('name'))})" for key in kinds - {"hostPath"}
+                      if v.get(key) is not None)
     if host_paths:
-        found.append(Hatch("hostPath", f"mounts host path {', '.join(host_paths)}"))
+        found.append(Hatch("hostPath", f"mounts host path {', '.join(sorted(host_paths))}"))
     for flag in ("hostPID", "hostIPC", "hostNetwork"):
         if spec.get(flag) is True:
             found.append(Hatch(flag, f"sets {flag}: true"))
-    privileged, added = [], set()
+    privileged: list[str] = []
+    added: set[str] = set()
+    gpu_env: set[str] = set()
     for c in _containers(spec):
         ctx = c.get("securityContext")
-        if not isinstance(ctx, Mapping):
-            continue
-        if ctx.get("privileged") is True:
-            privileged.append(_name(c.get("name")))
-        caps = ctx.get("capabilities")
-        if isinstance(caps, Mapping) and isinstance(caps.get("add"), list):
-            added |= {str(a).upper().removeprefix("CAP_") for a in caps["add"]} - safe_capabilities
+        if isinstance(ctx, Mapping):
+            if ctx.get("privileged") is True:
+                privileged.append(_name(c.get("name")))
+            caps = ctx.get("capabilities")
+            if isinstance(caps, Mapping) and isinstance(caps.get("add"), list):
+                added |= {str(a).upper().removeprefix("CAP_") for a in caps["add"]} - safe_capabilities
+        env = c.get("env")
+        if env and type(env) is list:
+            gpu_env.update(f"{_name(e.get('name'))} in container {_name(c.get('name'))}"
+                           for e in _dicts(env) if e.get("name") in GPU_ENV and _gpu_env(e))
     if privileged:
         found.append(Hatch("privileged", f"runs container {', '.join(privileged)} privileged"))
     if added:
@@ -190,15 +206,15 @@ def escape_hatches(spec: Any, *, safe_capabilities: frozenset[str] = DEFAULT_SAF
     scheduler = spec.get("schedulerName")
     if isinstance(scheduler, str) and scheduler and scheduler not in allowed_schedulers:
         found.append(Hatch("schedulerName", f"uses scheduler {scheduler}"))
-    inline = sorted({f"{key} (volume {_name(v.get('name'))})" for v in _dicts(spec.get("volumes"))
-                     for key in INLINE_STORAGE if v.get(key) is not None})
     if inline:
-        found.append(Hatch("inlineStorage", f"mounts storage outside volume claims: {', '.join(inline)}"))
-    gpu_env = sorted({f"{_name(e.get('name'))} in container {_name(c.get('name'))}" for c in _containers(spec)
-                      for e in _dicts(c.get("env")) if _gpu_env(e)})
+        found.append(Hatch("inlineStorage", f"mounts storage outside volume claims: {', '.join(sorted(inline))}"))
     if gpu_env:
-        found.append(Hatch("gpuEnv", f"sets {', '.join(gpu_env)} (the NVIDIA runtime may hand it every GPU)"))
+        found.append(Hatch("gpuEnv", f"sets {', '.join(sorted(gpu_env))} (the NVIDIA runtime may hand it every GPU)"))
     return found
+
+
+#: Volume keys that make a hatch: a host path, or storage reached outside claims.
+_INLINE_KEYS = frozenset({"hostPath", *INLINE_STORAGE})
 
 
 def _gpu_env(env: Mapping[str, Any]) -> bool:
