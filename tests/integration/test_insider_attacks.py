@@ -62,25 +62,11 @@ ARGO = "system:serviceaccount:argo:argo"
 OWNER = "gpu-gateway.io/owner"
 
 
-#: Findings not fixed yet, each kept as the test that will pass once it is: the gap and where it
-#: is to be closed (the sabotage-defence issue for adoption, labels and escape hatches).
+#: Findings not fixed yet, each kept as the test that will pass once it is, with the gap.
 OPEN = {
     'test_terminating_gpu_pods_with_a_year_long_grace_period_are_not_free': (
         "open: a terminating pod's GPUs are not charged while its controller's replacement runs; "
         'needs children summed per root or a cap on terminationGracePeriodSeconds'
-    ),
-    'test_relabelling_a_pod_out_of_its_replicaset_does_not_buy_a_free_replacement': (
-        'open (sabotage defence): labels a controller selects on are not decided yet'
-    ),
-    'test_a_pod_squatting_on_the_name_of_someone_elses_statefulset_pod_is_not_adopted_into_it': (
-        'open (sabotage defence): adoption by name and labels is not decided yet'
-    ),
-    'test_an_intern_cannot_attach_a_pod_to_someone_elses_replicaset': (
-        "open (sabotage defence): a person's ownerReference to another person's object is not "
-        'decided yet'
-    ),
-    'test_an_interns_replicaset_cannot_adopt_and_delete_someone_elses_pod': (
-        'open (sabotage defence): adoption by selector labels is not decided yet'
     ),
     'test_an_operator_may_not_create_more_gpus_in_all_than_the_workload_is_charged_for': (
         "open: each child is held to the root's total and largest pod, not the sum of its live "
@@ -93,9 +79,6 @@ OPEN = {
     'test_an_hpa_an_intern_creates_cannot_scale_someone_elses_deployment': (
         "open (sabotage defence): an HPA's scaleTargetRef naming another person's workload is not "
         'decided yet'
-    ),
-    'test_a_rayjob_cannot_run_on_someone_elses_raycluster_by_selector': (
-        'open (sabotage defence): RayJob clusterSelector is not decided as an exec yet'
     ),
     'test_an_intern_cannot_take_a_high_kueue_priority_with_a_label': (
         "open: Kueue's priority-class label is not read (policy choice pending)"
