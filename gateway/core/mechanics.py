@@ -4,9 +4,10 @@ A controller acts on what it believes is its own: the objects that name it in an
 `ownerReference`, the pods that carry the labels it selects its pods by (it adopts them, then
 deletes one to keep its count, or counts their failures against its job), the pod a
 StatefulSet expects under a name, the RayCluster a RayJob's `clusterSelector` names (the job's
-entrypoint runs inside it). Each is decided as the action it amounts to on the object it
-reaches (core/admission.py `_mechanics_checks`): attaching to or being adopted by a workload
-is a `modify` of it, running in another person's cluster is an `exec`. The labels controllers
+entrypoint runs inside it), the workload an autoscaler's `scaleTargetRef` names. Each is
+decided as the action it amounts to on the object it reaches (core/admission.py
+`_mechanics_checks`): attaching to, being adopted by or scaling a workload is a `modify` of it,
+running in another person's cluster is an `exec`. The labels controllers
 set on the pods they make are theirs alone: a person may not set them, nor change the labels or
 controller of a pod a controller manages (it would release the pod and start another).
 """
@@ -40,6 +41,9 @@ CONTROLLER_LABELS: Mapping[str, str] = {
     "leaderworkerset.sigs.k8s.io/name": "LeaderWorkerSet",
     "volcano.sh/job-name": "Volcano",
 }
+
+#: Autoscalers that scale the workload their `spec.scaleTargetRef` names.
+_AUTOSCALERS = frozenset({("autoscaling", "HorizontalPodAutoscaler"), ("keda.sh", "ScaledObject")})
 
 _ORDINAL = re.compile(r"^(.+)-(0|[1-9][0-9]{0,8})$")
 
@@ -78,6 +82,16 @@ def reaches(obj: Any, kind: str, group: str, namespace: str, *, creating: bool) 
             found.append(Reach("modify", f"has the name StatefulSet {namespace}/{base} gives its pod "
                                          f"{match.group(2)}, so that StatefulSet would adopt it",
                                key=("statefulsets.apps", namespace, base)))
+    if (group, kind) in _AUTOSCALERS:
+        target = resolve(obj, "/spec/scaleTargetRef")
+        if is_object(target) and isinstance(target.get("name"), str) and isinstance(target.get("kind"), str):
+            api = target.get("apiVersion")
+            target_group = api.rpartition("/")[0] if isinstance(api, str) else ""
+            plural = kind_plural(target["kind"].lower())
+            found.append(Reach("modify", f"scales {target['kind']} {namespace}/{target['name']} "
+                                         f"(spec.scaleTargetRef)",
+                               key=(f"{plural}.{target_group}" if target_group else plural, namespace,
+                                    target["name"])))
     if kind == "RayJob" and group == "ray.io":
         selector = resolve(obj, "/spec/clusterSelector")
         cluster = selector.get("ray.io/cluster") if is_object(selector) else None

@@ -108,3 +108,17 @@ def test_a_controller_may_not_adopt_another_persons_pod(cluster):
                                                "name": rs["metadata"]["name"], "uid": rs["metadata"]["uid"]}]
     answer = cluster.update(adopted, REPLICASET_CONTROLLER, SYSTEM)
     assert not answer.allowed and "would adopt Pod research/bobs, which belongs to bob" in answer.message
+
+
+@pytest.mark.parametrize(("api_version", "kind"), [("autoscaling/v2", "HorizontalPodAutoscaler"),
+                                                   ("keda.sh/v1alpha1", "ScaledObject")])
+def test_an_autoscaler_a_person_creates_may_scale_only_what_they_may_modify(cluster, store, api_version, kind):
+    cluster.create(deployment("serve"), "bob", NLP)
+    spec: dict[str, Any] = {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "serve"}}
+    if kind == "HorizontalPodAutoscaler":
+        spec.update(minReplicas=1, maxReplicas=30)
+    hpa = {"apiVersion": api_version, "kind": kind, "metadata": {"name": "grow", "namespace": "research"},
+           "spec": spec}
+    answer = cluster.create(hpa, "alice", INTERN)
+    assert not answer.allowed and "scales Deployment research/serve (spec.scaleTargetRef)" in answer.message
+    assert cluster.create(hpa | {"metadata": {"name": "bobs", "namespace": "research"}}, "bob", NLP).allowed

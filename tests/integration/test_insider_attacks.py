@@ -76,10 +76,6 @@ OPEN = {
         'open: a parent that asks for no GPUs is not recorded, so its GPU children are admitted '
         'as unowned'
     ),
-    'test_an_hpa_an_intern_creates_cannot_scale_someone_elses_deployment': (
-        "open (sabotage defence): an HPA's scaleTargetRef naming another person's workload is not "
-        'decided yet'
-    ),
     'test_an_intern_cannot_take_a_high_kueue_priority_with_a_label': (
         "open: Kueue's priority-class label is not read (policy choice pending)"
     ),
@@ -657,7 +653,6 @@ def test_a_researcher_may_delete_a_gpu_pod_the_ledger_holds_for_nobody(cluster, 
 # ================================================================== autoscalers and operators people point
 
 
-@pytest.mark.skip(reason=OPEN['test_an_hpa_an_intern_creates_cannot_scale_someone_elses_deployment'])
 def test_an_hpa_an_intern_creates_cannot_scale_someone_elses_deployment(cluster, store):
     assert cluster.create(deployment("serve"), "bob", RESEARCHER).allowed
     hpa = {"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
