@@ -17,7 +17,7 @@ from gateway.core.approvals import bound
 from gateway.core.claims import decide_claim, uses_claims, with_claims
 from gateway.core.decision import Action, Decision, Mode, Reservation, Violation
 from gateway.core.dra import is_claim_kind
-from gateway.core.gates import GATE_RULE, carries_gate, queued
+from gateway.core.gates import GATE_RULE, carries_gate, is_pod_create, queued
 from gateway.core.identity import Grant, Identity, with_grants
 from gateway.core.mechanics import Reach, controlled_pod_changes, controller_labels
 from gateway.core.mechanics import reaches as reaches_of
@@ -471,7 +471,7 @@ def _actor_create(plan: Plan, policy: Policy, facts: Facts) -> Decision:
                                      f"charged to {parent.owner}",
                         owner=parent.owner, team=parent.team)
     _allowance(plan, workload.gpus, workload, root, violations, policy)
-    if root.waiting and _is_pod_create(plan) and workload.gpus and not carries_gate(req.obj):
+    if root.waiting and is_pod_create(plan) and workload.gpus and not carries_gate(req.obj):
         violations.append(Violation(GATE_RULE, Mode.ENFORCE,
             "the workload it belongs to waits in the GPU queue, so its GPU pods must carry the "
             "gpu-gateway.io/quota scheduling gate"))
@@ -483,11 +483,6 @@ def _actor_create(plan: Plan, policy: Policy, facts: Facts) -> Decision:
     return Decision(allowed=True, rule="actor", action=plan.action, gpus=workload.gpus,
                     reason=f"created by controller {ident.user} {for_whom}", reserve=reserve,
                     owner=parent.owner, team=parent.team)
-
-
-def _is_pod_create(plan: Plan) -> bool:
-    req = plan.request
-    return req.resource == "pods" and not req.resource_group and req.operation == "CREATE"
 
 
 def _allowance(plan: Plan, gpus: int, workload: Workload | None, root: Target, violations: list[Violation],

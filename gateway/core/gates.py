@@ -60,7 +60,8 @@ def stamp_annotations(plan: Plan, policy: Policy) -> dict[str, str]:
     return {WORKLOAD_ANNOTATION: workload_key(*plan.key)}
 
 
-def _is_pod_create(plan: Plan) -> bool:
+def is_pod_create(plan: Plan) -> bool:
+    """Whether the request creates a Pod."""
     req = plan.request
     return req.operation == "CREATE" and req.resource == "pods" and not req.resource_group and not req.sub_resource
 
@@ -68,7 +69,7 @@ def _is_pod_create(plan: Plan) -> bool:
 def gated(plan: Plan, policy: Policy) -> bool:
     """Whether a pod being created must wait behind the quota gate: a GPU pod of a queue-mode
     workload (its template carried the workload key) or a person's queue-mode bare pod."""
-    if not _is_pod_create(plan) or plan.early is not None or plan.workload is None or plan.workload.gpus == 0:
+    if not is_pod_create(plan) or plan.early is not None or plan.workload is None or plan.workload.gpus == 0:
         return False
     return bool(annotations_at(plan.request.obj).get(WORKLOAD_ANNOTATION)) or queue_mode(plan, policy)
 
