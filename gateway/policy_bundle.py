@@ -252,9 +252,19 @@ def load_replacement(directory: Path, texts: Mapping[str, str]) -> Policy:
         return load_bundle(Path(tmp))
 
 
+# casbin parses its matcher with ast.parse on every enforce, and CPython 3.11's parser is
+# not safe to run in two threads at once ("AST constructor recursion depth mismatch"):
+# bundles are compiled one at a time. Decisions never call casbin, so this costs nothing there.
+_COMPILING = threading.Lock()
+
+
 def load_bundle(directory: Path) -> Policy:
     """Read and compile a bundle; raise ConfigError naming the file and the problem."""
-    directory = Path(directory)
+    with _COMPILING:
+        return _compile_bundle(Path(directory))
+
+
+def _compile_bundle(directory: Path) -> Policy:
     digest = hashlib.sha256()
     for name in BUNDLE_FILES:
         path = directory / name

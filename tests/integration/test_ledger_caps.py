@@ -273,12 +273,20 @@ def launch_many(state: str, policy_dir: str, user: str, names: list[str], gpus: 
                 start: Any) -> list[tuple[bool, int | None]]:
     """Open a store of our own on `state`, wait for the others, launch one Job per name."""
     groups = PEOPLE[user]
-    store = SQLiteStore(state)
     try:
-        service = AdmissionService(PolicyHolder(Path(policy_dir)), store, metrics=Metrics())
-        bodies = [review(make_job(gpus=gpus).named("research", n).obj(), user=user, groups=groups).body()
-                  for n in names]
-        start.wait(timeout=60)
+        store = SQLiteStore(state)
+    except BaseException:
+        start.abort()  # the others fail at once instead of waiting out the barrier
+        raise
+    try:
+        try:
+            service = AdmissionService(PolicyHolder(Path(policy_dir)), store, metrics=Metrics())
+            bodies = [review(make_job(gpus=gpus).named("research", n).obj(), user=user, groups=groups).body()
+                      for n in names]
+        except BaseException:
+            start.abort()
+            raise
+        start.wait(timeout=120)
         out = []
         for body in bodies:
             resp = service.validate(body)["response"]
@@ -289,7 +297,10 @@ def launch_many(state: str, policy_dir: str, user: str, names: list[str], gpus: 
 
 
 def _launch_in_process(queue: Any, *args: Any) -> None:
-    queue.put(launch_many(*args))
+    try:
+        queue.put(launch_many(*args))
+    except BaseException as exc:
+        queue.put(repr(exc))
 
 
 def ledger_after(state: Path) -> tuple[Counter[str], Counter[str], VerifyResult]:
@@ -345,15 +356,22 @@ def test_threads_with_their_own_connections_never_together_break_a_cap(tmp_path,
     start = threading.Barrier(len(RACERS))
     results: list[list[tuple[bool, int | None]]] = [[] for _ in RACERS]
 
+    errors: list[BaseException] = []
+
     def run(i: int, user: str, n: int, gpus: int) -> None:
-        results[i] = launch_many(str(state), str(capped_policies), user, racer_names(i, n), gpus, start)
+        try:
+            results[i] = launch_many(str(state), str(capped_policies), user, racer_names(i, n), gpus, start)
+        except BaseException as exc:  # reported below, with the first cause rather than the barrier
+            errors.append(exc)
 
     threads = [threading.Thread(target=run, args=(i, *r)) for i, r in enumerate(RACERS)]
     for t in threads:
         t.start()
     for t in threads:
-        t.join(timeout=120)
+        t.join(timeout=240)
     assert not any(t.is_alive() for t in threads)
+    causes = [e for e in errors if not isinstance(e, threading.BrokenBarrierError)]
+    assert not errors, causes or errors
     check_race(state, results)
 
 
@@ -370,10 +388,12 @@ def test_processes_with_their_own_stores_never_together_break_a_cap(tmp_path, ca
     for p in procs:
         p.start()
     try:
-        results = [queue.get(timeout=120) for _ in procs]
+        results = [queue.get(timeout=240) for _ in procs]
     finally:
         for p in procs:
             p.join(timeout=60)
+    failures = [r for r in results if isinstance(r, str)]
+    assert not failures, failures
     assert all(p.exitcode == 0 for p in procs)
     check_race(state, results)
 
