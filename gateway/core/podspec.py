@@ -12,6 +12,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from gateway.core.pointer import is_object
+
 PVC, CONFIGMAP, SECRET = "PersistentVolumeClaim", "ConfigMap", "Secret"
 SERVICE_ACCOUNT, SNAPSHOT = "ServiceAccount", "VolumeSnapshot"
 SNAPSHOT_GROUP = "snapshot.storage.k8s.io"
@@ -62,7 +64,7 @@ class Hatch:
 def _dicts(value: Any) -> list[Mapping[str, Any]]:
     if not value or type(value) is not list:  # most fields are absent: skip the list building
         return []
-    return [v for v in value if type(v) is dict or isinstance(v, Mapping)]
+    return [v for v in value if is_object(v)]
 
 
 def _containers(spec: Mapping[str, Any]) -> Iterator[Mapping[str, Any]]:
@@ -83,12 +85,12 @@ def _mounted_writable(spec: Mapping[str, Any], volume: str) -> bool:
 def clone_sources(claim_spec: Any, via: str) -> list[Reference]:
     """The claim or snapshot a new PersistentVolumeClaim's spec (`dataSource`, `dataSourceRef`)
     is cloned or restored from: a read of it."""
-    if not isinstance(claim_spec, Mapping):
+    if not is_object(claim_spec):
         return []
     found: list[Reference] = []
     for key in ("dataSource", "dataSourceRef"):
         src = claim_spec.get(key)
-        if not isinstance(src, Mapping) or not _name(src.get("name")):
+        if not is_object(src) or not _name(src.get("name")):
             continue
         kind, group = _name(src.get("kind")), _name(src.get("apiGroup"))
         if kind == PVC and not group:
@@ -106,7 +108,7 @@ def references(spec: Any) -> list[Reference]:
     """Every PVC, ConfigMap, Secret, ServiceAccount and VolumeSnapshot the pod spec mounts,
     reads, runs as or clones from, in spec order. The namespace's `default` ServiceAccount,
     which every pod may run as, is left out."""
-    if not isinstance(spec, Mapping):
+    if not is_object(spec):
         return []
     refs: list[Reference] = []
     account = _name(spec.get("serviceAccountName")) or _name(spec.get("serviceAccount"))
@@ -119,22 +121,22 @@ def references(spec: Any) -> list[Reference]:
         vname = _name(vol.get("name"))
         where = f"volume {vname}"
         ephemeral = vol.get("ephemeral")
-        if isinstance(ephemeral, Mapping) and isinstance(ephemeral.get("volumeClaimTemplate"), Mapping):
+        if is_object(ephemeral) and is_object(ephemeral.get("volumeClaimTemplate")):
             refs.extend(clone_sources(ephemeral["volumeClaimTemplate"].get("spec"), f"ephemeral {where}"))
         claim = vol.get("persistentVolumeClaim")
-        if isinstance(claim, Mapping) and _name(claim.get("claimName")):
+        if is_object(claim) and _name(claim.get("claimName")):
             writable = claim.get("readOnly") is not True and _mounted_writable(spec, vname)
             refs.append(Reference(PVC, claim["claimName"], writable, where))
         for key, kind, name_key in (("configMap", CONFIGMAP, "name"), ("secret", SECRET, "secretName")):
             src = vol.get(key)
-            if isinstance(src, Mapping) and _name(src.get(name_key)):
+            if is_object(src) and _name(src.get(name_key)):
                 refs.append(Reference(kind, src[name_key], False, where))
         projected = vol.get("projected")
-        if isinstance(projected, Mapping):
+        if is_object(projected):
             for source in _dicts(projected.get("sources")):
                 for key, kind in (("configMap", CONFIGMAP), ("secret", SECRET)):
                     src = source.get(key)
-                    if isinstance(src, Mapping) and _name(src.get("name")):
+                    if is_object(src) and _name(src.get("name")):
                         refs.append(Reference(kind, src["name"], False, where))
     for c in _containers(spec):
         if not c.get("envFrom") and not c.get("env"):
@@ -143,15 +145,15 @@ def references(spec: Any) -> list[Reference]:
         for env_from in _dicts(c.get("envFrom")):
             for key, kind in (("configMapRef", CONFIGMAP), ("secretRef", SECRET)):
                 src = env_from.get(key)
-                if isinstance(src, Mapping) and _name(src.get("name")):
+                if is_object(src) and _name(src.get("name")):
                     refs.append(Reference(kind, src["name"], False, f"envFrom of container {cname}"))
         for env in _dicts(c.get("env")):
             value_from = env.get("valueFrom")
-            if not isinstance(value_from, Mapping):
+            if not is_object(value_from):
                 continue
             for key, kind in (("configMapKeyRef", CONFIGMAP), ("secretKeyRef", SECRET)):
                 src = value_from.get(key)
-                if isinstance(src, Mapping) and _name(src.get("name")):
+                if is_object(src) and _name(src.get("name")):
                     refs.append(Reference(kind, src["name"], False,
                                           f"env {_name(env.get('name'))} of container {cname}"))
     return refs
@@ -163,7 +165,7 @@ def escape_hatches(spec: Any, *, safe_capabilities: frozenset[str] = DEFAULT_SAF
 
     One pass over the volumes and one over the containers: every pod a person submits is checked.
     """
-    if not isinstance(spec, Mapping):
+    if not is_object(spec):
         return []
     found: list[Hatch] = []
     host_paths: set[str] = set()
@@ -172,7 +174,7 @@ def escape_hatches(spec: Any, *, safe_capabilities: frozenset[str] = DEFAULT_SAF
         kinds = _INLINE_KEYS & v.keys()
         if not kinds:
             continue
-        if isinstance(v.get("hostPath"), Mapping):
+        if is_object(v.get("hostPath")):
             host_paths.add(_name(v["hostPath"].get("path")) or "?")
         inline.update(f"{key} (volume {_name(v.get('name'))})" for key in kinds - {"hostPath"}
                       if v.get(key) is not None)
@@ -186,11 +188,11 @@ def escape_hatches(spec: Any, *, safe_capabilities: frozenset[str] = DEFAULT_SAF
     gpu_env: set[str] = set()
     for c in _containers(spec):
         ctx = c.get("securityContext")
-        if isinstance(ctx, Mapping):
+        if is_object(ctx):
             if ctx.get("privileged") is True:
                 privileged.append(_name(c.get("name")))
             caps = ctx.get("capabilities")
-            if isinstance(caps, Mapping) and isinstance(caps.get("add"), list):
+            if is_object(caps) and isinstance(caps.get("add"), list):
                 added |= {str(a).upper().removeprefix("CAP_") for a in caps["add"]} - safe_capabilities
         env = c.get("env")
         if env and type(env) is list:
@@ -230,11 +232,11 @@ def _gpu_env(env: Mapping[str, Any]) -> bool:
 def debugs_node(spec: Any) -> str:
     """The node a pod shaped like `kubectl debug node/NAME` gets a root shell on ("" if none):
     a preset nodeName, a host namespace, and the node's root file system mounted."""
-    if not isinstance(spec, Mapping):
+    if not is_object(spec):
         return ""
     node = _name(spec.get("nodeName"))
     if not node or not any(spec.get(flag) is True for flag in ("hostPID", "hostIPC", "hostNetwork")):
         return ""
     paths = [_name(v["hostPath"].get("path")) for v in _dicts(spec.get("volumes"))
-             if isinstance(v.get("hostPath"), Mapping)]
+             if is_object(v.get("hostPath"))]
     return node if any(p and not p.rstrip("/") for p in paths) else ""
