@@ -13,13 +13,14 @@ FROM ${PYTHON_IMAGE} AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 PYTHONDONTWRITEBYTECODE=1
 WORKDIR /src
 COPY pyproject.toml README.md ./
+# gateway/bundled_policies links to policies/: the wheel carries the default bundle from there.
+COPY policies/ policies/
 COPY gateway/ gateway/
 RUN python -m venv /opt/gpu-gateway \
  && /opt/gpu-gateway/bin/pip install --no-compile . \
  && /opt/gpu-gateway/bin/pip uninstall -y pip setuptools \
+ && /opt/gpu-gateway/bin/python -c 'from gateway.policy_bundle import default_policy_dir; print(default_policy_dir())' \
  && find /opt/gpu-gateway -name '__pycache__' -prune -exec rm -rf {} +
-# The default policy bundle, where the package looks for it when --policy-dir is not given.
-COPY policies/ /opt/gpu-gateway/lib/python3.11/site-packages/gateway/bundled_policies/
 
 FROM ${PYTHON_IMAGE}
 LABEL org.opencontainers.image.title="gpu-gateway" \

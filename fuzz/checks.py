@@ -1,9 +1,10 @@
 """The goals every fuzz case is checked against, through the real app in-process.
 
 - no HTTP 5xx, and no exception escaping the app;
-- every 200 is an AdmissionReview response whose uid is the request's, whenever the request's
-  uid is readable (a JSON object with a non-empty string `request.uid`); such a body always
-  gets a 200 answer, never a bare 4xx;
+- every 200 is an AdmissionReview response in the request's apiVersion (v1 where that is not
+  one gpu-gateway reads) whose uid is the request's, whenever the request's uid is readable (a
+  JSON object with a non-empty string `request.uid`); such a body always gets a 200 answer,
+  never a bare 4xx;
 - `/validate` never allows what the gateway could not read: a review its own parser refuses,
   an object it cannot reduce to GPUs (unreadable-object), or a case built with a broken GPU
   quantity;
@@ -28,7 +29,7 @@ from starlette.testclient import TestClient  # needs httpx, a dependency already
 from fuzz.cases import Case
 from gateway.config import PolicySettings, ServerSettings, Settings, StoreSettings
 from gateway.core.admission import prepare
-from gateway.core.review import parse_review, review_uid
+from gateway.core.review import answer_version, parse_review, review_uid
 from gateway.errors import GatewayError
 from gateway.server import Gateway, build_gateway
 
@@ -108,8 +109,8 @@ def check(t: Target, case: Case) -> str:
         allowed = response["allowed"]
     except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
         return f"200 that is not an AdmissionReview response ({exc!r}): {content[:200]!r}"
-    if answer.get("apiVersion") != "admission.k8s.io/v1" or answer.get("kind") != "AdmissionReview":
-        return f"200 without apiVersion/kind of an AdmissionReview: {content[:200]!r}"
+    if answer.get("apiVersion") != answer_version(decoded) or answer.get("kind") != "AdmissionReview":
+        return f"200 without the request's apiVersion or kind AdmissionReview: {content[:200]!r}"
     if uid is not None and response.get("uid") != uid:
         return f"uid not echoed: sent {uid!r:.60}, answered {response.get('uid')!r:.60}"
     if allowed is not True and allowed is not False:

@@ -3,7 +3,7 @@
     GatewayError
     ├── RequestError        the requester's fault: the object or review cannot be read.
     │   │                   Answered with a deny (or HTTP 4xx), never an allow.
-    │   ├── ReviewError       not a readable AdmissionReview v1
+    │   ├── ReviewError       not a readable AdmissionReview (v1 or v1beta1)
     │   └── WorkloadError     the object inside cannot be reduced to pod sets (bad quantity,
     │                         fractional GPUs, negative or absurd replicas)
     ├── ConfigError         the operator's policy bundle or settings are invalid (loud at start,
@@ -28,7 +28,7 @@ class RequestError(GatewayError):
 
 
 class ReviewError(RequestError):
-    """The body is not a readable admission.k8s.io/v1 AdmissionReview."""
+    """The body is not a readable AdmissionReview (admission.k8s.io/v1 or v1beta1)."""
 
 
 class WorkloadError(RequestError):

@@ -8,6 +8,7 @@ scope) and resolves role bindings; the result is the plain `Policy` the core dec
 from __future__ import annotations
 
 import hashlib
+import importlib.resources
 import logging
 import shutil
 import tempfile
@@ -40,12 +41,13 @@ BUNDLE_FILES = ("model.conf", "policy.csv", "limits.yaml")
 
 
 def default_policy_dir() -> Path:
-    """The `policies/` bundle shipped beside the package."""
-    here = Path(__file__).resolve().parent
-    for candidate in (here.parent / "policies", here / "bundled_policies"):
-        if (candidate / "policy.csv").is_file():
-            return candidate
-    raise ConfigError("no default policy bundle found; pass --policy-dir")
+    """The default bundle, `gateway/bundled_policies`: in a checkout a link to the repository's
+    `policies/`, in an installed wheel a copy of it (package data)."""
+    bundled = importlib.resources.files("gateway") / "bundled_policies"
+    if isinstance(bundled, Path) and (bundled / "policy.csv").is_file():  # not a Path when imported from a zip
+        return bundled.resolve()
+    raise ConfigError("no default policy bundle in the installed package (gateway/bundled_policies); "
+                      "pass --policy-dir")
 
 
 def _opt_int(data: Mapping[str, Any], key: str, where: str) -> int | None:

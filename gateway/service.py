@@ -24,7 +24,7 @@ from gateway.core.gates import gate_patch, guard, launch_budget, stamp_annotatio
 from gateway.core.history import Digest, changes, keyed_digest
 from gateway.core.identity import Grant
 from gateway.core.mutation import ownership_patch
-from gateway.core.review import AdmissionRequest, parse_review, review_response, review_uid
+from gateway.core.review import AdmissionRequest, answer_version, parse_review, review_response, review_uid
 from gateway.core.scheduling import GATEWAY_SERVICE_ACCOUNT
 from gateway.core.unblocked import asks_for_gpus
 from gateway.errors import GatewayError, RequestError, ReviewError, StoreError
@@ -170,11 +170,12 @@ class AdmissionService:
             self.metrics.errors.labels("internal").inc()
             # No stamp means the validating webhook records the owner itself; never block here
             # on our own bug, the validating half applies the failure policy.
-            return review_response(req.uid, True, warnings=("gpu-gateway: could not stamp the owner",))
+            return review_response(req.uid, True, warnings=("gpu-gateway: could not stamp the owner",),
+                                   api_version=req.api_version)
         if not ops:
-            return review_response(req.uid, True)
+            return review_response(req.uid, True, api_version=req.api_version)
         patch = base64.b64encode(orjson.dumps(ops)).decode()
-        return review_response(req.uid, True, patch=patch)
+        return review_response(req.uid, True, patch=patch, api_version=req.api_version)
 
     def validate(self, body: Any) -> dict[str, Any]:
         """Decide, and for governed actions reserve and audit in one transaction."""
@@ -250,7 +251,8 @@ class AdmissionService:
                   decision=decision.verdict, mode=decision.mode.value, rule=decision.rule,
                   dry_run=req.dry_run)
         message = decision.reason if not decision.allowed else ""
-        return review_response(req.uid, decision.allowed, message=message, warnings=decision.warnings)
+        return review_response(req.uid, decision.allowed, message=message, warnings=decision.warnings,
+                               api_version=req.api_version)
 
     def _unreadable(self, body: Any, exc: ReviewError) -> dict[str, Any]:
         self.metrics.errors.labels("unreadable").inc()
@@ -258,9 +260,8 @@ class AdmissionService:
         if uid is None:
             raise exc
         log.warning("unreadable review: %s", exc, extra=fields(uid=uid))
-        return review_response(
-            uid, False, code=400, message=f"gpu-gateway: cannot read the AdmissionReview: {exc}"
-        )
+        return review_response(uid, False, code=400, message=f"gpu-gateway: cannot read the AdmissionReview: {exc}",
+                               api_version=answer_version(body))
 
     def _failed(self, req: AdmissionRequest, exc: Exception, *, gpus: bool = True) -> dict[str, Any]:
         """The failure policy. A request that asks for no GPUs is never refused for a store fault."""
@@ -271,7 +272,7 @@ class AdmissionService:
                         extra=fields(uid=req.uid, event="failure_policy"))
             return review_response(req.uid, True, warnings=(
                 "gpu-gateway: the ledger is unavailable; this request asks for no GPUs and was let "
-                "through without its ownership checks; it was not recorded",))
+                "through without its ownership checks; it was not recorded",), api_version=req.api_version)
         if kind == "internal":
             log.error("failure policy %s applied after an internal error", self.failure_mode.value,
                       exc_info=exc, extra=fields(uid=req.uid, event="failure_policy"))
@@ -281,11 +282,12 @@ class AdmissionService:
         if self.failure_mode is FailureMode.OPEN:
             return review_response(req.uid, True, warnings=(
                 "gpu-gateway: the gateway could not decide this request and let it through "
-                "(failure mode open); it was not recorded",))
+                "(failure mode open); it was not recorded",), api_version=req.api_version)
         return review_response(
             req.uid, False, code=500,
             message="gpu-gateway: the gateway could not decide this GPU request and refuses it "
                     "(failure mode closed); retry shortly or ask an administrator",
+            api_version=req.api_version,
         )
 
     def ready(self) -> tuple[bool, str]:

@@ -36,7 +36,7 @@ def _pytorchjob(name: str, workers: int, gpus: int) -> dict[str, Any]:
              "resources": {"limits": {"nvidia.com/gpu": gpus}}}]}}}
 
     return {"apiVersion": "kubeflow.org/v1", "kind": "PyTorchJob",
-            "metadata": {"name": name, "namespace": "research"},
+            "metadata": {"name": name, "namespace": "research", "uid": str(uuid.uuid4())},
             "spec": {"pytorchReplicaSpecs": {"Master": replica(1), "Worker": replica(workers)}}}
 
 
@@ -136,7 +136,7 @@ def run_demo(keep: Path | None) -> int:
 def _scenario(story: _Story) -> bool:
     intern, researcher, lead = (["gpu-interns", "team:vision"], ["gpu-researchers", "team:vision"],
                                 ["gpu-leads", "team:vision"])
-    click.echo("gpu-gateway demo: a gateway on loopback, policy from policies/, a fresh ledger.")
+    click.echo("gpu-gateway demo: a gateway on loopback, the default policy bundle, a fresh ledger.")
     click.echo("Cast: alice (intern, team vision), bob (researcher, team vision), "
                "lena (lead of team vision).")
     results = []
@@ -152,9 +152,11 @@ def _scenario(story: _Story) -> bool:
     story.say("The training operator creates bob's pods from the stamped templates "
               "(attributed to bob, not charged twice).")
     template = job["spec"]["pytorchReplicaSpecs"]["Worker"]["template"]
+    owner = {"apiVersion": "kubeflow.org/v1", "kind": "PyTorchJob", "name": "llm-7b",
+             "uid": job["metadata"]["uid"], "controller": True, "blockOwnerDeletion": True}
     pod = {"apiVersion": "v1", "kind": "Pod",
-           "metadata": {"name": "llm-7b-worker-0", "namespace": "research",
-                        "annotations": dict(template["metadata"]["annotations"])},
+           "metadata": {"name": "llm-7b-worker-0", "namespace": "research", "uid": str(uuid.uuid4()),
+                        "ownerReferences": [owner], "annotations": dict(template["metadata"]["annotations"])},
            "spec": template["spec"]}
     results.append(story.send(_review("CREATE", _SA, ["system:serviceaccounts"], obj=pod, name="llm-7b-worker-0",
                                       kind=("", "v1", "Pod"), resource=("", "pods")))["allowed"])

@@ -41,6 +41,7 @@ def _parse_time(value: str | None) -> float | None:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="gpu-gateway", prog_name="gpu-gateway", message="%(prog)s %(version)s")
 def main() -> None:
     """gpu-gateway: access control and GPU quotas for Kubernetes, as an admission webhook."""
 

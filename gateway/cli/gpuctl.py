@@ -142,6 +142,7 @@ def _table(headers: list[str], rows: list[list[Any]]) -> str:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="gpu-gateway", prog_name="gpuctl", message="%(prog)s %(version)s")
 @click.option("--server", envvar="GPUCTL_SERVER", help="Gateway URL, e.g. https://gpu-gateway.example:8443.")
 @click.option("--token", envvar="GPUCTL_TOKEN", help="Bearer token (JWT).")
 @click.option("--certificate-authority", type=click.Path(exists=True, dir_okay=False),

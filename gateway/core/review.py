@@ -1,7 +1,7 @@
-"""AdmissionReview v1 → AdmissionRequest, and AdmissionRequest + Decision → response.
+"""AdmissionReview → AdmissionRequest, and AdmissionRequest + Decision → response.
 
 Only the fields gpu-gateway decides on are kept. Anything that does not look like an
-admission.k8s.io/v1 AdmissionReview raises ReviewError: the caller answers with a deny.
+AdmissionReview of a version in VERSIONS raises ReviewError: the caller answers with a deny.
 """
 
 from __future__ import annotations
@@ -14,6 +14,12 @@ from gateway.core.pointer import is_object
 from gateway.errors import ReviewError
 
 OPERATIONS = frozenset({"CREATE", "UPDATE", "DELETE", "CONNECT"})
+
+V1 = "admission.k8s.io/v1"
+VERSIONS = (V1, "admission.k8s.io/v1beta1")
+"""The AdmissionReview versions read. The request and response fields gpu-gateway uses are the
+same in both; the API server requires the answer in the version it sent (webhook
+configurations may still list v1beta1 first)."""
 
 
 @dataclass(slots=True)
@@ -49,6 +55,8 @@ class AdmissionRequest:
     extra: Mapping[str, Any] = field(default_factory=dict)
     options: Mapping[str, Any] | None = None
     """The operation's options (DeleteOptions on a DELETE: propagationPolicy, ...)."""
+    api_version: str = V1
+    """The review's apiVersion, which its answer carries."""
 
     @property
     def resource_key(self) -> str:
@@ -79,10 +87,9 @@ def parse_review(body: Any) -> AdmissionRequest:
     """Read a decoded AdmissionReview body; raise ReviewError with a clear message if it is not one."""
     if not is_object(body):
         raise ReviewError("body is not a JSON object")
-    if body.get("apiVersion") != "admission.k8s.io/v1":
-        raise ReviewError(
-            f"apiVersion {body.get('apiVersion')!r} is not supported; send admission.k8s.io/v1"
-        )
+    api_version = body.get("apiVersion")
+    if api_version not in VERSIONS:
+        raise ReviewError(f"apiVersion {api_version!r} is not supported; send one of {', '.join(VERSIONS)}")
     if body.get("kind") != "AdmissionReview":
         raise ReviewError(f"kind {body.get('kind')!r} is not AdmissionReview")
     req = body.get("request")
@@ -135,6 +142,7 @@ def parse_review(body: Any) -> AdmissionRequest:
         dry_run=dry_run,
         extra=extra if is_object(extra) else {},
         options=_object(req.get("options"), "options"),
+        api_version=str(api_version),
     )
 
 
@@ -147,6 +155,12 @@ def review_uid(body: Any) -> str | None:
     return None
 
 
+def answer_version(body: Any) -> str:
+    """The apiVersion to answer a body in, readable or not: its own where it is one of VERSIONS, else v1."""
+    version = body.get("apiVersion") if isinstance(body, Mapping) else None
+    return version if isinstance(version, str) and version in VERSIONS else V1
+
+
 def review_response(
     uid: str,
     allowed: bool,
@@ -155,8 +169,10 @@ def review_response(
     code: int | None = None,
     warnings: tuple[str, ...] = (),
     patch: str | None = None,
+    api_version: str = V1,
 ) -> dict[str, Any]:
-    """An AdmissionReview v1 response body. `patch` is base64 of a JSONPatch document."""
+    """An AdmissionReview response body in `api_version` (the request's; the fields are the same in
+    every one of VERSIONS). `patch` is base64 of a JSONPatch document."""
     response: dict[str, Any] = {"uid": uid, "allowed": allowed}
     if not allowed or message:
         response["status"] = {
@@ -170,4 +186,4 @@ def review_response(
     if patch is not None:
         response["patchType"] = "JSONPatch"
         response["patch"] = patch
-    return {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": response}
+    return {"apiVersion": api_version, "kind": "AdmissionReview", "response": response}

@@ -102,7 +102,7 @@ def create_app(
                 try:
                     return _Json(await handler(body))
                 except ReviewError as exc:
-                    return _error(400, f"not an admission.k8s.io/v1 AdmissionReview: {exc}")
+                    return _error(400, f"not a readable AdmissionReview: {exc}")
             finally:
                 latency.observe(time.perf_counter() - started)
 

@@ -73,10 +73,10 @@ def test_bad_input_gets_a_clear_error_never_an_allow(server: Served) -> None:
     with server.client() as c:
         r = c.post("/validate", content=b"{not json", headers={"content-type": "application/json"})
         assert r.status_code == 400 and "not JSON" in r.json()["error"]
-        r = c.post("/validate", json={"apiVersion": "admission.k8s.io/v1beta1", "kind": "AdmissionReview",
+        r = c.post("/validate", json={"apiVersion": "admission.k8s.io/v2", "kind": "AdmissionReview",
                                       "request": {"uid": "x"}})
         assert r.status_code == 200 and r.json()["response"]["allowed"] is False
-        assert "admission.k8s.io/v1beta1" in r.json()["response"]["status"]["message"]
+        assert "admission.k8s.io/v2" in r.json()["response"]["status"]["message"]
         r = c.post("/validate", json=[1, 2, 3])
         assert r.status_code == 400
         big = b'{"pad": "' + b"x" * (9 * 1024 * 1024) + b'"}'

@@ -1,4 +1,4 @@
-"""AdmissionReview parsing: clear errors on anything that is not a v1 review, never a crash."""
+"""AdmissionReview parsing: v1 and v1beta1 read alike, clear errors on anything else, never a crash."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from conftest import make_pod, review
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.core.review import parse_review, review_response
+from gateway.core.review import answer_version, parse_review, review_response
 from gateway.errors import ReviewError
 
 json_values = st.recursive(
@@ -26,10 +26,42 @@ def test_a_kubectl_shaped_review_parses() -> None:
     assert req.groups == ("gpu-interns", "system:authenticated")
 
 
+def test_a_v1beta1_review_reads_as_its_v1_twin_and_keeps_its_version() -> None:
+    body = review(make_pod().obj(), user="alice", groups=("gpu-interns",)).body()
+    v1 = parse_review(body)
+    v1beta1 = parse_review({**body, "apiVersion": "admission.k8s.io/v1beta1"})
+    assert (v1.api_version, v1beta1.api_version) == ("admission.k8s.io/v1", "admission.k8s.io/v1beta1")
+    v1beta1.api_version = v1.api_version
+    assert v1beta1 == v1
+
+
+def test_an_answer_carries_the_version_it_is_given_with_the_same_fields() -> None:
+    v1 = review_response("u", True, warnings=("w",), patch="cGF0Y2g=")
+    v1beta1 = review_response("u", True, warnings=("w",), patch="cGF0Y2g=", api_version="admission.k8s.io/v1beta1")
+    assert v1["apiVersion"] == "admission.k8s.io/v1" and v1beta1["apiVersion"] == "admission.k8s.io/v1beta1"
+    assert v1beta1["response"] == v1["response"]
+
+
+@pytest.mark.parametrize(
+    ("body", "version"),
+    [
+        ({"apiVersion": "admission.k8s.io/v1beta1", "request": {}}, "admission.k8s.io/v1beta1"),
+        ({"apiVersion": "admission.k8s.io/v1"}, "admission.k8s.io/v1"),
+        ({"apiVersion": "admission.k8s.io/v2"}, "admission.k8s.io/v1"),
+        ({"apiVersion": ["admission.k8s.io/v1beta1"]}, "admission.k8s.io/v1"),
+        ([1, 2], "admission.k8s.io/v1"),
+        (None, "admission.k8s.io/v1"),
+    ],
+)
+def test_even_an_unreadable_body_is_answered_in_its_version_when_it_is_one_we_read(body: Any, version: str) -> None:
+    assert answer_version(body) == version
+
+
 @pytest.mark.parametrize(
     ("mutate", "message"),
     [
-        (lambda b: b.update(apiVersion="admission.k8s.io/v1beta1"), "is not supported"),
+        (lambda b: b.update(apiVersion="admission.k8s.io/v2"), "'admission.k8s.io/v2' is not supported; send one of "
+                                                               "admission.k8s.io/v1, admission.k8s.io/v1beta1"),
         (lambda b: b.update(kind="Pod"), "is not AdmissionReview"),
         (lambda b: b.pop("request"), "request is missing"),
         (lambda b: b["request"].pop("uid"), "request.uid is missing"),
