@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 
@@ -26,15 +27,47 @@ class _TeamGpus(Collector):
         yield family
 
 
-class _QueueLength(Collector):
-    def __init__(self, source: Callable[[], int]) -> None:
+class _Queue(Collector):
+    """Length and oldest wait of the GPU queue, from one read of its rows per scrape."""
+
+    def __init__(self, rows: Callable[[], Sequence[Mapping[str, Any]]], clock: Callable[[], float]) -> None:
+        self._rows, self._clock = rows, clock
+
+    def collect(self) -> Iterator[Metric]:
+        length = GaugeMetricFamily("gpu_gateway_queue_length", "Workloads waiting in the GPU queue")
+        oldest = GaugeMetricFamily("gpu_gateway_queue_oldest_age_seconds",
+                                   "Seconds the longest-waiting workload has been queued (0 when none waits)")
+        try:
+            rows = self._rows()
+            length.add_metric([], len(rows))
+            arrivals = [float(r["arrival"]) for r in rows]
+            oldest.add_metric([], max(self._clock() - min(arrivals), 0.0) if arrivals else 0.0)
+        except Exception:  # a scrape must never fail because the store is down: no sample then
+            pass
+        yield length
+        yield oldest
+
+
+class CheckpointState(Protocol):
+    """What the audit checkpointer tells /metrics (gateway.store.checkpoints.Checkpointer)."""
+
+    failures: int
+
+    def age_s(self) -> float: ...
+
+
+class _Checkpoints(Collector):
+    def __init__(self, source: CheckpointState) -> None:
         self._source = source
 
     def collect(self) -> Iterator[Metric]:
-        family = GaugeMetricFamily("gpu_gateway_queue_length", "Workloads waiting in the GPU queue")
-        with contextlib.suppress(Exception):  # a scrape must never fail because the store is down
-            family.add_metric([], self._source())
-        yield family
+        yield GaugeMetricFamily(
+            "gpu_gateway_audit_checkpoint_age_seconds",
+            "Seconds since this replica last signed an audit checkpoint and published it to every sink "
+            "(since it started, when none yet)", value=self._source.age_s())
+        yield CounterMetricFamily(
+            "gpu_gateway_audit_checkpoint_failures",
+            "Audit checkpoints not written or not published to every sink", value=self._source.failures)
 
 
 class Metrics:
@@ -76,6 +109,12 @@ class Metrics:
     def watch_team_gpus(self, source: Callable[[], dict[str, int]]) -> None:
         self.registry.register(_TeamGpus(source))
 
-    def watch_queue(self, source: Callable[[], int]) -> None:
-        """`gpu_gateway_queue_length` from the store (the controller adds wait times and releases)."""
-        self.registry.register(_QueueLength(source))
+    def watch_queue(self, rows: Callable[[], Sequence[Mapping[str, Any]]], *,
+                    clock: Callable[[], float] = time.time) -> None:
+        """`gpu_gateway_queue_length` and `gpu_gateway_queue_oldest_age_seconds` from the store's
+        queue rows (the controller adds wait times and releases)."""
+        self.registry.register(_Queue(rows, clock))
+
+    def watch_checkpoints(self, checkpointer: CheckpointState) -> None:
+        """The age of this replica's last signed audit checkpoint, and its failures."""
+        self.registry.register(_Checkpoints(checkpointer))

@@ -54,7 +54,7 @@ def build_gateway(settings: Settings) -> Gateway:
     store.start_checkpoints()
     metrics = Metrics()
     metrics.watch_team_gpus(store.gpus_by_team)
-    metrics.watch_queue(lambda: len(store.queue_rows()))
+    metrics.watch_queue(store.queue_rows)
     digest = keyed_digest(load_history_key(settings.store.path))
     service = AdmissionService(policies, store, failure_mode=settings.failure_mode, metrics=metrics,
                                digest=digest, gateway_user=settings.scheduler.service_account)
@@ -100,6 +100,7 @@ def run_server(settings: Settings, *, log_level: str = "INFO") -> None:
              gateway.service.policies.policy.version, settings.store.path)
     checkpointer = build_checkpointer(settings.checkpoints, gateway.service.store)
     if checkpointer is not None:
+        gateway.service.metrics.watch_checkpoints(checkpointer)
         checkpointer.start()
     controller = None
     if settings.scheduler.controller:  # the queue controller beside the webhook (docs/scheduler.md)

@@ -121,7 +121,7 @@ def controller(state: Path | None, database_url: str | None, policy_dir: Path | 
         policies = PolicyHolder(policy_dir or default_policy_dir())
         metrics = Metrics()
         metrics.watch_team_gpus(store.gpus_by_team)
-        metrics.watch_queue(lambda: len(store.queue_rows()))
+        metrics.watch_queue(store.queue_rows)
         settings = ControllerSettings(identity=scheduler.service_account, lease_namespace=lease_namespace,
                                       lease_name=lease_name, interval_s=interval, webhooks=webhooks,
                                       webhook_generation=webhook_generation, forget_grace_s=forget_grace)

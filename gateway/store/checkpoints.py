@@ -268,6 +268,9 @@ class Checkpointer:
         self.replica, self.interval_s, self.clock = replica, interval_s, clock
         self.failures = 0
         """Checkpoints not written or not published to every sink."""
+        self.started_at = clock()
+        self.last_published: float | None = None
+        """When the last checkpoint was signed and published to every sink."""
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -289,8 +292,16 @@ class Checkpointer:
                               sink.name, exc)
             if failed:
                 self.failures += 1
+            else:
+                self.last_published = now
             log.info("signed checkpoint: record %d (%s...) by replica %s", seq, head[:16], self.replica)
             return Published(checkpoint, tuple(failed))
+
+    def age_s(self) -> float:
+        """Seconds since the last checkpoint every sink took (since this checkpointer was made,
+        when none yet): what an alert on a stalled audit trail watches."""
+        since = self.started_at if self.last_published is None else self.last_published
+        return max(self.clock() - since, 0.0)
 
     def _safe_checkpoint(self, reason: str) -> None:
         try:

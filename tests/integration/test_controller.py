@@ -49,7 +49,7 @@ def world(tmp_path: Path) -> Any:
     def controller(holder: str = "replica-a") -> Controller:
         settings = ControllerSettings(holder=holder, interval_s=1, lease_duration_s=15)
         metrics = Metrics()
-        metrics.watch_queue(lambda: len(store.queue_rows()))
+        metrics.watch_queue(store.queue_rows)
         return Controller(Cluster(api_client(host=url)), store, policies, settings, registry=metrics.registry,
                           clock=clock)
 

@@ -72,8 +72,15 @@ COMBINATIONS: dict[str, dict[str, Any]] = {
     "everything": {"gateway": {"replicas": 3}, **POSTGRES, "controller": {"enabled": True},
                    "agent": {"enabled": True}, "serviceMonitor": {"enabled": True},
                    "networkPolicy": {"enabled": True}, "tls": {"source": "certManager"},
-                   "adminApi": {"auth": {"oidc": {"issuer": "https://login.example.com", "audience": "gpuctl"}}},
-                   "checkpoints": {"enabled": True, "existingSecret": "ckpt"}},
+                   "adminApi": {"auth": {"oidc": {"issuer": "https://login.example.com", "audience": "gpuctl"}},
+                                "dnsNames": ["gpu-gateway.example.com", "localhost"]},
+                   "checkpoints": {"enabled": True, "existingSecret": "ckpt"},
+                   "prometheusRule": {"enabled": True, "labels": {"release": "prometheus"},
+                                      "alertLabels": {"team": "platform"}},
+                   "grafanaDashboard": {"enabled": True, "namespace": "monitoring",
+                                        "annotations": {"grafana_folder": "GPU"}}},
+    "alerts-and-dashboard-on-sqlite": {"serviceMonitor": {"enabled": True}, "prometheusRule": {"enabled": True},
+                                       "grafanaDashboard": {"enabled": True}},
     "data-access-off": {"webhook": {"dataAccess": {"enabled": False}}},
     "policy-evicts-rogue-pods": {"policy": {"files": {"limits.yaml": (POLICIES / "limits.yaml").read_text().replace(
         "evict_rogue_pods: false", "evict_rogue_pods: true")}}},
@@ -137,6 +144,44 @@ CRD_SCHEMAS: dict[str, dict[str, Any]] = {
             "selfSigned": {"type": "object"},
             "ca": {"type": "object", "required": ["secretName"], "properties": {"secretName": {"type": "string"}}}},
             "additionalProperties": False}}},
+    "monitoring.coreos.com/v1/PodMonitor": {
+        "type": "object", "required": ["spec"],
+        "properties": {"spec": {
+            "type": "object", "required": ["selector"],
+            "properties": {
+                "selector": {"type": "object"},
+                "namespaceSelector": {"type": "object", "properties": {
+                    "any": {"type": "boolean"}, "matchNames": {"type": "array", "items": {"type": "string"}}}},
+                "podMetricsEndpoints": {"type": "array", "items": {
+                    "type": "object",
+                    "properties": {
+                        "port": {"type": "string"}, "path": {"type": "string"},
+                        "scheme": {"enum": ["http", "https", "HTTP", "HTTPS"]},
+                        "interval": {"type": "string", "pattern": "^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?"
+                                                                  "(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$"}}}}}}}},
+    "monitoring.coreos.com/v1/PrometheusRule": {
+        "type": "object", "required": ["spec"],
+        "properties": {"spec": {
+            "type": "object", "additionalProperties": False,
+            "properties": {"groups": {"type": "array", "items": {
+                "type": "object", "required": ["name"], "additionalProperties": False,
+                "properties": {
+                    "name": {"type": "string", "minLength": 1},
+                    "interval": {"type": "string", "pattern": "^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?"
+                                                              "(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$"},
+                    "rules": {"type": "array", "items": {
+                        "type": "object", "required": ["expr"], "additionalProperties": False,
+                        "properties": {
+                            "alert": {"type": "string"}, "record": {"type": "string"},
+                            "expr": {"anyOf": [{"type": "integer"}, {"type": "string"}]},
+                            "for": {"type": "string", "pattern": "^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?"
+                                                                 "(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$"},
+                            "keep_firing_for": {"type": "string", "minLength": 1},
+                            "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+                            "annotations": {"type": "object", "additionalProperties": {"type": "string"}}}}},
+                    "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+                    "limit": {"type": "integer"}, "partial_response_strategy": {"type": "string"},
+                    "query_offset": {"type": "string"}}}}}}}},
     "monitoring.coreos.com/v1/ServiceMonitor": {
         "type": "object", "required": ["spec"],
         "properties": {"spec": {
@@ -252,22 +297,20 @@ def test_ha_runs_on_postgresql_from_a_secret_with_anti_affinity_and_a_pdb(render
         "requiredDuringSchedulingIgnoredDuringExecution"]
 
 
-@pytest.mark.parametrize("replicas", [2, 3, 10])
-def test_several_replicas_on_sqlite_refuse_to_render(replicas, tmp_path):
-    import shutil
-
+@pytest.mark.parametrize("values", [{"gateway": {"replicas": 2}},
+                                    {"gateway": {"replicas": 3}, "database": {"type": "sqlite"}},
+                                    {"gateway": {"replicas": 10}}])
+def test_several_replicas_on_sqlite_refuse_to_render_and_say_why(values):
+    """The operator reads what is wrong (replicas, SQLite is single-replica) and the two ways out."""
     import helm_python
-    from helm_chart import CHART
 
-    with pytest.raises(helm_python.HelmValuesError, match="postgresql"):
-        render({"gateway": {"replicas": replicas}})
-    # The templates refuse too, for a chart whose schema was dropped (or for --skip-schema-validation).
-    bare = tmp_path / "gpu-gateway"
-    shutil.copytree(CHART, bare, symlinks=False)
-    (bare / "values.schema.json").unlink()
-    with pytest.raises(helm_python.HelmRenderError, match="one SQLite file serves one gateway process"):
-        helm_python.Chart.load(bare).render({"gateway": {"replicas": replicas}}, name=RELEASE)
-    assert helm_python.Chart.load(bare).render({"gateway": {"replicas": 1}}, name=RELEASE)
+    with pytest.raises(helm_python.HelmError) as caught:
+        render(values)
+    message = str(caught.value)
+    assert f"gateway.replicas={values['gateway']['replicas']}, but database.type=sqlite is single-replica" in message
+    assert "Set gateway.replicas=1, or run several replicas on PostgreSQL: database.type=postgresql and " \
+           "database.postgresql.existingSecret" in message
+    assert render({"gateway": {"replicas": 1}}) and render(COMBINATIONS["postgresql-3-replicas"])
 
 
 @pytest.mark.parametrize("values, where", [
@@ -295,6 +338,12 @@ def test_values_schema_rejects_bad_values(values, where):
     ({"controller": {"enabled": True}}, "controller.enabled needs database.type=postgresql"),
     ({"tls": {"source": "secret"}}, "tls.secret.name"),
     ({"checkpoints": {"enabled": True}}, "checkpoints.existingSecret"),
+    ({"adminApi": {"auth": {"oidc": {"issuer": "https://login.example.com"}}}}, "needs adminApi.auth.oidc.audience"),
+    ({"adminApi": {"auth": {"jwt": {"existingSecret": "jwt", "issuer": "gpu-gateway"}}}},
+     "needs adminApi.auth.jwt.issuer and adminApi.auth.jwt.audience"),
+    ({"adminApi": {"auth": {"oidc": {"issuer": "https://login.example.com", "audience": "gpuctl"},
+                            "jwt": {"existingSecret": "jwt", "issuer": "gpu-gateway", "audience": "gpuctl"}}}},
+     "not both"),
 ])
 def test_incomplete_settings_refuse_to_render(values, message):
     import helm_python
@@ -312,11 +361,12 @@ def test_gateway_args_are_flags_of_gpu_gateway_serve(rendered):
         assert container["args"][0] == "serve"
         flags = {a.split("=", 1)[0] for a in container["args"][1:]}
         assert flags <= known, f"not flags of serve: {flags - known}"
-    oidc = one(render({"adminApi": {"auth": {"oidc": {"issuer": "https://idp.example", "audience": "a"},
-                                             "jwt": {"existingSecret": "s", "issuer": "i", "audience": "b"}}}}),
-               "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
-    assert {a.split("=", 1)[0] for a in oidc[1:]} <= known
-    assert "--oidc-issuer=https://idp.example" in oidc and "--jwt-secret-file=/etc/gpu-gateway/jwt/jwt-secret" in oidc
+    for auth, flag in (({"oidc": {"issuer": "https://idp.example", "audience": "a"}}, "--oidc-issuer=https://idp.example"),
+                       ({"jwt": {"existingSecret": "s", "issuer": "i", "audience": "b"}},
+                        "--jwt-secret-file=/etc/gpu-gateway/jwt/jwt-secret")):
+        args = one(render({"adminApi": {"auth": auth}}), "Deployment")["spec"]["template"]["spec"]["containers"][0][
+            "args"]
+        assert {a.split("=", 1)[0] for a in args[1:]} <= known and flag in args
 
 
 @pytest.mark.parametrize("command, combination", [("controller", "postgresql-ha-hard-anti-affinity-controller"),
@@ -1399,6 +1449,242 @@ def test_helm_lint_is_clean_in_strict_mode():
         assert not report["errors"] and not problems, report
 
 
+# ================================================================== monitoring: alerts and dashboard
+
+#: PromQL's keywords and the functions and aggregations the chart's expressions may call; an
+#: identifier followed by "(" that is not listed fails the test (a misspelled function).
+_PROMQL_KEYWORDS = {"and", "or", "unless", "bool", "offset"}
+_PROMQL_FUNCTIONS = {
+    "sum", "min", "max", "avg", "count", "topk", "bottomk", "quantile", "group", "rate", "irate", "increase",
+    "delta", "histogram_quantile", "vector", "time", "absent", "clamp_min", "clamp_max", "max_over_time",
+    "min_over_time", "avg_over_time", "changes", "resets", "scalar", "abs", "round", "label_values"}
+
+
+def promql_metric_names(expr: str) -> set[str]:
+    """The metric names an expression reads: what is left once strings, label matchers, range
+    selectors, label lists (by, without, on, ignoring, group_*), Grafana variables, function
+    calls and keywords are taken out. Unbalanced brackets fail."""
+    e = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)
+    assert all(e.count(a) == e.count(b) for a, b in ("()", "[]", "{}")), f"unbalanced: {expr}"
+    e = re.sub(r"\{[^}]*\}|\[[^\]]*\]", " ", e)
+    e = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", e)
+    e = re.sub(r"\$\{?\w+\}?", " ", e)
+    names = set()
+    for match in re.finditer(r"(?<![\w.])[A-Za-z_:][\w:]*", e):
+        word = match.group()
+        if word in _PROMQL_KEYWORDS:
+            continue
+        if e[match.end():].lstrip().startswith("("):
+            assert word in _PROMQL_FUNCTIONS, f"{word}( is not a PromQL function the chart expects: {expr}"
+        else:
+            names.add(word)
+    return names
+
+
+def test_promql_metric_names_reads_what_an_expression_selects():
+    expr = ('max by (namespace, configuration) (gpu_gateway_webhook_drift{namespace="a}b"} and on (namespace, pod) '
+            '(gpu_gateway_controller_leader == 1)) > 0 or sum(rate(x_total{job=~"$job"}[$__rate_interval])) * 1.5')
+    assert promql_metric_names(expr) == {"gpu_gateway_webhook_drift", "gpu_gateway_controller_leader", "x_total"}
+    with pytest.raises(AssertionError, match="not a PromQL function"):
+        promql_metric_names("sun(gpu_gateway_policy_ok)")
+
+
+def exported_series(tmp_path: Path) -> set[str]:
+    """Every series name the gateway's /metrics can carry, from the registries `serve` builds:
+    the gateway's own with the ledger, queue and checkpoint collectors, and the controller's,
+    which `gpu-gateway controller` (or `serve --controller`) registers beside them."""
+    from gateway.config import CheckpointSettings, Settings, StoreSettings
+    from gateway.controller.loop import ControllerMetrics
+    from gateway.server import build_gateway
+    from gateway.store.checkpoints import build_checkpointer, generate_key
+
+    gateway = build_gateway(Settings(store=StoreSettings(path=tmp_path / "state.db")))
+    try:
+        metrics = gateway.service.metrics
+        generate_key(tmp_path / "checkpoint.key")
+        checkpointer = build_checkpointer(CheckpointSettings(key_file=tmp_path / "checkpoint.key",
+                                                             directory=tmp_path / "checkpoints"), gateway.service.store)
+        assert checkpointer is not None
+        metrics.watch_checkpoints(checkpointer)
+        ControllerMetrics(metrics.registry)
+        suffixes = {"counter": ("_total", "_created"), "gauge": ("",),
+                    "histogram": ("_bucket", "_count", "_sum", "_created")}
+        return {family.name + suffix for family in metrics.registry.collect() for suffix in suffixes[family.type]}
+    finally:
+        gateway.service.store.close()
+
+
+def _alert_rules(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {r["alert"]: r for g in one(docs, "PrometheusRule")["spec"]["groups"] for r in g["rules"]}
+
+
+def _dashboard(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    configmap = one(docs, "ConfigMap", f"{RELEASE}-gpu-gateway-dashboard")
+    return json.loads(configmap["data"]["gpu-gateway.json"])
+
+
+def _dashboard_queries(dashboard: dict[str, Any]) -> list[str]:
+    queries = [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
+    for variable in dashboard["templating"]["list"]:
+        if variable["type"] == "query":
+            metric = re.fullmatch(r"label_values\((\w+), *\w+\)", variable["query"]["query"])
+            assert metric, variable
+            queries.append(metric.group(1))
+    return queries
+
+
+def test_alerts_and_dashboard_read_only_metrics_the_gateway_exports(rendered, tmp_path):
+    """Every metric name in an alert rule or a dashboard query is one the gateway's or the
+    controller's registry defines, so no alert stays silent on a name that does not exist."""
+    exported = exported_series(tmp_path)
+    docs = rendered["everything"]
+    rules = _alert_rules(docs)
+    assert set(rules) == {"GpuGatewayPolicyNotLoaded", "GpuGatewayWebhookDrift", "GpuGatewayDecisionErrors",
+                          "GpuGatewayDecisionLatencyHigh", "GpuGatewayQueuedTooLong", "GpuGatewayAuditCheckpointStale"}
+    used = set()
+    for name, rule in rules.items():
+        names = promql_metric_names(rule["expr"])
+        assert names and names <= exported, f"{name} reads {names - exported}, which the gateway does not export"
+        assert f'namespace="{NAMESPACE}"' in rule["expr"], name  # this release's gateway, not another's
+        used |= names
+    assert {"gpu_gateway_policy_ok", "gpu_gateway_webhook_drift", "gpu_gateway_errors_total",
+            "gpu_gateway_request_seconds_bucket", "gpu_gateway_queue_oldest_age_seconds",
+            "gpu_gateway_audit_checkpoint_age_seconds"} <= used
+    queries = _dashboard_queries(_dashboard(docs))
+    for query in queries:
+        names = promql_metric_names(query)
+        assert names and names <= exported, f"the dashboard reads {names - exported}: {query}"
+
+
+def test_the_dashboard_is_grafana_json_on_a_chosen_prometheus(rendered):
+    from helm_chart import CHART
+
+    for combination in ("everything", "alerts-and-dashboard-on-sqlite"):
+        dashboard = _dashboard(rendered[combination])
+        assert dashboard == json.loads((CHART / "files" / "dashboards" / "gpu-gateway.json").read_text())
+    assert dashboard["uid"] == "gpu-gateway" and dashboard["panels"]
+    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+    assert variables["datasource"]["type"] == "datasource" and variables["datasource"]["query"] == "prometheus"
+    ids = [p["id"] for p in dashboard["panels"]]
+    assert len(ids) == len(set(ids))
+    for panel in dashboard["panels"]:
+        assert panel["datasource"] == {"type": "prometheus", "uid": "${datasource}"}, panel["title"]
+        assert {"x", "y", "w", "h"} <= set(panel["gridPos"]) and panel["gridPos"]["x"] + panel["gridPos"]["w"] <= 24
+        for target in panel["targets"]:
+            assert 'namespace="$namespace"' in target["expr"], panel["title"]
+    configmap = one(rendered["everything"], "ConfigMap", f"{RELEASE}-gpu-gateway-dashboard")
+    assert configmap["metadata"]["namespace"] == "monitoring"
+    assert configmap["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert configmap["metadata"]["annotations"] == {"grafana_folder": "GPU"}
+
+
+def test_monitoring_is_off_by_default_and_follows_what_is_installed(rendered):
+    for docs in (rendered["defaults"], rendered["monitoring-and-network-policy"]):
+        kinds = {d["kind"] for d in docs}
+        assert "PrometheusRule" not in kinds and "PodMonitor" not in kinds
+        assert not [d for d in of_kind(docs, "ConfigMap") if d["metadata"]["name"].endswith("-dashboard")]
+    # Without the controller nothing checks for drift; without checkpoints there is no age to watch.
+    assert set(_alert_rules(rendered["alerts-and-dashboard-on-sqlite"])) == {
+        "GpuGatewayPolicyNotLoaded", "GpuGatewayDecisionErrors", "GpuGatewayDecisionLatencyHigh",
+        "GpuGatewayQueuedTooLong"}
+    docs = rendered["everything"]
+    rule = one(docs, "PrometheusRule")
+    assert rule["metadata"]["labels"]["release"] == "prometheus"
+    assert all(r["labels"]["team"] == "platform" and r["labels"]["severity"] in ("warning", "critical")
+               for r in _alert_rules(docs).values())
+    # The controller's metrics (drift, queue waits) are scraped from its pods.
+    monitor = one(docs, "PodMonitor")
+    controller = one(docs, "Deployment", f"{RELEASE}-gpu-gateway-controller")
+    assert selects(monitor["spec"]["selector"], controller["spec"]["template"]["metadata"]["labels"])
+    ports = {p["name"] for p in controller["spec"]["template"]["spec"]["containers"][0]["ports"]}
+    assert monitor["spec"]["podMetricsEndpoints"][0]["port"] in ports
+
+
+def test_alert_thresholds_come_from_the_values():
+    docs = render(COMBINATIONS["everything"] | {"prometheusRule": {
+        "enabled": True, "decisionLatencyP99Seconds": 0.5, "queueAgeSeconds": 3600, "checkpointMissedIntervals": 5},
+        "checkpoints": {"enabled": True, "existingSecret": "ckpt", "intervalSeconds": 30}})
+    rules = _alert_rules(docs)
+    assert rules["GpuGatewayDecisionLatencyHigh"]["expr"].endswith("> 0.5")
+    assert rules["GpuGatewayQueuedTooLong"]["expr"].endswith("> 3600")
+    assert rules["GpuGatewayAuditCheckpointStale"]["expr"].endswith("> 150")
+
+
+def test_the_latency_threshold_stays_inside_the_histogram_s_buckets():
+    """histogram_quantile never answers more than the largest finite bucket: a threshold at or
+    above it could never fire, so the schema refuses it."""
+    import helm_python
+    from helm_chart import CHART
+
+    from gateway.metrics import Metrics
+
+    buckets = Metrics().latency._upper_bounds
+    largest = max(b for b in buckets if b != float("inf"))
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    assert schema["properties"]["prometheusRule"]["properties"]["decisionLatencyP99Seconds"][
+        "exclusiveMaximum"] == largest
+    with pytest.raises(helm_python.HelmValuesError, match="decisionLatencyP99Seconds"):
+        render({"prometheusRule": {"enabled": True, "decisionLatencyP99Seconds": largest}})
+
+
+# ================================================================== the admin API: turning authentication on
+
+
+def _notes(values: dict[str, Any]) -> str:
+    from helm_chart import chart
+
+    rendered = chart().render(values, name=RELEASE, namespace=NAMESPACE, is_install=True)
+    return rendered["gpu-gateway/templates/NOTES.txt"]
+
+
+def _set_values(text: str) -> dict[str, Any]:
+    """The values of the `--set a.b=c` flags in `text`, as helm would build them ({x} is a list)."""
+    values: dict[str, Any] = {}
+    for path, value in re.findall(r"--set ([\w.]+)=(\S+)", text):
+        *parents, leaf = path.split(".")
+        node = values
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[leaf] = value[1:-1].split(",") if value.startswith("{") else value
+    return values
+
+
+def test_notes_of_a_default_install_say_the_admin_api_answers_503_and_how_to_turn_it_on():
+    notes = _notes({})
+    assert "authentication is OFF: every /api/v1 request answers 503" in notes
+    oidc, secret = notes.split("Or with a shared secret")
+    oidc_values, secret_values = _set_values(oidc), _set_values(secret.split("Log in with gpuctl")[0])
+    assert oidc_values == {"adminApi": {"auth": {"oidc": {"issuer": "https://login.example.com",
+                                                          "audience": "gpuctl"}}}}
+    assert secret_values["adminApi"]["auth"]["jwt"]["existingSecret"] == f"{RELEASE}-gpu-gateway-jwt"
+    # Each set of flags renders, and the gateway then runs with that authentication.
+    for values, flag in ((oidc_values, "--oidc-issuer=https://login.example.com"),
+                         (secret_values, "--jwt-secret-file=/etc/gpu-gateway/jwt/jwt-secret")):
+        args = one(render(values), "Deployment", f"{RELEASE}-gpu-gateway")["spec"]["template"]["spec"][
+            "containers"][0]["args"]
+        assert flag in args
+        assert "authentication is OFF" not in _notes(values)
+    assert "authentication: OIDC, tokens of https://login.example.com for audience gpuctl" in _notes(oidc_values)
+    assert "gpuctl login --server https://localhost:8443 --token \"$TOKEN\" --certificate-authority ca.crt" in notes
+    assert "--set adminApi.dnsNames={localhost}" in notes
+    assert "--set adminApi.dnsNames" not in _notes({"adminApi": {"dnsNames": ["localhost"]}})
+
+
+def test_admin_api_dns_names_are_served_by_the_certificate(rendered):
+    import base64
+
+    from cryptography import x509
+
+    secret = one(render({"adminApi": {"dnsNames": ["localhost", "gpu.example.com"]}}), "Secret",
+                 f"{RELEASE}-gpu-gateway-tls")
+    cert = x509.load_pem_x509_certificate(base64.b64decode(secret["data"]["tls.crt"]))
+    names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(
+        x509.DNSName)
+    assert {"localhost", "gpu.example.com", f"{RELEASE}-gpu-gateway-api.{NAMESPACE}.svc"} <= set(names)
+    serving = one(rendered["everything"], "Certificate", f"{RELEASE}-gpu-gateway-serving")
+    assert {"localhost", "gpu-gateway.example.com"} <= set(serving["spec"]["dnsNames"])
+
+
 # ================================================================== the chart's objects, run for real
 
 
@@ -1562,10 +1848,65 @@ def test_the_rendered_gateway_serves_its_webhooks_as_the_api_server_calls_them(t
                             groups=("gpu-interns",), resource=("kubeflow.org", "pytorchjobs")).body()
             answer = client.post(path, json=intern, extensions=sni).json()["response"]
             assert answer["allowed"] is False and "gpu-gateway: denied launch" in answer["status"]["message"]
+            # No authentication configured: the admin API answers 503, as NOTES.txt says.
+            assert client.get("/api/v1/whoami", extensions=sni).status_code == 503
         # A wrong name is refused (a new connection), as the API server would refuse it.
         with httpx.Client(base_url=f"https://127.0.0.1:{port}", verify=trust, timeout=10) as fresh, \
                 pytest.raises(httpx.ConnectError, match="certificate"):
             fresh.get(probe, extensions={"sni_hostname": "someone-else.example.com"})
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+
+
+def test_notes_shared_secret_steps_let_gpuctl_log_in_to_the_rendered_gateway(tmp_path):
+    """NOTES.txt followed on a default install: the Secret its kubectl line creates, its --set
+    flags and adminApi.dnsNames={localhost}; the rendered gateway then accepts a token signed
+    with that secret, and `gpuctl login` verifies the chart's CA for localhost."""
+    import base64
+    import os
+    import secrets
+    import signal
+    import ssl
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+    import jwt
+
+    notes = _notes({})
+    created = re.search(r"create secret generic (\S+) --from-literal=([\w-]+)=", notes)
+    assert created, notes
+    secret_name, secret_key = created.groups()
+    values = _set_values(notes.split("Or with a shared secret")[1].split("Log in with gpuctl")[0])
+    values["adminApi"]["dnsNames"] = ["localhost"]
+    docs = render(values)
+    secret_value = base64.b64encode(secrets.token_bytes(48))  # what `openssl rand -base64 48` prints
+    docs.append({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": secret_name, "namespace": NAMESPACE},
+                 "data": {secret_key: base64.b64encode(secret_value).decode()}})
+    ca = tmp_path / "ca.crt"  # as `kubectl get secret ... -o jsonpath='{.data.ca\\.crt}' | base64 -d`
+    ca.write_bytes(base64.b64decode(one(docs, "Secret", f"{RELEASE}-gpu-gateway-tls")["data"]["ca.crt"]))
+    proc, port = _run_rendered_gateway(tmp_path / "pod", docs)
+    server = f"https://localhost:{port}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GPUCTL_")} | {
+        "GPUCTL_CONFIG": str(tmp_path / "gpuctl.json")}
+
+    def gpuctl(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "gateway.cli.gpuctl", *args], capture_output=True, text=True,
+                              timeout=60, env=env, check=False)
+
+    try:
+        with httpx.Client(base_url=server, verify=ssl.create_default_context(cafile=str(ca)), timeout=10) as client:
+            _wait_ready(proc, client, "/readyz", {}, tmp_path / "pod" / "server.log")
+        claims = values["adminApi"]["auth"]["jwt"]
+        token = jwt.encode({"iss": claims["issuer"], "aud": claims["audience"], "sub": "root", "groups": ["gpu-admins"],
+                            "exp": int(time.time()) + 600}, secret_value, "HS256")
+        login = gpuctl("login", "--server", server, "--token", token, "--certificate-authority", str(ca))
+        assert login.returncode == 0, login.stderr
+        assert f"logged in to {server} as root (role admin)" in login.stdout
+        whoami = gpuctl("-o", "json", "whoami")
+        assert whoami.returncode == 0 and json.loads(whoami.stdout)["username"] == "root"
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0

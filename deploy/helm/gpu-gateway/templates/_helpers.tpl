@@ -54,7 +54,7 @@ app.kubernetes.io/component: {{ .component }}
 {{- $names := list $svc (printf "%s.%s" $svc .Release.Namespace) (printf "%s.%s.svc" $svc .Release.Namespace) -}}
 {{- if .Values.adminApi.enabled -}}
 {{- $api := printf "%s-api" $svc -}}
-{{- $names = concat $names (list $api (printf "%s.%s" $api .Release.Namespace) (printf "%s.%s.svc" $api .Release.Namespace)) -}}
+{{- $names = concat $names (list $api (printf "%s.%s" $api .Release.Namespace) (printf "%s.%s.svc" $api .Release.Namespace)) .Values.adminApi.dnsNames -}}
 {{- end -}}
 {{- toJson $names -}}
 {{- end -}}
@@ -62,7 +62,7 @@ app.kubernetes.io/component: {{ .component }}
 {{/* Refuse settings that would install an unsafe or broken gateway. */}}
 {{- define "gpu-gateway.validate" -}}
 {{- if and (gt (int .Values.gateway.replicas) 1) (ne .Values.database.type "postgresql") -}}
-{{- fail (printf "gateway.replicas=%d needs database.type=postgresql: one SQLite file serves one gateway process" (int .Values.gateway.replicas)) -}}
+{{- fail (printf "gateway.replicas=%d, but database.type=%s is single-replica (one SQLite file serves one gateway process). Set gateway.replicas=1, or run several replicas on PostgreSQL: database.type=postgresql and database.postgresql.existingSecret (a Secret with the connection URL)" (int .Values.gateway.replicas) .Values.database.type) -}}
 {{- end -}}
 {{- if and (eq .Values.database.type "postgresql") (not .Values.database.postgresql.existingSecret) -}}
 {{- fail "database.type=postgresql needs database.postgresql.existingSecret (a Secret with the connection URL)" -}}
@@ -75,6 +75,16 @@ app.kubernetes.io/component: {{ .component }}
 {{- end -}}
 {{- if ge (mul (int .Values.gateway.decisionBudgetMs) 5) (mul (int .Values.webhook.timeoutSeconds) 4000) -}}
 {{- fail (printf "gateway.decisionBudgetMs=%d must stay below webhook.timeoutSeconds/1.25 (%d ms), or the API server times out before the gateway answers" (int .Values.gateway.decisionBudgetMs) (div (mul (int .Values.webhook.timeoutSeconds) 4000) 5)) -}}
+{{- end -}}
+{{- $auth := .Values.adminApi.auth -}}
+{{- if and $auth.oidc.issuer $auth.jwt.existingSecret -}}
+{{- fail "adminApi.auth: set either oidc.issuer (OIDC) or jwt.existingSecret (a shared secret), not both" -}}
+{{- end -}}
+{{- if and $auth.oidc.issuer (not $auth.oidc.audience) -}}
+{{- fail "adminApi.auth.oidc.issuer needs adminApi.auth.oidc.audience (the client id gpuctl's tokens are issued for)" -}}
+{{- end -}}
+{{- if and $auth.jwt.existingSecret (not (and $auth.jwt.issuer $auth.jwt.audience)) -}}
+{{- fail "adminApi.auth.jwt.existingSecret needs adminApi.auth.jwt.issuer and adminApi.auth.jwt.audience (the iss and aud its tokens carry)" -}}
 {{- end -}}
 {{- if and .Values.checkpoints.enabled (not .Values.checkpoints.existingSecret) -}}
 {{- fail "checkpoints.enabled needs checkpoints.existingSecret (a Secret with the Ed25519 signing key)" -}}
