@@ -141,13 +141,13 @@ def hatch_checks(plan: Plan, policy: Policy, violations: list[Violation], identi
     allowed = policy.role_limits(ident.role).escape_hatches
     seen: set[tuple[str, str]] = set()
     for pod_set, spec in plan.pod_specs:
-        where = "" if not pod_set else f" (pod template {pod_set.lstrip('/').replace('/', '.')})"
         node = debugs_node(spec)
         if node and not policy.may(ident.role, "exec", "any") and ("debug", node) not in seen:
             seen.add(("debug", node))
             violations.append(violation(policy, "escape-hatch",
                 f"{ident.describe()} may not run a node debugging pod (kubectl debug node/{node}): the pod "
-                f"presets node {node}, shares its host namespaces and mounts its root file system{where}",
+                f"presets node {node}, shares its host namespaces and mounts its root file system"
+                f"{_template(pod_set)}",
                 hint="Ask an administrator to debug the node."))
         for hatch in escape_hatches(spec, safe_capabilities=policy.safe_capabilities,
                                     allowed_schedulers=policy.allowed_schedulers):
@@ -155,4 +155,9 @@ def hatch_checks(plan: Plan, policy: Policy, violations: list[Violation], identi
                 continue
             seen.add((hatch.name, hatch.detail))
             violations.append(violation(policy, "escape-hatch",
-                f"{ident.describe()} may not use {hatch.name} in pods: the pod {hatch.detail}{where}"))
+                f"{ident.describe()} may not use {hatch.name} in pods: the pod {hatch.detail}{_template(pod_set)}"))
+
+
+def _template(path: str) -> str:
+    """` (pod template spec.template)` for a workload's template, nothing for a bare pod."""
+    return f" (pod template {path.lstrip('/').replace('/', '.')})" if path else ""

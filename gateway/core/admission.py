@@ -346,8 +346,7 @@ def _launch(plan: Plan, policy: Policy, facts: Facts) -> Decision:
     req, ident, workload = plan.request, plan.identity, plan.workload
     assert workload is not None
     if ident.is_actor and req.operation == "CREATE":
-        return _actor_create(plan, policy, facts)
-    shape = shape_of(req, workload)
+        return _shaped(_actor_create(plan, policy, facts), req, workload)
     if facts.target is not None and (facts.target.owner != ident.user or _other_object(plan, facts.target)):
         # The ledger holds this name for someone else, or for another object: it exists (the
         # API server will refuse the create) or its deletion was never seen. Never hand the
@@ -385,7 +384,7 @@ def _launch(plan: Plan, policy: Policy, facts: Facts) -> Decision:
     violations.extend(violation(policy, "gpu-hour-budget", f"the GPU-hour budget of {spent} is spent for this period")
                       for spent in facts.spent_budgets)
     _second_person(plan, policy, workload.gpus, "", violations)
-    reserve = Reservation(plan.owner, plan.team, ident.role or "", workload.gpus, not per_child, shape,
+    reserve = Reservation(plan.owner, plan.team, ident.role or "", workload.gpus, not per_child,
                           uid=plan.uid, root_uid=plan.uid, refs=referenced_names(plan))
     denied = denial(plan, violations, gpus=workload.gpus, owner=plan.owner, team=plan.team)
     if denied is not None:
@@ -397,8 +396,15 @@ def _launch(plan: Plan, policy: Policy, facts: Facts) -> Decision:
             gpus=workload.gpus, reserve=reserve, owner=plan.owner, team=plan.team,
         )
     if policy.scheduling.queueing and not per_child:  # queue mode: wait behind the gate (core/gates.py)
-        return queued(plan, policy, decided, reserve, _priority_classes(req.obj, workload)) or decided
-    return decided
+        decided = queued(plan, policy, decided, reserve, _priority_classes(req.obj, workload)) or decided
+    return _shaped(decided, req, workload)
+
+
+def _shaped(decision: Decision, req: AdmissionRequest, workload: Workload) -> Decision:
+    """The decision with its reservation's shape, built only where the ledger will keep it."""
+    if not decision.allowed or decision.reserve is None:
+        return decision
+    return replace(decision, reserve=replace(decision.reserve, shape=shape_of(req, workload)))
 
 
 def _other_object(plan: Plan, target: Target) -> bool:
@@ -438,12 +444,11 @@ def _actor_create(plan: Plan, policy: Policy, facts: Facts) -> Decision:
         return conclude(plan, violations, allow_rule="actor", allow_reason="", gpus=workload.gpus)
     assert plan.parent is not None
     parent, root = facts.parent, facts.root or facts.parent
-    shape = shape_of(req, workload)
     if parent is not None and root is not None and not parent.owner:
         return Decision(
             allowed=True, rule="unowned-workload", action=plan.action, gpus=workload.gpus, audited=True,
             reason=f"created by controller {ident.user} for {plan.parent.describe()}, which has no recorded owner",
-            reserve=Reservation("", "", "", workload.gpus, False, shape, uid=plan.uid, root_uid=root.uid or parent.uid),
+            reserve=Reservation("", "", "", workload.gpus, False, uid=plan.uid, root_uid=root.uid or parent.uid),
         )
     if parent is None or root is None:
         # Made for an object the ledger does not know (created before the gateway, or while it
@@ -453,7 +458,7 @@ def _actor_create(plan: Plan, policy: Policy, facts: Facts) -> Decision:
             allowed=True, rule="unowned-workload", action=plan.action, gpus=workload.gpus, audited=True,
             reason=f"created by controller {ident.user} for {plan.parent.describe()}, which the gateway's "
                    f"ledger does not know; recorded without an owner",
-            reserve=Reservation("", "", "", workload.gpus, False, shape, uid=plan.uid, root_uid=plan.uid),
+            reserve=Reservation("", "", "", workload.gpus, False, uid=plan.uid, root_uid=plan.uid),
         )
     owner = _owner_identity(parent)
     for_whom = f"for {parent.owner or 'nobody recorded'}'s {plan.parent.describe()}"
@@ -464,7 +469,7 @@ def _actor_create(plan: Plan, policy: Policy, facts: Facts) -> Decision:
         _size_checks(plan, policy, workload, violations, owner=owner)
         _quota_checks(policy, facts, asked=workload.gpus, owner=parent.owner, owner_role=parent.role,
                       team=parent.team, violations=violations)
-        reserve = Reservation(parent.owner, parent.team, parent.role, workload.gpus, True, shape,
+        reserve = Reservation(parent.owner, parent.team, parent.role, workload.gpus, True,
                               uid=plan.uid, root_uid=plan.uid)
         return conclude(plan, violations, allow_rule="actor", gpus=workload.gpus, reserve=reserve,
                         allow_reason=f"controller {ident.user} creates {workload.gpus} GPUs {for_whom}, "
@@ -475,7 +480,7 @@ def _actor_create(plan: Plan, policy: Policy, facts: Facts) -> Decision:
         violations.append(Violation(GATE_RULE, Mode.ENFORCE,
             "the workload it belongs to waits in the GPU queue, so its GPU pods must carry the "
             "gpu-gateway.io/quota scheduling gate"))
-    reserve = Reservation(parent.owner, parent.team, parent.role, workload.gpus, False, shape,
+    reserve = Reservation(parent.owner, parent.team, parent.role, workload.gpus, False,
                           uid=plan.uid, root_uid=root.uid or parent.uid)
     if violations:
         return conclude(plan, violations, allow_rule="actor", allow_reason="", gpus=workload.gpus,

@@ -108,6 +108,8 @@ def controller_labels(obj: Any, old: Any, template_paths: tuple[str, ...]) -> li
     found = set()
     for pointer in ("", *template_paths):
         new_labels = _labels(resolve(obj, pointer) if pointer else obj)
+        if not new_labels or CONTROLLER_LABELS.keys().isdisjoint(new_labels):
+            continue
         old_labels = _labels(resolve(old, pointer) if pointer else old) if old is not None else {}
         for label in CONTROLLER_LABELS.keys() & new_labels.keys():
             if old is None or old_labels.get(label) != new_labels[label]:

@@ -171,9 +171,9 @@ def escape_hatches(spec: Any, *, safe_capabilities: frozenset[str] = DEFAULT_SAF
     host_paths: set[str] = set()
     inline: set[str] = set()
     for v in _dicts(spec.get("volumes")):
-        kinds = _INLINE_KEYS & v.keys()
-        if not kinds:
+        if _INLINE_KEYS.isdisjoint(v):  # the usual claim, emptyDir, configMap or secret volume
             continue
+        kinds = _INLINE_KEYS & v.keys()
         if is_object(v.get("hostPath")):
             host_paths.add(_name(v["hostPath"].get("path")) or "?")
         inline.update(f"{key} (volume {_name(v.get('name'))})" for key in kinds - {"hostPath"}
@@ -196,8 +196,9 @@ def escape_hatches(spec: Any, *, safe_capabilities: frozenset[str] = DEFAULT_SAF
                 added |= {str(a).upper().removeprefix("CAP_") for a in caps["add"]} - safe_capabilities
         env = c.get("env")
         if env and type(env) is list:
-            gpu_env.update(f"{_name(e.get('name'))} in container {_name(c.get('name'))}"
-                           for e in _dicts(env) if e.get("name") in GPU_ENV and _gpu_env(e))
+            for e in env:
+                if is_object(e) and e.get("name") in GPU_ENV and _gpu_env(e):
+                    gpu_env.add(f"{_name(e.get('name'))} in container {_name(c.get('name'))}")
     if privileged:
         found.append(Hatch("privileged", f"runs container {', '.join(privileged)} privileged"))
     if added:

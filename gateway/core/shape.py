@@ -14,13 +14,12 @@ import json
 from collections.abc import Mapping
 from typing import Any, TypeGuard
 
+import orjson
+
 from gateway.core.workloads import Workload, surge_pods
 
 #: `charge` of a workload whose children are each charged to its owner when they are created.
 CHARGE_CHILDREN = "children"
-
-#: Compact JSON, built once: `json.dumps(..., separators=...)` builds an encoder per call.
-_COMPACT_JSON = json.JSONEncoder(separators=(",", ":"))
 
 
 def shape_of(workload: Workload, scale: Any = None, *, charge_children: bool = False) -> str:
@@ -33,7 +32,7 @@ def shape_of(workload: Workload, scale: Any = None, *, charge_children: bool = F
     claims = _pod_claims(workload)
     if claims:
         shape["claims"] = {"": claims}
-    return _COMPACT_JSON.encode(shape)
+    return _dump(shape)
 
 
 def _pod_claims(workload: Workload) -> dict[str, int]:
@@ -48,11 +47,19 @@ def _pod_claims(workload: Workload) -> dict[str, int]:
     return counted
 
 
+def _dump(value: Mapping[str, Any]) -> str:
+    """Compact JSON. Numbers orjson cannot hold (only in a damaged stored shape) take the slow path."""
+    try:
+        return orjson.dumps(value).decode()
+    except orjson.JSONEncodeError:
+        return json.dumps(value, separators=(",", ":"))
+
+
 def parse(shape: str) -> Mapping[str, Any]:
     """A stored shape; a damaged one reads as empty (nothing can then be computed from it)."""
     try:
-        value = json.loads(shape or "{}")
-    except ValueError:
+        value = orjson.loads(shape or "{}")
+    except orjson.JSONDecodeError:
         return {}
     return value if isinstance(value, dict) else {}
 
@@ -114,7 +121,7 @@ def scaled(shape: str, replicas: int, old_gpus: int, old_replicas: int | None) -
         new = dict(data)
         new["sets"] = [[entry[0], count, each] for entry, count, (_, each) in zip(data["sets"], counts, sets,
                                                                                    strict=True)]
-        return sum(count * each for count, (_, each) in zip(counts, sets, strict=True)), _COMPACT_JSON.encode(new)
+        return sum(count * each for count, (_, each) in zip(counts, sets, strict=True)), _dump(new)
     unit = data.get("unit")
     if _is_int(unit):
         return unit * replicas, shape
