@@ -110,8 +110,10 @@ class LedgerRow:
     gpus: int
     charged: bool
     created_at: float
+    """When it was admitted, or released from the queue: since when it holds its GPUs."""
     request_uid: str
     extra: dict[str, Any] = field(default_factory=dict)
+    """Its shape (core/shape.py), parsed."""
 
 
 class Store(Protocol):

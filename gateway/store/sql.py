@@ -426,7 +426,8 @@ class Ledger:
         ), now=job.now, dry_run=False)
 
     def apply(self, key: TargetKey, decision: Decision, *, now: float, request_uid: str) -> None:
-        """Write the reservation change, keeping the usage counters in step."""
+        """Write the reservation change, keeping the usage counters in step. A change to the same
+        object (same UID) keeps `created_at`: the time it was admitted (or released from the queue)."""
         if not decision.release and decision.reserve is None:
             return
         old = self.target(key)
@@ -453,8 +454,9 @@ class Ledger:
             "created_at, request_uid, uid, root_uid) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
             "ON CONFLICT (resource, namespace, name) DO UPDATE SET owner = excluded.owner, "
             "team = excluded.team, role = excluded.role, gpus = excluded.gpus, charged = excluded.charged, "
-            "shape = excluded.shape, created_at = excluded.created_at, request_uid = excluded.request_uid, "
-            "uid = excluded.uid, root_uid = excluded.root_uid",
+            "shape = excluded.shape, request_uid = excluded.request_uid, uid = excluded.uid, "
+            "root_uid = excluded.root_uid, created_at = CASE WHEN excluded.uid <> '' "
+            "AND reservations.uid = excluded.uid THEN reservations.created_at ELSE excluded.created_at END",
             (*key, r.owner, r.team, r.role, r.gpus, int(r.charged), r.shape, now, request_uid, r.uid, r.root_uid),
         )
         if not r.charged and old is not None:  # a queued workload changed: it waits for its new size
