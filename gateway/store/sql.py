@@ -21,7 +21,7 @@ from gateway.core.plan import Approval
 from gateway.core.quota import Usage
 from gateway.core.scheduling import BudgetQuery, spent_budgets
 from gateway.core.shape import gang_pods
-from gateway.store.base import Actor, ApprovalKey, AuditQuery, Job, LedgerRow, kind_names
+from gateway.store.base import Actor, ApprovalKey, AuditQuery, Job, LedgerRow, kind_names, named_by
 from gateway.store.chain import AUDIT_FIELDS, GENESIS, LATER_FIELDS, VerifyResult, row_hash, verify_rows
 
 Row = Mapping[str, Any]
@@ -318,12 +318,10 @@ class Ledger:
         (`PyTorchJob`, `pytorchjobs` or `pytorchjobs.kubeflow.org`), namespace and name; ("", "")
         when it records none. Records are keyed by resource (`pytorchjobs.kubeflow.org`, `pods`):
         one whose resource is `kind` itself is preferred, then the first by resource."""
-        wanted, names = kind.lower(), kind_names(kind)
-        rows = [r for r in self.db.all("SELECT resource, owner, team FROM reservations WHERE namespace = ? "
-                                       "AND name = ? ORDER BY resource", (namespace, name))
-                if r["resource"] == wanted or r["resource"].split(".", 1)[0] in names]
-        rows.sort(key=lambda r: r["resource"] != wanted)
-        return (rows[0]["owner"], rows[0]["team"]) if rows else ("", "")
+        rows = {r["resource"]: r for r in self.db.all("SELECT resource, owner, team FROM reservations "
+                                                      "WHERE namespace = ? AND name = ?", (namespace, name))}
+        keys = named_by(kind, rows)
+        return (rows[keys[0]]["owner"], rows[keys[0]]["team"]) if keys else ("", "")
 
     def usage(self, target: Target | None, owner: str, team: str) -> Usage:
         """Charged GPUs of the owner and of the team, less the target's own reservation."""
