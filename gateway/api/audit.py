@@ -67,8 +67,11 @@ def _wants_csv(request: Request) -> bool:
     return "text/csv" in accept and "application/json" not in accept
 
 
-def _visible(ctx: ApiContext, identity: Identity, row: dict[str, Any]) -> bool:
-    if row["user"] == identity.user:
+def readable(ctx: ApiContext, identity: Identity, row: Mapping[str, Any]) -> bool:
+    """Whether the caller may read `row`: an audit record, or a workload or queue entry (`owner`,
+    `team`). One's own (as requester or owner) always; others' by `audit-read` at their scope.
+    Every endpoint that shows who holds or did what scopes by this."""
+    if row.get("user") == identity.user:
         return True
     return ctx.may(identity, "audit-read", str(row.get("owner") or ""), str(row.get("team") or ""))
 
@@ -95,7 +98,7 @@ def audit_routes(ctx: ApiContext) -> list[BaseRoute]:
         if isinstance(query, Response):
             return query
         found = await run_in_threadpool(lambda: list(ctx.store.audit_rows(query)) if ctx.store else [])
-        visible = [r for r in found if _visible(ctx, identity, r)]
+        visible = [r for r in found if readable(ctx, identity, r)]
         limit = request.query_params.get("limit")
         return identity, visible[-int(limit):] if limit else visible
 

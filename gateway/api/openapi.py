@@ -7,6 +7,7 @@ from typing import Any
 from gateway.api.admin import ADMIN_PATHS
 from gateway.api.approvals import APPROVAL_PATHS
 from gateway.api.schemas import SCHEMAS, complete, json_content, ref
+from gateway.api.workloads import WORKLOAD_PATHS, WORKLOAD_SCHEMAS
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
 
@@ -128,9 +129,10 @@ OPENAPI: dict[str, Any] = complete({
         }},
         **APPROVAL_PATHS,
         **ADMIN_PATHS,
+        **WORKLOAD_PATHS,
     },
     "components": {
         "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}},
-        "schemas": SCHEMAS,
+        "schemas": {**SCHEMAS, **WORKLOAD_SCHEMAS},
     },
 })

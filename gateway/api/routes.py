@@ -16,6 +16,7 @@ from gateway.api.check import check_routes
 from gateway.api.context import ApiContext, error
 from gateway.api.openapi import OPENAPI
 from gateway.api.telemetry import telemetry_routes
+from gateway.api.workloads import workload_routes
 
 PREFIX = "/api/v1"
 
@@ -56,4 +57,5 @@ def api_routes(ctx: ApiContext) -> list[BaseRoute]:
         *check_routes(ctx),
         *telemetry_routes(ctx),
         *admin_routes(ctx),
+        *workload_routes(ctx),
     ]))]

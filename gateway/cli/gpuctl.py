@@ -465,7 +465,7 @@ def revoke(client: Client, grant_id: str) -> None:
 
 
 # Commands defined in their own modules register themselves on `main` when imported.
-from gateway.cli import gpuctl_admin  # noqa: E402, F401
+from gateway.cli import gpuctl_admin, gpuctl_workloads  # noqa: E402, F401
 
 if __name__ == "__main__":
     # Run as `python -m`, this file is `__main__`; the commands of the other modules registered

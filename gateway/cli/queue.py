@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -12,20 +11,7 @@ import click
 
 from gateway.cli.scheduler_options import scheduler_options
 from gateway.config import SchedulerSettings
-
-
-def queue_items(rows: list[dict[str, Any]], now: float) -> list[dict[str, Any]]:
-    """The JSON contract of `gpu-gateway queue -o json`, one item per waiting workload."""
-    return [{
-        "position": i,
-        "resource": r["resource"], "namespace": r["namespace"], "name": r["name"],
-        "owner": r["owner"], "team": r["team"], "role": r["role"],
-        "gpus": int(r["gpus"]), "pods": int(r["pods"]),
-        "priority": int(r["priority"]), "priority_class": r["priority_class"],
-        "queued_at": datetime.fromtimestamp(float(r["arrival"]), UTC).isoformat(timespec="seconds"),
-        "waited_s": round(max(now - float(r["arrival"]), 0.0), 1),
-        "reason": r["reason"] or "not yet placed by the controller",
-    } for i, r in enumerate(rows, start=1)]
+from gateway.core.holdings import queue_items
 
 
 def queue_table(items: list[dict[str, Any]]) -> str:

@@ -19,6 +19,7 @@ from gateway.core.decision import Action, Decision, Mode, Reservation, Violation
 from gateway.core.dra import is_claim_kind
 from gateway.core.gates import GATE_RULE, carries_gate, is_pod_create, queued
 from gateway.core.identity import Grant, Identity, with_grants
+from gateway.core.labels import label_checks
 from gateway.core.mechanics import Reach, controlled_pod_changes, controller_labels
 from gateway.core.mechanics import reaches as reaches_of
 from gateway.core.owned_data import data_references, decide_data, is_data_kind
@@ -240,10 +241,15 @@ def decide(plan: Plan, policy: Policy, facts: Facts) -> Decision:
     return _touch(plan, policy, facts)
 
 
+def _stamped_paths(workload: Workload) -> tuple[str, ...]:
+    """The object and its pod templates: where owner and team must say what the gateway records."""
+    return ("", *(ps.template_path for ps in workload.pod_sets if ps.template_path))
+
+
 def _owner_spoofs(obj: Any, workload: Workload, user: str) -> list[str]:
     """Owner annotations in the object or any of its pod templates naming someone else, sorted."""
     found: set[str] = set()
-    for pointer in {"", *(ps.template_path for ps in workload.pod_sets if ps.template_path)}:
+    for pointer in set(_stamped_paths(workload)):
         value = annotations_at(obj, pointer).get(OWNER_ANNOTATION)
         if value not in (None, "", user):
             found.add(str(value))
@@ -372,6 +378,8 @@ def _launch(plan: Plan, policy: Policy, facts: Facts) -> Decision:
         mine = ", ".join(ident.teams) or "none"
         violations.append(violation(policy, "team-annotation",
             f"{ident.describe()} is not in team {requested} (their teams: {mine})"))
+    elif not spoofed:
+        label_checks(plan, policy, plan.owner, plan.team, _stamped_paths(workload), violations)
     _size_checks(plan, policy, workload, violations)
     _unresolved_checks(plan, policy, violations)
     access_checks(plan, policy, facts, violations)
@@ -649,6 +657,7 @@ def _modify(plan: Plan, policy: Policy, facts: Facts) -> Decision:
         _unresolved_checks(plan, policy, violations, target)
         if not ident.is_actor:
             _template_integrity(plan, policy, owner, team, violations)
+            label_checks(plan, policy, owner, team, ("", *template_paths(plan.workload)), violations)
             if target.owner and new_gpus <= old_gpus:  # growth checks it with the size
                 _priority_check(plan, policy, plan.workload, violations, _owner_identity(target))
     if new_gpus > old_gpus:

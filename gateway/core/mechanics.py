@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway.core.actors import kind_plural
-from gateway.core.pointer import is_object, resolve
+from gateway.core.pointer import is_object, labels_at, resolve
 
 TargetKey = tuple[str, str, str]
 
@@ -58,12 +58,6 @@ class Reach:
     """How it reaches it, as a denial says it: `names ReplicaSet x as its owner`."""
     key: TargetKey | None = None
     uid: str = ""
-
-
-def _labels(node: Any) -> Mapping[str, Any]:
-    meta = node.get("metadata") if is_object(node) else None
-    labels = meta.get("labels") if is_object(meta) else None
-    return labels if is_object(labels) else {}
 
 
 def reaches(obj: Any, kind: str, group: str, namespace: str, *, creating: bool) -> tuple[Reach, ...]:
@@ -107,10 +101,10 @@ def controller_labels(obj: Any, old: Any, template_paths: tuple[str, ...]) -> li
     with the same value (`old` is None on a CREATE): `label (where)`, sorted."""
     found = set()
     for pointer in ("", *template_paths):
-        new_labels = _labels(resolve(obj, pointer) if pointer else obj)
+        new_labels = labels_at(obj, pointer)
         if not new_labels or CONTROLLER_LABELS.keys().isdisjoint(new_labels):
             continue
-        old_labels = _labels(resolve(old, pointer) if pointer else old) if old is not None else {}
+        old_labels = labels_at(old, pointer) if old is not None else {}
         for label in CONTROLLER_LABELS.keys() & new_labels.keys():
             if old is None or old_labels.get(label) != new_labels[label]:
                 where = pointer.lstrip("/").replace("/", ".") or "metadata"
@@ -125,7 +119,7 @@ def controlled_pod_changes(obj: Any, old: Any) -> str:
         return ""
     if _controller(obj) != _controller(old):
         return "removes or changes its controller ownerReference"
-    if dict(_labels(obj)) != dict(_labels(old)):
+    if dict(labels_at(obj)) != dict(labels_at(old)):
         return "changes its labels"
     return ""
 

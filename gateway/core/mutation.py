@@ -2,7 +2,8 @@
 
 Whatever the requester wrote in the owner annotation is overwritten. A team annotation
 naming one of the requester's teams is kept; one naming a team that is not theirs is left
-as written so that the validating webhook denies it with a clear message.
+as written so that the validating webhook denies it with a clear message. Owner and team are
+stamped as labels too, in their label-safe form (core/labels.py), wherever the annotations are.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from typing import Any
 from gateway.core.admission import Plan
 from gateway.core.claims import uses_claims
 from gateway.core.decision import Action
-from gateway.core.pointer import annotations_at, escape, is_object, resolve
+from gateway.core.labels import OWNER_LABEL, owner_labels
+from gateway.core.pointer import annotations_at, escape, is_object, labels_at, resolve
 from gateway.core.policy import OWNER_ANNOTATION, TEAM_ANNOTATION
 from gateway.core.scheduling import WORKLOAD_ANNOTATION
 from gateway.core.workloads import template_paths
@@ -21,22 +23,27 @@ from gateway.core.workloads import template_paths
 JsonPatch = list[dict[str, Any]]
 
 
-def _stamp(obj: Any, pointer: str, wanted: Mapping[str, str]) -> JsonPatch:
-    """Operations that make `pointer`'s metadata.annotations hold `wanted`."""
+def _stamp(obj: Any, pointer: str, wanted: Mapping[str, str], *, labels: bool = True) -> JsonPatch:
+    """Operations that make `pointer`'s metadata.annotations hold `wanted`, and (with `labels`)
+    its metadata.labels the owner and team labels that go with them."""
     node = resolve(obj, pointer)
     if not is_object(node):
         return []
+    fields = {"annotations": dict(wanted), "labels": owner_labels(wanted) if labels else {}}
+    fields = {name: values for name, values in fields.items() if values}
     meta = node.get("metadata")
     if not is_object(meta):
-        return [{"op": "add", "path": f"{pointer}/metadata", "value": {"annotations": dict(wanted)}}]
-    annotations = meta.get("annotations")
-    if not is_object(annotations):
-        return [{"op": "add", "path": f"{pointer}/metadata/annotations", "value": dict(wanted)}]
+        return [{"op": "add", "path": f"{pointer}/metadata", "value": fields}]
     ops: JsonPatch = []
-    for key, value in wanted.items():
-        if annotations.get(key) != value:
-            op = "replace" if key in annotations else "add"
-            ops.append({"op": op, "path": f"{pointer}/metadata/annotations/{escape(key)}", "value": value})
+    for name, values in fields.items():
+        current = meta.get(name)
+        if not is_object(current):
+            ops.append({"op": "add", "path": f"{pointer}/metadata/{name}", "value": values})
+            continue
+        for key, value in values.items():
+            if current.get(key) != value:
+                op = "replace" if key in current else "add"
+                ops.append({"op": op, "path": f"{pointer}/metadata/{name}/{escape(key)}", "value": value})
     return ops
 
 
@@ -62,18 +69,23 @@ def ownership_patch(plan: Plan, extra: Mapping[str, str] | None = None) -> JsonP
     return _stamp_all(plan, wanted)
 
 
-def _stamp_all(plan: Plan, wanted: Mapping[str, str]) -> JsonPatch:
+def _stamp_all(plan: Plan, wanted: Mapping[str, str], *, labels: bool = True) -> JsonPatch:
     assert plan.workload is not None
     obj = plan.request.obj
-    ops = _stamp(obj, "", wanted)
+    ops = _stamp(obj, "", wanted, labels=labels)
     for pointer in (*template_paths(plan.workload), *_object_templates(obj), *_claim_templates(obj, plan)):
-        ops.extend(_stamp(obj, pointer, wanted))
+        ops.extend(_stamp(obj, pointer, wanted, labels=labels))
     return ops
 
 
 def _restamp(plan: Plan) -> JsonPatch:
     """The stamps of the old object (owner, team, queue key), or the new owner and team where
-    the UPDATE changes them (a reassignment the validating webhook decides), on every template."""
+    the UPDATE changes them (a reassignment the validating webhook decides), on every template.
+
+    The labels only where the old object carries the owner label: a workload admitted before
+    labels were stamped does not get them on an UPDATE (new labels in a pod template would
+    restart a Deployment's pods, a Job's template cannot change, and a controller that manages
+    a pod would see its labels change)."""
     assert plan.workload is not None
     req = plan.request
     old, new = annotations_at(req.old_obj), annotations_at(req.obj)
@@ -85,7 +97,7 @@ def _restamp(plan: Plan) -> JsonPatch:
         value = new.get(key) or old.get(key)
         if isinstance(value, str) and value:
             wanted[key] = value
-    return _stamp_all(plan, wanted)
+    return _stamp_all(plan, wanted, labels=OWNER_LABEL in labels_at(req.old_obj))
 
 
 def _object_templates(obj: Any) -> list[str]:

@@ -17,6 +17,7 @@ from typing import Any
 
 from gateway.core.access import access_checks
 from gateway.core.decision import Action, Decision, Reservation, Violation
+from gateway.core.labels import label_checks
 from gateway.core.plan import Facts, Plan, Target
 from gateway.core.podspec import PVC, SNAPSHOT, SNAPSHOT_GROUP, Reference, clone_sources
 from gateway.core.pointer import annotations_at, is_object, resolve
@@ -95,6 +96,8 @@ def _create(plan: Plan, policy: Policy, facts: Facts) -> Decision:
     if requested not in (None, "") and requested not in ident.teams:
         violations.append(violation(policy, "team-annotation",
             f"{ident.describe()} is not in team {requested} (their teams: {', '.join(ident.teams) or 'none'})"))
+    if not violations:
+        label_checks(plan, policy, plan.owner, plan.team, ("",), violations)
     access_checks(plan, policy, facts, violations)
     _squatting(plan, policy, facts, violations)
     return conclude(plan, violations, allow_rule="data-owner", gpus=0,
@@ -142,6 +145,7 @@ def _change(plan: Plan, policy: Policy, facts: Facts) -> Decision:
     owner, team = target.owner, target.team
     if action is Action.MODIFY:
         owner, team = _reassigned(plan, policy, target, rel, violations)
+        label_checks(plan, policy, owner, team, ("",), violations)
         reserve = Reservation(owner, team, target.role, 0, False, shape(req.obj))
     return conclude(plan, violations, allow_rule="ownership", gpus=0, reserve=reserve,
                     release=action is Action.KILL, owner=owner, team=team,

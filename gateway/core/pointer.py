@@ -48,3 +48,11 @@ def annotations_at(obj: Any, pointer: str = "") -> Mapping[str, Any]:
     meta = node.get("metadata") if is_object(node) else None
     ann = meta.get("annotations") if is_object(meta) else None
     return ann if is_object(ann) else {}
+
+
+def labels_at(obj: Any, pointer: str = "") -> Mapping[str, Any]:
+    """`metadata.labels` of the object at `pointer` (a workload or a pod template)."""
+    node = resolve(obj, pointer) if pointer else obj
+    meta = node.get("metadata") if is_object(node) else None
+    labels = meta.get("labels") if is_object(meta) else None
+    return labels if is_object(labels) else {}

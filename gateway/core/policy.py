@@ -47,7 +47,8 @@ POLICY_ACTIONS = ("launch", "modify", "kill", "exec", "reassign", "mount", "read
 RULES: dict[str, str] = {
     "unreadable-object": "Fix the object so that it can be read; the gateway never admits what it cannot read.",
     "no-role": "Ask a cluster administrator to add you to a GPU group (for example gpu-researchers).",
-    "owner-annotation": "Remove the gpu-gateway.io/owner and gpu-gateway.io/team annotations; the gateway sets them.",
+    "owner-annotation": "Remove the gpu-gateway.io/owner and gpu-gateway.io/team annotations and labels; the gateway "
+                        "sets them.",
     "team-annotation": "Set gpu-gateway.io/team to one of your own teams, or leave it out.",
     "priority-class": "Use a priority class your role may use, or ask a lead.",
     "workload-gpu-limit": "Ask a lead for an exception.",

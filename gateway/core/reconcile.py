@@ -99,7 +99,7 @@ class Held:
     gpus: int
     charged: bool
     created_at: float = 0.0
-    """When the reservation was made (0: long ago)."""
+    """When the reservation was made, or released from the queue (0: long ago)."""
 
 
 #: How old a pod reservation must be before its missing pod makes the controller forget it:

@@ -92,9 +92,10 @@ def surges(shape: str) -> bool:
     return isinstance(rule, dict) and bool(rule.get("surge")) and rule.get("surge") not in ("0%", "0")
 
 
-def gang_pods(shape: str) -> int:
-    """GPU pods of the workload at its recorded size."""
-    return sum(count for count, each in _sets(parse(shape)) if each)
+def gang_pods(shape: str | Mapping[str, Any]) -> int:
+    """GPU pods of the workload at its recorded size (`shape` stored, or parsed)."""
+    data = parse(shape) if isinstance(shape, str) else shape
+    return sum(count for count, each in _sets(data) if each)
 
 
 def scaled(shape: str, replicas: int, old_gpus: int, old_replicas: int | None) -> tuple[int, str] | None:

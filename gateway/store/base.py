@@ -7,7 +7,7 @@ reservation change in the same transaction, so two writers can never together br
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -99,6 +99,14 @@ def kind_names(kind: str) -> tuple[str, ...]:
     return tuple(sorted(n for n in names if n))
 
 
+def named_by(kind: str, resources: Iterable[str]) -> list[str]:
+    """The ledger keys among `resources` (`pytorchjobs.kubeflow.org`, `pods`) that `kind` names as
+    a person types it (see `kind_names`; `jobs.batch` also works), the exact key first, then by key."""
+    wanted, names = kind.lower(), kind_names(kind)
+    found = sorted({r for r in resources if r == wanted or r.split(".", 1)[0] in names})
+    return sorted(found, key=lambda r: r != wanted)
+
+
 @dataclass(frozen=True)
 class LedgerRow:
     resource: str
@@ -110,8 +118,10 @@ class LedgerRow:
     gpus: int
     charged: bool
     created_at: float
+    """When it was admitted, or released from the queue: since when it holds its GPUs."""
     request_uid: str
     extra: dict[str, Any] = field(default_factory=dict)
+    """Its shape (core/shape.py), parsed."""
 
 
 class Store(Protocol):
@@ -129,6 +139,10 @@ class Store(Protocol):
     def verify(self) -> VerifyResult: ...
 
     def reservations(self) -> list[LedgerRow]: ...
+
+    def queue_rows(self) -> list[dict[str, Any]]:
+        """Waiting workloads in queue order (gateway.store.queue.QueueStore)."""
+        ...
 
     def gpus_by_team(self) -> dict[str, int]: ...
 

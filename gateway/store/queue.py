@@ -162,7 +162,9 @@ def _release(ledger: Ledger, w: Waiting, *, now: float, actor: Actor) -> None:
     row = db.one("SELECT * FROM reservations WHERE resource = ? AND namespace = ? AND name = ?", key)
     if row is None or row["charged"]:
         return  # deleted meanwhile (its kill dropped the queue row too) or already charged
-    db.run("UPDATE reservations SET charged = 1 WHERE resource = ? AND namespace = ? AND name = ?", key)
+    # From now on it holds its GPUs: `created_at` says since when (gpuctl workloads shows it).
+    db.run("UPDATE reservations SET charged = 1, created_at = ? WHERE resource = ? AND namespace = ? AND name = ?",
+           (now, *key))
     ledger.count(row["owner"], row["team"], int(row["gpus"]))
     db.run("INSERT INTO usage_intervals (resource, namespace, name, owner, team, role, gpus, started_at) "
            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", (*key, row["owner"], row["team"], row["role"], int(row["gpus"]), now))

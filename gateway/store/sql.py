@@ -21,7 +21,7 @@ from gateway.core.plan import Approval
 from gateway.core.quota import Usage
 from gateway.core.scheduling import BudgetQuery, spent_budgets
 from gateway.core.shape import gang_pods
-from gateway.store.base import Actor, ApprovalKey, AuditQuery, Job, LedgerRow, kind_names
+from gateway.store.base import Actor, ApprovalKey, AuditQuery, Job, LedgerRow, kind_names, named_by
 from gateway.store.chain import AUDIT_FIELDS, GENESIS, LATER_FIELDS, VerifyResult, row_hash, verify_rows
 
 Row = Mapping[str, Any]
@@ -318,12 +318,10 @@ class Ledger:
         (`PyTorchJob`, `pytorchjobs` or `pytorchjobs.kubeflow.org`), namespace and name; ("", "")
         when it records none. Records are keyed by resource (`pytorchjobs.kubeflow.org`, `pods`):
         one whose resource is `kind` itself is preferred, then the first by resource."""
-        wanted, names = kind.lower(), kind_names(kind)
-        rows = [r for r in self.db.all("SELECT resource, owner, team FROM reservations WHERE namespace = ? "
-                                       "AND name = ? ORDER BY resource", (namespace, name))
-                if r["resource"] == wanted or r["resource"].split(".", 1)[0] in names]
-        rows.sort(key=lambda r: r["resource"] != wanted)
-        return (rows[0]["owner"], rows[0]["team"]) if rows else ("", "")
+        rows = {r["resource"]: r for r in self.db.all("SELECT resource, owner, team FROM reservations "
+                                                      "WHERE namespace = ? AND name = ?", (namespace, name))}
+        keys = named_by(kind, rows)
+        return (rows[keys[0]]["owner"], rows[keys[0]]["team"]) if keys else ("", "")
 
     def usage(self, target: Target | None, owner: str, team: str) -> Usage:
         """Charged GPUs of the owner and of the team, less the target's own reservation."""
@@ -426,7 +424,8 @@ class Ledger:
         ), now=job.now, dry_run=False)
 
     def apply(self, key: TargetKey, decision: Decision, *, now: float, request_uid: str) -> None:
-        """Write the reservation change, keeping the usage counters in step."""
+        """Write the reservation change, keeping the usage counters in step. A change to the same
+        object (same UID) keeps `created_at`: the time it was admitted (or released from the queue)."""
         if not decision.release and decision.reserve is None:
             return
         old = self.target(key)
@@ -453,8 +452,9 @@ class Ledger:
             "created_at, request_uid, uid, root_uid) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
             "ON CONFLICT (resource, namespace, name) DO UPDATE SET owner = excluded.owner, "
             "team = excluded.team, role = excluded.role, gpus = excluded.gpus, charged = excluded.charged, "
-            "shape = excluded.shape, created_at = excluded.created_at, request_uid = excluded.request_uid, "
-            "uid = excluded.uid, root_uid = excluded.root_uid",
+            "shape = excluded.shape, request_uid = excluded.request_uid, uid = excluded.uid, "
+            "root_uid = excluded.root_uid, created_at = CASE WHEN excluded.uid <> '' "
+            "AND reservations.uid = excluded.uid THEN reservations.created_at ELSE excluded.created_at END",
             (*key, r.owner, r.team, r.role, r.gpus, int(r.charged), r.shape, now, request_uid, r.uid, r.root_uid),
         )
         if not r.charged and old is not None:  # a queued workload changed: it waits for its new size

@@ -162,8 +162,8 @@ def test_mutate_stamps_owner_on_workload_and_every_template_overwriting_a_spoof(
     ops = patch_of(service, review(job, user="alice", groups=INTERN).body())
     paths = {op["path"]: op["value"] for op in ops}
     assert paths["/metadata/annotations/gpu-gateway.io~1owner"] == "alice"
-    assert paths["/spec/pytorchReplicaSpecs/Master/template/metadata"] == {
-        "annotations": {"gpu-gateway.io/owner": "alice", "gpu-gateway.io/team": "vision"}}
+    stamp = {"gpu-gateway.io/owner": "alice", "gpu-gateway.io/team": "vision"}
+    assert paths["/spec/pytorchReplicaSpecs/Master/template/metadata"] == {"annotations": stamp, "labels": stamp}
     assert "/spec/pytorchReplicaSpecs/Worker/template/metadata" in paths
 
 

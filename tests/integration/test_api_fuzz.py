@@ -40,7 +40,8 @@ CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
 CALLERS = {"admin": ("root", ["gpu-admins"]), "intern": ("alice", list(INTERN))}
 #: Path parameter values that name something that exists (the fixture adds the ids), tried
 #: besides generated ones, so that operations on one object get past "not found".
-KNOWN: dict[str, list[str]] = {"subject": ["group:gpu-interns", "user:ivan"], "target": ["team:vision", "role:intern"]}
+KNOWN: dict[str, list[str]] = {"subject": ["group:gpu-interns", "user:ivan"], "target": ["team:vision", "role:intern"],
+                               "kind": ["Job"], "namespace": ["research"], "name": ["b1"]}
 
 
 @pytest.fixture(scope="module")

@@ -72,8 +72,9 @@ def bobs_data(service: AdmissionService) -> None:
 def test_data_objects_are_stamped_with_their_creator(service: AdmissionService, store: Any) -> None:
     body = review(configmap("cfg"), user="bob", groups=BOB).body()
     ops = json.loads(base64.b64decode(service.mutate(body)["response"]["patch"]))
-    assert ops == [{"op": "add", "path": "/metadata/annotations",
-                    "value": {"gpu-gateway.io/owner": "bob", "gpu-gateway.io/team": "pretrain"}}]
+    stamp = {"gpu-gateway.io/owner": "bob", "gpu-gateway.io/team": "pretrain"}
+    assert ops == [{"op": "add", "path": "/metadata/annotations", "value": stamp},
+                   {"op": "add", "path": "/metadata/labels", "value": stamp}]
     assert create(service, secret("s", **{"gpu-gateway.io/owner": "alice"}), "bob", BOB)["allowed"]
     owners = {r.name: r.owner for r in store.reservations()}
     assert owners == {"s": "bob"}

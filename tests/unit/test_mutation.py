@@ -52,7 +52,7 @@ def test_a_spoofed_owner_is_overwritten_and_other_annotations_kept(policy: Polic
 def test_a_bare_pod_is_stamped_once(policy: Policy) -> None:
     ops = ownership_patch(prepare(parse_review(review(make_pod(gpus=1).obj(), user="bob",
                                                       groups=RESEARCHER).body()), policy))
-    assert len(ops) == 1 and ops[0]["path"] == "/metadata/annotations"
+    assert [op["path"] for op in ops] == ["/metadata/annotations", "/metadata/labels"]
 
 
 def test_non_gpu_and_controller_objects_are_not_patched(policy: Policy) -> None:
