@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime as dt
 import math
 import re
+from collections.abc import Mapping
+from typing import Any
 
 _AGE = re.compile(r"^(\d+)([smhdw])$")
 _UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -53,3 +55,38 @@ def parse_duration(value: str) -> float:
     if not 0 < seconds < math.inf:
         raise ValueError(f"{value!r} is not a positive duration")
     return seconds
+
+
+def rfc3339(ts: float) -> str | None:
+    """`2026-12-02T10:00:00Z` for epoch seconds (UTC, whole seconds); None for a value no clock shows."""
+    try:
+        return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    except (OverflowError, OSError, ValueError):
+        return None
+
+
+def with_time(record: Mapping[str, Any]) -> dict[str, Any]:
+    """`record` with `time` (RFC 3339, UTC) beside its epoch `ts`, for people reading JSON and YAML.
+
+    `time` is a rendering, not part of the record: the audit chain never hashes it.
+    """
+    ts = record.get("ts")
+    if isinstance(ts, bool) or not isinstance(ts, int | float):
+        return dict(record)
+    out: dict[str, Any] = {}
+    for key, value in record.items():
+        if key != "time":
+            out[key] = value
+        if key == "ts":
+            out["time"] = rfc3339(ts)
+    return out
+
+
+def format_duration(seconds: float) -> str:
+    """`seconds` as `parse_duration` reads it, in the largest unit that states it exactly (days
+    from two on): 86400 -> `24h`, 604800 -> `7d`, 90 -> `90s`."""
+    for unit in ("d", "h", "m"):
+        size = _UNIT[unit]
+        if seconds % size == 0 and seconds >= (2 * size if unit == "d" else size):
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s"

@@ -32,6 +32,7 @@ from gateway.core.quantity import MAX_GPUS
 from gateway.errors import GatewayError
 from gateway.store.approvals import NewApproval, NewGrant, StateConflict
 from gateway.store.base import Store
+from gateway.times import format_duration
 
 MAX_APPROVAL_S = 7 * 24 * 3600
 DEFAULT_APPROVAL_S = 3600
@@ -45,7 +46,7 @@ def _seconds(body: dict[str, Any], key: str, default: float | None, most: float)
     if value is None:
         raise BadRequest(f"{key} is required")
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= most:
-        raise BadRequest(f"{key} must be a number of seconds above 0 and at most {most:g}")
+        raise BadRequest(f"{key} must be above 0 and at most {most:g} seconds ({format_duration(most)})")
     return float(value)
 
 

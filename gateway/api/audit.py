@@ -21,7 +21,7 @@ from gateway.api.telemetry import scoped_measured
 from gateway.core.identity import Identity
 from gateway.core.usage_report import BY, usage_csv
 from gateway.store.base import AuditQuery
-from gateway.times import parse_time
+from gateway.times import parse_time, with_time
 
 _FILTERS = ("user", "action", "decision", "kind", "namespace", "name")
 
@@ -98,7 +98,7 @@ def audit_routes(ctx: ApiContext) -> list[BaseRoute]:
         if isinstance(query, Response):
             return query
         found = await run_in_threadpool(lambda: list(ctx.store.audit_rows(query)) if ctx.store else [])
-        visible = [r for r in found if readable(ctx, identity, r)]
+        visible = [with_time(r) for r in found if readable(ctx, identity, r)]
         limit = request.query_params.get("limit")
         return identity, visible[-int(limit):] if limit else visible
 

@@ -106,7 +106,9 @@ OPENAPI: dict[str, Any] = complete({
             "responses": {"200": {"description": "Samples stored (duplicates skipped) and alerts raised",
                                   "content": {"application/json": {"schema": {"type": "object", "properties": {
                                       "accepted": {"type": "integer"}, "duplicates": {"type": "integer"},
-                                      "alerts": {"type": "array", "items": {"type": "object"}}}}}}},
+                                      "alerts": {"type": "array", "items": {
+                                          "type": "object", "description": "kind, node, gpu, reason, ts (epoch "
+                                          "seconds), time (RFC 3339, UTC), pod, owner, workload"}}}}}}},
                           **_refusals("400", "401", "403", "503")},
         }},
         "/check": {"post": {

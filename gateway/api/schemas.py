@@ -46,9 +46,12 @@ SCHEMAS: dict[str, Schema] = {
     "WhoAmI": _object("username groups role teams", username=_STR, groups=_STRINGS,
                       role={"type": ["string", "null"], "description": "null: no role"}, teams=_STRINGS),
     "AuditRecord": _object(
-        "seq ts request_uid user groups role action kind namespace name object_uid gpus decision mode rule reason "
-        "dry_run policy_version owner team changes prev_hash hash",
+        "seq ts time request_uid user groups role action kind namespace name object_uid gpus decision mode rule "
+        "reason dry_run policy_version owner team changes prev_hash hash",
         seq={**_INT, "description": "position in the hash chain, from 1"}, ts={**_NUM, "description": "epoch seconds"},
+        time={"type": ["string", "null"], "format": "date-time",
+              "description": "`ts` in RFC 3339, UTC, whole seconds (2026-12-02T10:00:00Z); not hashed. null only "
+                             "for a `ts` no clock can show (an edited record)"},
         request_uid=_STR, user=_STR, groups=_STRINGS, role=_STR,
         action={**_STR, "description": "launch, modify, kill, exec, approval, grant, ..."},
         kind=_STR, namespace=_STR, name=_STR, object_uid=_STR, gpus=_INT,

@@ -29,6 +29,7 @@ from gateway.errors import GatewayError
 from gateway.evictor import Evictor, KubernetesEvictor
 from gateway.store.base import Actor
 from gateway.store.telemetry import IngestResult
+from gateway.times import with_time
 
 log = logging.getLogger("gateway.telemetry")
 
@@ -36,9 +37,10 @@ MAX_BODY_BYTES = 16 * 1024 * 1024
 
 
 def _alert_json(alert: Alert) -> dict[str, Any]:
-    return {"kind": alert.kind, "node": alert.node, "gpu": alert.gpu, "reason": alert.reason, "ts": alert.ts,
-            "pod": str(alert.pod) if alert.pod else None, "owner": alert.owner.owner if alert.owner else None,
-            "workload": alert.owner.workload if alert.owner else None}
+    return with_time({"kind": alert.kind, "node": alert.node, "gpu": alert.gpu, "reason": alert.reason,
+                      "ts": alert.ts, "pod": str(alert.pod) if alert.pod else None,
+                      "owner": alert.owner.owner if alert.owner else None,
+                      "workload": alert.owner.workload if alert.owner else None})
 
 
 def _eviction_record(alert: Alert, outcome: str, ok: bool, policy_version: str) -> dict[str, Any]:

@@ -15,10 +15,15 @@ from typing import Any
 
 import click
 
+from gateway.cli.common import CliError, Exit, examples
+
 log = logging.getLogger("gateway.agent")
 
 
-@click.command()
+@click.command(epilog=examples(
+    "gpu-gateway agent --gateway https://gpu-gateway.gpu-gateway.svc:8443 "
+    "--token-file /var/run/secrets/tokens/gpu-gateway",
+    "gpu-gateway agent --gateway http://127.0.0.1:8080 --token-file token --simulate node.yaml --buffer-dir ./spool"))
 @click.option("--gateway", "gateway_url", required=True, metavar="URL",
               help="The gateway's base URL, e.g. https://gpu-gateway.gpu-gateway.svc:8443.")
 @click.option("--token-file", required=True, type=click.Path(dir_okay=False, path_type=Path),
@@ -82,7 +87,7 @@ def agent(gateway_url: str, token_file: Path, simulate: Path | None, node_name: 
         try:
             sim = load_simulation(simulate)
         except SimulationError as exc:
-            raise click.ClickException(str(exc)) from None
+            raise CliError(Exit.USAGE, str(exc)) from None
         scripted = ScriptedSource(sim)
         source, cgroups, pods, allocations = scripted, scripted, StaticPods(sim.pods), scripted.allocations
         node = node_name or sim.node
@@ -118,7 +123,7 @@ def agent(gateway_url: str, token_file: Path, simulate: Path | None, node_name: 
     try:
         spool = Spool(buffer_dir, max_reports=buffer_max_reports, max_bytes=buffer_max_mib * 2**20)
     except OSError as exc:
-        raise click.ClickException(f"cannot use the buffer directory {buffer_dir}: {exc}") from None
+        raise CliError(Exit.USAGE, f"cannot use the buffer directory {buffer_dir}: {exc}") from None
     metrics.watch_spool(spool.stats)
     reporter = Reporter(gateway_url, TokenFile(token_file), spool, verify=verify, retry_max_s=retry_max_s,
                         retry_min_s=min(1.0, retry_max_s), metrics=metrics)

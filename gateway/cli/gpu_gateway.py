@@ -13,6 +13,7 @@ from gateway.cli.agent import agent
 from gateway.cli.agent_auth_options import agent_auth_options
 from gateway.cli.auth_options import auth_options
 from gateway.cli.checkpoint_options import checkpoint_options
+from gateway.cli.common import TIME, CliError, Exit, ExitGroup, examples, gateway_error
 from gateway.cli.queue import controller, queue
 from gateway.cli.scheduler_options import scheduler_options
 from gateway.config import (
@@ -26,27 +27,32 @@ from gateway.config import (
     Settings,
     StoreSettings,
 )
-from gateway.errors import ConfigError, GatewayError
+from gateway.errors import GatewayError
 from gateway.net import is_loopback
-from gateway.times import parse_time
+from gateway.times import parse_time, with_time
 
 
 def _parse_time(value: str | None) -> float | None:
-    if value is None:
-        return None
-    try:
-        return parse_time(value)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc)) from None
+    """Epoch seconds of a `TIME` option's value (checked when the flag was read)."""
+    return None if value is None else parse_time(value)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=ExitGroup, context_settings={"help_option_names": ["-h", "--help"]},
+             epilog=examples("gpu-gateway serve --insecure-http --host 127.0.0.1 --port 8080 --state ./gpu-gateway.db",
+                             "gpu-gateway demo", "gpu-gateway audit list --state ./gpu-gateway.db --since 1d"))
 @click.version_option(package_name="gpu-gateway", prog_name="gpu-gateway", message="%(prog)s %(version)s")
 def main() -> None:
-    """gpu-gateway: access control and GPU quotas for Kubernetes, as an admission webhook."""
+    """gpu-gateway: access control and GPU quotas for Kubernetes, as an admission webhook.
+
+    Exit codes: 0 done or allowed, 1 denied or refused, 2 bad usage or unreadable input,
+    3 the store or a server unreachable or failing, 4 not authenticated.
+    """
 
 
-@main.command()
+@main.command(epilog=examples(
+    "gpu-gateway serve --insecure-http --host 127.0.0.1 --port 8080 --state ./gpu-gateway.db",
+    "gpu-gateway serve --state /var/lib/gpu-gateway/gpu-gateway.db --cert tls.crt --key tls.key "
+    "--jwt-secret-file jwt.secret --jwt-issuer local --jwt-audience gpuctl"))
 @click.option("--host", default="0.0.0.0", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8443, show_default=True, type=int)
 @click.option("--state", type=click.Path(dir_okay=False, path_type=Path), default=Path("gpu-gateway.db"),
@@ -102,10 +108,11 @@ def serve(host: str, port: int, state: Path, database_url: str | None, policy_di
         )
         run_server(settings, log_level=log_level.upper())
     except GatewayError as exc:
-        raise click.ClickException(str(exc)) from exc
+        raise gateway_error(exc) from exc
 
 
-@main.group()
+@main.group(epilog=examples("gpu-gateway audit verify --state ./gpu-gateway.db",
+                            "gpu-gateway audit list --state ./gpu-gateway.db --decision denied --since 7d"))
 def audit() -> None:
     """Read and verify the tamper-evident audit log."""
 
@@ -129,13 +136,16 @@ def _open_store(state: Path | None, database_url: str | None) -> Any:
 
         assert state is not None
         if not state.exists():
-            raise click.ClickException(f"state file {state} does not exist")
+            raise CliError(Exit.USAGE, f"state file {state} does not exist")
         return SQLiteStore(state, readonly=True)
     except GatewayError as exc:
-        raise click.ClickException(str(exc)) from exc
+        raise gateway_error(exc) from exc
 
 
-@audit.command("verify")
+@audit.command("verify", epilog=examples(
+    "gpu-gateway audit verify --state ./gpu-gateway.db",
+    "gpu-gateway audit verify --database-url postgresql://audit@db:5432/gpu_gateway --checkpoints ./checkpoints "
+    "--public-key audit.key.pub -o json"))
 @_store_source
 @click.option("--checkpoints", type=click.Path(exists=True, path_type=Path),
               help="Also compare the log with the signed checkpoints in this directory (or file).")
@@ -165,7 +175,7 @@ def audit_verify(state: Path | None, database_url: str | None, checkpoints: Path
     sys.exit(0 if result.ok else 1)
 
 
-@audit.command("keygen")
+@audit.command("keygen", epilog=examples("gpu-gateway audit keygen --out /secure/audit.key"))
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="Where to write the private key (mode 0600); the public key goes to OUT.pub.")
 def audit_keygen(out: Path) -> None:
@@ -173,28 +183,29 @@ def audit_keygen(out: Path) -> None:
     from gateway.store.checkpoints import generate_key
 
     if out.exists():
-        raise click.ClickException(f"{out} exists; refusing to overwrite a signing key")
+        raise CliError(Exit.DENIED, f"{out} exists; refusing to overwrite a signing key")
     try:
         pub = generate_key(out)
     except OSError as exc:
-        raise click.ClickException(f"cannot write {out}: {exc}") from exc
+        raise CliError(Exit.USAGE, f"cannot write {out}: {exc}") from exc
     click.echo(f"private key {out} (keep it outside the database), public key {pub}")
 
 
-@audit.command("list")
+@audit.command("list", epilog=examples("gpu-gateway audit list --state ./gpu-gateway.db --user alice --since 7d",
+                                       "gpu-gateway audit list --state ./gpu-gateway.db --grants -o json"))
 @_store_source
 @click.option("--user", help="Only this requester.")
 @click.option("--action", type=click.Choice(["launch", "modify", "kill", "exec", "approval", "grant", "alert",
                                                 "heartbeat"]))
 @click.option("--decision", type=click.Choice(["allowed", "denied"]))
-@click.option("--since", help="From this time (ISO 8601 or epoch seconds).")
-@click.option("--until", help="Before this time (ISO 8601 or epoch seconds).")
+@click.option("--since", type=TIME, help="From this time (ISO 8601, epoch seconds or an age like 7d).")
+@click.option("--until", type=TIME, help="Before this time (same forms).")
 @click.option("--limit", type=int)
 @click.option("--grants", is_flag=True, help="Only break-glass records: grants and admissions under one.")
 @click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table")
 def audit_list(state: Path | None, database_url: str | None, user: str | None, action: str | None, decision: str | None,
                since: str | None, until: str | None, limit: int | None, grants: bool, output: str) -> None:
-    """List audit records, oldest first, as a table or JSON lines."""
+    """List audit records, oldest first, as a table (times in UTC) or JSON lines (with `time` beside `ts`)."""
     from gateway.cli.render import audit_table
     from gateway.store.base import AuditQuery
     from gateway.store.sql import is_break_glass
@@ -206,17 +217,18 @@ def audit_list(state: Path | None, database_url: str | None, user: str | None, a
         rows = [r for r in rows if is_break_glass(r)][:limit]
     if output == "json":
         for row in rows:
-            click.echo(json.dumps(row, sort_keys=True))
+            click.echo(json.dumps(with_time(row), sort_keys=True))
     else:
         click.echo(audit_table(rows))
 
 
-@audit.command("history")
+@audit.command("history", epilog=examples(
+    "gpu-gateway audit history PyTorchJob research/llm-70b --state ./gpu-gateway.db --since 2026-11-19"))
 @click.argument("kind")
 @click.argument("ref", metavar="NAMESPACE/NAME")
 @_store_source
-@click.option("--since", help="From this time (ISO 8601 or epoch seconds).")
-@click.option("--until", help="Before this time (ISO 8601 or epoch seconds).")
+@click.option("--since", type=TIME, help="From this time (ISO 8601, epoch seconds or an age like 7d).")
+@click.option("--until", type=TIME, help="Before this time (same forms).")
 @click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text")
 def audit_history(kind: str, ref: str, state: Path | None, database_url: str | None, since: str | None,
                   until: str | None, output: str) -> None:
@@ -236,16 +248,17 @@ def audit_history(kind: str, ref: str, state: Path | None, database_url: str | N
     rows = list(_open_store(state, database_url).audit_rows(query))
     if output == "json":
         for row in rows:
-            click.echo(json.dumps(row, sort_keys=True))
+            click.echo(json.dumps(with_time(row), sort_keys=True))
     else:
         click.echo(history_text(rows))
 
 
-@main.command()
+@main.command(epilog=examples("gpu-gateway usage --state ./gpu-gateway.db",
+                              "gpu-gateway usage --state ./gpu-gateway.db --since 7d -o json"))
 @_store_source
-@click.option("--since", help="Also GPU-hours measured by the node agents from this time (ISO 8601, epoch seconds "
-                              "or an age like 7d).")
-@click.option("--until", help="End of that period (default now).")
+@click.option("--since", type=TIME, help="Also GPU-hours measured by the node agents from this time (ISO 8601, "
+                                         "epoch seconds or an age like 7d).")
+@click.option("--until", type=TIME, help="End of that period (default now).")
 @click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table")
 def usage(state: Path | None, database_url: str | None, since: str | None, until: str | None, output: str) -> None:
     """GPUs reserved now, per user and per team (with --since, measured GPU-hours too)."""
@@ -259,7 +272,7 @@ def usage(state: Path | None, database_url: str | None, since: str | None, until
         users, teams = store.gpus_by_user(), store.gpus_by_team()
         measured = store.measured_usage(start, end) if start is not None else None
     except GatewayError as exc:
-        raise click.ClickException(str(exc)) from exc
+        raise gateway_error(exc) from exc
     finally:
         store.close()
     users, teams = ({k: v for k, v in m.items() if v} for m in (users, teams))
@@ -273,7 +286,9 @@ def usage(state: Path | None, database_url: str | None, since: str | None, until
         click.echo(usage_table(users, teams) + ("\n\n" + table if table else ""))
 
 
-@main.command()
+@main.command(epilog=examples("gpu-gateway check --user alice --group gpu-interns --group team:vision -f job.yaml",
+                              "gpu-gateway check --user carol --group gpu-leads --action kill --owner bob -f job.yaml "
+                              "-o json"))
 @click.option("--user", required=True, help="Username the API server would pass.")
 @click.option("--group", "groups", multiple=True, help="A group of the user (repeatable).")
 @click.option("-f", "--filename", "file", type=click.Path(dir_okay=False, exists=True, path_type=Path),
@@ -296,9 +311,10 @@ def check(user: str, groups: tuple[str, ...], file: Path, action: str, owner: st
     try:
         results = run_check(user=user, groups=groups, file=file, action=action, owner=owner,
                             owner_team=owner_team, namespace=namespace, policy_dir=policy_dir)
-    except (GatewayError, ConfigError) as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(2)
+    except OSError as exc:
+        raise CliError(Exit.USAGE, f"cannot read {file}: {exc}") from exc
+    except GatewayError as exc:
+        raise gateway_error(exc) from exc
     from gateway.cli.render import check_text
 
     for result in results:
@@ -306,7 +322,7 @@ def check(user: str, groups: tuple[str, ...], file: Path, action: str, owner: st
     sys.exit(0 if all(r["allowed"] for r in results) else 1)
 
 
-@main.command()
+@main.command(epilog=examples("gpu-gateway demo", "gpu-gateway demo --keep ./demo-state"))
 @click.option("--keep", type=click.Path(file_okay=False, path_type=Path),
               help="Keep the demo's state in this directory instead of a temporary one.")
 def demo(keep: Path | None) -> None:

@@ -3,8 +3,7 @@
 Server and token come from flags, then `GPUCTL_SERVER` / `GPUCTL_TOKEN`, then the config file
 `gpuctl login` writes (`$GPUCTL_CONFIG`, default ~/.config/gpuctl/config.json, mode 0600).
 
-Exit codes: 0 done; 1 the server refused (403, 404, 409, ...); 2 bad usage; 3 the server
-could not be reached or failed (5xx); 4 not authenticated (401: log in again).
+Exit codes, output options and table rendering are those of `gateway.cli.common`.
 """
 
 from __future__ import annotations
@@ -13,17 +12,35 @@ import datetime as dt
 import json
 import os
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
 import click
 import httpx
-import yaml
 
-from gateway.times import parse_duration
+from gateway.cli.common import (
+    DURATION,
+    FORMATS,
+    TIME,
+    CliError,
+    Exit,
+    OutputGroup,
+    current_output,
+    examples,
+    http_error,
+    output_options,
+    table,
+)
+from gateway.cli.common import show as _show
 
-EXIT_REFUSED, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_UNAUTHENTICATED = 1, 2, 3, 4
+#: The exit codes by the names gpuctl's commands use (`common.Exit`).
+EXIT_REFUSED, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_UNAUTHENTICATED = (
+    Exit.DENIED, Exit.USAGE, Exit.UNAVAILABLE, Exit.UNAUTHENTICATED)
+#: -o csv is for `gpuctl usage`; any other command refuses it.
+_FORMATS = (*FORMATS, "csv")
+_table = table
 
 
 def config_path() -> Path:
@@ -42,16 +59,8 @@ def _load_config() -> dict[str, Any]:
 
 
 def _fail(code: int, message: str) -> NoReturn:
-    click.echo(f"error: {message}", err=True)
-    sys.exit(code)
-
-
-class Failure(Exception):
-    """A request that did not succeed: the exit code and the message for the person."""
-
-    def __init__(self, code: int, message: str) -> None:
-        super().__init__(message)
-        self.code, self.message = code, message
+    """Stop with `error: MESSAGE` and the exit code."""
+    raise CliError(code, message)
 
 
 @dataclass
@@ -59,68 +68,53 @@ class Client:
     server: str
     token: str
     verify: bool | str
-    output: str
     timeout_s: float = 30.0
 
-    def request(self, method: str, path: str, **kw: Any) -> httpx.Response:
-        """The server's answer; on an error, its message on stderr and the exit code."""
-        try:
-            return self.send(method, path, **kw)
-        except Failure as exc:
-            _fail(exc.code, exc.message)
+    @property
+    def output(self) -> str:
+        """The output format asked for (-o), before or after the subcommand."""
+        return current_output().format
 
-    def send(self, method: str, path: str, **kw: Any) -> httpx.Response:
-        """The server's successful answer, or `Failure` (for callers that retry, like `audit tail`)."""
+    def request(self, method: str, path: str, *, flags: Mapping[str, str] | None = None, **kw: Any) -> httpx.Response:
+        """The server's successful answer; otherwise `CliError` with the exit code of `common`.
+
+        `flags` maps the API fields the command sent to the flags or arguments they came from,
+        so that a refusal names what the person typed (`{"expires_in_s": "--for"}`).
+        """
         if not self.server:
-            raise Failure(EXIT_USAGE, "no server: pass --server URL, set GPUCTL_SERVER or run `gpuctl login`")
+            raise CliError(EXIT_USAGE, "no server: pass --server URL, set GPUCTL_SERVER or run `gpuctl login`")
         if not self.token:
-            raise Failure(EXIT_UNAUTHENTICATED, "no token: pass --token, set GPUCTL_TOKEN or run `gpuctl login`")
+            raise CliError(EXIT_UNAUTHENTICATED, "no token: pass --token, set GPUCTL_TOKEN or run `gpuctl login`")
         url = self.server.rstrip("/") + "/api/v1" + path
         try:
             with httpx.Client(verify=self.verify, timeout=self.timeout_s) as client:
                 response = client.request(method, url, headers={"authorization": f"Bearer {self.token}"}, **kw)
         except httpx.TimeoutException:
-            raise Failure(EXIT_UNREACHABLE, f"{self.server} did not answer within {self.timeout_s:g} s; check that "
-                                            "the gateway runs, or give it longer with --request-timeout") from None
+            raise CliError(EXIT_UNREACHABLE, f"{self.server} did not answer within {self.timeout_s:g} s; check that "
+                                             "the gateway runs, or give it longer with --request-timeout") from None
         except httpx.HTTPError as exc:
             if "CERTIFICATE_VERIFY_FAILED" in str(exc):
-                raise Failure(EXIT_UNREACHABLE, f"cannot verify the TLS certificate of {self.server}: {exc}; pass "
-                                                "--certificate-authority FILE (the CA that signed it)") from None
-            raise Failure(EXIT_UNREACHABLE, f"cannot reach {self.server}: {exc}; "
-                                            "check --server and that the gateway runs") from None
+                raise CliError(EXIT_UNREACHABLE, f"cannot verify the TLS certificate of {self.server}: {exc}; pass "
+                                                 "--certificate-authority FILE (the CA that signed it)") from None
+            raise CliError(EXIT_UNREACHABLE, f"cannot reach {self.server}: {exc}; "
+                                             "check --server and that the gateway runs") from None
         if response.status_code >= 400:
-            raise refusal(response.status_code, _reason(response))
+            raise http_error(response.status_code, _reason(response), flags)
         return response
 
-    def get(self, path: str, **params: Any) -> Any:
-        return self.request("GET", path, params={k: v for k, v in params.items() if v is not None}).json()
+    send = request
+    """The same; the name callers that retry (`audit tail`) use."""
+
+    def get(self, path: str, *, flags: Mapping[str, str] | None = None, **params: Any) -> Any:
+        """GET with query parameters (None ones left out); a refusal names a parameter as its flag."""
+        query = {k: v for k, v in params.items() if v is not None}
+        named = {k: "--" + k.replace("_", "-") for k in query} | dict(flags or {})
+        return self.request("GET", path, params=query, flags=named).json()
 
     def show(self, data: Any, table: str) -> None:
         if self.output == "csv":
             _fail(EXIT_USAGE, "-o csv is only for `gpuctl usage`; use -o json or -o yaml here")
-        if self.output == "json":
-            click.echo(json.dumps(data, indent=2, sort_keys=True))
-        elif self.output == "yaml":
-            click.echo(yaml.safe_dump(data, sort_keys=True).rstrip())
-        else:
-            click.echo(table)
-
-
-def refusal(status: int, reason: str) -> Failure:
-    """What a person reads, and the exit code, when the gateway answers `status` (4xx, 5xx)."""
-    if status == 401:
-        if "expired" in reason:
-            return Failure(EXIT_UNAUTHENTICATED, "token expired; run `gpuctl login --server URL --token NEW_TOKEN` "
-                                                 "(or set GPUCTL_TOKEN) with a fresh one")
-        return Failure(EXIT_UNAUTHENTICATED, f"not authenticated: {reason}; run `gpuctl login` with a valid token")
-    if status == 403:
-        hint = "" if "ask" in reason else "; `gpuctl whoami` shows your role: ask an administrator if you need this"
-        return Failure(EXIT_REFUSED, f"forbidden: {reason}{hint} (403)")
-    if status == 503:
-        return Failure(EXIT_UNREACHABLE, f"the gateway cannot answer now (503): {reason}")
-    if status >= 500:
-        return Failure(EXIT_UNREACHABLE, f"the gateway failed ({status}): {reason}; its log says more")
-    return Failure(EXIT_REFUSED, f"{reason} ({status})")
+        _show(data, table)
 
 
 def _reason(response: httpx.Response) -> str:
@@ -131,39 +125,36 @@ def _reason(response: httpx.Response) -> str:
     return str(body.get("reason") or body.get("error") or body) if isinstance(body, dict) else str(body)
 
 
-def _table(headers: list[str], rows: list[list[Any]]) -> str:
-    if not rows:
-        return "nothing to show"
-    cells = [[str(c) for c in r] for r in rows]
-    widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(headers)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells]
-    return "\n".join(lines)
-
-
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=OutputGroup, context_settings={"help_option_names": ["-h", "--help"]}, formats=_FORMATS,
+             params=output_options(_FORMATS, "; csv: gpuctl usage only; also after the subcommand"),
+             epilog=examples("gpuctl login --server https://gpu-gateway.example:8443 --token \"$TOKEN\"",
+                             "gpuctl whoami -o json", "gpuctl audit list --decision denied --since 7d -o wide"))
 @click.version_option(package_name="gpu-gateway", prog_name="gpuctl", message="%(prog)s %(version)s")
 @click.option("--server", envvar="GPUCTL_SERVER", help="Gateway URL, e.g. https://gpu-gateway.example:8443.")
 @click.option("--token", envvar="GPUCTL_TOKEN", help="Bearer token (JWT).")
 @click.option("--certificate-authority", type=click.Path(exists=True, dir_okay=False),
               help="CA bundle to verify the gateway's certificate.")
 @click.option("--insecure-skip-tls-verify", is_flag=True, help="Do not verify the certificate (never in production).")
-@click.option("-o", "--output", type=click.Choice(["table", "json", "yaml", "csv"]), default="table",
-              show_default=True, help="csv: for usage only.")
-@click.option("--request-timeout", default="30s", show_default=True, help="How long to wait for an answer.")
+@click.option("--request-timeout", default="30s", show_default=True, type=DURATION,
+              help="How long to wait for an answer.")
 @click.pass_context
 def main(ctx: click.Context, server: str | None, token: str | None, certificate_authority: str | None,
-         insecure_skip_tls_verify: bool, output: str, request_timeout: str) -> None:
-    """gpuctl: manage gpu-gateway through its admin API (whoami, audit, usage, check, approvals, grants)."""
+         insecure_skip_tls_verify: bool, request_timeout: float) -> None:
+    """gpuctl: manage gpu-gateway through its admin API (whoami, audit, usage, check, approvals, grants).
+
+    Exit codes: 0 done or allowed, 1 denied or refused by the gateway, 2 bad usage or unreadable
+    input, 3 gateway unreachable or failing, 4 not authenticated.
+    """
     config = _load_config() if ctx.invoked_subcommand != "login" else {}
     verify: bool | str = not insecure_skip_tls_verify
     if certificate_authority or config.get("certificate_authority"):
         verify = certificate_authority or str(config["certificate_authority"])
-    ctx.obj = Client(server or str(config.get("server", "")), token or str(config.get("token", "")), verify, output,
-                     _duration(request_timeout))
+    ctx.obj = Client(server or str(config.get("server", "")), token or str(config.get("token", "")), verify,
+                     request_timeout)
 
 
-@main.command()
+@main.command(epilog=examples("gpuctl login --server https://gpu-gateway.example:8443 --token \"$TOKEN\" "
+                              "--certificate-authority ca.crt"))
 @click.option("--server", "login_server", required=True, help="Gateway URL.")
 @click.option("--token", "login_token", envvar="GPUCTL_TOKEN", required=True, help="Bearer token (or GPUCTL_TOKEN).")
 @click.option("--certificate-authority", "login_ca", type=click.Path(exists=True, dir_okay=False))
@@ -184,7 +175,7 @@ def login(client: Client, login_server: str, login_token: str, login_ca: str | N
     click.echo(f"logged in to {login_server} as {me['username']} (role {me['role'] or 'none'}); saved in {path}")
 
 
-@main.command()
+@main.command(epilog=examples("gpuctl whoami", "gpuctl whoami -o json"))
 @click.pass_obj
 def whoami(client: Client) -> None:
     """Who the token says you are, and your role and teams."""
@@ -194,7 +185,7 @@ def whoami(client: Client) -> None:
                              ",".join(me["groups"])]]))
 
 
-@main.group()
+@main.group(epilog=examples("gpuctl audit list --user alice --decision denied --since 7d", "gpuctl audit verify"))
 def audit() -> None:
     """Read and verify the audit log."""
 
@@ -203,7 +194,8 @@ _AUDIT_FILTERS = [
     click.option("--user"), click.option("--action"),
     click.option("--decision", type=click.Choice(["allowed", "denied"])),
     click.option("--kind"), click.option("--namespace", "-n"), click.option("--name"),
-    click.option("--since", help="ISO 8601, epoch seconds or an age like 7d."), click.option("--until"),
+    click.option("--since", type=TIME, help="ISO 8601, epoch seconds or an age like 7d."),
+    click.option("--until", type=TIME, help="Same forms as --since."),
     click.option("--limit", type=int, help="The newest N records."),
 ]
 
@@ -214,26 +206,27 @@ def _audit_filters(f: Any) -> Any:
     return f
 
 
-@audit.command("list")
+@audit.command("list", epilog=examples("gpuctl audit list --user alice --decision denied --since 7d",
+                                       "gpuctl audit list --action settings -o wide", "gpuctl audit list --alerts"))
 @_audit_filters
 @click.option("--alerts", is_flag=True, help="Only GPU alerts from the node agents (action alert, docs/agent.md).")
 @click.pass_obj
 def audit_list(client: Client, /, alerts: bool = False, **filters: Any) -> None:
-    """Audit records you may read, oldest first."""
+    """Audit records you may read, oldest first (times in UTC); -o wide adds owner, team and reason."""
+    from gateway.cli.render import audit_cells, audit_table
+
     if alerts:
         filters["action"] = "alert"
     items = client.get("/audit", **filters)["items"]
     if alerts:
-        client.show(items, _table(["#", "ALERT", "TARGET", "OWNER", "REASON"], [
-            [i["seq"], i["rule"], f"{i['kind']} {i['namespace']}/{i['name']}".replace(" /", " "),
-             i["owner"] or "-", i["reason"]] for i in items]))
+        cells = [audit_cells(i) for i in items]
+        client.show(items, _table(["#", "TIME", "ALERT", "TARGET", "OWNER", "REASON"], [
+            [c["seq"], c["time"], c["rule"], c["target"], c["owner"], c["reason"]] for c in cells]))
         return
-    client.show(items, _table(["#", "USER", "ROLE", "ACTION", "TARGET", "GPUS", "DECISION", "RULE"], [
-        [i["seq"], i["user"], i["role"] or "-", i["action"], f"{i['kind']} {i['namespace']}/{i['name']}",
-         i["gpus"], i["decision"] + (" (dry run)" if i.get("dry_run") else ""), i["rule"]] for i in items]))
+    client.show(items, audit_table(items))
 
 
-@audit.command("export")
+@audit.command("export", epilog=examples("gpuctl audit export --since 30d > audit.jsonl"))
 @_audit_filters
 @click.pass_obj
 def audit_export(client: Client, /, **filters: Any) -> None:
@@ -242,15 +235,16 @@ def audit_export(client: Client, /, **filters: Any) -> None:
     click.echo(response.text, nl=False)
 
 
-@audit.command("tail")
+@audit.command("tail", epilog=examples("gpuctl audit tail --decision denied -n research",
+                                       "gpuctl -o json audit tail --once --after 4711"))
 @_audit_filters
 @click.option("--after", "after_seq", type=click.IntRange(min=0), metavar="SEQ",
               help="Start after this record number (every later record) instead of the newest --limit.")
-@click.option("--interval", default="2s", show_default=True, help="How often to poll the server.")
-@click.option("--timeout", "timeout", help="Stop following after this long, e.g. 30s or 10m (exit 0).")
+@click.option("--interval", default="2s", show_default=True, type=DURATION, help="How often to poll the server.")
+@click.option("--timeout", "timeout", type=DURATION, help="Stop following after this long, e.g. 30s or 10m (exit 0).")
 @click.option("--once", is_flag=True, help="Print the records there are and exit (no following).")
 @click.pass_obj
-def audit_tail(client: Client, /, after_seq: int | None, interval: str, timeout: str | None, once: bool,
+def audit_tail(client: Client, /, after_seq: int | None, interval: float, timeout: float | None, once: bool,
                **filters: Any) -> None:
     """Follow new audit records as they are written (like tail -f); Ctrl-C stops (exit 0).
 
@@ -264,8 +258,8 @@ def audit_tail(client: Client, /, after_seq: int | None, interval: str, timeout:
     limit = filters.pop("limit")
     if limit is not None and limit < 0:
         raise click.BadParameter("must be 0 or more", param_hint="--limit")
-    how = Follow(first=10 if limit is None else limit, after=after_seq, interval_s=_duration(interval),
-                 timeout_s=_duration(timeout) if timeout else None, once=once)
+    how = Follow(first=10 if limit is None else limit, after=after_seq, interval_s=interval, timeout_s=timeout,
+                 once=once)
     params = {k: v for k, v in filters.items() if v is not None}
 
     def fetch(after: int | None, newest: int | None) -> list[dict[str, Any]]:
@@ -273,22 +267,21 @@ def audit_tail(client: Client, /, after_seq: int | None, interval: str, timeout:
                  **({"limit": newest} if newest else {})}
         try:
             items: list[dict[str, Any]] = client.send("GET", "/audit", params=query).json()["items"]
-        except Failure as exc:
-            if exc.code == EXIT_UNREACHABLE:
+        except CliError as exc:
+            if exc.exit_code == EXIT_UNREACHABLE:
                 raise Unavailable(exc.message) from None
             raise
         return items
 
     try:
         follow(fetch, emitter(client.output), how, warn=lambda m: click.echo(f"warning: {m}", err=True))
-    except (Failure, Unavailable) as exc:
-        code, message = (exc.code, exc.message) if isinstance(exc, Failure) else (EXIT_UNREACHABLE, str(exc))
-        _fail(code, message)
+    except Unavailable as exc:
+        _fail(EXIT_UNREACHABLE, str(exc))
     except KeyboardInterrupt:
         sys.exit(0)
 
 
-@audit.command("verify")
+@audit.command("verify", epilog=examples("gpuctl audit verify", "gpuctl audit verify -o json"))
 @click.pass_obj
 def audit_verify(client: Client) -> None:
     """Walk the audit hash chain on the server; exit 1 when it is broken."""
@@ -299,23 +292,21 @@ def audit_verify(client: Client) -> None:
     sys.exit(0 if result["ok"] else EXIT_REFUSED)
 
 
-@main.command()
+@main.command(epilog=examples("gpuctl usage", "gpuctl usage --by team --since 30d",
+                              "gpuctl usage --by user --since 2026-11-01 --until 2026-12-01 -o csv > november.csv"))
 @click.option("--by", type=click.Choice(["user", "team", "role"]), default=None, help="Only one breakdown.")
-@click.option("--since", help="Also GPU-hours from this time: ISO 8601, epoch seconds or an age like 30d.")
-@click.option("--until", help="End of the GPU-hours period (default now).")
-@click.option("-o", "--output", "usage_output", type=click.Choice(["table", "json", "yaml", "csv"]),
-              help="As gpuctl -o, and csv: by,name,gpus_now,gpu_hours,since,until (the server's CSV).")
+@click.option("--since", type=TIME, help="Also GPU-hours from this time: ISO 8601, epoch seconds or an age like 30d.")
+@click.option("--until", type=TIME, help="End of the GPU-hours period (default now).")
 @click.pass_obj
-def usage(client: Client, by: str | None, since: str | None, until: str | None, usage_output: str | None) -> None:
+def usage(client: Client, by: str | None, since: str | None, until: str | None) -> None:
     """GPUs reserved now, and with --since GPU-hours held, per user, team (and role), scoped to what
-    you may read."""
+    you may read. -o csv prints the server's CSV: by,name,gpus_now,gpu_hours,since,until."""
     from gateway.cli.render import measured_table
     from gateway.core.usage_report import usage_rows
 
-    client.output = usage_output or client.output
     if client.output == "csv":
         query = {k: v for k, v in {"since": since, "until": until, "by": by, "format": "csv"}.items() if v}
-        click.echo(client.request("GET", "/usage", params=query).text, nl=False)
+        click.echo(client.request("GET", "/usage", params=query, flags={k: f"--{k}" for k in query}).text, nl=False)
         return
     data = client.get("/usage", since=since, until=until)
     rows = [[r.by, r.name, "-" if r.gpus_now is None else r.gpus_now,
@@ -329,10 +320,16 @@ def usage(client: Client, by: str | None, since: str | None, until: str | None, 
 
 def _check_body(file: Path, as_user: str | None, as_groups: tuple[str, ...], action: str, owner: str | None,
                 client: Client) -> dict[str, Any]:
+    from gateway.errors import GatewayError
+    from gateway.whatif import parse_documents
+
     try:
         manifest = file.read_text()
+        parse_documents(manifest, str(file))  # unreadable input stops here, naming the file
     except OSError as exc:
         _fail(EXIT_USAGE, f"cannot read {file}: {exc}")
+    except GatewayError as exc:
+        _fail(EXIT_USAGE, str(exc))
     if as_groups and not as_user:
         raise click.UsageError("--as-group needs --as")
     if as_user:
@@ -346,7 +343,9 @@ def _check_body(file: Path, as_user: str | None, as_groups: tuple[str, ...], act
     return body
 
 
-@main.command("check")
+@main.command("check", epilog=examples("gpuctl check -f job.yaml",
+                                      "gpuctl check -f job.yaml --as bob --as-group gpu-researchers",
+                                      "gpuctl check -f job.yaml --action kill --owner bob -o json"))
 @click.option("-f", "--file", "file", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Manifest (YAML or JSON; several documents or a List allowed).")
 @click.option("--as", "as_user", help="Check as this user (administrators); default: you.")
@@ -357,11 +356,13 @@ def _check_body(file: Path, as_user: str | None, as_groups: tuple[str, ...], act
 @click.pass_obj
 def check(client: Client, file: Path, as_user: str | None, as_groups: tuple[str, ...], action: str,
           owner: str | None) -> None:
-    """What-if with the policy in force: exit 0 when every object is allowed, 1 when one is denied."""
+    """What-if with the policy in force: exit 0 when every object is allowed, 1 when one is denied,
+    2 when the file cannot be read."""
     from gateway.cli.render import check_text
 
     body = _check_body(file, as_user, as_groups, action, owner, client)
-    results = client.request("POST", "/check", json=body).json()["results"]
+    results = client.request("POST", "/check", json=body, flags={
+        "manifest": str(file), "user": "--as", "groups": "--as-group", "owner": "--owner"}).json()["results"]
     client.show(results, "\n".join(check_text(r) for r in results))
     sys.exit(0 if all(r["allowed"] for r in results) else EXIT_REFUSED)
 
@@ -374,42 +375,50 @@ def _when(epoch: Any) -> str:
 
 
 def _duration(value: str) -> float:
-    try:
-        return parse_duration(value)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc)) from None
+    """Seconds of a duration flag's value (`DURATION` reads options; this, values read otherwise)."""
+    return float(DURATION.convert(value, None, None))
 
 
 def _approvals_table(items: list[dict[str, Any]]) -> str:
-    return _table(["ID", "STATE", "REQUESTER", "ACTION", "TARGET", "GPUS", "EXPIRES", "REASON"], [
-        [a["id"], a["state"], a["requester"], a["action"], f"{a['kind']} {a['namespace']}/{a['name']}",
-         a.get("gpus") or "-", _when(a.get("expires_at")), a.get("reason", "")] for a in items])
+    from gateway.cli.render import target_text
+
+    return _table(["ID", "STATE", "REQUESTER", "ACTION", "TARGET", "GPUS", "EXPIRES", "REASON", "CREATED",
+                   "REVIEWER", "COMMENT"], [
+        [a["id"], a["state"], a["requester"], a["action"], target_text(a["kind"], a["namespace"], a["name"]),
+         a.get("gpus") or "-", _when(a.get("expires_at")), a.get("reason", ""), _when(a.get("created_at")),
+         a.get("reviewer") or "-", a.get("review_comment") or ""] for a in items],
+        wide=["CREATED", "REVIEWER", "COMMENT"])
 
 
-@main.command("request")
+@main.command("request", epilog=examples(
+    'gpuctl request launch PyTorchJob research/llm-400b --gpus 6144 --reason "scaling run"',
+    'gpuctl request kill Job research/stuck --reason "holds 64 GPUs idle" --expires-in 30m'))
 @click.argument("action", type=click.Choice(["launch", "modify", "kill", "exec"]))
 @click.argument("kind")
 @click.argument("target", metavar="NAMESPACE/NAME")
 @click.option("--reason", required=True, help="Why; the approver reads it.")
 @click.option("--gpus", type=int, help="For launch and modify: the most GPUs it may ask for.")
-@click.option("--expires-in", default="1h", show_default=True, help="How long the approval may wait and be used.")
+@click.option("--expires-in", default="1h", show_default=True, type=DURATION,
+              help="How long the approval may wait and be used (7d at most).")
 @click.pass_obj
 def request_approval(client: Client, action: str, kind: str, target: str, reason: str, gpus: int | None,
-                     expires_in: str) -> None:
+                     expires_in: float) -> None:
     """Ask a second person to let you do ACTION once on KIND NAMESPACE/NAME."""
     namespace, sep, name = target.partition("/")
     if not sep or not namespace or not name:
         raise click.BadParameter("give the target as NAMESPACE/NAME", param_hint="NAMESPACE/NAME")
     body: dict[str, Any] = {"action": action, "kind": kind, "namespace": namespace, "name": name,
-                            "reason": reason, "expires_in_s": _duration(expires_in)}
+                            "reason": reason, "expires_in_s": expires_in}
     if gpus is not None:
         body["gpus"] = gpus
-    created = client.request("POST", "/approvals", json=body).json()
+    created = client.request("POST", "/approvals", json=body, flags={
+        "expires_in_s": "--expires-in", "gpus": "--gpus", "reason": "--reason", "kind": "KIND",
+        "namespace": "NAMESPACE/NAME", "name": "NAMESPACE/NAME"}).json()
     client.show(created, f"approval {created['id']} requested ({created['state']}); "
                          f"ask an approver to run: gpuctl approve {created['id']}")
 
 
-@main.command("approvals")
+@main.command("approvals", epilog=examples("gpuctl approvals --state pending", "gpuctl approvals -o wide"))
 @click.option("--state", "state", type=click.Choice(["pending", "approved", "denied", "used", "expired"]))
 @click.pass_obj
 def list_approvals(client: Client, state: str | None) -> None:
@@ -423,39 +432,45 @@ def _review(verdict: str) -> Any:
     @click.option("--comment", default="", help="Recorded in the audit log.")
     @click.pass_obj
     def run(client: Client, approval_id: str, comment: str) -> None:
-        done = client.request("POST", f"/approvals/{approval_id}/{verdict}", json={"comment": comment}).json()
+        done = client.request("POST", f"/approvals/{approval_id}/{verdict}", json={"comment": comment},
+                              flags={"comment": "--comment"}).json()
         client.show(done, f"approval {done['id']} is {done['state']}")
     return run
 
 
-main.command("approve", help="Approve another person's request (never your own).")(_review("approve"))
-main.command("deny", help="Deny another person's request.")(_review("deny"))
+main.command("approve", help="Approve another person's request (never your own).",
+             epilog=examples('gpuctl approve apv-1a2b3c --comment "ok, once"'))(_review("approve"))
+main.command("deny", help="Deny another person's request.",
+             epilog=examples('gpuctl deny apv-1a2b3c --comment "use the shared queue"'))(_review("deny"))
 
 
-@main.command("grant")
+@main.command("grant", epilog=examples('gpuctl grant ivan lead --reason "on-call: stuck job" --for 30m'))
 @click.argument("user")
 @click.argument("role")
 @click.option("--reason", required=True, help="Mandatory; stands out in the audit log.")
-@click.option("--for", "duration", required=True, help="How long, e.g. 30m or 2h (24h at most).")
+@click.option("--for", "duration", required=True, type=DURATION, help="How long, e.g. 30m or 2h (24h at most).")
 @click.pass_obj
-def grant(client: Client, user: str, role: str, reason: str, duration: str) -> None:
+def grant(client: Client, user: str, role: str, reason: str, duration: float) -> None:
     """Break-glass: give USER the ROLE for a limited time (admins)."""
     created = client.request("POST", "/grants", json={"user": user, "role": role, "reason": reason,
-                                                      "expires_in_s": _duration(duration)}).json()
+                                                      "expires_in_s": duration},
+                             flags={"expires_in_s": "--for", "user": "USER", "role": "ROLE", "reason": "--reason"}
+                             ).json()
     client.show(created, f"grant {created['id']}: {user} holds {role} until {_when(created.get('expires_at'))} UTC")
 
 
-@main.command("grants")
+@main.command("grants", epilog=examples("gpuctl grants", "gpuctl grants -o wide"))
 @click.pass_obj
 def list_grants(client: Client) -> None:
     """Break-glass grants (admins see all, others their own)."""
     items = client.get("/grants")["items"]
-    client.show(items, _table(["ID", "STATE", "USER", "ROLE", "UNTIL", "GRANTER", "REASON"], [
+    client.show(items, _table(["ID", "STATE", "USER", "ROLE", "UNTIL", "GRANTER", "REASON", "CREATED", "ENDED BY"], [
         [g["id"], g["state"], g["user"], g["role"], _when(g.get("expires_at")), g.get("granter", ""),
-         g.get("reason", "")] for g in items]))
+         g.get("reason", ""), _when(g.get("created_at")), g.get("ended_by") or "-"] for g in items],
+        wide=["CREATED", "ENDED BY"]))
 
 
-@main.command("revoke")
+@main.command("revoke", epilog=examples("gpuctl revoke bg-4d5e6f"))
 @click.argument("grant_id", metavar="ID")
 @click.pass_obj
 def revoke(client: Client, grant_id: str) -> None:

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
 
-from gateway.cli.gpuctl import Client, _duration, _table, main
+from gateway.cli.common import DURATION, examples
+from gateway.cli.gpuctl import Client, _table, main
+from gateway.core.overrides import SettingError, check_subject, split_target
 
 REPLACEABLE = ("policy.csv", "limits.yaml")
 
 
-def _gpus(value: str | None) -> int | str | None:
+def _gpus(value: str | None, flag: str) -> int | str | None:
     """A GPU count, None for `unlimited`, or "unset" when the option was not given."""
     if value is None:
         return "unset"
@@ -21,9 +24,9 @@ def _gpus(value: str | None) -> int | str | None:
     try:
         number = int(value)
     except ValueError:
-        raise click.BadParameter(f"{value!r} is not a number of GPUs or `unlimited`") from None
+        raise click.BadParameter(f"{value!r} is not a number of GPUs or `unlimited`", param_hint=flag) from None
     if number < 0:
-        raise click.BadParameter("a GPU count cannot be negative")
+        raise click.BadParameter("a GPU count cannot be negative", param_hint=flag)
     return number
 
 
@@ -31,10 +34,30 @@ def _shown(value: Any) -> str:
     return "unlimited" if value is None else str(value)
 
 
+class _Target(click.types.StringParamType):
+    """A quota target or binding subject (`team:vision`), checked as the gateway checks it before
+    anything is sent; a bare name gets a hint."""
+
+    def __init__(self, name: str, check: Callable[[str], object], hint: str) -> None:
+        self.name, self.check, self.hint = name, check, hint
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        try:
+            self.check(str(value))
+        except SettingError as exc:
+            hint = f" ({self.hint.format(value)})" if ":" not in str(value) and value else ""
+            self.fail(f"{exc}{hint}", param, ctx)
+        return str(value)
+
+
+QUOTA_TARGET = _Target("target", split_target, "a team's: team:{0}")
+SUBJECT = _Target("subject", check_subject, "a group's: group:{0}")
+
+
 # ------------------------------------------------------------------------------ roles
 
 
-@main.group("roles", invoke_without_command=True)
+@main.group("roles", invoke_without_command=True, epilog=examples("gpuctl roles", "gpuctl roles -o yaml"))
 @click.pass_context
 def roles(ctx: click.Context) -> None:
     """Role bindings (group:NAME or user:NAME -> roles); without a subcommand, list them."""
@@ -49,37 +72,40 @@ def roles(ctx: click.Context) -> None:
     client.show(data, f"{bindings}\n\n{perms}")
 
 
-@roles.command("bind")
-@click.argument("subject")
+@roles.command("bind", epilog=examples('gpuctl roles bind group:ml-newcomers intern --reason "onboarding"'))
+@click.argument("subject", type=SUBJECT)
 @click.argument("role", nargs=-1)
 @click.option("--reason", required=True, help="Why; recorded in the audit log.")
 @click.pass_obj
 def roles_bind(client: Client, subject: str, role: tuple[str, ...], reason: str) -> None:
     """Give SUBJECT (group:NAME or user:NAME) exactly ROLE... (none: take every role away)."""
-    done = client.request("PUT", f"/roles/bindings/{subject}", json={"roles": list(role), "reason": reason}).json()
+    done = client.request("PUT", f"/roles/bindings/{subject}", json={"roles": list(role), "reason": reason},
+                          flags={"roles": "ROLE", "reason": "--reason"}).json()
     client.show(done, f"{subject}: {','.join(done['new']) or '(no role)'} (revision {done['revision']})")
 
 
-@roles.command("unbind")
-@click.argument("subject")
+@roles.command("unbind", epilog=examples('gpuctl roles unbind user:zoe --reason "left the team"'))
+@click.argument("subject", type=SUBJECT)
 @click.option("--reason", required=True, help="Why; recorded in the audit log.")
 @click.pass_obj
 def roles_unbind(client: Client, subject: str, reason: str) -> None:
     """Remove SUBJECT's run-time binding: the policy bundle's binding is in force again."""
-    done = client.request("DELETE", f"/roles/bindings/{subject}", json={"reason": reason}).json()
+    done = client.request("DELETE", f"/roles/bindings/{subject}", json={"reason": reason},
+                          flags={"reason": "--reason"}).json()
     client.show(done, f"{subject}: run-time binding removed (revision {done['revision']})")
 
 
 # ------------------------------------------------------------------------------ quotas
 
 
-@main.group("quota")
+@main.group("quota", epilog=examples("gpuctl quota get team:vision",
+                                     'gpuctl quota set team:vision --max-concurrent-gpus 512 --reason "Q4 budget"'))
 def quota() -> None:
     """GPU quotas per user:NAME, team:NAME and role:NAME."""
 
 
-@quota.command("get")
-@click.argument("target", required=False)
+@quota.command("get", epilog=examples("gpuctl quota get", "gpuctl quota get team:vision -o json"))
+@click.argument("target", required=False, type=QUOTA_TARGET)
 @click.pass_obj
 def quota_get(client: Client, target: str | None) -> None:
     """The quota in force for TARGET (user:NAME, team:NAME, role:NAME), or every quota."""
@@ -96,8 +122,9 @@ def quota_get(client: Client, target: str | None) -> None:
           q["source"]] for q in items]))
 
 
-@quota.command("set")
-@click.argument("target")
+@quota.command("set", epilog=examples('gpuctl quota set team:vision --max-concurrent-gpus 512 --reason "Q4 budget"',
+                                     'gpuctl quota set user:alice --max-concurrent-gpus unlimited --reason "deadline"'))
+@click.argument("target", type=QUOTA_TARGET)
 @click.option("--max-concurrent-gpus", help="GPUs held at once (a number or `unlimited`).")
 @click.option("--max-gpus-per-workload", help="Roles only: the largest workload (a number or `unlimited`).")
 @click.option("--reason", required=True, help="Why; recorded in the audit log.")
@@ -107,23 +134,25 @@ def quota_set(client: Client, target: str, max_concurrent_gpus: str | None, max_
     """Set TARGET's quota at run time (every replica applies it within about a second)."""
     body: dict[str, Any] = {"reason": reason}
     for key, raw in (("max_concurrent_gpus", max_concurrent_gpus), ("max_gpus_per_workload", max_gpus_per_workload)):
-        value = _gpus(raw)
+        value = _gpus(raw, "--" + key.replace("_", "-"))
         if value != "unset":
             body[key] = value
     if len(body) == 1:
         raise click.UsageError("give --max-concurrent-gpus and/or --max-gpus-per-workload")
-    done = client.request("PUT", f"/quotas/{target}", json=body).json()
+    done = client.request("PUT", f"/quotas/{target}", json=body, flags={
+        "max_concurrent_gpus": "--max-concurrent-gpus", "max_gpus_per_workload": "--max-gpus-per-workload",
+        "reason": "--reason"}).json()
     new = ", ".join(f"{k}={_shown(v)}" for k, v in sorted(done["new"].items()))
     client.show(done, f"{target}: {new} (revision {done['revision']})")
 
 
-@quota.command("unset")
-@click.argument("target")
+@quota.command("unset", epilog=examples('gpuctl quota unset team:vision --reason "back to the bundle"'))
+@click.argument("target", type=QUOTA_TARGET)
 @click.option("--reason", required=True, help="Why; recorded in the audit log.")
 @click.pass_obj
 def quota_unset(client: Client, target: str, reason: str) -> None:
     """Remove TARGET's run-time quota: the policy bundle's is in force again."""
-    done = client.request("DELETE", f"/quotas/{target}", json={"reason": reason}).json()
+    done = client.request("DELETE", f"/quotas/{target}", json={"reason": reason}, flags={"reason": "--reason"}).json()
     client.show(done, f"{target}: run-time quota removed (revision {done['revision']})")
 
 
@@ -145,12 +174,12 @@ _FROM = click.option("--from", "directory", required=True, type=click.Path(exist
                      path_type=Path), help="Directory holding the proposed policy.csv and limits.yaml.")
 
 
-@main.group("policy")
+@main.group("policy", epilog=examples("gpuctl policy get --to ./proposal", "gpuctl policy diff --from ./proposal"))
 def policy() -> None:
     """View, diff and replace the policy (policy.csv and limits.yaml)."""
 
 
-@policy.command("get")
+@policy.command("get", epilog=examples("gpuctl policy get", "gpuctl policy get --to ./proposal"))
 @click.option("--to", "directory", type=click.Path(file_okay=False, path_type=Path),
               help="Write the files into this directory instead of printing them.")
 @click.pass_obj
@@ -166,12 +195,13 @@ def policy_get(client: Client, directory: Path | None) -> None:
     client.show(data, header + (f"\nwritten to {directory}" if directory else body))
 
 
-@policy.command("diff")
+@policy.command("diff", epilog=examples("gpuctl policy diff --from ./proposal"))
 @_FROM
 @click.pass_obj
 def policy_diff(client: Client, directory: Path) -> None:
     """Validate the files in --from against the policy in force and show the diff (exit 1 if invalid)."""
-    data = client.request("POST", "/policy/diff", json={"files": _read_proposal(directory)}).json()
+    data = client.request("POST", "/policy/diff", json={"files": _read_proposal(directory)},
+                          flags={"files": "--from"}).json()
     if not data["valid"]:
         client.show(data, f"invalid: {data['error']}")
         raise SystemExit(1)
@@ -179,44 +209,48 @@ def policy_diff(client: Client, directory: Path) -> None:
     client.show(data, f"{data['diff'] or 'no change'}\n# proposal {data['digest']} {note}".rstrip())
 
 
-@policy.command("request")
+@policy.command("request", epilog=examples('gpuctl policy request --from ./proposal --reason "tighten interns"'))
 @click.option("--from", "directory", type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="Directory holding the proposed policy.csv and limits.yaml.")
 @click.option("--digest", help="The proposal's digest instead (as a refused apply or revert names it).")
 @click.option("--reason", required=True, help="Why; the approver reads it.")
-@click.option("--expires-in", default="1h", show_default=True, help="How long the approval may wait and be used.")
+@click.option("--expires-in", default="1h", show_default=True, type=DURATION,
+              help="How long the approval may wait and be used (7d at most).")
 @click.pass_obj
-def policy_request(client: Client, directory: Path | None, digest: str | None, reason: str, expires_in: str) -> None:
+def policy_request(client: Client, directory: Path | None, digest: str | None, reason: str,
+                   expires_in: float) -> None:
     """Ask a second admin to approve replacing the policy with the files in --from."""
     if (directory is None) == (digest is None):
         raise click.UsageError("give either --from DIR or --digest DIGEST")
     if directory is not None:
-        check = client.request("POST", "/policy/diff", json={"files": _read_proposal(directory)}).json()
+        check = client.request("POST", "/policy/diff", json={"files": _read_proposal(directory)},
+                               flags={"files": "--from"}).json()
         if not check["valid"]:
             client.show(check, f"invalid: {check['error']}")
             raise SystemExit(1)
         digest = check["digest"]
     created = client.request("POST", "/approvals", json={
-        "action": "policy-change", "name": digest, "reason": reason,
-        "expires_in_s": _duration(expires_in)}).json()
+        "action": "policy-change", "name": digest, "reason": reason, "expires_in_s": expires_in},
+        flags={"name": "--digest", "reason": "--reason", "expires_in_s": "--expires-in"}).json()
     client.show(created, f"approval {created['id']} requested for proposal {digest}; ask another admin to run: "
                          f"gpuctl approve {created['id']}, then apply (or revert) again")
 
 
-@policy.command("apply")
+@policy.command("apply", epilog=examples('gpuctl policy apply --from ./proposal --reason "tighten interns"'))
 @_FROM
 @click.option("--reason", required=True, help="Why; recorded in the audit log.")
 @click.pass_obj
 def policy_apply(client: Client, directory: Path, reason: str) -> None:
     """Replace the policy with the files in --from (validated; every replica applies it)."""
-    done = client.request("PUT", "/policy", json={"files": _read_proposal(directory), "reason": reason}).json()
+    done = client.request("PUT", "/policy", json={"files": _read_proposal(directory), "reason": reason},
+                          flags={"files": "--from", "reason": "--reason"}).json()
     client.show(done, f"{done['diff'] or 'no change'}\n# policy {done['digest']} in force, version {done['version']}")
 
 
-@policy.command("revert")
+@policy.command("revert", epilog=examples('gpuctl policy revert --reason "the change broke queueing"'))
 @click.option("--reason", required=True, help="Why; recorded in the audit log.")
 @click.pass_obj
 def policy_revert(client: Client, reason: str) -> None:
     """Go back to the policy files the gateway was started with."""
-    done = client.request("DELETE", "/policy", json={"reason": reason}).json()
+    done = client.request("DELETE", "/policy", json={"reason": reason}, flags={"reason": "--reason"}).json()
     client.show(done, f"{done['diff'] or 'no change'}\n# the files' policy {done['digest']} is in force again")

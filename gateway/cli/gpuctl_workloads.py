@@ -8,6 +8,7 @@ from urllib.parse import quote
 
 import click
 
+from gateway.cli.common import examples
 from gateway.cli.gpuctl import Client, _table, main
 
 
@@ -19,7 +20,8 @@ def _since(text: str) -> str:
         return str(text)
 
 
-@main.command("workloads")
+@main.command("workloads", epilog=examples("gpuctl workloads --team vision -n research",
+                                             "gpuctl workloads --user alice -o json"))
 @click.option("--user", help="Only workloads this user owns.")
 @click.option("--team", help="Only workloads of this team.")
 @click.option("-n", "--namespace", help="Only this namespace.")
@@ -28,13 +30,7 @@ def _since(text: str) -> str:
 def workloads(client: Client, user: str | None, team: str | None, namespace: str | None,
               all_namespaces: bool) -> None:
     """Workloads holding GPUs and waiting in the queue that you may see: yours, your team's if you
-    lead it, all if you are an administrator.
-
-    \b
-    Example:
-      gpuctl workloads --team vision -n research
-      gpuctl -o json workloads --user alice
-    """
+    lead it, all if you are an administrator."""
     if namespace and all_namespaces:
         raise click.UsageError("give -n NAMESPACE or -A, not both")
     data = client.get("/workloads", user=user, team=team, namespace=namespace)
@@ -43,24 +39,18 @@ def workloads(client: Client, user: str | None, team: str | None, namespace: str
          _since(i["since"])] for i in data["items"]]))
 
 
-@main.command("queue")
+@main.command("queue", epilog=examples("gpuctl queue", "gpuctl queue -o json"))
 @click.pass_obj
 def queue(client: Client) -> None:
     """Workloads waiting in the GPU queue that you may see, with their place in the whole queue and
-    why they wait (the JSON of `gpu-gateway queue -o json`).
-
-    \b
-    Example:
-      gpuctl queue
-      gpuctl -o json queue
-    """
+    why they wait (the JSON of `gpu-gateway queue -o json`)."""
     from gateway.cli.queue import queue_table
 
     data = client.get("/queue")
     client.show(data, queue_table(data["items"]))
 
 
-@main.command("describe")
+@main.command("describe", epilog=examples("gpuctl describe PyTorchJob research/llm-70b"))
 @click.argument("kind")
 @click.argument("ref", metavar="NAMESPACE/NAME")
 @click.option("--limit", type=click.IntRange(1, 10_000), default=20, show_default=True,
@@ -70,10 +60,6 @@ def describe(client: Client, kind: str, ref: str, limit: int) -> None:
     """Who owns a workload, what it is charged, where it waits and why, and its last changes.
 
     KIND is the kind or its resource, in any case (PyTorchJob, pytorchjobs).
-
-    \b
-    Example:
-      gpuctl describe PyTorchJob research/llm-70b
     """
     namespace, _, name = ref.partition("/")
     if not namespace or not name or "/" in name:

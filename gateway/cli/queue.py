@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 
+from gateway.cli.common import examples, gateway_error
 from gateway.cli.scheduler_options import scheduler_options
 from gateway.config import SchedulerSettings
 from gateway.core.holdings import queue_items
@@ -25,7 +26,8 @@ def queue_table(items: list[dict[str, Any]]) -> str:
     return "\n".join([fmt.format(*heads), *(fmt.format(*r) for r in rows)])
 
 
-@click.command("queue")
+@click.command("queue", epilog=examples("gpu-gateway queue --state ./gpu-gateway.db",
+                                        "gpu-gateway queue --database-url postgresql://gw@db:5432/gpu_gateway -o json"))
 @click.option("--state", type=click.Path(dir_okay=False, path_type=Path), help="SQLite state file.")
 @click.option("--database-url", metavar="URL", help="PostgreSQL database (instead of --state).")
 @click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table")
@@ -41,14 +43,16 @@ def queue(state: Path | None, database_url: str | None, output: str) -> None:
     try:
         items = queue_items(_open_store(state, database_url).queue_rows(), time.time())
     except GatewayError as exc:
-        raise click.ClickException(str(exc)) from exc
+        raise gateway_error(exc) from exc
     if output == "json":
         click.echo(json.dumps({"items": items}, sort_keys=True))
     else:
         click.echo(queue_table(items))
 
 
-@click.command("controller")
+@click.command("controller", epilog=examples(
+    "gpu-gateway controller --database-url postgresql://gw@db:5432/gpu_gateway --watch-webhook validating/gpu-gateway",
+    "gpu-gateway controller --state ./gpu-gateway.db --kubeconfig ~/.kube/config --once"))
 @click.option("--state", type=click.Path(dir_okay=False, path_type=Path), help="SQLite state file.")
 @click.option("--database-url", metavar="URL", envvar="GPU_GATEWAY_DATABASE_URL",
               help="PostgreSQL database (instead of --state; also from GPU_GATEWAY_DATABASE_URL).")
@@ -123,4 +127,4 @@ def controller(state: Path | None, database_url: str | None, policy_dir: Path | 
         signal.signal(signal.SIGTERM, lambda *_: ctl.stop())
         ctl.run()
     except GatewayError as exc:
-        raise click.ClickException(str(exc)) from exc
+        raise gateway_error(exc) from exc

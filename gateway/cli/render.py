@@ -6,18 +6,40 @@ import datetime as dt
 from collections.abc import Sequence
 from typing import Any
 
+from gateway.cli.common import table
 from gateway.store.sql import is_break_glass
 
 _COLUMNS = (("seq", "#"), ("time", "TIME"), ("user", "USER"), ("role", "ROLE"), ("action", "ACTION"),
             ("target", "TARGET"), ("gpus", "GPUS"), ("decision", "DECISION"), ("rule", "RULE"))
+#: The columns `-o wide` adds to an audit table.
+_WIDE_COLUMNS = (("owner", "OWNER"), ("team", "TEAM"), ("reason", "REASON"))
+
+#: The kinds people know for the run-time settings the audit records as `Setting KIND/NAME`.
+_SETTING_KINDS = {"binding": "RoleBinding", "quota": "Quota", "policy": "Policy", "webhook": "WebhookBaseline"}
 
 
 def _time(ts: float) -> str:
     return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
+def target_text(kind: str, namespace: str, name: str) -> str:
+    """`KIND NAMESPACE/NAME`, `KIND NAME` without a namespace, and an administrative object by its
+    own name: `Grant alice`, `Policy bundle`, `Quota team:vision`, `Approval Job research/llm`."""
+    if kind in ("Setting", "Policy"):
+        sub, sep, rest = name.partition("/")
+        if sep and sub in _SETTING_KINDS:
+            return f"{_SETTING_KINDS[sub]} {rest}"
+    if kind == "Approval":  # recorded as Approval NAMESPACE KIND/NAME: an approval of that target
+        target_kind, sep, target_name = name.partition("/")
+        if sep:
+            return f"Approval {target_text(target_kind, namespace, target_name)}"
+    if not namespace:
+        return f"{kind} {name}".strip()
+    return f"{kind} {namespace}/{name}"
+
+
 def audit_cells(r: dict[str, Any]) -> dict[str, str]:
-    """One audit record as the cells of its table line (keys of `_COLUMNS`)."""
+    """One audit record as the cells of its table line (keys of `_COLUMNS` and `_WIDE_COLUMNS`)."""
     decision = r["decision"] + (" (dry run)" if r.get("dry_run") else "")
     if r.get("mode") in ("warn", "dry-run") and r["decision"] == "allowed" and r["rule"] not in (
         "role-limits", "ownership"
@@ -27,8 +49,9 @@ def audit_cells(r: dict[str, Any]) -> dict[str, str]:
         "seq": str(r["seq"]),
         "time": _time(r["ts"]),
         "user": r["user"], "role": r["role"] or "-", "action": r["action"],
-        "target": f"{r['kind']} {r['namespace']}/{r['name']}", "gpus": str(r["gpus"]),
+        "target": target_text(r["kind"], r["namespace"], r["name"]), "gpus": str(r["gpus"]),
         "decision": decision, "rule": r["rule"] + (" BREAK-GLASS" if is_break_glass(r) else ""),
+        "owner": r.get("owner") or "-", "team": r.get("team") or "-", "reason": r.get("reason") or "",
     }
 
 
@@ -48,13 +71,11 @@ def audit_stream_line(row: dict[str, Any]) -> str:
 
 
 def audit_table(rows: Sequence[dict[str, Any]]) -> str:
-    if not rows:
-        return "no audit records match"
+    """Audit records, one a line; `-o wide` adds owner, team and reason."""
+    columns = (*_COLUMNS, *_WIDE_COLUMNS)
     cells = [audit_cells(r) for r in rows]
-    widths = {k: max(len(h), *(len(c[k]) for c in cells)) for k, h in _COLUMNS}
-    lines = ["  ".join(h.ljust(widths[k]) for k, h in _COLUMNS).rstrip()]
-    lines += ["  ".join(c[k].ljust(widths[k]) for k, _ in _COLUMNS).rstrip() for c in cells]
-    return "\n".join(lines)
+    return table([h for _, h in columns], [[c[k] for k, _ in columns] for c in cells],
+                 wide=[h for _, h in _WIDE_COLUMNS], empty="no audit records match")
 
 
 def usage_table(users: dict[str, int], teams: dict[str, int]) -> str:
@@ -155,8 +176,4 @@ def measured_table(measured: dict[str, Any], scopes: Sequence[str] = ("users", "
             for scope in scopes for name, m in sorted((measured.get(scope) or {}).items())]
     if not rows:
         return ""
-    headers = ("BY", "NAME", "GPU-HOURS", "MEAN UTIL %")
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
-    return "Measured on the GPUs (node agents):\n" + "\n".join(lines)
+    return "Measured on the GPUs (node agents):\n" + table(("BY", "NAME", "GPU-HOURS", "MEAN UTIL %"), rows)

@@ -16,6 +16,7 @@ from typing import Any
 import click
 import yaml
 
+from gateway.cli.common import current_output
 from gateway.cli.render import audit_stream_header, audit_stream_line
 
 Record = dict[str, Any]
@@ -44,12 +45,13 @@ class Follow:
 
 
 def emitter(output: str) -> Callable[[Record], None]:
-    """Print one record in the output format: a fixed-width line, a JSON line or a YAML document."""
+    """Print one record in the output format: a fixed-width line (under a header line unless
+    --no-headers), a JSON line or a YAML document."""
     if output == "json":
         return lambda r: click.echo(json.dumps(r, sort_keys=True))
     if output == "yaml":
         return lambda r: click.echo("---\n" + yaml.safe_dump(r, sort_keys=True).rstrip())
-    header = [audit_stream_header()]
+    header = [] if current_output().no_headers else [audit_stream_header()]
 
     def line(record: Record) -> None:
         while header:  # before the first record only

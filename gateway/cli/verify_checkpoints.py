@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from gateway.cli.common import gateway_error
 from gateway.errors import GatewayError
 from gateway.store.checkpoints import load_public_key, verify_checkpoints
 
@@ -18,7 +19,7 @@ def verify_with_checkpoints(store: Any, checkpoints: Path, public_key: Path, out
         key = load_public_key(public_key)
         verdict = verify_checkpoints(store, checkpoints, key)
     except GatewayError as exc:
-        raise click.ClickException(str(exc)) from exc
+        raise gateway_error(exc) from exc
     if output == "json":
         out = verdict.as_json()
         out["first_bad"] = verdict.first_untrusted  # the same name as plain `audit verify -o json`

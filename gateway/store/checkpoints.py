@@ -130,7 +130,7 @@ def read_checkpoints(source: Path, key: Ed25519PublicKey) -> tuple[list[Signed],
     """Every line of `source` (a file, or the *.jsonl files of a directory), checked."""
     files = sorted(source.glob("*.jsonl")) if source.is_dir() else [source]
     if not files or not all(f.is_file() for f in files):
-        raise GatewayError(f"no checkpoint files in {source}")
+        raise ConfigError(f"no checkpoint files in {source}")
     signed: list[Signed] = []
     rejected: list[Rejected] = []
     order = 0

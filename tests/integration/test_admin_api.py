@@ -85,9 +85,9 @@ def test_without_authentication_the_api_is_off_and_admission_works(tmp_path: Pat
 @pytest.mark.parametrize(("args", "code", "message"), [
     (["--oidc-issuer", "https://idp.example.com"], 2, "--oidc-issuer needs --oidc-audience"),
     (["--jwt-issuer", "local"], 2, "need --jwt-secret-file"),
-    (["--jwt-secret-file", "{tmp}/short", "--jwt-issuer", "i", "--jwt-audience", "a"], 1, "use at least 32"),
-    (["--jwt-secret-file", "{tmp}/missing", "--jwt-issuer", "i", "--jwt-audience", "a"], 1, "cannot read"),
-    (["--oidc-issuer", "http://idp.example.com", "--oidc-audience", "a"], 1, "must use https"),
+    (["--jwt-secret-file", "{tmp}/short", "--jwt-issuer", "i", "--jwt-audience", "a"], 2, "use at least 32"),
+    (["--jwt-secret-file", "{tmp}/missing", "--jwt-issuer", "i", "--jwt-audience", "a"], 2, "cannot read"),
+    (["--oidc-issuer", "http://idp.example.com", "--oidc-audience", "a"], 2, "must use https"),
 ])
 def test_bad_flags_are_refused_loudly(tmp_path: Path, args: list[str], code: int, message: str) -> None:
     (tmp_path / "short").write_text("too short")

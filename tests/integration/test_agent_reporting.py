@@ -147,7 +147,7 @@ def test_a_bad_simulation_file_is_refused_naming_the_field(tmp_path: Path, text:
     assert message in str(err.value)
     (tmp_path / "sim.yaml").write_text(text)
     out = _agent_cli(tmp_path, "--simulate", str(tmp_path / "sim.yaml"))
-    assert out.returncode == 1 and message in out.stderr
+    assert out.returncode == 2 and message in out.stderr
 
 
 def test_the_simulation_file_in_the_docs_runs() -> None:

@@ -54,7 +54,8 @@ def test_login_saves_a_private_config_used_afterwards(server: Served, tmp_path: 
     assert stat.S_IMODE(config.stat().st_mode) == 0o600
     out = gpuctl("audit", "list", config=config)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.splitlines()[0].split() == ["#", "USER", "ROLE", "ACTION", "TARGET", "GPUS", "DECISION", "RULE"]
+    assert out.stdout.splitlines()[0].split() == ["#", "TIME", "USER", "ROLE", "ACTION", "TARGET", "GPUS", "DECISION",
+                                                  "RULE"]
     assert "workload-gpu-limit" in out.stdout
     out = gpuctl("audit", "verify", config=config)
     assert out.returncode == 0 and "audit chain intact: 2 records" in out.stdout
@@ -147,13 +148,14 @@ def test_check_prints_what_gpu_gateway_check_prints(server: Served, tmp_path: Pa
 
 def test_check_as_someone_else_is_refused_without_admin(server: Served, tmp_path: Path) -> None:
     cfg = tmp_path / "c.json"
-    manifest = tmp_path / "m.yaml"
-    manifest.write_text("a: [unclosed")
+    manifest = tmp_path / "m.json"
+    manifest.write_text(json.dumps(make_job(gpus=8).named("research", "small").obj()))
     alice = token("alice", list(INTERN))
     out = gpuctl("--server", server.url, "--token", alice, "check", "-f", str(manifest), "--as", "bob", config=cfg)
     assert out.returncode == 1 and "only check as themselves" in out.stderr
+    manifest.write_text("a: [unclosed")
     out = gpuctl("--server", server.url, "--token", alice, "check", "-f", str(manifest), config=cfg)
-    assert out.returncode == 1 and "not YAML or JSON" in out.stderr and "(400)" in out.stderr
+    assert out.returncode == 2 and f"{manifest}: not YAML or JSON" in out.stderr
     out = gpuctl("--server", server.url, "--token", alice, "check", "-f", str(manifest), "--as-group", "g",
                  config=cfg)
     assert out.returncode == 2

@@ -1,15 +1,21 @@
-"""`gpuctl` errors a person can act on, and the exit codes a script relies on (0 done, 1 refused,
-2 bad usage, 3 unreachable or failing, 4 not authenticated), against real servers on loopback."""
+"""`gpuctl` and `gpu-gateway` errors a person can act on, and the exit codes a script relies on
+(0 done, 1 denied or refused, 2 bad usage or unreadable input, 3 unreachable or failing, 4 not
+authenticated), against real servers on loopback."""
 
 from __future__ import annotations
 
+import http.server
+import json
 import socket
+import subprocess
+import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import INTERN
+from conftest import INTERN, make_job
 from served import API_SECRET, Served, api_token, start_api_server, start_server, stop_server
 
 from integration.test_gpuctl import gpuctl
@@ -105,3 +111,102 @@ def test_bad_usage_is_2(server: Served, tmp_path: Path) -> None:
     assert out.returncode == 2
     out = gpuctl("--token", ADMIN, "whoami", config=tmp_path / "c.json")
     assert out.returncode == 2 and "no server" in out.stderr
+
+
+def test_unreadable_input_and_bad_values_are_2_naming_what_was_typed(server: Served, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("spec: [unclosed")
+    cases = [
+        (["check", "-f", str(bad)], f"error: {bad}: not YAML or JSON"),
+        (["quota", "get", "vision"], "quota target 'vision' must be user:NAME, team:NAME or role:NAME "
+                                     "(a team's: team:vision)"),
+        (["audit", "list", "--since", "yesterday"], "Invalid value for '--since': 'yesterday' is neither"),
+        (["usage", "--since", "30d", "--until", "soon"], "Invalid value for '--until': 'soon' is neither"),
+        (["grant", "ivan", "lead", "--reason", "x", "--for", "48h"],
+         "error: --for must be above 0 and at most 86400 seconds (24h) (400)"),
+        (["grant", "ivan", "lead", "--reason", "x", "--for", "a while"], "Invalid value for '--for'"),
+        (["request", "kill", "Job", "research/x", "--reason", "x", "--expires-in", "8d"],
+         "error: --expires-in must be above 0 and at most 604800 seconds (7d) (400)"),
+        (["request", "launch", "Job", "research/x", "--reason", "x"], "error: --gpus (the most GPUs"),
+        (["audit", "list", "--limit", "0"], "error: --limit must be a positive integer (400)"),
+        (["whoami", "--colour"], "No such option"),
+        (["whoami", "extra"], "unexpected extra argument"),
+        (["whoami", "-o", "csv"], "-o csv is only for `gpuctl usage`"),
+    ]
+    for args, message in cases:
+        out = gpuctl("--server", server.url, "--token", ADMIN, *args, config=tmp_path / "c.json")
+        assert (out.returncode, out.stdout) == (2, ""), (args, out.stderr)
+        assert message in out.stderr and "expires_in_s" not in out.stderr, (args, out.stderr)
+
+
+def test_refusals_and_denials_are_1(server: Served, tmp_path: Path) -> None:
+    cfg = tmp_path / "c.json"
+    out = gpuctl("--server", server.url, "--token", ADMIN, "-o", "json", "grant", "ivan", "lead", "--reason", "x",
+                 "--for", "10m", config=cfg)
+    grant_id = json.loads(out.stdout)["id"]
+    assert gpuctl("--server", server.url, "--token", ADMIN, "revoke", grant_id, config=cfg).returncode == 0
+    again = gpuctl("--server", server.url, "--token", ADMIN, "revoke", grant_id, config=cfg)
+    assert again.returncode == 1 and again.stderr.rstrip().endswith("(409)"), again.stderr
+    manifest = tmp_path / "big.json"
+    manifest.write_text(json.dumps(make_job(gpus=8, parallelism=4).named("research", "big").obj()))
+    out = gpuctl("--server", server.url, "--token", api_token("alice", list(INTERN)), "check", "-f", str(manifest),
+                 config=cfg)
+    assert out.returncode == 1 and out.stdout.startswith("DENIED: launch of Job research/big")
+
+
+class _Failing(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        body = b'{"error": "internal", "reason": "database exploded"}'
+        self.send_response(500)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *_: object) -> None:
+        pass
+
+
+def test_a_failing_gateway_is_3(tmp_path: Path) -> None:
+    failing = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Failing)
+    threading.Thread(target=failing.serve_forever, daemon=True).start()
+    try:
+        out = gpuctl("--server", f"http://127.0.0.1:{failing.server_address[1]}", "--token", ADMIN, "whoami",
+                     config=tmp_path / "c.json")
+    finally:
+        failing.shutdown()
+        failing.server_close()
+    assert out.returncode == 3 and "the gateway failed (500): database exploded; its log says more" in out.stderr
+
+
+def test_no_token_is_4(server: Served, tmp_path: Path) -> None:
+    out = gpuctl("--server", server.url, "whoami", config=tmp_path / "c.json")
+    assert out.returncode == 4 and "no token: pass --token" in out.stderr
+
+
+def gateway_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "gateway.cli.gpu_gateway", *args], capture_output=True, text=True,
+                          timeout=60, check=False)
+
+
+def test_gpu_gateway_follows_the_same_rule(server: Served, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("spec: [unclosed")
+    good = tmp_path / "small.json"
+    good.write_text(json.dumps(make_job(gpus=8).named("research", "small").obj()))
+    big = tmp_path / "big.json"
+    big.write_text(json.dumps(make_job(gpus=8, parallelism=4).named("research", "big").obj()))
+    as_alice = ["check", "--user", "alice", "--group", INTERN[0], "--group", INTERN[1], "-f"]
+    assert gateway_cli(*as_alice, str(good)).returncode == 0
+    assert gateway_cli(*as_alice, str(big)).returncode == 1
+    out = gateway_cli(*as_alice, str(bad))
+    assert out.returncode == 2 and f"error: {bad}: not YAML or JSON" in out.stderr
+    out = gateway_cli("audit", "list", "--state", str(server.state), "--since", "yesterday")
+    assert out.returncode == 2 and "Invalid value for '--since'" in out.stderr
+    out = gateway_cli("audit", "list", "--state", str(tmp_path / "missing.db"))
+    assert out.returncode == 2 and "does not exist" in out.stderr
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: no database listens there
+    out = gateway_cli("usage", "--database-url", f"postgresql://gw@127.0.0.1:{port}/gw")
+    assert out.returncode == 3 and out.stderr.startswith("error: cannot read the ledger: PostgreSQL"), out.stderr
