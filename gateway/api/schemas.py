@@ -65,11 +65,24 @@ SCHEMAS: dict[str, Schema] = {
                              roles=_HOURS), "description": "with `since`: GPU-hours held in the period"}),
     "CheckResult": _object(
         "allowed decision action kind namespace name user role teams gpus gpus_detail charged_to rule mode reason "
-        "warnings policy_version", allowed={"type": "boolean"}, decision=_STR, action=_STR, kind=_STR,
-        namespace=_STR, name=_STR, user=_STR, role={"type": ["string", "null"]}, teams=_STRINGS, gpus=_INT,
-        gpus_detail=_STR, charged_to={"type": ["string", "null"], "description": "who the GPUs are charged to "
-                                      "(the owner of the workload they descend from); null when none are"},
-        rule=_STR, mode=_STR, reason=_STR, warnings=_STRINGS, policy_version=_STR),
+        "warnings caps usage_read usage_note policy_version", allowed={"type": "boolean"}, decision=_STR,
+        action=_STR, kind=_STR, namespace=_STR, name=_STR, user=_STR, role={"type": ["string", "null"]},
+        teams=_STRINGS, gpus=_INT, gpus_detail=_STR,
+        charged_to={"type": ["string", "null"], "description": "who the GPUs are charged to (the owner of the "
+                    "workload they descend from); null when none are"},
+        rule=_STR, mode=_STR, reason=_STR, warnings=_STRINGS,
+        caps={"type": "array", "items": ref("CapFigure"), "description": "the GPU caps the request was held to"},
+        usage_read={"type": "boolean", "description": "whether the GPUs in use were read from the store"},
+        usage_note={**_STR, "description": "\"\" when usage was read, else `usage not read: <why>`"},
+        policy_version=_STR),
+    "CapFigure": _object(
+        "rule subject limit used asked fits",
+        rule={**_STR, "description": "workload-gpu-limit, user-quota or team-quota"},
+        subject={**_STR, "description": "role NAME, user NAME (role R) or team NAME"},
+        limit={"type": ["integer", "null"], "description": "null: unlimited"},
+        used={"type": ["integer", "null"], "description": "GPUs in use now (less the workload's own); null for a "
+              "per-workload limit or when usage was not read"},
+        asked=_INT, fits={"type": "boolean"}),
     "CheckResults": _object("results", results={"type": "array", "items": ref("CheckResult")}),
     "Approval": _object(
         "id requester requester_teams action kind namespace name gpus reason state created_at expires_at",

@@ -26,7 +26,7 @@ from gateway.core.plan import Facts, Plan, Target, TargetKey
 from gateway.core.podspec import Reference
 from gateway.core.pointer import annotations_at, is_object, resolve
 from gateway.core.policy import OWNER_ANNOTATION, RULES, TEAM_ANNOTATION, Policy, relation
-from gateway.core.quota import check_caps
+from gateway.core.quota import CapFigure, check_caps
 from gateway.core.review import AdmissionRequest
 from gateway.core.scheduling import WORKLOAD_ANNOTATION
 from gateway.core.shape import charges_children, max_gpus_per_pod, scaled, surges
@@ -35,7 +35,8 @@ from gateway.core.verdict import admit, conclude, denial, overruled, violation
 from gateway.core.workloads import CHARGES_CHILDREN, Workload, read_workload, scale_rule, template_paths
 from gateway.errors import WorkloadError
 
-__all__ = ["Facts", "Plan", "Target", "TargetKey", "classify", "decide", "prepare", "shape_of"]
+__all__ = ["Facts", "Plan", "Target", "TargetKey", "caps_checked", "classify", "decide", "prepare",
+           "shape_of"]
 
 _POD_SUBRESOURCES = {
     ("CONNECT", "exec"): Action.EXEC,
@@ -340,6 +341,39 @@ def _quota_checks(
         violations.append(violation(policy, f"{b.scope}-quota",
             f"{who} may hold at most {b.cap} GPUs at once; {b.used} are in use and this asks "
             f"for {b.asked} more"))
+
+
+def caps_checked(plan: Plan, policy: Policy, facts: Facts, decision: Decision, *,
+                 usage_known: bool = True) -> tuple[CapFigure, ...]:
+    """The GPU caps `decide` held this request to, with the figures it compared: the owner's
+    role's per-workload limit, the owner's concurrent cap and their team's, each with the GPUs
+    in use (`facts.usage`, None where not `usage_known`) and asked. Empty where none applies
+    (kill, exec, requests decided without the ledger, controllers' objects, a change that adds
+    no GPUs, a person without a role)."""
+    workload, ident, target = plan.workload, plan.identity, facts.target
+    if plan.early is not None or plan.data_kind or workload is None or ident.is_actor:
+        return ()
+    if plan.action is Action.LAUNCH or (plan.action is Action.MODIFY and target is None
+                                        and not plan.old_gpu_capable):
+        owner, role, team = plan.owner, ident.role, plan.team
+        charged = not charges_children_of(plan.request, workload)
+    elif plan.action is Action.MODIFY and target is not None and target.owner and target.is_root \
+            and decision.gpus > target.gpus:
+        owner, role, team, charged = target.owner, target.role or None, target.team, target.charged
+    else:
+        return ()
+    if role is None:
+        return ()
+    asked = decision.gpus
+    found = [CapFigure("workload-gpu-limit", f"role {role}", policy.role_limits(role).max_gpus_per_workload,
+                       None, asked)]
+    if charged:  # a CronJob's GPUs are charged per Job it makes, each against the caps then
+        found.append(CapFigure("user-quota", f"user {owner} (role {role})", policy.user_cap(owner, role),
+                               facts.usage.user if usage_known else None, asked))
+        if team:
+            found.append(CapFigure("team-quota", f"team {team}", policy.team_cap(team),
+                                   facts.usage.team if usage_known else None, asked))
+    return tuple(found)
 
 
 def _launch(plan: Plan, policy: Policy, facts: Facts) -> Decision:

@@ -124,6 +124,11 @@ class Store(Protocol):
     def facts(self, key: TargetKey, owner: str, team: str, references: Sequence[TargetKey] = (),
               *, usage: bool = True) -> Facts: ...
 
+    def preview(self, job: Job) -> Decision:
+        """The decision `decide_batch` would make on `job` now, from one consistent read of the
+        store, writing nothing: no reservation, no audit record, no approval used (the what-if)."""
+        ...
+
     def audit_rows(self, query: AuditQuery | None = None) -> Iterator[dict[str, Any]]: ...
 
     def verify(self) -> VerifyResult: ...
@@ -133,6 +138,14 @@ class Store(Protocol):
     def gpus_by_team(self) -> dict[str, int]: ...
 
     def gpus_by_user(self) -> dict[str, int]: ...
+
+    def owner_roles(self) -> dict[str, str]:
+        """Each owner of charged GPUs -> the role recorded with their newest reservation."""
+        ...
+
+    def queue_rows(self) -> list[dict[str, Any]]:
+        """Waiting workloads in queue order (gateway.store.queue.QueueStore)."""
+        ...
 
     def gpu_hours(self, since: float, until: float) -> dict[str, dict[str, float]]:
         """GPU-hours held in [since, until) per `users`, `teams` and `roles`."""
