@@ -135,7 +135,8 @@ def test_check_prints_what_gpu_gateway_check_prints(server: Served, tmp_path: Pa
     alice = token("alice", list(INTERN))
     out = gpuctl("--server", server.url, "--token", alice, "check", "-f", str(manifest), config=cfg)
     local = subprocess.run([sys.executable, "-m", "gateway.cli.gpu_gateway", "check", "--user", "alice",
-                            "--group", INTERN[0], "--group", INTERN[1], "-f", str(manifest)],
+                            "--group", INTERN[0], "--group", INTERN[1], "-f", str(manifest),
+                            "--state", str(server.state)],
                            capture_output=True, text=True, timeout=60, check=False)
     assert out.returncode == 1 == local.returncode, out.stderr
     assert out.stdout == local.stdout and out.stdout.startswith("DENIED: launch of Job research/big-run by alice")
