@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from gateway.cli.gpuctl import Client, _duration, _table, main
+from gateway.cli.gpuctl import Client, _duration, _table, main, print_warnings
 
 REPLACEABLE = ("policy.csv", "limits.yaml")
 
@@ -90,8 +90,9 @@ def quota_get(client: Client, target: str | None) -> None:
         data = client.get("/quotas")
         items = data["items"]
     client.show(data, _table(
-        ["TARGET", "MAX CONCURRENT GPUS", "MAX GPUS PER WORKLOAD", "SOURCE"],
-        [[q["target"], _shown(q["quota"]["max_concurrent_gpus"]) if q["quota"] else "(the role's)",
+        ["TARGET", "USED", "MAX CONCURRENT GPUS", "MAX GPUS PER WORKLOAD", "SOURCE"],
+        [[q["target"], "-" if q.get("used") is None else q["used"],
+          _shown(q["quota"]["max_concurrent_gpus"]) if q["quota"] else "(the role's)",
           _shown(q["quota"]["max_gpus_per_workload"]) if "max_gpus_per_workload" in q["quota"] else "-",
           q["source"]] for q in items]))
 
@@ -115,6 +116,7 @@ def quota_set(client: Client, target: str, max_concurrent_gpus: str | None, max_
     done = client.request("PUT", f"/quotas/{target}", json=body).json()
     new = ", ".join(f"{k}={_shown(v)}" for k, v in sorted(done["new"].items()))
     client.show(done, f"{target}: {new} (revision {done['revision']})")
+    print_warnings(done)
 
 
 @quota.command("unset")
@@ -125,6 +127,7 @@ def quota_unset(client: Client, target: str, reason: str) -> None:
     """Remove TARGET's run-time quota: the policy bundle's is in force again."""
     done = client.request("DELETE", f"/quotas/{target}", json={"reason": reason}).json()
     client.show(done, f"{target}: run-time quota removed (revision {done['revision']})")
+    print_warnings(done)
 
 
 # ------------------------------------------------------------------------------ policy

@@ -153,6 +153,7 @@ class Policy:
             for narrower in SCOPES[: SCOPES.index(scope) + 1]
         }
         object.__setattr__(self, "_covered", frozenset(covered))
+        object.__setattr__(self, "_holders", None)
 
     gpu: GpuMatcher = field(init=False, repr=False, compare=False)
     _covered: frozenset[tuple[str, str, str]] = field(init=False, repr=False, compare=False)
@@ -175,6 +176,21 @@ class Policy:
                 cache.clear()
             cache[key] = hit
         return hit
+
+    def holders(self, role: str) -> tuple[str, ...]:
+        """The subjects (`group:NAME`, `user:NAME`) whose role `role` is (the first in `role_order`
+        they are bound to), sorted; what denials name as the people who may approve."""
+        found: dict[str, tuple[str, ...]] | None = self._holders  # type: ignore[attr-defined]
+        if found is None:
+            rank = {r: i for i, r in enumerate(self.role_order)}
+            by_role: dict[str, list[str]] = {}
+            for subject, roles in self.bindings.items():
+                held = [r for r in roles if r in rank]
+                if held:
+                    by_role.setdefault(min(held, key=rank.__getitem__), []).append(subject)
+            found = {r: tuple(sorted(subjects)) for r, subjects in by_role.items()}
+            object.__setattr__(self, "_holders", found)
+        return found.get(role, ())
 
     def mode(self, rule: str) -> Mode:
         if rule in ALWAYS_ENFORCED:

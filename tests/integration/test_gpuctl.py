@@ -163,7 +163,7 @@ def test_check_as_someone_else_is_refused_without_admin(server: Served, tmp_path
 def test_usage_with_gpu_hours(server: Served, tmp_path: Path) -> None:
     out = gpuctl("--server", server.url, "--token", ADMIN, "usage", "--since", "1h", config=tmp_path / "c.json")
     assert out.returncode == 0, out.stderr
-    assert out.stdout.splitlines()[0].split() == ["BY", "NAME", "GPUS", "NOW", "GPU-HOURS"]
+    assert out.stdout.splitlines()[0].split() == ["BY", "NAME", "GPUS", "NOW", "LIMIT", "GPU-HOURS"]
     out = gpuctl("--server", server.url, "--token", ADMIN, "-o", "json", "usage", "--since", "1h",
                  config=tmp_path / "c.json")
     hours = json.loads(out.stdout)["gpu_hours"]
