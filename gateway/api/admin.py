@@ -24,6 +24,8 @@ from starlette.routing import BaseRoute, Route
 from gateway.api.context import ApiContext, BadRequest, actor, error, json_body, json_object, text_field
 from gateway.core.approvals import POLICY_CHANGE
 from gateway.core.identity import Identity
+from gateway.core.impact import QUEUED, RUNNING, Held
+from gateway.core.impact import would_deny as impact_of
 from gateway.core.overrides import (
     BINDING,
     QUOTA,
@@ -35,6 +37,8 @@ from gateway.core.overrides import (
     quota_view,
     split_target,
 )
+from gateway.core.overrides import apply as apply_overrides
+from gateway.core.policy import Policy
 from gateway.errors import ConfigError, GatewayError
 from gateway.policy_bundle import REPLACEABLE_FILES, load_replacement, read_bundle
 from gateway.runtime import RuntimeSettings, overrides_of
@@ -208,19 +212,41 @@ def admin_routes(ctx: ApiContext) -> list[BaseRoute]:
         return json_body({"version": ctx.policy().version, "digest": proposal_digest(texts),
                           "source": "api" if runtime.holder.replaced else "files", "files": texts})
 
-    def review(runtime: RuntimeSettings, proposed: Mapping[str, str]) -> dict[str, Any]:
+    def review(runtime: RuntimeSettings, proposed: Mapping[str, str],
+               impact: Callable[[Policy], list[dict[str, Any]]] | None = None) -> dict[str, Any]:
+        """Validate and diff a proposal; with `impact`, also what it says of the proposed policy
+        (with the run-time role bindings and quotas over it, as it would be in force)."""
         texts = current(runtime)
         try:
-            load_replacement(runtime.holder.directory, proposed)
+            policy = load_replacement(runtime.holder.directory, proposed)
         except ConfigError as exc:
             return {"valid": False, "error": str(exc), "digest": proposal_digest(proposed)}
-        return {"valid": True, "error": None, "digest": proposal_digest(proposed),
-                "diff": policy_diff(texts, proposed),
-                "needs_approval": ctx.policy().second_person.policy_change}
+        checked: dict[str, Any] = {"valid": True, "error": None, "digest": proposal_digest(proposed),
+                                   "diff": policy_diff(texts, proposed),
+                                   "needs_approval": ctx.policy().second_person.policy_change}
+        if impact is not None:
+            overrides, _ = overrides_of(runtime.store.settings())
+            checked["would_deny"] = impact(apply_overrides(policy, overrides))
+        return checked
+
+    def would_deny(identity: Identity, store: Store) -> Callable[[Policy], list[dict[str, Any]]]:
+        """The running and queued workloads a proposed policy would have denied, of those the
+        caller may read (as the audit: their own, their team's with audit-read at team, all at any)."""
+        def impact(proposed: Policy) -> list[dict[str, Any]]:
+            held = [Held(RUNNING, r.resource, r.namespace, r.name, r.owner, r.team, r.role, r.gpus)
+                    for r in store.reservations() if r.charged and r.owner]
+            held += [Held(QUEUED, q["resource"], q["namespace"], q["name"], q["owner"], q["team"], q["role"],
+                          int(q["gpus"])) for q in store.queue_rows() if q["owner"]]
+            return [{"state": r.workload.state, "resource": r.workload.resource, "namespace": r.workload.namespace,
+                     "name": r.workload.name, "owner": r.workload.owner, "team": r.workload.team,
+                     "role": r.workload.role, "gpus": r.workload.gpus, "rule": r.rule, "reason": r.reason}
+                    for r in impact_of(proposed, held)
+                    if ctx.may(identity, "audit-read", r.workload.owner, r.workload.team)]
+        return impact
 
     async def diff_policy(request: Request, identity: Identity, store: Store, runtime: RuntimeSettings) -> Response:
         proposed = _proposal(await json_object(request))
-        return json_body(await run_in_threadpool(review, runtime, proposed))
+        return json_body(await run_in_threadpool(review, runtime, proposed, would_deny(identity, store)))
 
     async def replace_policy(request: Request, identity: Identity, store: Store,
                              runtime: RuntimeSettings) -> Response:
@@ -319,6 +345,8 @@ ADMIN_PATHS: dict[str, Any] = {
         "delete": _op("Go back to the files' policy (a policy change too)", "policyRevert", "400 401 403 503",
                       body={"type": "object", "required": ["reason"], "properties": _REASON}),
     },
-    "/policy/diff": {"post": _op("Validate a proposed policy and show its diff and digest", "policyDiff",
-                                 "400 401 503", body=_FILES)},
+    "/policy/diff": {"post": _op("Validate a proposed policy and show its diff and digest, and in `would_deny` "
+                                 "the running and queued workloads (of those the caller may read) whose launch it "
+                                 "would have denied: state, resource, namespace, name, owner, team, role, gpus, "
+                                 "rule, reason", "policyDiff", "400 401 503", body=_FILES)},
 }

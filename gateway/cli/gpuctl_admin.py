@@ -173,13 +173,23 @@ def policy_get(client: Client, directory: Path | None) -> None:
 @_FROM
 @click.pass_obj
 def policy_diff(client: Client, directory: Path) -> None:
-    """Validate the files in --from against the policy in force and show the diff (exit 1 if invalid)."""
+    """Validate the files in --from against the policy in force and show the diff, and the running
+    and queued workloads (of those you may read) whose launch it would have denied (exit 1 if invalid)."""
     data = client.request("POST", "/policy/diff", json={"files": _read_proposal(directory)}).json()
     if not data["valid"]:
         client.show(data, f"invalid: {data['error']}")
         raise SystemExit(1)
     note = "applying it needs a second admin's approval (gpuctl policy request)" if data["needs_approval"] else ""
-    client.show(data, f"{data['diff'] or 'no change'}\n# proposal {data['digest']} {note}".rstrip())
+    text = f"{data['diff'] or 'no change'}\n# proposal {data['digest']} {note}".rstrip()
+    denied = data.get("would_deny") or []
+    if denied:
+        text += f"\n\n# it would have denied {len(denied)} running or queued workload(s):\n" + _table(
+            ["STATE", "WORKLOAD", "OWNER", "TEAM", "GPUS", "RULE", "REASON"],
+            [[w["state"], f"{w['resource']} {w['namespace']}/{w['name']}", w["owner"], w["team"] or "-", w["gpus"],
+              w["rule"], w["reason"]] for w in denied])
+    elif "would_deny" in data:
+        text += "\n# it would have denied none of the running and queued workloads you may read"
+    client.show(data, text)
 
 
 @policy.command("request")

@@ -26,7 +26,7 @@ from gateway.core.plan import Facts, Plan, Target, TargetKey
 from gateway.core.podspec import Reference
 from gateway.core.pointer import annotations_at, is_object, resolve
 from gateway.core.policy import OWNER_ANNOTATION, RULES, TEAM_ANNOTATION, Policy, relation
-from gateway.core.quota import CapFigure, check_caps
+from gateway.core.quota import CapFigure, Usage, check_caps
 from gateway.core.review import AdmissionRequest
 from gateway.core.scheduling import WORKLOAD_ANNOTATION
 from gateway.core.shape import charges_children, max_gpus_per_pod, scaled, surges
@@ -343,16 +343,19 @@ def _quota_checks(
     policy: Policy, facts: Facts, *, asked: int, owner: str, owner_role: str | None, team: str,
     violations: list[Violation],
 ) -> None:
-    broken = check_caps(
-        asked, facts.usage,
-        user_cap=policy.user_cap(owner, owner_role),
-        team_cap=policy.team_cap(team),
-    )
-    for b in broken:
+    violations.extend(quota_violations(policy, facts.usage, asked=asked, owner=owner, owner_role=owner_role,
+                                       team=team))
+
+
+def quota_violations(policy: Policy, usage: Usage, *, asked: int, owner: str, owner_role: str | None,
+                     team: str) -> list[Violation]:
+    """The owner's and the team's concurrent caps that `asked` more GPUs would break, over `usage`."""
+    found = []
+    for b in check_caps(asked, usage, user_cap=policy.user_cap(owner, owner_role), team_cap=policy.team_cap(team)):
         who = f"user {owner} (role {owner_role or 'none'})" if b.scope == "user" else f"team {team}"
-        violations.append(violation(policy, f"{b.scope}-quota",
-            f"{who} may hold at most {b.cap} GPUs at once; {b.used} are in use and this asks "
-            f"for {b.asked} more"))
+        found.append(violation(policy, f"{b.scope}-quota",
+            f"{who} may hold at most {b.cap} GPUs at once; {b.used} are in use and this asks for {b.asked} more"))
+    return found
 
 
 def caps_checked(plan: Plan, policy: Policy, facts: Facts, decision: Decision, *,
