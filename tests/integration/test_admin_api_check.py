@@ -55,7 +55,7 @@ def test_results_are_what_gpu_gateway_check_prints(server: Served, tmp_path: Pat
     assert results == as_objects.json()["results"]
     assert results == cli_check(manifest, "--user", "alice", "--group", INTERN[0], "--group", INTERN[1],
                                 state=server.state)
-    assert usage == {"users": {}, "teams": {}}
+    assert usage == {"users": {}, "teams": {}, "limits": {"users": {}, "teams": {}}}  # nothing reserved
 
 
 def test_kill_as_another_owner(server: Served, tmp_path: Path) -> None:
