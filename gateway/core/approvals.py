@@ -183,6 +183,12 @@ def approvers(policy: Policy, requester: Identity, action: str, *, owner: str | 
     e.g. "a lead in team vision (group gpu-leads) or an admin (group gpu-admins)"; "" when nobody
     may. Only roles and bindings are named, which every signed-in person may read (GET
     /api/v1/roles): never who is in a group, nor anything about the workload the denial does not say."""
+    # The answer depends on these alone (the reviewer is never the requester nor the owner).
+    key = ("approvers", action, requester.teams, owner is None, team)
+    return policy.derived(key, lambda: _approvers(policy, requester, action, owner, team))
+
+
+def _approvers(policy: Policy, requester: Identity, action: str, owner: str | None, team: str) -> str:
     teams = ((team,) if team else ()) if action in TARGET_ACTIONS else requester.teams
 
     def may(role: str, their_teams: tuple[str, ...]) -> bool:
