@@ -24,6 +24,7 @@ from gateway.core.gates import gate_patch, guard, launch_budget, stamp_annotatio
 from gateway.core.history import Digest, changes, keyed_digest
 from gateway.core.identity import Grant
 from gateway.core.mutation import ownership_patch
+from gateway.core.policy import Policy
 from gateway.core.review import AdmissionRequest, answer_version, parse_review, review_response, review_uid
 from gateway.core.scheduling import GATEWAY_SERVICE_ACCOUNT
 from gateway.core.unblocked import asks_for_gpus
@@ -33,7 +34,7 @@ from gateway.metrics import Metrics
 from gateway.policy_alarm import report_reload_failure
 from gateway.policy_bundle import PolicyHolder
 from gateway.runtime import RuntimeSettings
-from gateway.store.base import Job, Store, decide_one
+from gateway.store.base import AuditFields, Decider, Job, Store, decide_one
 from gateway.store.sql import BREAK_GLASS_MARK
 from gateway.store.writer import StoreWriter
 
@@ -88,6 +89,29 @@ def audit_fields(plan: Plan, decision: Decision, policy_version: str, *, digest:
         "team": decision.team,
         "changes": _changes(req, digest),
     }
+
+
+def admission_job(plan: Plan, policy: Policy, *, now: float, audit_fields: AuditFields,
+                  decider: Decider | None = None) -> Job:
+    """The store job that decides a prepared request: what the store reads for it, and how the
+    core decides from that (`decider`, default `decide`). The what-if builds the same job."""
+    req = plan.request
+    return Job(
+        key=plan.key or (req.resource_key, req.namespace, req.name),
+        owner=plan.owner, team=plan.team,
+        decider=decider or (lambda facts: decide(plan, policy, facts)),
+        audit_fields=audit_fields,
+        dry_run=req.dry_run, now=now, request_uid=req.uid,
+        reference_keys=plan.reference_keys,
+        needs_usage=plan.action in (Action.LAUNCH, Action.MODIFY) and not plan.data_kind,
+        referrers=bool(plan.data_kind) and plan.action is Action.LAUNCH and not plan.identity.is_actor,
+        approval_key=(req.username, plan.action.value, req.namespace, plan.key[2] if plan.key else req.name)
+        if plan.action is not None else None,
+        budget=launch_budget(plan, policy, now),
+        uids=plan.reach_uids,
+        parent=(plan.parent.uid, (plan.parent.resource_key, req.namespace, plan.parent.name))
+        if plan.parent is not None else None,
+    )
 
 
 class AdmissionService:
@@ -220,22 +244,8 @@ class AdmissionService:
             plan = replace(plan, early=gate)
         if plan.early is not None and not plan.early.audited:
             return self._answer(plan, plan.early)
-        job = Job(
-            key=plan.key or (req.resource_key, req.namespace, req.name),
-            owner=plan.owner, team=plan.team,
-            decider=lambda facts: decide(plan, policy, facts),
-            audit_fields=lambda d: audit_fields(plan, d, policy.version, digest=self.digest),
-            dry_run=req.dry_run, now=now, request_uid=req.uid,
-            reference_keys=plan.reference_keys,
-            needs_usage=plan.action in (Action.LAUNCH, Action.MODIFY) and not plan.data_kind,
-            referrers=bool(plan.data_kind) and plan.action is Action.LAUNCH and not plan.identity.is_actor,
-            approval_key=(req.username, plan.action.value, req.namespace, plan.key[2] if plan.key else req.name)
-            if plan.action is not None else None,
-            budget=launch_budget(plan, policy, now),
-            uids=plan.reach_uids,
-            parent=(plan.parent.uid, (plan.parent.resource_key, req.namespace, plan.parent.name))
-            if plan.parent is not None else None,
-        )
+        job = admission_job(plan, policy, now=now,
+                            audit_fields=lambda d: audit_fields(plan, d, policy.version, digest=self.digest))
         return _Staged(plan, job)
 
     # ------------------------------------------------------------- answers

@@ -1,24 +1,34 @@
-"""What-if: decide manifests for a user without touching any ledger.
+"""What-if: decide manifests for a user as the gateway would now, writing nothing.
 
-Shared by `gpu-gateway check` (a file, a policy directory) and `POST /api/v1/check` (a JSON
-body, the policy in force): both turn their input into documents and call `run_check`.
+Shared by `gpu-gateway check` (a file, a policy directory, optionally a store) and
+`POST /api/v1/check` (a JSON body, the policy in force, the gateway's store): both turn their
+input into documents and call `run_check`. With a store, each request is decided by the same
+store job an admission runs (`AdmissionService`), through `Store.preview`: one read of the
+ledger (usage, the target's record, GPU-hour budgets, approvals) and no write. Without one,
+nothing is in use; every result says which it was (`usage_read`, `usage_note`) and the caps
+it was held to (`caps`).
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Mapping
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import yaml
 
-from gateway.core.admission import Facts, Plan, Target, TargetKey, decide, prepare
+from gateway.core.actors import kind_plural
+from gateway.core.admission import Facts, Plan, Target, TargetKey, caps_checked, decide, prepare
 from gateway.core.decision import Decision
 from gateway.core.dra import RESOURCE_KEYS, claim_shape, is_claim_kind, object_gpus
+from gateway.core.identity import Grant
 from gateway.core.policy import OWNER_ANNOTATION, TEAM_ANNOTATION, Policy
 from gateway.core.review import AdmissionRequest, GroupVersionKind
 from gateway.core.workloads import read_workload
-from gateway.errors import RequestError
+from gateway.errors import GatewayError, RequestError
+from gateway.service import admission_job
+from gateway.store.base import Store
 
 ACTIONS = ("launch", "modify", "kill", "exec")
 _OPERATION = {"launch": "CREATE", "modify": "UPDATE", "kill": "DELETE", "exec": "CONNECT"}
@@ -61,7 +71,7 @@ def _request(obj: Mapping[str, Any], user: str, groups: tuple[str, ...], action:
         raise RequestError("the object has no apiVersion or kind")
     meta = _mapping(obj.get("metadata"))
     name = str(meta.get("name") or meta.get("generateName") or "")
-    resource = kind.lower() + "s"
+    resource = kind_plural(kind.lower())
     sub = ""
     if action == "exec":
         resource, group, sub = "pods", "", "exec"
@@ -92,21 +102,59 @@ def _facts(obj: Mapping[str, Any], req: AdmissionRequest, plan_gpus: int, policy
     return Facts(target=Target(target_owner, team, owner_role, gpus))
 
 
+@dataclass(frozen=True)
+class StoreView:
+    """Where the what-if reads what is in use: a store (read, never written), or why there is none."""
+
+    store: Store | None = None
+    unread: str = "no store to read"
+    """Why usage is not read, when `store` is None: it ends the result's `usage_note`."""
+    now: float = field(default_factory=time.time)
+
+    def grants(self) -> tuple[Grant, ...]:
+        """The live break-glass grants (a plain read: expiring them is the gateway's job)."""
+        if self.store is None:
+            return ()
+        rows = self.store.grants(now=self.now)
+        return tuple(Grant(r["id"], r["user"], r["role"], r["expires_at"]) for r in rows if r["state"] == "active")
+
+
+NO_STORE = StoreView()
+
+
+class _Decider:
+    """`decide` over what the store read, with what the what-if states laid over it: the target's
+    owner given as `owner` wins over the ledger's record, which wins over the object's
+    annotation; the DRA claims of the same input count as recorded. Keeps the facts it decided on."""
+
+    def __init__(self, plan: Plan, policy: Policy, stated: Facts, claims: Mapping[TargetKey, Target],
+                 explicit: bool) -> None:
+        self.plan, self.policy, self.stated, self.claims, self.explicit = plan, policy, stated, claims, explicit
+        self.facts = stated
+
+    def __call__(self, read: Facts) -> Decision:
+        target = self.stated.target if self.explicit or read.target is None else read.target
+        self.facts = replace(read, target=target, references={**read.references, **self.claims})
+        return decide(self.plan, self.policy, self.facts)
+
+
 def check_one(obj: Mapping[str, Any], *, policy: Policy, user: str, groups: tuple[str, ...], action: str,
               owner: str | None, owner_team: str | None, namespace: str | None,
-              claims: Mapping[TargetKey, Target] | None = None) -> dict[str, Any]:
+              claims: Mapping[TargetKey, Target] | None = None, store: StoreView = NO_STORE,
+              grants: tuple[Grant, ...] = ()) -> dict[str, Any]:
     """The decision for one object, as `gpu-gateway check -o json` prints it. `claims` are the
-    DRA claims and claim templates the ledger would hold (those of the same input)."""
+    DRA claims and claim templates the ledger would hold (those of the same input); `grants`
+    the live break-glass grants."""
     if action not in _OPERATION:
         raise RequestError(f"unknown action {action!r}: use one of {', '.join(ACTIONS)}")
     ns = namespace or str(_mapping(obj.get("metadata")).get("namespace") or "default")
     req = _request(obj, user, groups, action, ns)
-    plan = prepare(req, policy)
+    plan = prepare(req, policy, grants)
     workload = plan.workload
-    facts = _facts(obj, req, workload.gpus if workload else plan.old_gpus, policy, action, owner, owner_team)
-    if claims:
-        facts = replace(facts, references={**facts.references, **claims})
-    decision = decide(plan, policy, facts)
+    stated = _facts(obj, req, workload.gpus if workload else plan.old_gpus, policy, action, owner, owner_team)
+    decider = _Decider(plan, policy, stated, claims or {}, explicit=owner is not None)
+    decision, note = _decided(plan, policy, decider, store)
+    facts = decider.facts
     return {
         "allowed": decision.allowed,
         "decision": decision.verdict,
@@ -124,8 +172,27 @@ def check_one(obj: Mapping[str, Any], *, policy: Policy, user: str, groups: tupl
         "mode": decision.mode.value,
         "reason": decision.reason,
         "warnings": list(decision.warnings),
+        "caps": [{"rule": c.rule, "subject": c.subject, "limit": c.limit, "used": c.used, "asked": c.asked,
+                  "fits": c.fits} for c in caps_checked(plan, policy, facts, decision, usage_known=not note)],
+        "usage_read": not note,
+        "usage_note": note,
         "policy_version": policy.version,
     }
+
+
+def _decided(plan: Plan, policy: Policy, decider: _Decider, store: StoreView) -> tuple[Decision, str]:
+    """The decision, and "" or why it was made without reading what is in use (then as if nothing were)."""
+    if store.store is None:
+        return decider(decider.stated), f"usage not read: {store.unread}; GPUs in use count as 0"
+    if plan.early is not None:
+        return plan.early, ""
+    job = admission_job(plan, policy, now=store.now, audit_fields=lambda _: {}, decider=decider)
+    if plan.action is not None and plan.action.value != "launch" and decider.stated.target is not None:
+        job = replace(job, owner=decider.stated.target.owner, team=decider.stated.target.team)
+    try:
+        return store.store.preview(job), ""
+    except GatewayError as exc:
+        return decider(decider.stated), f"usage not read: the store cannot be read ({exc}); GPUs in use count as 0"
 
 
 def _charged_to(plan: Plan, decision: Decision) -> str | None:
@@ -140,13 +207,19 @@ def _charged_to(plan: Plan, decision: Decision) -> str | None:
 
 def run_check(docs: Iterable[Mapping[str, Any]], *, policy: Policy, user: str, groups: tuple[str, ...],
               action: str = "launch", owner: str | None = None, owner_team: str | None = None,
-              namespace: str | None = None) -> list[dict[str, Any]]:
-    """The decision for each already-loaded document, in order. DRA claims and claim templates
-    among them count for the workloads that name them, as if the ledger had recorded them."""
+              namespace: str | None = None, store: StoreView = NO_STORE) -> list[dict[str, Any]]:
+    """The decision for each already-loaded document, in order, each on its own against what
+    `store` holds now. DRA claims and claim templates among them count for the workloads that
+    name them, as if the ledger had recorded them."""
     docs = list(docs)
     claims = _claims(docs, policy, user, namespace)
+    try:
+        grants = store.grants()
+    except GatewayError:
+        grants = ()  # decided with the roles groups give; `preview` says the store cannot be read
     return [check_one(obj, policy=policy, user=user, groups=groups, action=action, owner=owner,
-                      owner_team=owner_team, namespace=namespace, claims=claims) for obj in docs]
+                      owner_team=owner_team, namespace=namespace, claims=claims, store=store, grants=grants)
+            for obj in docs]
 
 
 def _claims(docs: Iterable[Mapping[str, Any]], policy: Policy, user: str,

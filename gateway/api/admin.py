@@ -24,6 +24,8 @@ from starlette.routing import BaseRoute, Route
 from gateway.api.context import ApiContext, BadRequest, actor, error, json_body, json_object, text_field
 from gateway.core.approvals import POLICY_CHANGE
 from gateway.core.identity import Identity
+from gateway.core.impact import QUEUED, RUNNING, Held
+from gateway.core.impact import would_deny as impact_of
 from gateway.core.overrides import (
     BINDING,
     QUOTA,
@@ -31,9 +33,12 @@ from gateway.core.overrides import (
     check_binding,
     check_quota,
     check_subject,
+    over_quota,
     quota_view,
     split_target,
 )
+from gateway.core.overrides import apply as apply_overrides
+from gateway.core.policy import Policy
 from gateway.errors import ConfigError, GatewayError
 from gateway.policy_bundle import REPLACEABLE_FILES, load_replacement, read_bundle
 from gateway.runtime import RuntimeSettings, overrides_of
@@ -137,13 +142,29 @@ def admin_routes(ctx: ApiContext) -> list[BaseRoute]:
 
     # ----------------------------------------------------------------- quotas
 
+    async def held(store: Store) -> tuple[dict[str, int], dict[str, int]]:
+        """GPUs held now per user and per team."""
+        return await run_in_threadpool(lambda: (store.gpus_by_user(), store.gpus_by_team()))
+
+    def used(identity: Identity, target: str, users: Mapping[str, int], teams: Mapping[str, int]) -> int | None:
+        """GPUs `target` holds now, where the caller may read it (as GET /usage scopes it); None
+        for roles (the ledger counts per user and team) and where they may not."""
+        scope, _, name = target.partition(":")
+        if scope == "user" and ctx.may(identity, "audit-read", name, ""):
+            return users.get(name, 0)
+        if scope == "team" and ctx.may(identity, "audit-read", "", name):
+            return teams.get(name, 0)
+        return None
+
     async def list_quotas(_: Request, identity: Identity, store: Store, runtime: RuntimeSettings) -> Response:
         await _refreshed(runtime)
         policy = ctx.policy()
         _bindings, quotas = await stored(store)
+        users_held, teams_held = await held(store)
         teams = sorted(set(policy.team_caps) | {t.partition(":")[2] for t in quotas if t.startswith("team:")})
         users = sorted(set(policy.user_caps))
-        items = [{"target": t, "quota": quota_view(policy, t), "source": "runtime" if t in quotas else "bundle"}
+        items = [{"target": t, "quota": quota_view(policy, t), "used": used(identity, t, users_held, teams_held),
+                  "source": "runtime" if t in quotas else "bundle"}
                  for t in (*(f"role:{r}" for r in policy.role_order), *(f"team:{t}" for t in teams),
                            *(f"user:{u}" for u in users))]
         return json_body({"items": items, "default_team_max_concurrent_gpus": policy.default_team_cap})
@@ -153,7 +174,9 @@ def admin_routes(ctx: ApiContext) -> list[BaseRoute]:
         split_target(target)
         await _refreshed(runtime)
         _bindings, quotas = await stored(store)
+        users_held, teams_held = await held(store)
         return json_body({"target": target, "quota": quota_view(ctx.policy(), target),
+                          "used": used(identity, target, users_held, teams_held),
                           "override": quotas.get(target), "source": "runtime" if target in quotas else "bundle"})
 
     async def set_quota(request: Request, identity: Identity, store: Store, runtime: RuntimeSettings) -> Response:
@@ -165,11 +188,16 @@ def admin_routes(ctx: ApiContext) -> list[BaseRoute]:
         fields = await json_object(request)
         reason = text_field(fields, "reason")
         if request.method == "DELETE":
-            return await change(store, runtime, identity, SettingChange(QUOTA, target, None, reason))
-        values = check_quota(ctx.policy(), target, {k: v for k, v in fields.items() if k != "reason"})
-        _bindings, quotas = await stored(store)
-        merged = {**quotas.get(target, {}), **values}
-        return await change(store, runtime, identity, SettingChange(QUOTA, target, merged, reason))
+            setting = SettingChange(QUOTA, target, None, reason)
+        else:
+            values = check_quota(ctx.policy(), target, {k: v for k, v in fields.items() if k != "reason"})
+            _bindings, quotas = await stored(store)
+            setting = SettingChange(QUOTA, target, {**quotas.get(target, {}), **values}, reason)
+        done = await run_in_threadpool(lambda: store.put_setting(setting, actor(identity), now=time.time()))
+        await _refreshed(runtime)
+        users_held, teams_held = await held(store)
+        roles = await run_in_threadpool(store.owner_roles) if scope in ("user", "role") else {}
+        return json_body({**done, "warnings": over_quota(ctx.policy(), target, users_held, teams_held, roles)})
 
     # ----------------------------------------------------------------- policy
 
@@ -184,19 +212,41 @@ def admin_routes(ctx: ApiContext) -> list[BaseRoute]:
         return json_body({"version": ctx.policy().version, "digest": proposal_digest(texts),
                           "source": "api" if runtime.holder.replaced else "files", "files": texts})
 
-    def review(runtime: RuntimeSettings, proposed: Mapping[str, str]) -> dict[str, Any]:
+    def review(runtime: RuntimeSettings, proposed: Mapping[str, str],
+               impact: Callable[[Policy], list[dict[str, Any]]] | None = None) -> dict[str, Any]:
+        """Validate and diff a proposal; with `impact`, also what it says of the proposed policy
+        (with the run-time role bindings and quotas over it, as it would be in force)."""
         texts = current(runtime)
         try:
-            load_replacement(runtime.holder.directory, proposed)
+            policy = load_replacement(runtime.holder.directory, proposed)
         except ConfigError as exc:
             return {"valid": False, "error": str(exc), "digest": proposal_digest(proposed)}
-        return {"valid": True, "error": None, "digest": proposal_digest(proposed),
-                "diff": policy_diff(texts, proposed),
-                "needs_approval": ctx.policy().second_person.policy_change}
+        checked: dict[str, Any] = {"valid": True, "error": None, "digest": proposal_digest(proposed),
+                                   "diff": policy_diff(texts, proposed),
+                                   "needs_approval": ctx.policy().second_person.policy_change}
+        if impact is not None:
+            overrides, _ = overrides_of(runtime.store.settings())
+            checked["would_deny"] = impact(apply_overrides(policy, overrides))
+        return checked
+
+    def would_deny(identity: Identity, store: Store) -> Callable[[Policy], list[dict[str, Any]]]:
+        """The running and queued workloads a proposed policy would have denied, of those the
+        caller may read (as the audit: their own, their team's with audit-read at team, all at any)."""
+        def impact(proposed: Policy) -> list[dict[str, Any]]:
+            held = [Held(RUNNING, r.resource, r.namespace, r.name, r.owner, r.team, r.role, r.gpus)
+                    for r in store.reservations() if r.charged and r.owner]
+            held += [Held(QUEUED, q["resource"], q["namespace"], q["name"], q["owner"], q["team"], q["role"],
+                          int(q["gpus"])) for q in store.queue_rows() if q["owner"]]
+            return [{"state": r.workload.state, "resource": r.workload.resource, "namespace": r.workload.namespace,
+                     "name": r.workload.name, "owner": r.workload.owner, "team": r.workload.team,
+                     "role": r.workload.role, "gpus": r.workload.gpus, "rule": r.rule, "reason": r.reason}
+                    for r in impact_of(proposed, held)
+                    if ctx.may(identity, "audit-read", r.workload.owner, r.workload.team)]
+        return impact
 
     async def diff_policy(request: Request, identity: Identity, store: Store, runtime: RuntimeSettings) -> Response:
         proposed = _proposal(await json_object(request))
-        return json_body(await run_in_threadpool(review, runtime, proposed))
+        return json_body(await run_in_threadpool(review, runtime, proposed, would_deny(identity, store)))
 
     async def replace_policy(request: Request, identity: Identity, store: Store,
                              runtime: RuntimeSettings) -> Response:
@@ -271,15 +321,19 @@ ADMIN_PATHS: dict[str, Any] = {
                       "400 401 403 503", params=("subject",),
                       body={"type": "object", "required": ["reason"], "properties": _REASON}),
     },
-    "/quotas": {"get": _op("Quotas in force per role, team and user", "quotasList", "401 503")},
+    "/quotas": {"get": _op("Quotas in force per role, team and user, each with `used`: the GPUs held now where "
+                           "the caller may read them (as GET /usage scopes them), else null", "quotasList",
+                           "401 503")},
     "/quotas/{target}": {
-        "get": _op("The quota in force for user:NAME, team:NAME or role:NAME", "quotaGet", "400 401 503",
-                   params=("target",)),
-        "put": _op("Set a quota (manage at team for one's own team, else at any); null is unlimited", "quotaSet",
+        "get": _op("The quota in force for user:NAME, team:NAME or role:NAME, with `used` (as in the list)",
+                   "quotaGet", "400 401 503", params=("target",)),
+        "put": _op("Set a quota (manage at team for one's own team, else at any); null is unlimited. `warnings` "
+                   "says when the new cap is below the GPUs held now, and what that means", "quotaSet",
                    "400 401 403 503", params=("target",), body={
                        "type": "object", "required": ["reason"], "properties": {
                            "max_concurrent_gpus": _GPUS, "max_gpus_per_workload": _GPUS, **_REASON}}),
-        "delete": _op("Remove a run-time quota: the bundle's is in force again", "quotaUnset", "400 401 403 503",
+        "delete": _op("Remove a run-time quota: the bundle's is in force again (`warnings` as for PUT)",
+                      "quotaUnset", "400 401 403 503",
                       params=("target",), body={"type": "object", "required": ["reason"], "properties": _REASON}),
     },
     "/policy": {
@@ -291,6 +345,8 @@ ADMIN_PATHS: dict[str, Any] = {
         "delete": _op("Go back to the files' policy (a policy change too)", "policyRevert", "400 401 403 503",
                       body={"type": "object", "required": ["reason"], "properties": _REASON}),
     },
-    "/policy/diff": {"post": _op("Validate a proposed policy and show its diff and digest", "policyDiff",
-                                 "400 401 503", body=_FILES)},
+    "/policy/diff": {"post": _op("Validate a proposed policy and show its diff and digest, and in `would_deny` "
+                                 "the running and queued workloads (of those the caller may read) whose launch it "
+                                 "would have denied: state, resource, namespace, name, owner, team, role, gpus, "
+                                 "rule, reason", "policyDiff", "400 401 503", body=_FILES)},
 }

@@ -25,6 +25,7 @@ from gateway.core.approvals import (
     SIZED_ACTIONS,
     deny_refusal,
     may_grant,
+    past_team_caps,
     review_refusal,
 )
 from gateway.core.identity import Identity
@@ -140,6 +141,8 @@ def approval_routes(ctx: ApiContext) -> list[BaseRoute]:
                 return error(403, "forbidden", refused)
             done = await run_in_threadpool(
                 lambda: store.review_approval(approval_id, verdict, actor(identity), comment.strip(), now=time.time()))
+            if verdict == "approved":
+                done["warnings"] = past_team_caps(ctx.policy(), done, await run_in_threadpool(store.gpus_by_team))
             return json_body(done)
         return decide
 
@@ -223,7 +226,8 @@ APPROVAL_PATHS: dict[str, Any] = {
     },
     "/approvals/{id}": {"get": _op("One approval", "approvalGet", "200", "404", answer="Approval")},
     "/approvals/{id}/approve": {"post": _op("Approve (never one's own; `approve`, and for a modify, kill or exec "
-                                            "that action too, over the workload's owner)", "approvalApprove",
+                                            "that action too, over the workload's owner); `warnings` says when "
+                                            "the launch would take a team past its cap", "approvalApprove",
                                             "200", "400", "403", "404", "409", answer="Approval", body=_REVIEW_BODY,
                                             body_required=False, example={"comment": "ok, once"})},
     "/approvals/{id}/deny": {"post": _op("Deny (never one's own; `approve` permission)", "approvalDeny",

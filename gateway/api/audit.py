@@ -19,6 +19,7 @@ from starlette.routing import BaseRoute, Route
 from gateway.api.context import ApiContext, error, json_body
 from gateway.api.telemetry import scoped_measured
 from gateway.core.identity import Identity
+from gateway.core.policy import Policy
 from gateway.core.usage_report import BY, usage_csv
 from gateway.store.base import AuditQuery
 from gateway.times import parse_time, with_time
@@ -87,6 +88,14 @@ def _scoped(values: dict[str, Any], identity: Identity, scope: str | None, kind:
     return {}
 
 
+def _limits(policy: Policy, identity: Identity, users: Mapping[str, int], teams: Mapping[str, int],
+            roles: Mapping[str, str]) -> dict[str, dict[str, int | None]]:
+    """The concurrent cap of each user and team shown (None: unlimited): the caller's by their
+    role now, another user's by the role the ledger recorded with their newest reservation."""
+    return {"users": {u: policy.user_cap(u, identity.role if u == identity.user else roles.get(u)) for u in users},
+            "teams": {t: policy.team_cap(t) for t in teams}}
+
+
 def audit_routes(ctx: ApiContext) -> list[BaseRoute]:
     async def rows(request: Request) -> tuple[Identity, list[dict[str, Any]]] | Response:
         identity = await ctx.identity(request)
@@ -151,10 +160,12 @@ def audit_routes(ctx: ApiContext) -> list[BaseRoute]:
         if not all(0 <= t <= _LAST_TIME for t in (since or 0, until)) or (since is not None and since > until):
             return error(400, "bad_request", "since and until must be times from 1970 on, since before until")
         store = ctx.store
-        users, teams = await run_in_threadpool(lambda: (store.gpus_by_user(), store.gpus_by_team()))
+        users, teams, roles = await run_in_threadpool(
+            lambda: (store.gpus_by_user(), store.gpus_by_team(), store.owner_roles()))
         scope = ctx.scope(identity, "audit-read")
         body: dict[str, Any] = {"users": _scoped(users, identity, scope, "users"),
                                 "teams": _scoped(teams, identity, scope, "teams")}
+        body["limits"] = _limits(ctx.policy(), identity, body["users"], body["teams"], roles)
         if since is not None:
             hours = await run_in_threadpool(lambda: store.gpu_hours(since, until))
             body["gpu_hours"] = {"since": since, "until": until,

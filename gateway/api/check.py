@@ -1,7 +1,10 @@
 """POST /api/v1/check: what-if over HTTP, the same decisions `gpu-gateway check -o json` prints.
 
-It decides with the policy in force and touches no ledger. Anyone may check as themselves;
-checking as another user needs `audit-read` at `any` (administrators).
+It decides with the policy in force against what the gateway's store holds now (usage, the
+target's record, budgets, approvals), read and never written (gateway/whatif.py). Anyone may
+check as themselves; checking as another user needs `audit-read` at `any` (administrators).
+A result shows the figures of the caller's or the checked user's caps, as the gateway's own
+denial would.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import orjson
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
@@ -17,7 +21,7 @@ from starlette.routing import BaseRoute, Route
 from gateway.api.context import ApiContext, error, json_body
 from gateway.core.identity import Identity
 from gateway.errors import GatewayError
-from gateway.whatif import ACTIONS, flatten_documents, parse_documents, run_check
+from gateway.whatif import ACTIONS, StoreView, flatten_documents, parse_documents, run_check
 
 
 class BadCheck(ValueError):
@@ -83,10 +87,13 @@ def check_routes(ctx: ApiContext) -> list[BaseRoute]:
             refused = _forbidden(ctx, identity, user)
             if refused is not None:
                 return refused
-            results = run_check(_documents(body["manifest"]), policy=ctx.policy(), user=user,
-                                groups=_groups(body), action=str(body.get("action") or "launch"),
-                                owner=_string(body, "owner"), owner_team=_string(body, "owner_team"),
-                                namespace=_string(body, "namespace"))
+            docs, groups = _documents(body["manifest"]), _groups(body)
+            owner, owner_team = _string(body, "owner"), _string(body, "owner_team")
+            namespace, policy = _string(body, "namespace"), ctx.policy()
+            store = StoreView(ctx.store, "the gateway has no store")
+            results = await run_in_threadpool(lambda: run_check(
+                docs, policy=policy, user=user, groups=groups, action=str(body.get("action") or "launch"),
+                owner=owner, owner_team=owner_team, namespace=namespace, store=store))
         except (BadCheck, GatewayError) as exc:
             return error(400, "bad_request", str(exc))
         return json_body({"results": results})

@@ -112,8 +112,8 @@ OPENAPI: dict[str, Any] = complete({
                           **_refusals("400", "401", "403", "503")},
         }},
         "/check": {"post": {
-            "summary": "What-if: decide manifests for a user with the policy in force, touching no ledger "
-                       "(as oneself; as another user with audit-read on any)",
+            "summary": "What-if: decide manifests for a user with the policy in force against the GPUs in use "
+                       "now, writing nothing (as oneself; as another user with audit-read on any)",
             "operationId": "check",
             "requestBody": {"required": True, "content": {"application/json": {"schema": {
                 "type": "object", "required": ["user", "manifest"], "properties": {

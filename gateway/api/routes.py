@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import re
+import time
+from typing import Any
 
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route, Router
@@ -17,6 +20,7 @@ from gateway.api.context import ApiContext, error
 from gateway.api.openapi import OPENAPI
 from gateway.api.telemetry import telemetry_routes
 from gateway.api.workloads import workload_routes
+from gateway.errors import GatewayError
 
 PREFIX = "/api/v1"
 
@@ -43,8 +47,18 @@ def api_routes(ctx: ApiContext) -> list[BaseRoute]:
         identity = await ctx.identity(request)
         if isinstance(identity, Response):
             return identity
+        grants: list[dict[str, Any]] = []
+        if ctx.store is not None:
+            store = ctx.store
+            try:
+                rows = await run_in_threadpool(lambda: store.grants(now=time.time()))
+            except GatewayError as exc:
+                return error(503, "unavailable", f"cannot read break-glass grants: {exc}")
+            grants = [{"id": g["id"], "role": g["role"], "expires_at": g["expires_at"], "reason": g["reason"],
+                       "granter": g["granter"], "in_force": g["id"] == identity.grant}
+                      for g in rows if g["user"] == identity.user and g["state"] == "active"]
         return JSONResponse({"username": identity.user, "groups": list(identity.groups),
-                             "role": identity.role, "teams": list(identity.teams)})
+                             "role": identity.role, "teams": list(identity.teams), "grants": grants})
 
     async def openapi(_: Request) -> Response:
         return JSONResponse(OPENAPI)

@@ -33,6 +33,7 @@ _NUM = {"type": "number"}
 _STRINGS = {"type": "array", "items": _STR}
 _COUNTS = {"type": "object", "additionalProperties": _INT}
 _HOURS = {"type": "object", "additionalProperties": _NUM}
+_CAPS = {"type": "object", "additionalProperties": {"type": ["integer", "null"]}}
 
 
 def _object(required: str, **properties: Schema) -> Schema:
@@ -43,8 +44,13 @@ def _object(required: str, **properties: Schema) -> Schema:
 SCHEMAS: dict[str, Schema] = {
     "Error": _object("error reason", error={**_STR, "description": "a short code: invalid_token, forbidden, ..."},
                      reason={**_STR, "description": "what is wrong and what to do"}),
-    "WhoAmI": _object("username groups role teams", username=_STR, groups=_STRINGS,
-                      role={"type": ["string", "null"], "description": "null: no role"}, teams=_STRINGS),
+    "WhoAmI": _object("username groups role teams grants", username=_STR, groups=_STRINGS,
+                      role={"type": ["string", "null"], "description": "null: no role"}, teams=_STRINGS,
+                      grants={"type": "array", "description": "the caller's active break-glass grants",
+                              "items": _object("id role expires_at reason granter in_force", id=_STR, role=_STR,
+                                               expires_at={**_NUM, "description": "epoch seconds"}, reason=_STR,
+                                               granter=_STR, in_force={"type": "boolean", "description":
+                                                                       "whether `role` comes from it"})}),
     "AuditRecord": _object(
         "seq ts time request_uid user groups role action kind namespace name object_uid gpus decision mode rule "
         "reason dry_run policy_version owner team changes prev_hash hash",
@@ -62,17 +68,32 @@ SCHEMAS: dict[str, Schema] = {
     "AuditVerify": _object("ok records first_bad problem", ok={"type": "boolean"}, records=_INT,
                            first_bad={"type": ["integer", "null"]}, problem=_STR),
     "Usage": _object(
-        "users teams", users={**_COUNTS, "description": "GPUs reserved now per user"},
+        "users teams limits", users={**_COUNTS, "description": "GPUs reserved now per user"},
         teams={**_COUNTS, "description": "GPUs reserved now per team"},
+        limits={**_object("users teams", users=_CAPS, teams=_CAPS),
+                "description": "the concurrent cap of each user and team shown (null: unlimited)"},
         gpu_hours={**_object("since until users teams roles", since=_NUM, until=_NUM, users=_HOURS, teams=_HOURS,
                              roles=_HOURS), "description": "with `since`: GPU-hours held in the period"}),
     "CheckResult": _object(
         "allowed decision action kind namespace name user role teams gpus gpus_detail charged_to rule mode reason "
-        "warnings policy_version", allowed={"type": "boolean"}, decision=_STR, action=_STR, kind=_STR,
-        namespace=_STR, name=_STR, user=_STR, role={"type": ["string", "null"]}, teams=_STRINGS, gpus=_INT,
-        gpus_detail=_STR, charged_to={"type": ["string", "null"], "description": "who the GPUs are charged to "
-                                      "(the owner of the workload they descend from); null when none are"},
-        rule=_STR, mode=_STR, reason=_STR, warnings=_STRINGS, policy_version=_STR),
+        "warnings caps usage_read usage_note policy_version", allowed={"type": "boolean"}, decision=_STR,
+        action=_STR, kind=_STR, namespace=_STR, name=_STR, user=_STR, role={"type": ["string", "null"]},
+        teams=_STRINGS, gpus=_INT, gpus_detail=_STR,
+        charged_to={"type": ["string", "null"], "description": "who the GPUs are charged to (the owner of the "
+                    "workload they descend from); null when none are"},
+        rule=_STR, mode=_STR, reason=_STR, warnings=_STRINGS,
+        caps={"type": "array", "items": ref("CapFigure"), "description": "the GPU caps the request was held to"},
+        usage_read={"type": "boolean", "description": "whether the GPUs in use were read from the store"},
+        usage_note={**_STR, "description": "\"\" when usage was read, else `usage not read: <why>`"},
+        policy_version=_STR),
+    "CapFigure": _object(
+        "rule subject limit used asked fits",
+        rule={**_STR, "description": "workload-gpu-limit, user-quota or team-quota"},
+        subject={**_STR, "description": "role NAME, user NAME (role R) or team NAME"},
+        limit={"type": ["integer", "null"], "description": "null: unlimited"},
+        used={"type": ["integer", "null"], "description": "GPUs in use now (less the workload's own); null for a "
+              "per-workload limit or when usage was not read"},
+        asked=_INT, fits={"type": "boolean"}),
     "CheckResults": _object("results", results={"type": "array", "items": ref("CheckResult")}),
     "Approval": _object(
         "id requester requester_teams action kind namespace name gpus reason state created_at expires_at",
@@ -84,7 +105,9 @@ SCHEMAS: dict[str, Schema] = {
         target_owner={"type": ["string", "null"], "description": "for a modify, kill or exec: the owner the ledger "
                       "recorded for the workload when it was asked for (\"\": none); its reviewer needs rights over "
                       "them, and it lifts nothing once the workload belongs to someone else. null: not recorded"},
-        target_team={"type": ["string", "null"], "description": "the workload's team then, likewise"}),
+        target_team={"type": ["string", "null"], "description": "the workload's team then, likewise"},
+        warnings={**_STRINGS, "description": "in the answer to an approve: the team caps the approved launch "
+                  "would go past"}),
     "ApprovalList": _items("Approval"),
     "Grant": _object(
         "id user role reason granter state created_at expires_at", id=_STR, user=_STR, role=_STR, reason=_STR,

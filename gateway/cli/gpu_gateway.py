@@ -299,22 +299,30 @@ def usage(state: Path | None, database_url: str | None, since: str | None, until
 @click.option("--owner-team", help="Team of the target for modify/kill/exec.")
 @click.option("--namespace", "-n", help="Namespace, when the manifest has none (default: default).")
 @click.option("--policy-dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@_store_source
 @click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text")
 def check(user: str, groups: tuple[str, ...], file: Path, action: str, owner: str | None,
-          owner_team: str | None, namespace: str | None, policy_dir: Path | None, output: str) -> None:
-    """What-if: decide a manifest for a user without touching any ledger.
+          owner_team: str | None, namespace: str | None, policy_dir: Path | None, state: Path | None,
+          database_url: str | None, output: str) -> None:
+    """What-if: decide a manifest for a user, writing nothing.
 
-    Exit 0 when every document is allowed, 1 when one is denied, 2 on bad input.
+    With --state or --database-url (read only), against the GPUs in use now, as the gateway
+    would; without, as if none were (the output says so). Exit 0 when every document is
+    allowed, 1 when one is denied, 2 on bad input.
     """
     from gateway.cli.check import run_check
 
+    store = _open_store(state, database_url) if state is not None or database_url is not None else None
     try:
         results = run_check(user=user, groups=groups, file=file, action=action, owner=owner,
-                            owner_team=owner_team, namespace=namespace, policy_dir=policy_dir)
+                            owner_team=owner_team, namespace=namespace, policy_dir=policy_dir, store=store)
     except OSError as exc:
         raise CliError(Exit.USAGE, f"cannot read {file}: {exc}") from exc
     except GatewayError as exc:
         raise gateway_error(exc) from exc
+    finally:
+        if store is not None:
+            store.close()
     from gateway.cli.render import check_text
 
     for result in results:

@@ -12,6 +12,7 @@ import datetime as dt
 import json
 import os
 import sys
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,6 +62,13 @@ def _load_config() -> dict[str, Any]:
 def _fail(code: int, message: str) -> NoReturn:
     """Stop with `error: MESSAGE` and the exit code."""
     raise CliError(code, message)
+
+
+def print_warnings(answer: Any) -> None:
+    """The server's `warnings` on stderr, as kubectl prints an API server's; stdout keeps the result."""
+    found = answer.get("warnings") if isinstance(answer, dict) else None
+    for warning in found or []:
+        click.echo(f"warning: {warning}", err=True)
 
 
 @dataclass
@@ -178,11 +186,22 @@ def login(client: Client, login_server: str, login_token: str, login_ca: str | N
 @main.command(epilog=examples("gpuctl whoami", "gpuctl whoami -o json"))
 @click.pass_obj
 def whoami(client: Client) -> None:
-    """Who the token says you are, and your role and teams."""
+    """Who the token says you are, your role and teams, and your break-glass grants until they expire."""
     me = client.get("/whoami")
-    client.show(me, _table(["USER", "ROLE", "TEAMS", "GROUPS"],
-                           [[me["username"], me["role"] or "-", ",".join(me["teams"]) or "-",
-                             ",".join(me["groups"])]]))
+    text = _table(["USER", "ROLE", "TEAMS", "GROUPS"],
+                  [[me["username"], me["role"] or "-", ",".join(me["teams"]) or "-", ",".join(me["groups"])]])
+    grants = me.get("grants") or []
+    if grants:
+        text += "\n\n" + _table(["GRANT", "ROLE", "UNTIL (UTC)", "EXPIRES IN", "IN FORCE", "GRANTER", "REASON"], [
+            [g["id"], g["role"], _when(g["expires_at"]), _left(g["expires_at"]), "yes" if g["in_force"] else "no",
+             g["granter"], g["reason"]] for g in grants])
+    client.show(me, text)
+
+
+def _left(epoch: float) -> str:
+    """`1h 5m`: how long until `epoch`."""
+    minutes = max(int(epoch - time.time()) // 60, 0)
+    return f"{minutes // 60}h {minutes % 60}m" if minutes >= 60 else f"{minutes}m"
 
 
 @main.group(epilog=examples("gpuctl audit list --user alice --decision denied --since 7d", "gpuctl audit verify"))
@@ -309,10 +328,16 @@ def usage(client: Client, by: str | None, since: str | None, until: str | None) 
         click.echo(client.request("GET", "/usage", params=query, flags={k: f"--{k}" for k in query}).text, nl=False)
         return
     data = client.get("/usage", since=since, until=until)
-    rows = [[r.by, r.name, "-" if r.gpus_now is None else r.gpus_now,
+    limits = data.get("limits") or {}
+
+    def limit(scope: str, name: str) -> str:
+        caps = limits.get(f"{scope}s") or {}
+        return "-" if name not in caps else "unlimited" if caps[name] is None else str(caps[name])
+
+    rows = [[r.by, r.name, "-" if r.gpus_now is None else r.gpus_now, limit(r.by, r.name),
              "-" if r.gpu_hours is None else f"{r.gpu_hours:.1f}"] for r in usage_rows(data, by)]
-    headers = ["BY", "NAME", "GPUS NOW", "GPU-HOURS"] if since else ["BY", "NAME", "GPUS NOW"]
-    text = _table(headers, [r if since else r[:3] for r in rows])
+    headers = ["BY", "NAME", "GPUS NOW", "LIMIT", "GPU-HOURS"] if since else ["BY", "NAME", "GPUS NOW", "LIMIT"]
+    text = _table(headers, [r if since else r[:4] for r in rows])
     measured = measured_table(data.get("measured") or {}, [f"{by}s"] if by in ("user", "team") else
                               ("users", "teams", "workloads"))
     client.show(data, text + "\n\n" + measured if measured else text)
@@ -435,6 +460,7 @@ def _review(verdict: str) -> Any:
         done = client.request("POST", f"/approvals/{approval_id}/{verdict}", json={"comment": comment},
                               flags={"comment": "--comment"}).json()
         client.show(done, f"approval {done['id']} is {done['state']}")
+        print_warnings(done)
     return run
 
 

@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from gateway.cli.common import DURATION, examples
-from gateway.cli.gpuctl import Client, _table, main
+from gateway.cli.gpuctl import Client, _table, main, print_warnings
 from gateway.core.overrides import SettingError, check_subject, split_target
 
 REPLACEABLE = ("policy.csv", "limits.yaml")
@@ -116,8 +116,9 @@ def quota_get(client: Client, target: str | None) -> None:
         data = client.get("/quotas")
         items = data["items"]
     client.show(data, _table(
-        ["TARGET", "MAX CONCURRENT GPUS", "MAX GPUS PER WORKLOAD", "SOURCE"],
-        [[q["target"], _shown(q["quota"]["max_concurrent_gpus"]) if q["quota"] else "(the role's)",
+        ["TARGET", "USED", "MAX CONCURRENT GPUS", "MAX GPUS PER WORKLOAD", "SOURCE"],
+        [[q["target"], "-" if q.get("used") is None else q["used"],
+          _shown(q["quota"]["max_concurrent_gpus"]) if q["quota"] else "(the role's)",
           _shown(q["quota"]["max_gpus_per_workload"]) if "max_gpus_per_workload" in q["quota"] else "-",
           q["source"]] for q in items]))
 
@@ -144,6 +145,7 @@ def quota_set(client: Client, target: str, max_concurrent_gpus: str | None, max_
         "reason": "--reason"}).json()
     new = ", ".join(f"{k}={_shown(v)}" for k, v in sorted(done["new"].items()))
     client.show(done, f"{target}: {new} (revision {done['revision']})")
+    print_warnings(done)
 
 
 @quota.command("unset", epilog=examples('gpuctl quota unset team:vision --reason "back to the bundle"'))
@@ -154,6 +156,7 @@ def quota_unset(client: Client, target: str, reason: str) -> None:
     """Remove TARGET's run-time quota: the policy bundle's is in force again."""
     done = client.request("DELETE", f"/quotas/{target}", json={"reason": reason}, flags={"reason": "--reason"}).json()
     client.show(done, f"{target}: run-time quota removed (revision {done['revision']})")
+    print_warnings(done)
 
 
 # ------------------------------------------------------------------------------ policy
@@ -199,14 +202,24 @@ def policy_get(client: Client, directory: Path | None) -> None:
 @_FROM
 @click.pass_obj
 def policy_diff(client: Client, directory: Path) -> None:
-    """Validate the files in --from against the policy in force and show the diff (exit 1 if invalid)."""
+    """Validate the files in --from against the policy in force and show the diff, and the running
+    and queued workloads (of those you may read) whose launch it would have denied (exit 1 if invalid)."""
     data = client.request("POST", "/policy/diff", json={"files": _read_proposal(directory)},
                           flags={"files": "--from"}).json()
     if not data["valid"]:
         client.show(data, f"invalid: {data['error']}")
         raise SystemExit(1)
     note = "applying it needs a second admin's approval (gpuctl policy request)" if data["needs_approval"] else ""
-    client.show(data, f"{data['diff'] or 'no change'}\n# proposal {data['digest']} {note}".rstrip())
+    text = f"{data['diff'] or 'no change'}\n# proposal {data['digest']} {note}".rstrip()
+    denied = data.get("would_deny") or []
+    if denied:
+        text += f"\n\n# it would have denied {len(denied)} running or queued workload(s):\n" + _table(
+            ["STATE", "WORKLOAD", "OWNER", "TEAM", "GPUS", "RULE", "REASON"],
+            [[w["state"], f"{w['resource']} {w['namespace']}/{w['name']}", w["owner"], w["team"] or "-", w["gpus"],
+              w["rule"], w["reason"]] for w in denied])
+    elif "would_deny" in data:
+        text += "\n# it would have denied none of the running and queued workloads you may read"
+    client.show(data, text)
 
 
 @policy.command("request", epilog=examples('gpuctl policy request --from ./proposal --reason "tighten interns"'))

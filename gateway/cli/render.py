@@ -166,7 +166,17 @@ def check_text(result: dict[str, Any]) -> str:
         f"  reason: {result['reason']}",
     ]
     lines += [f"  warning: {w}" for w in result["warnings"]]
+    lines += [f"  cap {c['rule']}, {c['subject']}: {cap_figures(c)}" for c in result.get("caps") or []]
+    if result.get("usage_note"):
+        lines.append(f"  {result['usage_note']}")
     return "\n".join(lines)
+
+
+def cap_figures(cap: dict[str, Any]) -> str:
+    """`8 in use + 32 asked, limit 16 (over)`: one cap of a check result."""
+    held = "" if cap["used"] is None else f"{cap['used']} in use + "
+    limit = "no limit" if cap["limit"] is None else f"limit {cap['limit']}"
+    return f"{held}{cap['asked']} asked, {limit}" + ("" if cap["fits"] else " (over)")
 
 
 def measured_table(measured: dict[str, Any], scopes: Sequence[str] = ("users", "teams", "workloads")) -> str:

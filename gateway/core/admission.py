@@ -13,7 +13,7 @@ from typing import Any
 
 from gateway.core.access import PodSpecs, access_checks, collect, hatch_checks, reaches, referenced_names
 from gateway.core.actors import OwnerRef, controller_ref, kind_name, object_uid
-from gateway.core.approvals import bound
+from gateway.core.approvals import ask_approval, bound
 from gateway.core.claims import decide_claim, uses_claims, with_claims
 from gateway.core.decision import Action, Decision, Mode, Reservation, Violation
 from gateway.core.dra import is_claim_kind
@@ -27,7 +27,7 @@ from gateway.core.plan import Facts, Plan, Target, TargetKey
 from gateway.core.podspec import Reference
 from gateway.core.pointer import annotations_at, is_object, resolve
 from gateway.core.policy import OWNER_ANNOTATION, RULES, TEAM_ANNOTATION, Policy, relation
-from gateway.core.quota import check_caps
+from gateway.core.quota import CapFigure, Usage, check_caps
 from gateway.core.review import AdmissionRequest
 from gateway.core.scheduling import WORKLOAD_ANNOTATION
 from gateway.core.shape import charges_children, max_gpus_per_pod, scaled, surges
@@ -36,7 +36,8 @@ from gateway.core.verdict import admit, conclude, denial, overruled, violation
 from gateway.core.workloads import CHARGES_CHILDREN, Workload, read_workload, scale_rule, template_paths
 from gateway.errors import WorkloadError
 
-__all__ = ["Facts", "Plan", "Target", "TargetKey", "classify", "decide", "prepare", "shape_of"]
+__all__ = ["Facts", "Plan", "Target", "TargetKey", "caps_checked", "classify", "decide", "prepare",
+           "shape_of"]
 
 _POD_SUBRESOURCES = {
     ("CONNECT", "exec"): Action.EXEC,
@@ -271,6 +272,14 @@ def _priority_classes(obj: Any, workload: Workload) -> set[str]:
     return found
 
 
+def _exception(policy: Policy, plan: Plan, lead: str, *, owner: Identity | None = None, gpus: int = 0) -> str:
+    """`lead`, then how to ask for an exception and who may approve one (core/approvals.py); ""
+    (the rule's own hint) when nobody may. `owner` is the workload's for a change to it."""
+    ask = ask_approval(policy, plan, owner=owner.user if owner else None, team=owner.default_team if owner else "",
+                       gpus=gpus)
+    return f"{lead}{ask}" if ask else ""
+
+
 def _size_checks(plan: Plan, policy: Policy, workload: Workload, violations: list[Violation],
                  owner: Identity | None = None) -> None:
     """Priority class and per-workload limit of the requester's role, or of `owner`'s when the
@@ -282,7 +291,8 @@ def _size_checks(plan: Plan, policy: Policy, workload: Workload, violations: lis
         verb = "launch" if plan.action is Action.LAUNCH and owner is None else "run"
         violations.append(violation(policy, "workload-gpu-limit",
             f"{ident.describe()} may {verb} at most {cap} GPUs per workload; this one asks for "
-            f"{workload.gpus} ({workload.describe_gpus()})"))
+            f"{workload.gpus} ({workload.describe_gpus()})",
+            _exception(policy, plan, "Ask for an exception ", owner=owner, gpus=workload.gpus)))
 
 
 def _new_unresolved(plan: Plan, policy: Policy) -> tuple[str, ...]:
@@ -328,24 +338,63 @@ def _priority_check(plan: Plan, policy: Policy, workload: Workload, violations: 
         bad = sorted(_priority_classes(plan.request.obj, workload) - allowed)
         if bad:
             names = ", ".join(repr(c) if c else "(none)" for c in sorted(allowed)) or "none"
+            owner = None if ident == plan.identity else ident
             violations.append(violation(policy, "priority-class",
-                f"{ident.describe()} may not use priority class {', '.join(bad)} (allowed: {names})"))
+                f"{ident.describe()} may not use priority class {', '.join(bad)} (allowed: {names})",
+                _exception(policy, plan, "Use a priority class the role may use, or ask for an exception ",
+                           owner=owner, gpus=workload.gpus)))
 
 
 def _quota_checks(
     policy: Policy, facts: Facts, *, asked: int, owner: str, owner_role: str | None, team: str,
     violations: list[Violation],
 ) -> None:
-    broken = check_caps(
-        asked, facts.usage,
-        user_cap=policy.user_cap(owner, owner_role),
-        team_cap=policy.team_cap(team),
-    )
-    for b in broken:
+    violations.extend(quota_violations(policy, facts.usage, asked=asked, owner=owner, owner_role=owner_role,
+                                       team=team))
+
+
+def quota_violations(policy: Policy, usage: Usage, *, asked: int, owner: str, owner_role: str | None,
+                     team: str) -> list[Violation]:
+    """The owner's and the team's concurrent caps that `asked` more GPUs would break, over `usage`."""
+    found = []
+    for b in check_caps(asked, usage, user_cap=policy.user_cap(owner, owner_role), team_cap=policy.team_cap(team)):
         who = f"user {owner} (role {owner_role or 'none'})" if b.scope == "user" else f"team {team}"
-        violations.append(violation(policy, f"{b.scope}-quota",
-            f"{who} may hold at most {b.cap} GPUs at once; {b.used} are in use and this asks "
-            f"for {b.asked} more"))
+        found.append(violation(policy, f"{b.scope}-quota",
+            f"{who} may hold at most {b.cap} GPUs at once; {b.used} are in use and this asks for {b.asked} more"))
+    return found
+
+
+def caps_checked(plan: Plan, policy: Policy, facts: Facts, decision: Decision, *,
+                 usage_known: bool = True) -> tuple[CapFigure, ...]:
+    """The GPU caps `decide` held this request to, with the figures it compared: the owner's
+    role's per-workload limit, the owner's concurrent cap and their team's, each with the GPUs
+    in use (`facts.usage`, None where not `usage_known`) and asked. Empty where none applies
+    (kill, exec, requests decided without the ledger, controllers' objects, a change that adds
+    no GPUs, a person without a role)."""
+    workload, ident, target = plan.workload, plan.identity, facts.target
+    if plan.early is not None or plan.data_kind or workload is None or ident.is_actor:
+        return ()
+    if plan.action is Action.LAUNCH or (plan.action is Action.MODIFY and target is None
+                                        and not plan.old_gpu_capable):
+        owner, role, team = plan.owner, ident.role, plan.team
+        charged = not charges_children_of(plan.request, workload)
+    elif plan.action is Action.MODIFY and target is not None and target.owner and target.is_root \
+            and decision.gpus > target.gpus:
+        owner, role, team, charged = target.owner, target.role or None, target.team, target.charged
+    else:
+        return ()
+    if role is None:
+        return ()
+    asked = decision.gpus
+    found = [CapFigure("workload-gpu-limit", f"role {role}", policy.role_limits(role).max_gpus_per_workload,
+                       None, asked)]
+    if charged:  # a CronJob's GPUs are charged per Job it makes, each against the caps then
+        found.append(CapFigure("user-quota", f"user {owner} (role {role})", policy.user_cap(owner, role),
+                               facts.usage.user if usage_known else None, asked))
+        if team:
+            found.append(CapFigure("team-quota", f"team {team}", policy.team_cap(team),
+                                   facts.usage.team if usage_known else None, asked))
+    return tuple(found)
 
 
 def _launch(plan: Plan, policy: Policy, facts: Facts) -> Decision:
@@ -515,24 +564,29 @@ def _allowance(plan: Plan, gpus: int, workload: Workload | None, root: Target, v
             f"allows at most {cap_each} per pod"))
 
 
-def _second_person(plan: Plan, policy: Policy, gpus: int, owner: str, violations: list[Violation]) -> None:
+def _second_person(plan: Plan, policy: Policy, gpus: int, owner: str, violations: list[Violation],
+                   team: str = "") -> None:
     """Requests that need another person's approval whoever asks (limits.yaml `second_person`).
 
-    `owner` is the target's owner for a kill or modify, "" for a launch.
+    `owner` (and `team`) is the target's owner for a kill or modify, "" for a launch.
     """
     rules, ident = policy.second_person, plan.identity
+    lead = "This needs a second person's approval "
     if not owner:
         limit = rules.launch_over_gpus
         if limit is not None and gpus > limit:
             violations.append(violation(policy, "second-person",
-                f"launching more than {limit} GPUs needs a second person's approval; this asks for {gpus}"))
+                f"launching more than {limit} GPUs needs a second person's approval; this asks for {gpus}",
+                _exception(policy, plan, lead, gpus=gpus)))
         return
     limit = rules.touch_others_over_gpus
     if limit is not None and owner != ident.user and gpus > limit:
         assert plan.action is not None
+        target = Identity(owner, (), None, (team,) if team else ())
         violations.append(violation(policy, "second-person",
             f"{plan.action.value} of another person's workload of more than {limit} GPUs needs a second "
-            f"person's approval; {plan.display_ref} belongs to {owner} and holds {gpus}"))
+            f"person's approval; {plan.display_ref} belongs to {owner} and holds {gpus}",
+            _exception(policy, plan, lead, owner=target, gpus=gpus)))
 
 
 def _without_gpus(plan: Plan, policy: Policy, facts: Facts) -> Decision:
@@ -589,7 +643,9 @@ def _new_gpus(plan: Plan, target: Target | None) -> tuple[int, str | None] | Non
     return scaled(target.shape, plan.replicas, target.gpus, plan.old_replicas)
 
 
-def _ownership(plan: Plan, policy: Policy, target: Target, verb: str, violations: list[Violation]) -> None:
+def _ownership(plan: Plan, policy: Policy, target: Target, verb: str, violations: list[Violation],
+               gpus: int | None = None) -> None:
+    """`verb` on `target` at the requester's relation to it; `gpus`: what a modify leaves it with."""
     ident = plan.identity
     rel = relation(ident, target.owner, target.team)
     if policy.may(ident.role, verb, rel):
@@ -597,9 +653,11 @@ def _ownership(plan: Plan, policy: Policy, target: Target, verb: str, violations
     widest = policy.widest_scope(ident.role, verb)
     can = f"may {verb} only {_SCOPE_PHRASE[widest]}" if widest else f"may not {verb} GPU workloads"
     team = f" (team {target.team})" if target.team else ""
+    ask = f"Ask {target.owner}, or ask for an exception " if target.owner else "Ask for an exception "
     violations.append(violation(policy, "ownership",
         f"{ident.describe()} {can}; {plan.display_kind} {plan.display_ref} belongs to "
-        f"{target.owner or 'nobody recorded'}{team}"))
+        f"{target.owner or 'nobody recorded'}{team}",
+        _exception(policy, plan, ask, owner=_owner_identity(target), gpus=target.gpus if gpus is None else gpus)))
 
 
 def _unowned(plan: Plan, policy: Policy, gpus: int, violations: list[Violation]) -> None:
@@ -607,7 +665,9 @@ def _unowned(plan: Plan, policy: Policy, gpus: int, violations: list[Violation])
     if ident.role not in policy.unowned_roles:
         violations.append(violation(policy, "unowned-workload",
             f"{ident.describe()} may not {plan.action.value if plan.action else 'change'} a GPU "
-            f"workload ({gpus} GPUs) that has no recorded owner"))
+            f"workload ({gpus} GPUs) that has no recorded owner",
+            _exception(policy, plan, "This workload predates the gateway's records; ask for an exception ",
+                       owner=Identity("", (), None, ()), gpus=gpus)))
 
 
 def _modify(plan: Plan, policy: Policy, facts: Facts) -> Decision:
@@ -646,8 +706,8 @@ def _modify(plan: Plan, policy: Policy, facts: Facts) -> Decision:
             f"{target.owner or 'nobody recorded'}, into {plan.parent.describe()} of "
             f"{facts.parent.owner or 'nobody recorded'}; it matched that controller's selector"))
     if not ident.is_actor:
-        _ownership(plan, policy, target, "modify", violations)
-        _second_person(plan, policy, max(old_gpus, new_gpus), target.owner or "?", violations)
+        _ownership(plan, policy, target, "modify", violations, gpus=new_gpus)
+        _second_person(plan, policy, max(old_gpus, new_gpus), target.owner or "?", violations, target.team)
         if plan.workload is not None and req.sub_resource != "scale":
             owner, team = _reassignment(plan, policy, target, violations)
             access_checks(plan, policy, facts, violations)
@@ -713,7 +773,8 @@ def _growth(plan: Plan, policy: Policy, facts: Facts, target: Target, new_gpus: 
             violations.append(violation(policy, "workload-gpu-limit",
                 f"{owner.describe()} may run at most {cap} GPUs per workload; this scale asks for "
                 f"{new_gpus} ({plan.replicas} replicas"
-                f"{', with the surge of a rolling update' if surges(target.shape) else ''})"))
+                f"{', with the surge of a rolling update' if surges(target.shape) else ''})",
+                _exception(policy, plan, "Ask for an exception ", owner=owner, gpus=new_gpus)))
     if target.charged:
         _quota_checks(policy, facts, asked=new_gpus, owner=target.owner, owner_role=target.role,
                       team=target.team, violations=violations)
@@ -835,7 +896,7 @@ def _touch(plan: Plan, policy: Policy, facts: Facts) -> Decision:
                         approvals=facts.approvals)
     _ownership(plan, policy, target, action.value, violations)
     if action is Action.KILL:
-        _second_person(plan, policy, target.gpus, target.owner or "?", violations)
+        _second_person(plan, policy, target.gpus, target.owner or "?", violations, target.team)
     rel = relation(ident, target.owner, target.team)
     return conclude(
         plan, violations, allow_rule="ownership", gpus=target.gpus, release=release,

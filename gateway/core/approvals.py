@@ -9,7 +9,8 @@ lifts nothing once the workload belongs to someone else.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 from gateway.core.decision import Action, Mode, Violation
 from gateway.core.identity import Identity
@@ -153,6 +154,77 @@ def _target_refusal(policy: Policy, reviewer: Identity, action: str, owner: str 
         can = (f"may approve only requests on {_SCOPE_PHRASE[widest]}" if widest
                else "may not approve requests")
     return f"{head}: {whose}, and {reviewer.user} {can}"
+
+
+def past_team_caps(policy: Policy, approval: Mapping[str, Any], teams_held: Mapping[str, int]) -> list[str]:
+    """What approving a launch (`approval`, a row of the approvals store) would take past its
+    team's cap, for the approver to read: the requester's teams (a launch is charged to one of
+    them) that hold `teams_held` GPUs now. A modify is left out: what its workload holds
+    already is not in the approval."""
+    if approval.get("action") != Action.LAUNCH.value:
+        return []
+    gpus, found = int(approval.get("gpus") or 0), []
+    for team in approval.get("requester_teams") or ():
+        cap, held = policy.team_cap(team), teams_held.get(team, 0)
+        if cap is not None and held + gpus > cap:
+            found.append(f"this approval lets {approval['requester']} launch up to {gpus} GPUs past team {team}'s "
+                         f"cap of {cap}: the team holds {held} now and would hold {held + gpus}")
+    return found
+
+
+#: A reviewer who is nobody in particular: never the requester, never a workload's owner.
+_SOMEONE = "\x00someone"
+
+
+def approvers(policy: Policy, requester: Identity, action: str, *, owner: str | None = None, team: str = "") -> str:
+    """Who may approve an exception for `requester`'s `action` (on the workload of `owner` and
+    `team`, for a modify, kill or exec) under `policy`, as a denial names them: each role whose
+    holders `review_refusal` lets approve it, where they must be, and the subjects bound to it,
+    e.g. "a lead in team vision (group gpu-leads) or an admin (group gpu-admins)"; "" when nobody
+    may. Only roles and bindings are named, which every signed-in person may read (GET
+    /api/v1/roles): never who is in a group, nor anything about the workload the denial does not say."""
+    # The answer depends on these alone (the reviewer is never the requester nor the owner).
+    key = ("approvers", action, requester.teams, owner is None, team)
+    return policy.derived(key, lambda: _approvers(policy, requester, action, owner, team))
+
+
+def _approvers(policy: Policy, requester: Identity, action: str, owner: str | None, team: str) -> str:
+    teams = ((team,) if team else ()) if action in TARGET_ACTIONS else requester.teams
+
+    def may(role: str, their_teams: tuple[str, ...]) -> bool:
+        reviewer = Identity(_SOMEONE, (), role, their_teams)
+        return review_refusal(policy, reviewer, requester.user, requester.teams, action, target_owner=owner,
+                              target_team=team) is None
+
+    near: list[str] = []  # those in the team first: the nearest to ask
+    anyone: list[str] = []
+    for role in reversed(policy.role_order):
+        holders = policy.holders(role)
+        if not holders:
+            continue
+        if may(role, ()):
+            where, into = "", anyone
+        elif teams and may(role, teams):
+            where, into = f" in team {' or '.join(teams)}", near
+        else:
+            continue
+        names = [h.replace(":", " ", 1) for h in holders[:3]] + [f"{len(holders) - 3} more"] * (len(holders) > 3)
+        into.append(f"{'an' if role[:1] in 'aeiou' else 'a'} {role}{where} ({', '.join(names)})")
+    return " or ".join(near + anyone)
+
+
+def ask_approval(policy: Policy, plan: Plan, *, owner: str | None = None, team: str = "", gpus: int = 0) -> str:
+    """How to ask for an exception to a denial of `plan`, and who may approve one ("" when nobody
+    may, or the requester is a controller): `(gpuctl request ...): a lead in team vision (group
+    gpu-leads) may approve it.` `owner` and `team` are the workload's for a modify, kill or exec."""
+    if plan.action is None or plan.identity.is_actor:
+        return ""
+    action = plan.action.value
+    who = approvers(policy, plan.identity, action, owner=owner, team=team)
+    if not who:
+        return ""
+    size = f" --gpus {gpus}" if action in SIZED_ACTIONS else ""
+    return f"(gpuctl request {action} {plan.display_kind} {plan.display_ref}{size} --reason ...): {who} may approve it."
 
 
 def may_grant(policy: Policy, granter: Identity) -> bool:

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from gateway.core.policy import Policy, RoleLimits
+from gateway.core.scheduling import OverQuota
 
 SUBJECT_PREFIXES = ("group:", "user:")
 QUOTA_FIELDS: Mapping[str, tuple[str, ...]] = {
@@ -105,6 +106,50 @@ def quota_view(policy: Policy, target: str) -> dict[str, int | None]:
     if scope == "team":
         return {"max_concurrent_gpus": policy.team_cap(name)}
     return {"max_concurrent_gpus": policy.user_caps[name]} if name in policy.user_caps else {}
+
+
+def over_quota(policy: Policy, target: str, users: Mapping[str, int], teams: Mapping[str, int],
+               roles: Mapping[str, str]) -> list[str]:
+    """Warnings for a quota of `target` in force (`policy`) below what is held: `users` and
+    `teams` hold GPUs now, and `roles` is each user's role as the ledger recorded it. A role's
+    cap concerns its users without a quota of their own. A lower cap stops nothing: admission
+    adds no GPUs past it, and shrinking is always allowed (core/quota.py)."""
+    scope, name = split_target(target)
+    if scope == "team":
+        cap, fate = policy.team_cap(name), _fate(policy, None, name)
+        held = teams.get(name, 0)
+        over = f"team {name} holds {held} GPUs, above its cap of {cap}" if cap is not None and held > cap else ""
+    elif scope == "user":
+        cap, fate = policy.user_cap(name, roles.get(name)), _fate(policy, roles.get(name), "")
+        held = users.get(name, 0)
+        over = f"user {name} holds {held} GPUs, above the cap of {cap}" if cap is not None and held > cap else ""
+    else:
+        cap, fate = policy.role_limits(name).max_concurrent_gpus, _fate(policy, name, "")
+        found = [f"{user} ({held})" for user, held in sorted(users.items())
+                 if roles.get(user) == name and user not in policy.user_caps and cap is not None and held > cap]
+        shown = ", ".join(found[:5]) + (f" and {len(found) - 5} more" if len(found) > 5 else "")
+        over = f"users of role {name} hold more GPUs than its cap of {cap}: {shown}" if found else ""
+    if not over:
+        return []
+    return [f"{over}; running workloads keep running (nothing is stopped, and scaling down is always allowed), "
+            f"{fate} until usage is under the cap"]
+
+
+_QUEUED = "new launches wait in the GPU queue and scale-ups are denied"
+_DENIED = "new launches and scale-ups are denied"
+
+
+def _fate(policy: Policy, role: str | None, team: str) -> str:
+    """What a GPU launch or scale-up over a cap gets, for `role`, or for the members of `team`
+    (limits.yaml `scheduling`: queue mode queues launches; scale-ups over a cap are denied)."""
+    scheduling = policy.scheduling
+    if role is not None or team in scheduling.teams:
+        return _QUEUED if scheduling.mode(role, team) is OverQuota.QUEUE else _DENIED
+    roles = [r for r in policy.role_order if scheduling.mode(r, team) is OverQuota.QUEUE]
+    if not roles or len(roles) == len(policy.role_order):
+        return _QUEUED if roles else _DENIED
+    return (f"new launches are denied (those of roles {', '.join(roles)} wait in the GPU queue) "
+            "and scale-ups are denied")
 
 
 def apply(policy: Policy, overrides: Overrides) -> Policy:

@@ -7,8 +7,9 @@ path is a set lookup. Numeric limits live in typed data beside it (limits.yaml).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 from gateway.core.actors import Actors
 from gateway.core.decision import Mode
@@ -19,6 +20,8 @@ from gateway.core.podspec import DEFAULT_SAFE_CAPABILITIES
 from gateway.core.scheduling import Scheduling
 from gateway.core.telemetry import TelemetryPolicy
 from gateway.core.workloads import DEFAULT_GPU_RESOURCES, DEFAULT_NOT_GPU_RESOURCES, GpuMatcher
+
+_T = TypeVar("_T")
 
 OWNER_ANNOTATION = "gpu-gateway.io/owner"
 TEAM_ANNOTATION = "gpu-gateway.io/team"
@@ -154,6 +157,7 @@ class Policy:
             for narrower in SCOPES[: SCOPES.index(scope) + 1]
         }
         object.__setattr__(self, "_covered", frozenset(covered))
+        object.__setattr__(self, "_derived", {})
 
     gpu: GpuMatcher = field(init=False, repr=False, compare=False)
     _covered: frozenset[tuple[str, str, str]] = field(init=False, repr=False, compare=False)
@@ -176,6 +180,30 @@ class Policy:
                 cache.clear()
             cache[key] = hit
         return hit
+
+    def derived(self, key: Hashable, compute: Callable[[], _T]) -> _T:
+        """A value computed from this policy alone (and `key`), once: what denials name, for
+        example, is the same for every request alike."""
+        found: dict[Hashable, Any] = self._derived  # type: ignore[attr-defined]
+        if key not in found:
+            if len(found) > 10_000:
+                found.clear()
+            found[key] = compute()
+        value: _T = found[key]
+        return value
+
+    def holders(self, role: str) -> tuple[str, ...]:
+        """The subjects (`group:NAME`, `user:NAME`) whose role `role` is (the first in `role_order`
+        they are bound to), sorted; what denials name as the people who may approve."""
+        def compute() -> dict[str, tuple[str, ...]]:
+            rank = {r: i for i, r in enumerate(self.role_order)}
+            by_role: dict[str, list[str]] = {}
+            for subject, roles in self.bindings.items():
+                held = [r for r in roles if r in rank]
+                if held:
+                    by_role.setdefault(min(held, key=rank.__getitem__), []).append(subject)
+            return {r: tuple(sorted(subjects)) for r, subjects in by_role.items()}
+        return self.derived("holders", compute).get(role, ())
 
     def mode(self, rule: str) -> Mode:
         if rule in ALWAYS_ENFORCED:

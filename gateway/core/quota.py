@@ -30,6 +30,26 @@ class CapCheck:
         return max(self.cap - self.used, 0)
 
 
+@dataclass(frozen=True, slots=True)
+class CapFigure:
+    """A cap a request is held to, with the figures it is compared with (the what-if reports them)."""
+
+    rule: str
+    """The rule that enforces it: `workload-gpu-limit`, `user-quota` or `team-quota`."""
+    subject: str
+    """Whose cap: `role intern`, `user alice (role intern)`, `team vision`."""
+    limit: int | None
+    """None: unlimited."""
+    used: int | None
+    """GPUs held now, less the target's own; None for a per-workload limit, or where usage was not read."""
+    asked: int
+
+    @property
+    def fits(self) -> bool:
+        """As the decision compares them (usage not read counts as none held)."""
+        return self.limit is None or (self.used or 0) + self.asked <= self.limit
+
+
 def check_caps(
     asked: int, usage: Usage, *, user_cap: int | None, team_cap: int | None
 ) -> list[CapCheck]:

@@ -93,15 +93,19 @@ def overruled(
 ) -> Decision:
     """`denied`, or the allow an approval gives instead when it lifts every enforced violation.
 
-    The allow names the approval (rule `approval`) and carries its id for the store to mark used.
+    The allow names the approval (rule `approval`) and carries its id for the store to mark used;
+    a cap it takes the owner or their team past is a warning the requester sees (kubectl prints it).
     """
     approval = waiver(plan, denied.violations, approvals, denied.gpus) if approvals else None
     if approval is None:
         return denied
-    lifted = "; ".join(f"{v.rule}: {v.message}" for v in denied.violations if v.mode is Mode.ENFORCE)
+    enforced = [v for v in denied.violations if v.mode is Mode.ENFORCE]
+    lifted = "; ".join(f"{v.rule}: {v.message}" for v in enforced)
+    past = tuple(f"gpu-gateway: {what(plan)} is admitted by approval {approval.id} past a cap: {v.message}"
+                 for v in enforced if v.rule in ("user-quota", "team-quota"))
     return Decision(
         allowed=True, rule="approval", mode=Mode.ENFORCE, action=plan.action, gpus=denied.gpus, audited=True,
         reason=f"approval {approval.id} (approved by {approval.approver or 'unknown'}) lifts: {lifted}",
-        violations=denied.violations, reserve=reserve, release=release, owner=denied.owner, team=denied.team,
-        use_approval=approval.id,
+        warnings=past, violations=denied.violations, reserve=reserve, release=release, owner=denied.owner,
+        team=denied.team, use_approval=approval.id,
     )

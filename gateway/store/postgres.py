@@ -142,6 +142,15 @@ class PostgresStore(ExceptionsStore, SettingsStore, TelemetryStore, QueueStore):
         return self._with_ledger(lambda ledger: ledger.facts(key, owner, team, references, usage=usage),
                                  "cannot read the ledger")
 
+    def preview(self, job: Job) -> Decision:
+        def snapshot(ledger: Ledger) -> Decision:
+            ledger.db.run("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            try:
+                return ledger.preview(job)
+            finally:
+                ledger.db.run("ROLLBACK")
+        return self._with_ledger(snapshot, "cannot read the ledger")
+
     # ------------------------------------------------------------- the write path
 
     def decide_batch(self, jobs: Sequence[Job], *,
@@ -207,6 +216,9 @@ class PostgresStore(ExceptionsStore, SettingsStore, TelemetryStore, QueueStore):
 
     def gpus_by_user(self) -> dict[str, int]:
         return self._with_ledger(lambda ledger: ledger.gpus_by_scope("user"), "cannot read the ledger")
+
+    def owner_roles(self) -> dict[str, str]:
+        return self._with_ledger(lambda ledger: ledger.owner_roles(), "cannot read the ledger")
 
     def gpu_hours(self, since: float, until: float) -> dict[str, dict[str, float]]:
         return self._with_ledger(lambda ledger: ledger.gpu_hours(since, until), "cannot read the ledger")

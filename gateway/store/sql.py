@@ -372,12 +372,12 @@ class Ledger:
 
     # ------------------------------------------------------------- the write path
 
-    def decide(self, job: Job) -> Decision:
-        """Decide one job from the facts, and write its audit record and reservation change.
+    def preview(self, job: Job) -> Decision:
+        """The decision on one job from the facts as they are, writing nothing.
 
         A denial an approval could lift is decided again with the requester's live approvals
-        for the object (read only then, so that allowed requests cost no extra query); an
-        approval the decision uses is marked used in this same transaction.
+        for the object (read only then, so that allowed requests cost no extra query).
+        `decide` writes what this decides; the what-if (gateway/whatif.py) stops here.
         """
         facts = self.facts(job.key, job.owner, job.team, job.reference_keys, usage=job.needs_usage,
                            parent_of=job.parent, uids=job.uids, referrers=job.referrers)
@@ -388,6 +388,12 @@ class Ledger:
             approvals = self.live_approvals(job.approval_key, job.now)
             if approvals:
                 decision = job.decider(replace(facts, approvals=approvals))
+        return decision
+
+    def decide(self, job: Job) -> Decision:
+        """Decide one job (`preview`), and write its audit record and reservation change; an
+        approval the decision uses is marked used in this same transaction."""
+        decision = self.preview(job)
         if decision.audited:
             self.append_audit(job.audit_fields(decision), now=job.now, dry_run=job.dry_run)
         if decision.allowed and not job.dry_run:
@@ -574,6 +580,13 @@ class Ledger:
         """Charged GPUs now per user (`scope` 'user') or per team ('team')."""
         rows = self.db.all("SELECT name, gpus FROM usage WHERE scope = ?", (scope,))
         return {r["name"]: int(r["gpus"]) for r in rows}
+
+    def owner_roles(self) -> dict[str, str]:
+        """The role each owner of charged GPUs had at their newest admission (caps per user
+        follow the role; the ledger knows no groups)."""
+        rows = self.db.all("SELECT owner, role FROM reservations WHERE charged = 1 AND owner != '' "
+                           "ORDER BY created_at")
+        return {r["owner"]: r["role"] for r in rows}
 
 
 #: How an admission decided under a break-glass grant begins its audit reason.

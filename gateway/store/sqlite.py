@@ -115,6 +115,15 @@ class SQLiteStore(ExceptionsStore, SettingsStore, TelemetryStore, QueueStore):
         with self._lock:
             return self._ledger.facts(key, owner, team, references, usage=usage)
 
+    def preview(self, job: Job) -> Decision:
+        def snapshot(ledger: Ledger) -> Decision:
+            self._db.execute("BEGIN")  # deferred: one read snapshot, no write lock
+            try:
+                return ledger.preview(job)
+            finally:
+                self._rollback()
+        return self._read(snapshot)
+
     def _read(self, work: Callable[[Ledger], _T]) -> _T:
         with self._lock:
             try:
@@ -225,6 +234,9 @@ class SQLiteStore(ExceptionsStore, SettingsStore, TelemetryStore, QueueStore):
     def gpus_by_user(self) -> dict[str, int]:
         with self._lock:
             return self._ledger.gpus_by_scope("user")
+
+    def owner_roles(self) -> dict[str, str]:
+        return self._read(lambda ledger: ledger.owner_roles())
 
     def gpu_hours(self, since: float, until: float) -> dict[str, dict[str, float]]:
         with self._lock:

@@ -37,7 +37,7 @@ def test_whoami_with_a_shared_secret_token(secret_server: Served) -> None:
         r = c.get("/api/v1/whoami", headers={"authorization": f"Bearer {local_token()}"})
         assert r.status_code == 200
         assert r.json() == {"username": "erin", "groups": ["gpu-leads", "team:vision"], "role": "lead",
-                            "teams": ["vision"]}
+                            "teams": ["vision"], "grants": []}
         r = c.get("/api/v1/whoami")
         assert r.status_code == 401 and r.json()["error"] == "invalid_token"
         assert r.headers["www-authenticate"].startswith('Bearer realm="gpu-gateway", error="invalid_token"')
@@ -61,7 +61,7 @@ def test_whoami_with_a_local_oidc_issuer(tmp_path: Path, policy_dir: Path) -> No
                 r = c.get("/api/v1/whoami", headers={"authorization": f"Bearer {issuer.token()}"})
                 assert r.status_code == 200, r.text
                 assert r.json() == {"username": "alice", "groups": ["gpu-researchers", "team:vision"],
-                                    "role": "researcher", "teams": ["vision"]}
+                                    "role": "researcher", "teams": ["vision"], "grants": []}
                 forged = issuer.token(SigningKey("key-1"))
                 r = c.get("/api/v1/whoami", headers={"authorization": f"Bearer {forged}"})
                 assert r.status_code == 401 and "signature does not verify" in r.json()["reason"]

@@ -60,11 +60,12 @@ def test_filters_export_and_verify(server: Served) -> None:
 def test_usage_is_scoped_like_the_audit(server: Served) -> None:
     with server.client() as c:
         assert c.get("/api/v1/usage", headers=token("root", ["gpu-admins"])).json() == {
-            "users": {"bob": 8, "nina": 8}, "teams": {"vision": 8, "nlp": 8}}
+            "users": {"bob": 8, "nina": 8}, "teams": {"vision": 8, "nlp": 8},
+            "limits": {"users": {"bob": 1024, "nina": 1024}, "teams": {"vision": None, "nlp": None}}}
         assert c.get("/api/v1/usage", headers=token("bob", list(RESEARCHER))).json() == {
-            "users": {"bob": 8}, "teams": {}}
+            "users": {"bob": 8}, "teams": {}, "limits": {"users": {"bob": 1024}, "teams": {}}}
         assert c.get("/api/v1/usage", headers=token("lena", ["gpu-leads", "team:vision"])).json() == {
-            "users": {}, "teams": {"vision": 8}}
+            "users": {}, "teams": {"vision": 8}, "limits": {"users": {}, "teams": {"vision": None}}}
 
 
 def test_the_openapi_document_lists_every_endpoint(server: Served) -> None:

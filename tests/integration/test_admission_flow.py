@@ -45,7 +45,8 @@ def test_intern_8000_gpu_pytorchjob_is_denied_with_an_actionable_message(service
     assert resp["status"]["message"] == (
         "gpu-gateway: denied launch of PyTorchJob research/llm-70b: user alice (role intern) may "
         "launch at most 8 GPUs per workload; this one asks for 8000 (1000 pods x 8 nvidia.com/gpu). "
-        "Ask a lead for an exception."
+        "Ask for an exception (gpuctl request launch PyTorchJob research/llm-70b --gpus 8000 --reason ...): "
+        "a lead in team vision (group gpu-leads) or an admin (group gpu-admins) may approve it."
     )
 
 

@@ -92,7 +92,8 @@ def test_an_interns_deployment_of_four_pods_with_a_four_gpu_template_is_denied(c
     assert made.message == (
         "gpu-gateway: denied launch of Deployment research/serve: user alice (role intern) may launch at most 8 "
         "GPUs per workload; this one asks for 16 (4 pods x 4 GPUs of ResourceClaimTemplate gpu-x4). "
-        "Ask a lead for an exception.")
+        "Ask for an exception (gpuctl request launch Deployment research/serve --gpus 16 --reason ...): "
+        "a lead in team vision (group gpu-leads) or an admin (group gpu-admins) may approve it.")
     assert held(store) == {}
 
 

@@ -136,7 +136,8 @@ def test_check_prints_what_gpu_gateway_check_prints(server: Served, tmp_path: Pa
     alice = token("alice", list(INTERN))
     out = gpuctl("--server", server.url, "--token", alice, "check", "-f", str(manifest), config=cfg)
     local = subprocess.run([sys.executable, "-m", "gateway.cli.gpu_gateway", "check", "--user", "alice",
-                            "--group", INTERN[0], "--group", INTERN[1], "-f", str(manifest)],
+                            "--group", INTERN[0], "--group", INTERN[1], "-f", str(manifest),
+                            "--state", str(server.state)],
                            capture_output=True, text=True, timeout=60, check=False)
     assert out.returncode == 1 == local.returncode, out.stderr
     assert out.stdout == local.stdout and out.stdout.startswith("DENIED: launch of Job research/big-run by alice")
@@ -164,7 +165,7 @@ def test_check_as_someone_else_is_refused_without_admin(server: Served, tmp_path
 def test_usage_with_gpu_hours(server: Served, tmp_path: Path) -> None:
     out = gpuctl("--server", server.url, "--token", ADMIN, "usage", "--since", "1h", config=tmp_path / "c.json")
     assert out.returncode == 0, out.stderr
-    assert out.stdout.splitlines()[0].split() == ["BY", "NAME", "GPUS", "NOW", "GPU-HOURS"]
+    assert out.stdout.splitlines()[0].split() == ["BY", "NAME", "GPUS", "NOW", "LIMIT", "GPU-HOURS"]
     out = gpuctl("--server", server.url, "--token", ADMIN, "-o", "json", "usage", "--since", "1h",
                  config=tmp_path / "c.json")
     hours = json.loads(out.stdout)["gpu_hours"]

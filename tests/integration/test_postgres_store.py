@@ -165,3 +165,20 @@ def test_database_down_fails_closed_and_recovers(postgres: PostgresServer, pg_st
     assert launch(service, "after", gpus=8)["allowed"] is True
     assert sorted(r.name for r in pg_store.reservations()) == ["after", "before"]
     assert pg_store.verify().rows == 2
+
+
+def test_check_reads_what_is_in_use_from_postgresql_and_writes_nothing(pg_store, pg_url, tmp_path):  # noqa: F811
+    service = service_on(pg_store)
+    assert launch(service, "a", gpus=8)["allowed"] and launch(service, "b", gpus=8)["allowed"]
+    records = len(list(pg_store.audit_rows()))
+    manifest = tmp_path / "c.json"
+    manifest.write_text(json.dumps(make_job(gpus=8).named("research", "c").obj()))
+    out = gateway_cli("check", "--user", "alice", "--group", INTERN[0], "--group", INTERN[1], "-f", str(manifest),
+                      "--database-url", pg_url, "-o", "json")
+    assert out.returncode == 1, out.stderr
+    [result] = [json.loads(line) for line in out.stdout.splitlines()]
+    assert (result["rule"], result["usage_read"]) == ("user-quota", True)
+    assert result["reason"] == launch(service, "c", gpus=8)["status"]["message"]
+    assert [(c["rule"], c["used"], c["limit"]) for c in result["caps"]] == [
+        ("workload-gpu-limit", None, 8), ("user-quota", 16, 16), ("team-quota", 16, None)]
+    assert len(list(pg_store.audit_rows())) == records + 1  # the launch's own record, none for the check

@@ -116,6 +116,7 @@ def test_gpuctl_usage_csv_and_tables(server: Served, tmp_path: Path) -> None:
     assert again.stdout == out.stdout
     table = gpuctl("--server", server.url, "--token", ADMIN, "usage", "--by", "team", *period, config=cfg)
     assert [line.split() for line in table.stdout.splitlines()] == [
-        ["BY", "NAME", "GPUS", "NOW", "GPU-HOURS"], ["team", "nlp", "4", "4.0"], ["team", "vision", "2", "20.0"]]
+        ["BY", "NAME", "GPUS", "NOW", "LIMIT", "GPU-HOURS"], ["team", "nlp", "4", "unlimited", "4.0"],
+        ["team", "vision", "2", "unlimited", "20.0"]]
     out = gpuctl("--server", server.url, "--token", ADMIN, "-o", "csv", "whoami", config=cfg)
     assert out.returncode == 2 and "only for `gpuctl usage`" in out.stderr

@@ -87,7 +87,8 @@ def test_an_interns_16_gpu_spark_application_is_denied_by_the_workload_limit(cli
     assert resp["status"]["message"] == (
         "gpu-gateway: denied launch of SparkApplication research/rapids-etl: user alice (role intern) may launch "
         "at most 8 GPUs per workload; this one asks for 16 (16 pods x 1 nvidia.com/gpu). "
-        "Ask a lead for an exception.")
+        "Ask for an exception (gpuctl request launch SparkApplication research/rapids-etl --gpus 16 --reason ...): "
+        "a lead in team vision (group gpu-leads) or an admin (group gpu-admins) may approve it.")
     assert store.reservations() == []
 
 

@@ -5,12 +5,14 @@ nothing once the workload belongs to someone else."""
 
 from __future__ import annotations
 
-from conftest import ADMIN, INTERN, delete_review, make_job
+from dataclasses import replace
+
+from conftest import ADMIN, INTERN, delete_review, make_job, review
 from hypothesis import given
 from hypothesis import strategies as st
 
 from gateway.core.admission import Facts, Target, decide, prepare
-from gateway.core.approvals import TARGET_ACTIONS, bound, deny_refusal, review_refusal
+from gateway.core.approvals import TARGET_ACTIONS, approvers, bound, deny_refusal, review_refusal
 from gateway.core.identity import Identity
 from gateway.core.plan import Approval
 from gateway.core.policy import Policy, relation
@@ -126,3 +128,44 @@ def test_a_reassigned_workloads_approval_lifts_nothing(policy: Policy) -> None:
     assert not moved.allowed and moved.rule == "ownership" and not moved.use_approval
     # Without the approval the kill of someone else's workload is an ownership denial.
     assert decide(plan, policy, Facts(target=Target("bob", "nlp", "researcher", 8))).rule == "ownership"
+
+
+# ------------------------------------------------------------------ who a denial names
+
+
+def test_a_denial_names_the_roles_and_subjects_that_may_approve(policy: Policy) -> None:
+    alice = policy.identity("alice", INTERN)
+    assert approvers(policy, alice, "launch") == \
+        "a lead in team vision (group gpu-leads) or an admin (group gpu-admins)"
+    assert approvers(policy, alice, "kill", owner="bob", team="nlp") == \
+        "a lead in team nlp (group gpu-leads) or an admin (group gpu-admins)"
+    assert approvers(policy, alice, "kill", owner="", team="") == "an admin (group gpu-admins)"
+    bound_users = replace(policy, bindings={**policy.bindings, **{f"user:l{i}": frozenset({"lead"}) for i in range(4)}})
+    assert approvers(bound_users, alice, "launch").startswith(
+        "a lead in team vision (group gpu-leads, user l0, user l1, 2 more) or")
+
+
+@given(action=st.sampled_from(["launch", "modify", "kill", "exec"]), team=st.sampled_from(["vision", "nlp", ""]),
+       role=st.sampled_from(["admin", "lead", "researcher", "intern", "agent"]))
+def test_whom_a_denial_names_may_approve_and_nobody_else(policy: Policy, action: str, team: str, role: str) -> None:
+    alice = policy.identity("alice", INTERN)
+    named = approvers(policy, alice, action, owner="bob", team=team)
+    where = team if action in TARGET_ACTIONS else "vision"
+
+    def may(teams: tuple[str, ...]) -> bool:
+        reviewer = Identity("someone", (), role, teams)
+        return review_refusal(policy, reviewer, "alice", ["vision"], action, target_owner="bob",
+                              target_team=team) is None
+
+    anywhere, in_team = f" {role} (" in named, f" {role} in team {where} (" in named
+    assert anywhere == may(())
+    assert in_team == (not may(()) and bool(where) and may((where,)))
+
+
+def test_without_anyone_to_approve_the_rules_own_hint_stays(policy: Policy) -> None:
+    nobody = replace(policy, bindings={k: v for k, v in policy.bindings.items() if not v & {"admin", "lead"}})
+    plan = prepare(parse_review(review(make_job(gpus=8, parallelism=4).obj(), user="alice", groups=INTERN).body()),
+                   nobody)
+    assert approvers(nobody, plan.identity, "launch") == ""
+    assert decide(plan, nobody, Facts()).reason.endswith("this one asks for 32 (4 pods x 8 nvidia.com/gpu). "
+                                                         "Ask a lead for an exception.")
