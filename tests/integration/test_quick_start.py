@@ -40,7 +40,7 @@ def _free_port() -> int:
 
 
 def test_the_run_command_installs_only_what_running_needs() -> None:
-    install, serve = _blocks("sh")[0].strip().splitlines()
+    install, serve = _blocks("sh")[0].strip().split(" && ")
     assert install == "pip install -e ."
     assert serve.startswith("gpu-gateway serve ") and "--policy-dir" not in serve
 
@@ -54,7 +54,7 @@ def test_the_readme_test_command_is_what_ci_runs() -> None:
 
 def test_the_quick_start_request_gets_the_answer_the_readme_shows(tmp_path: Path) -> None:
     """The serve command as written (on a free port), the curl body as written, the output as shown."""
-    serve = shlex.split(_blocks("sh")[0].strip().splitlines()[1])
+    serve = shlex.split(_blocks("sh")[0].strip().split(" && ")[1])
     curl = _blocks("sh")[1]
     url = re.search(r"curl -s (http://\S+)", curl)
     body = re.search(r"-d '(.*?)'", curl, re.S)
