@@ -25,7 +25,7 @@ from gateway.core.mechanics import reaches as reaches_of
 from gateway.core.owned_data import data_references, decide_data, is_data_kind
 from gateway.core.plan import Facts, Plan, Target, TargetKey
 from gateway.core.podspec import Reference
-from gateway.core.pointer import annotations_at, is_object, resolve
+from gateway.core.pointer import annotations_at, is_object, labels_at, resolve
 from gateway.core.policy import OWNER_ANNOTATION, RULES, TEAM_ANNOTATION, Policy, relation
 from gateway.core.quota import CapFigure, Usage, check_caps
 from gateway.core.review import AdmissionRequest
@@ -131,6 +131,7 @@ def _prepare_object(req: AdmissionRequest, identity: Identity, action: Action, p
             unbinds = controlled_pod_changes(req.obj, req.old_obj)
     if action is Action.LAUNCH and workload is not None and not workload.gpu_capable \
             and not workload.unresolved and not claims and not (reach or labels) \
+            and (identity.is_actor or not _names_an_owner(req.obj, workload)) \
             and not reaches(Plan(req, identity, action, references=refs, pod_specs=specs), policy):
         return Plan(req, identity, action, key=key, workload=workload, early=_pass(Action.LAUNCH, "asks for no GPUs"))
     owner = team = ""
@@ -247,12 +248,43 @@ def _stamped_paths(workload: Workload) -> tuple[str, ...]:
     return ("", *(ps.template_path for ps in workload.pod_sets if ps.template_path))
 
 
-def _owner_spoofs(obj: Any, workload: Workload, user: str) -> list[str]:
-    """Owner annotations in the object or any of its pod templates naming someone else, sorted."""
+def _stamp_checks(plan: Plan, policy: Policy, workload: Workload, violations: list[Violation],
+                  old: Any = None) -> None:
+    """The owner and team a person's object names, as annotations or labels, on itself or its pod
+    templates, must be theirs: the gateway stamps them (core/mutation.py, core/labels.py), and
+    people and tools read them to say who runs what, with GPUs or without. With `old` (an UPDATE
+    of an object the ledger does not hold), only what the request changes is checked."""
+    req, ident = plan.request, plan.identity
+    spoofed = _owner_spoofs(req.obj, workload, ident.user, old)
+    if spoofed:
+        violations.append(violation(policy, "owner-annotation",
+            f"the object names {', '.join(spoofed)} as owner, but {ident.user} is "
+            f"{'creating' if old is None else 'changing'} it"))
+    requested = annotations_at(req.obj).get(TEAM_ANNOTATION)
+    if requested not in (None, "") and requested not in ident.teams \
+            and (old is None or annotations_at(old).get(TEAM_ANNOTATION) != requested):
+        mine = ", ".join(ident.teams) or "none"
+        violations.append(violation(policy, "team-annotation",
+            f"{ident.describe()} is not in team {requested} (their teams: {mine})"))
+    elif not spoofed:
+        label_checks(plan, policy, plan.owner, plan.team, _stamped_paths(workload), violations)
+
+
+def _names_an_owner(obj: Any, workload: Workload) -> bool:
+    """Whether the object or a pod template carries an owner or team annotation or label."""
+    keys = (OWNER_ANNOTATION, TEAM_ANNOTATION)
+    return any(key in annotations_at(obj, pointer) or key in labels_at(obj, pointer)
+               for pointer in _stamped_paths(workload) for key in keys)
+
+
+def _owner_spoofs(obj: Any, workload: Workload, user: str, old: Any = None) -> list[str]:
+    """Owner annotations in the object or any of its pod templates naming someone else (and, given
+    `old`, not already there), sorted."""
     found: set[str] = set()
     for pointer in set(_stamped_paths(workload)):
         value = annotations_at(obj, pointer).get(OWNER_ANNOTATION)
-        if value not in (None, "", user):
+        if value not in (None, "", user) and (
+                old is None or annotations_at(old, pointer).get(OWNER_ANNOTATION) != value):
             found.add(str(value))
     return sorted(found)
 
@@ -418,17 +450,7 @@ def _launch(plan: Plan, policy: Policy, facts: Facts) -> Decision:
         violations.append(violation(policy, "no-role",
             f"{ident.describe()} may not launch GPU workloads; this one asks for "
             f"{workload.gpus} ({workload.describe_gpus()})"))
-    spoofed = _owner_spoofs(req.obj, workload, ident.user)
-    if spoofed:
-        violations.append(violation(policy, "owner-annotation",
-            f"the object names {', '.join(spoofed)} as owner, but {ident.user} is creating it"))
-    requested = annotations_at(req.obj).get(TEAM_ANNOTATION)
-    if requested not in (None, "") and requested not in ident.teams:
-        mine = ", ".join(ident.teams) or "none"
-        violations.append(violation(policy, "team-annotation",
-            f"{ident.describe()} is not in team {requested} (their teams: {mine})"))
-    elif not spoofed:
-        label_checks(plan, policy, plan.owner, plan.team, _stamped_paths(workload), violations)
+    _stamp_checks(plan, policy, workload, violations)
     _size_checks(plan, policy, workload, violations)
     _unresolved_checks(plan, policy, violations)
     access_checks(plan, policy, facts, violations)
@@ -593,6 +615,9 @@ def _without_gpus(plan: Plan, policy: Policy, facts: Facts) -> Decision:
     """A workload that asks for no GPUs is decided only on the data its pods reach and the
     escape hatches they use; it is audited only when a rule objects."""
     violations: list[Violation] = []
+    if plan.workload is not None and not plan.identity.is_actor:
+        _stamp_checks(plan, policy, plan.workload, violations,
+                      old=plan.request.old_obj if plan.request.operation == "UPDATE" else None)
     access_checks(plan, policy, facts, violations)
     _mechanics_checks(plan, policy, facts, violations)
     hatch_checks(plan, policy, violations)
@@ -683,7 +708,8 @@ def _modify(plan: Plan, policy: Policy, facts: Facts) -> Decision:
     if target is None:
         capable = plan.old_gpu_capable or (plan.workload is not None and plan.workload.gpu_capable)
         if not plan.old_gpu_capable and not capable and not _new_unresolved(plan, policy):
-            if ident.is_actor or not (plan.reaches_anything or reaches(plan, policy)):
+            if ident.is_actor or not (plan.reaches_anything or reaches(plan, policy) or (
+                    plan.workload is not None and _names_an_owner(req.obj, plan.workload))):
                 return _pass(Action.MODIFY, "asks for no GPUs")
             return _without_gpus(plan, policy, facts)
         if not plan.old_gpu_capable:

@@ -226,3 +226,46 @@ def test_a_bare_pod_is_labelled_and_checked(policy: Policy) -> None:
     out = stamped(policy, make_pod(gpus=1).obj(), "bob", RESEARCHER)
     assert labels_at(out) == {OWNER_LABEL: "bob", TEAM_LABEL: "vision"}
     assert run(policy, review(out, user="bob", groups=RESEARCHER).body()).allowed
+
+
+def cpu_pod(**metadata: Any) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "notebook", "namespace": "research", **metadata},
+            "spec": {"containers": [{"name": "main", "image": "busybox"}]}}
+
+
+def test_an_object_without_gpus_may_not_name_someone_else_either(policy: Policy) -> None:
+    """A CPU pod labelled as bob's (or team nlp's) would pass bob's name to whoever selects or reads
+    by those labels: a NetworkPolicy, a dashboard, an incident responder."""
+    for metadata, rule in (({"labels": {OWNER_LABEL: "bob"}}, "owner-annotation"),
+                           ({"labels": {TEAM_LABEL: "nlp"}}, "team-annotation"),
+                           ({"annotations": {OWNER_LABEL: "bob"}}, "owner-annotation"),
+                           ({"annotations": {TEAM_LABEL: "nlp"}}, "team-annotation")):
+        d = run(policy, review(cpu_pod(**metadata), user="alice", groups=INTERN).body())
+        assert not d.allowed and d.rule == rule, (metadata, d)
+    deployment = make_deployment(gpus=0).obj()
+    deployment["spec"]["template"]["metadata"] = {"labels": {"app": "x", OWNER_LABEL: "bob"}}
+    d = run(policy, review(deployment, user="alice", groups=INTERN).body())
+    assert not d.allowed and "spec.template" in d.reason
+
+
+def test_an_object_without_gpus_may_name_its_creator(policy: Policy) -> None:
+    for metadata in ({}, {"labels": {OWNER_LABEL: "alice", TEAM_LABEL: "vision"}},
+                     {"annotations": {OWNER_LABEL: "alice", TEAM_LABEL: "vision"}}):
+        assert run(policy, review(cpu_pod(**metadata), user="alice", groups=INTERN).body()).allowed, metadata
+    # A controller copies the labels its owner's template was stamped with onto the pods it makes.
+    made = cpu_pod(labels={OWNER_LABEL: "bob", TEAM_LABEL: "vision"})
+    assert run(policy, review(made, user="system:serviceaccount:kube-system:replicaset-controller",
+                              groups=("system:serviceaccounts",)).body()).allowed
+
+
+def test_an_update_of_an_object_without_gpus_may_not_start_naming_someone_else(policy: Policy) -> None:
+    old = cpu_pod()
+    for metadata in ({"labels": {OWNER_LABEL: "bob"}}, {"annotations": {OWNER_LABEL: "bob"}},
+                     {"annotations": {TEAM_LABEL: "nlp"}}):
+        d = run(policy, review(cpu_pod(**metadata), old=old, user="alice", groups=INTERN, operation="UPDATE").body())
+        assert not d.allowed and d.rule in ("owner-annotation", "team-annotation"), (metadata, d)
+    # What bob wrote on his own pod stays when a team-mate changes something else.
+    bobs = cpu_pod(labels={OWNER_LABEL: "bob"}, annotations={OWNER_LABEL: "bob"})
+    edited = cpu_pod(labels={OWNER_LABEL: "bob"}, annotations={OWNER_LABEL: "bob", "note": "restarted"})
+    assert run(policy, review(edited, old=bobs, user="alice", groups=INTERN, operation="UPDATE").body()).allowed
