@@ -253,7 +253,7 @@ def _pod_gpus(spec: Any, is_gpu: GpuMatcher, more: Mapping[str, int] | None = No
 def _get(obj: Any, *path: str) -> Any:
     """`obj[path[0]][path[1]]...`, or None where a field is missing or not an object."""
     for key in path:
-        if not is_object(obj):
+        if type(obj) is not dict and not is_object(obj):
             return None
         obj = obj.get(key)
     return obj
