@@ -392,9 +392,13 @@ def _launch(plan: Plan, policy: Policy, facts: Facts) -> Decision:
     violations.extend(violation(policy, "gpu-hour-budget", f"the GPU-hour budget of {spent} is spent for this period")
                       for spent in facts.spent_budgets)
     _second_person(plan, policy, workload.gpus, "", violations)
-    reserve = Reservation(plan.owner, plan.team, ident.role or "", workload.gpus, not per_child,
-                          uid=plan.uid, root_uid=plan.uid, refs=referenced_names(plan))
     denied = denial(plan, violations, gpus=workload.gpus, owner=plan.owner, team=plan.team)
+    queueing = policy.scheduling.queueing and not per_child  # queue mode: wait behind the gate (core/gates.py)
+    if denied is not None and not facts.approvals and not queueing:
+        return denied  # nothing lifts it: no reservation to build
+    # The ledger may keep this reservation (an admit, an approval, a wait in the queue): its shape too.
+    reserve = Reservation(plan.owner, plan.team, ident.role or "", workload.gpus, not per_child,
+                          shape_of(req, workload), uid=plan.uid, root_uid=plan.uid, refs=referenced_names(plan))
     if denied is not None:
         decided = overruled(plan, denied, facts.approvals, reserve=reserve)
     else:
@@ -403,9 +407,9 @@ def _launch(plan: Plan, policy: Policy, facts: Facts) -> Decision:
             reason=f"{ident.describe()} may launch {workload.gpus} GPUs ({workload.describe_gpus()})",
             gpus=workload.gpus, reserve=reserve, owner=plan.owner, team=plan.team,
         )
-    if policy.scheduling.queueing and not per_child:  # queue mode: wait behind the gate (core/gates.py)
+    if queueing:
         decided = queued(plan, policy, decided, reserve, _priority_classes(req.obj, workload)) or decided
-    return _shaped(decided, req, workload)
+    return decided
 
 
 def _shaped(decision: Decision, req: AdmissionRequest, workload: Workload) -> Decision:
