@@ -11,7 +11,15 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
-from gateway.core.access import PodSpecs, access_checks, collect, hatch_checks, reaches, referenced_names
+from gateway.core.access import (
+    PodSpecs,
+    access_checks,
+    collect,
+    hatch_checks,
+    pod_templates,
+    reaches,
+    referenced_names,
+)
 from gateway.core.actors import OwnerRef, controller_ref, kind_name, object_uid
 from gateway.core.approvals import bound
 from gateway.core.claims import decide_claim, uses_claims, with_claims
@@ -25,7 +33,7 @@ from gateway.core.mechanics import reaches as reaches_of
 from gateway.core.owned_data import data_references, decide_data, is_data_kind
 from gateway.core.plan import Facts, Plan, Target, TargetKey
 from gateway.core.podspec import Reference
-from gateway.core.pointer import annotations_at, is_object, resolve
+from gateway.core.pointer import annotations_at, is_object
 from gateway.core.policy import OWNER_ANNOTATION, RULES, TEAM_ANNOTATION, Policy, relation
 from gateway.core.quota import check_caps
 from gateway.core.review import AdmissionRequest
@@ -113,19 +121,20 @@ def _prepare_object(req: AdmissionRequest, identity: Identity, action: Action, p
     key = (req.resource_key, req.namespace, req.name or (workload.name if workload else ""))
     refs: tuple[tuple[str, Reference], ...] = ()
     specs: PodSpecs = ()
+    templates = pod_templates(req.obj, workload) if workload is not None else {}
     # An actor's objects without GPUs are its own business; with GPUs, they are checked for
     # the owner they are made for. DRA claims may hold GPUs: their counts are in the ledger.
     # A person's pods are checked for escape hatches with or without GPUs.
     claims = uses_claims(workload)
     if workload is not None and (not identity.is_actor or workload.gpu_capable or claims):
-        refs, specs = collect(req.obj, workload, policy, gpu_only=identity.is_actor)
+        refs, specs = collect(req.obj, workload, policy, gpu_only=identity.is_actor, templates=templates)
     reach: tuple[Reach, ...] = ()
     labels: tuple[str, ...] = ()
     unbinds = ""
     if workload is not None and not identity.is_actor and action in (Action.LAUNCH, Action.MODIFY):
         creating = req.operation == "CREATE"
         reach = reaches_of(req.obj, req.kind.kind, req.kind.group, req.namespace, creating=creating)
-        labels = tuple(controller_labels(req.obj, None if creating else req.old_obj, tuple(template_paths(workload))))
+        labels = tuple(controller_labels(templates, None if creating else req.old_obj))
         if req.resource == "pods" and not req.resource_group and not creating:
             unbinds = controlled_pod_changes(req.obj, req.old_obj)
     if action is Action.LAUNCH and workload is not None and not workload.gpu_capable \
@@ -143,7 +152,7 @@ def _prepare_object(req: AdmissionRequest, identity: Identity, action: Action, p
     uid = object_uid(req.obj) or object_uid(req.old_obj)
     return Plan(req, identity, action, key=key, workload=workload, owner=owner, team=team, is_gpu=policy.gpu,
                 kinds=policy.kinds, references=refs, pod_specs=specs, uid=uid, parent=parent,
-                reaches=reach, set_labels=labels, controlled_change=unbinds)
+                reaches=reach, set_labels=labels, controlled_change=unbinds, templates=templates)
 
 
 def _adopting(req: AdmissionRequest) -> OwnerRef | None:
@@ -246,25 +255,26 @@ def _stamped_paths(workload: Workload) -> tuple[str, ...]:
     return ("", *(ps.template_path for ps in workload.pod_sets if ps.template_path))
 
 
-def _owner_spoofs(obj: Any, workload: Workload, user: str) -> list[str]:
+def _owner_spoofs(plan: Plan, workload: Workload, user: str) -> list[str]:
     """Owner annotations in the object or any of its pod templates naming someone else, sorted."""
     found: set[str] = set()
     for pointer in set(_stamped_paths(workload)):
-        value = annotations_at(obj, pointer).get(OWNER_ANNOTATION)
+        value = annotations_at(plan.node(pointer)).get(OWNER_ANNOTATION)
         if value not in (None, "", user):
             found.add(str(value))
     return sorted(found)
 
 
-def _priority_classes(obj: Any, workload: Workload) -> set[str]:
+def _priority_classes(plan: Plan, workload: Workload) -> set[str]:
     found: set[str] = set()
+    obj = plan.request.obj
     spec = obj.get("spec") if is_object(obj) else None
     if is_object(spec) and isinstance(spec.get("priorityClassName"), str):
         found.add(spec["priorityClassName"])
     for ps in workload.pod_sets:
         if ps.template_path is None or ps.gpus == 0:
             continue
-        node = resolve(obj, ps.template_path)
+        node = plan.node(ps.template_path)
         pod_spec = node.get("spec") if is_object(node) else None
         value = pod_spec.get("priorityClassName") if is_object(pod_spec) else None
         found.add(value if isinstance(value, str) else "")
@@ -325,7 +335,7 @@ def _priority_check(plan: Plan, policy: Policy, workload: Workload, violations: 
                     ident: Identity) -> None:
     allowed = policy.role_limits(ident.role).priority_classes
     if allowed is not None:
-        bad = sorted(_priority_classes(plan.request.obj, workload) - allowed)
+        bad = sorted(_priority_classes(plan, workload) - allowed)
         if bad:
             names = ", ".join(repr(c) if c else "(none)" for c in sorted(allowed)) or "none"
             violations.append(violation(policy, "priority-class",
@@ -369,7 +379,7 @@ def _launch(plan: Plan, policy: Policy, facts: Facts) -> Decision:
         violations.append(violation(policy, "no-role",
             f"{ident.describe()} may not launch GPU workloads; this one asks for "
             f"{workload.gpus} ({workload.describe_gpus()})"))
-    spoofed = _owner_spoofs(req.obj, workload, ident.user)
+    spoofed = _owner_spoofs(plan, workload, ident.user)
     if spoofed:
         violations.append(violation(policy, "owner-annotation",
             f"the object names {', '.join(spoofed)} as owner, but {ident.user} is creating it"))
@@ -408,7 +418,7 @@ def _launch(plan: Plan, policy: Policy, facts: Facts) -> Decision:
             gpus=workload.gpus, reserve=reserve, owner=plan.owner, team=plan.team,
         )
     if queueing:
-        decided = queued(plan, policy, decided, reserve, _priority_classes(req.obj, workload)) or decided
+        decided = queued(plan, policy, decided, reserve, _priority_classes(plan, workload)) or decided
     return decided
 
 
@@ -748,7 +758,7 @@ def _template_integrity(plan: Plan, policy: Policy, owner: str, team: str, viola
     workload, req = plan.workload, plan.request
     assert workload is not None
     for pointer in template_paths(workload):
-        new, old = annotations_at(req.obj, pointer), annotations_at(req.old_obj, pointer)
+        new, old = annotations_at(plan.node(pointer)), annotations_at(req.old_obj, pointer)
         where = pointer.lstrip("/").replace("/", ".")
         for key, recorded, rule in ((OWNER_ANNOTATION, owner, "owner-annotation"),
                                     (TEAM_ANNOTATION, team, "team-annotation"),
