@@ -129,9 +129,10 @@ def access_checks(plan: Plan, policy: Policy, facts: Facts, violations: list[Vio
     seen: set[tuple[str, str, str]] = set()
     for _, ref in plan.references:
         action = _action(ref)
-        if (ref.kind, ref.name, action) in seen:
+        key = (ref.kind, ref.name, action)
+        if key in seen:
             continue
-        seen.add((ref.kind, ref.name, action))
+        seen.add(key)
         target = facts.references.get(reference_key(namespace, ref))
         if target is None or not target.owner:
             if action == "mount" and ident.role not in policy.unowned_roles:

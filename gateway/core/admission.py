@@ -255,10 +255,11 @@ def _stamped_paths(workload: Workload) -> tuple[str, ...]:
     return ("", *(ps.template_path for ps in workload.pod_sets if ps.template_path))
 
 
-def _owner_spoofs(plan: Plan, workload: Workload, user: str) -> list[str]:
-    """Owner annotations in the object or any of its pod templates naming someone else, sorted."""
+def _owner_spoofs(plan: Plan, pointers: tuple[str, ...], user: str) -> list[str]:
+    """Owner annotations in the object or any of its pod templates (`pointers`, `_stamped_paths`)
+    naming someone else, sorted."""
     found: set[str] = set()
-    for pointer in set(_stamped_paths(workload)):
+    for pointer in set(pointers):
         value = annotations_at(plan.node(pointer)).get(OWNER_ANNOTATION)
         if value not in (None, "", user):
             found.add(str(value))
@@ -379,7 +380,8 @@ def _launch(plan: Plan, policy: Policy, facts: Facts) -> Decision:
         violations.append(violation(policy, "no-role",
             f"{ident.describe()} may not launch GPU workloads; this one asks for "
             f"{workload.gpus} ({workload.describe_gpus()})"))
-    spoofed = _owner_spoofs(plan, workload, ident.user)
+    stamped = _stamped_paths(workload)
+    spoofed = _owner_spoofs(plan, stamped, ident.user)
     if spoofed:
         violations.append(violation(policy, "owner-annotation",
             f"the object names {', '.join(spoofed)} as owner, but {ident.user} is creating it"))
@@ -389,7 +391,7 @@ def _launch(plan: Plan, policy: Policy, facts: Facts) -> Decision:
         violations.append(violation(policy, "team-annotation",
             f"{ident.describe()} is not in team {requested} (their teams: {mine})"))
     elif not spoofed:
-        label_checks(plan, policy, plan.owner, plan.team, _stamped_paths(workload), violations)
+        label_checks(plan, policy, plan.owner, plan.team, stamped, violations)
     _size_checks(plan, policy, workload, violations)
     _unresolved_checks(plan, policy, violations)
     access_checks(plan, policy, facts, violations)

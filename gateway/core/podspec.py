@@ -135,10 +135,11 @@ def references(spec: Any) -> list[Reference]:
                     written = _written_volumes(containers)
                 writable = vname in written
             refs.append(Reference(PVC, claim["claimName"], writable, f"volume {vname}"))
-        for key, kind, name_key in (("configMap", CONFIGMAP, "name"), ("secret", SECRET, "secretName")):
-            src = vol.get(key)
-            if src is not None and is_object(src) and _name(src.get(name_key)):
-                refs.append(Reference(kind, src[name_key], False, f"volume {vname}"))
+        config_map, secret = vol.get("configMap"), vol.get("secret")
+        if config_map is not None and is_object(config_map) and _name(config_map.get("name")):
+            refs.append(Reference(CONFIGMAP, config_map["name"], False, f"volume {vname}"))
+        if secret is not None and is_object(secret) and _name(secret.get("secretName")):
+            refs.append(Reference(SECRET, secret["secretName"], False, f"volume {vname}"))
         projected = vol.get("projected")
         if projected is not None and is_object(projected):
             for source in _dicts(projected.get("sources")):
@@ -156,8 +157,8 @@ def references(spec: Any) -> list[Reference]:
                 src = source.get(key)
                 if is_object(src) and _name(src.get("name")):
                     refs.append(Reference(kind, src["name"], False, f"envFrom of container {cname}"))
-        for var in _dicts(env):
-            value_from = var.get("valueFrom")
+        for var in env if type(env) is list else ():
+            value_from = var.get("valueFrom") if type(var) is dict or is_object(var) else None
             if value_from is None or not is_object(value_from):  # most variables have a plain value
                 continue
             for key, kind in (("configMapKeyRef", CONFIGMAP), ("secretKeyRef", SECRET)):

@@ -114,18 +114,16 @@ class Workload:
     GPUs from runtime x, which the gateway cannot read; set ..."); empty when all are counted."""
     gpus: int = field(init=False)
     """GPUs of every pod set together (worst case); only a lower bound while `unresolved`."""
+    gpu_capable: bool = field(init=False, repr=False, compare=False)
+    """Whether any pod set asks for GPUs per pod, whatever its count (0 replicas, suspended)."""
 
     def __post_init__(self) -> None:
         self.gpus = sum(ps.gpus for ps in self.pod_sets)
+        self.gpu_capable = any(ps.gpus_each for ps in self.pod_sets)
 
     @property
     def pods(self) -> int:
         return sum(ps.count for ps in self.pod_sets)
-
-    @property
-    def gpu_capable(self) -> bool:
-        """Whether any pod set asks for GPUs per pod, whatever its count (0 replicas, suspended)."""
-        return any(ps.gpus_each for ps in self.pod_sets)
 
     @property
     def ref(self) -> str:
