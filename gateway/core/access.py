@@ -74,7 +74,7 @@ def collect(obj: Any, workload: Workload, policy: Policy, *, gpu_only: bool = Fa
     refs: list[tuple[str, Reference]] = []
     specs = []
     for path, spec, gpus_each in pod_specs(obj, workload, templates):
-        refs.extend((path, r) for r in references(spec) if (r.kind, r.name) not in policy.ignored_references)
+        refs += [(path, r) for r in references(spec) if (r.kind, r.name) not in policy.ignored_references]
         if gpus_each or not gpu_only:
             specs.append((path, spec))
     claim_templates = resolve(obj, "/spec/volumeClaimTemplates")

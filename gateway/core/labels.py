@@ -85,6 +85,7 @@ def label_checks(plan: Plan, policy: Policy, owner: str, team: str, pointers: It
     """A person may not set or change the owner and team labels to anything but what the gateway
     records (rules `owner-annotation`, `team-annotation`, as for the annotations); one violation
     is enough to say so."""
-    nodes = ((pointer, plan.node(pointer)) for pointer in dict.fromkeys(pointers))
-    for rule, what in label_problems(nodes, plan.request.old_obj, owner, team)[:1]:
-        violations.append(violation(policy, rule, what))
+    nodes = [(pointer, plan.node(pointer)) for pointer in dict.fromkeys(pointers)]
+    problems = label_problems(nodes, plan.request.old_obj, owner, team)
+    if problems:
+        violations.append(violation(policy, *problems[0]))
