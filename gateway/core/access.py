@@ -36,34 +36,50 @@ from gateway.core.workloads import Workload
 PodSpecs = tuple[tuple[str, Mapping[str, Any]], ...]
 
 
-def pod_specs(obj: Any, workload: Workload) -> tuple[tuple[str, Mapping[str, Any], int], ...]:
+def pod_templates(obj: Any, workload: Workload) -> dict[str, Any]:
+    """The object's nodes by pointer: itself at "" and each pod set's template, read once per
+    request (Plan.templates), since several checks read a template's metadata or spec."""
+    nodes = {"": obj}
+    for ps in workload.pod_sets:
+        if ps.template_path and ps.template_path not in nodes:
+            nodes[ps.template_path] = resolve(obj, ps.template_path)
+    return nodes
+
+
+def pod_specs(obj: Any, workload: Workload, templates: Mapping[str, Any] | None = None,
+              ) -> tuple[tuple[str, Mapping[str, Any], int], ...]:
     """(template path, pod spec, GPUs per pod) for each pod set whose template lives in the
-    object. Pod sets are told apart by path: two may share a name."""
+    object; `templates` are its nodes by pointer, when already read (`pod_templates`). Pod sets
+    are told apart by path: two may share a name."""
+    nodes = templates or {}
     out = []
     for ps in workload.pod_sets:
-        if ps.template_path is None:
+        path = ps.template_path
+        if path is None:
             continue
-        spec = resolve(obj, f"{ps.template_path}/spec")
+        template = nodes[path] if path in nodes else resolve(obj, path)
+        spec = template.get("spec") if is_object(template) else None
         if is_object(spec):
-            out.append((ps.template_path, spec, ps.gpus_each))
+            out.append((path, spec, ps.gpus_each))
     return tuple(out)
 
 
 def collect(obj: Any, workload: Workload, policy: Policy, *, gpu_only: bool = False,
+            templates: Mapping[str, Any] | None = None,
             ) -> tuple[tuple[tuple[str, Reference], ...], PodSpecs]:
     """The references to check (of the pod specs, and the clone sources of the object's
     StatefulSet-style `volumeClaimTemplates`), and the pod specs to check for escape hatches,
     each with its template path: every pod set's, or with `gpu_only` those that ask for GPUs
-    (at any count: a template at 0 replicas runs GPU pods once scaled)."""
+    (at any count: a template at 0 replicas runs GPU pods once scaled). `templates` as for `pod_specs`."""
     refs: list[tuple[str, Reference]] = []
     specs = []
-    for path, spec, gpus_each in pod_specs(obj, workload):
-        refs.extend((path, r) for r in references(spec) if (r.kind, r.name) not in policy.ignored_references)
+    for path, spec, gpus_each in pod_specs(obj, workload, templates):
+        refs += [(path, r) for r in references(spec) if (r.kind, r.name) not in policy.ignored_references]
         if gpus_each or not gpu_only:
             specs.append((path, spec))
-    templates = resolve(obj, "/spec/volumeClaimTemplates")
-    if isinstance(templates, list):
-        for i, template in enumerate(templates):
+    claim_templates = resolve(obj, "/spec/volumeClaimTemplates")
+    if isinstance(claim_templates, list):
+        for i, template in enumerate(claim_templates):
             if is_object(template):
                 refs.extend((f"/spec/volumeClaimTemplates/{i}", r)
                             for r in clone_sources(template.get("spec"), f"volumeClaimTemplates[{i}]"))
@@ -113,9 +129,10 @@ def access_checks(plan: Plan, policy: Policy, facts: Facts, violations: list[Vio
     seen: set[tuple[str, str, str]] = set()
     for _, ref in plan.references:
         action = _action(ref)
-        if (ref.kind, ref.name, action) in seen:
+        key = (ref.kind, ref.name, action)
+        if key in seen:
             continue
-        seen.add((ref.kind, ref.name, action))
+        seen.add(key)
         target = facts.references.get(reference_key(namespace, ref))
         if target is None or not target.owner:
             if action == "mount" and ident.role not in policy.unowned_roles:

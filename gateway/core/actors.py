@@ -130,8 +130,8 @@ def controller_ref(obj: Any) -> OwnerRef | None:
 
 
 def object_uid(obj: Any) -> str:
-    meta = obj.get("metadata") if is_object(obj) else None
-    uid = meta.get("uid") if is_object(meta) else None
+    meta = obj.get("metadata") if obj is not None and is_object(obj) else None
+    uid = meta.get("uid") if meta is not None and is_object(meta) else None
     return uid if isinstance(uid, str) else ""
 
 

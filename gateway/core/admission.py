@@ -11,7 +11,15 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
-from gateway.core.access import PodSpecs, access_checks, collect, hatch_checks, reaches, referenced_names
+from gateway.core.access import (
+    PodSpecs,
+    access_checks,
+    collect,
+    hatch_checks,
+    pod_templates,
+    reaches,
+    referenced_names,
+)
 from gateway.core.actors import OwnerRef, controller_ref, kind_name, object_uid
 from gateway.core.approvals import ask_approval, bound
 from gateway.core.claims import decide_claim, uses_claims, with_claims
@@ -25,7 +33,7 @@ from gateway.core.mechanics import reaches as reaches_of
 from gateway.core.owned_data import data_references, decide_data, is_data_kind
 from gateway.core.plan import Facts, Plan, Target, TargetKey
 from gateway.core.podspec import Reference
-from gateway.core.pointer import annotations_at, is_object, labels_at, resolve
+from gateway.core.pointer import annotations_at, is_object, labels_at
 from gateway.core.policy import OWNER_ANNOTATION, RULES, TEAM_ANNOTATION, Policy, relation
 from gateway.core.quota import CapFigure, Usage, check_caps
 from gateway.core.review import AdmissionRequest
@@ -114,24 +122,25 @@ def _prepare_object(req: AdmissionRequest, identity: Identity, action: Action, p
     key = (req.resource_key, req.namespace, req.name or (workload.name if workload else ""))
     refs: tuple[tuple[str, Reference], ...] = ()
     specs: PodSpecs = ()
+    templates = pod_templates(req.obj, workload) if workload is not None else {}
     # An actor's objects without GPUs are its own business; with GPUs, they are checked for
     # the owner they are made for. DRA claims may hold GPUs: their counts are in the ledger.
     # A person's pods are checked for escape hatches with or without GPUs.
     claims = uses_claims(workload)
     if workload is not None and (not identity.is_actor or workload.gpu_capable or claims):
-        refs, specs = collect(req.obj, workload, policy, gpu_only=identity.is_actor)
+        refs, specs = collect(req.obj, workload, policy, gpu_only=identity.is_actor, templates=templates)
     reach: tuple[Reach, ...] = ()
     labels: tuple[str, ...] = ()
     unbinds = ""
     if workload is not None and not identity.is_actor and action in (Action.LAUNCH, Action.MODIFY):
         creating = req.operation == "CREATE"
         reach = reaches_of(req.obj, req.kind.kind, req.kind.group, req.namespace, creating=creating)
-        labels = tuple(controller_labels(req.obj, None if creating else req.old_obj, tuple(template_paths(workload))))
+        labels = tuple(controller_labels(templates, None if creating else req.old_obj))
         if req.resource == "pods" and not req.resource_group and not creating:
             unbinds = controlled_pod_changes(req.obj, req.old_obj)
     if action is Action.LAUNCH and workload is not None and not workload.gpu_capable \
             and not workload.unresolved and not claims and not (reach or labels) \
-            and (identity.is_actor or not _names_an_owner(req.obj, workload)) \
+            and (identity.is_actor or not _names_an_owner(templates)) \
             and not reaches(Plan(req, identity, action, references=refs, pod_specs=specs), policy):
         return Plan(req, identity, action, key=key, workload=workload, early=_pass(Action.LAUNCH, "asks for no GPUs"))
     owner = team = ""
@@ -145,7 +154,7 @@ def _prepare_object(req: AdmissionRequest, identity: Identity, action: Action, p
     uid = object_uid(req.obj) or object_uid(req.old_obj)
     return Plan(req, identity, action, key=key, workload=workload, owner=owner, team=team, is_gpu=policy.gpu,
                 kinds=policy.kinds, references=refs, pod_specs=specs, uid=uid, parent=parent,
-                reaches=reach, set_labels=labels, controlled_change=unbinds)
+                reaches=reach, set_labels=labels, controlled_change=unbinds, templates=templates)
 
 
 def _adopting(req: AdmissionRequest) -> OwnerRef | None:
@@ -255,7 +264,8 @@ def _stamp_checks(plan: Plan, policy: Policy, workload: Workload, violations: li
     people and tools read them to say who runs what, with GPUs or without. With `old` (an UPDATE
     of an object the ledger does not hold), only what the request changes is checked."""
     req, ident = plan.request, plan.identity
-    spoofed = _owner_spoofs(req.obj, workload, ident.user, old)
+    stamped = _stamped_paths(workload)
+    spoofed = _owner_spoofs(plan, stamped, ident.user, old)
     if spoofed:
         violations.append(violation(policy, "owner-annotation",
             f"the object names {', '.join(spoofed)} as owner, but {ident.user} is "
@@ -267,37 +277,38 @@ def _stamp_checks(plan: Plan, policy: Policy, workload: Workload, violations: li
         violations.append(violation(policy, "team-annotation",
             f"{ident.describe()} is not in team {requested} (their teams: {mine})"))
     elif not spoofed:
-        label_checks(plan, policy, plan.owner, plan.team, _stamped_paths(workload), violations)
+        label_checks(plan, policy, plan.owner, plan.team, stamped, violations)
 
 
-def _names_an_owner(obj: Any, workload: Workload) -> bool:
-    """Whether the object or a pod template carries an owner or team annotation or label."""
+def _names_an_owner(templates: Mapping[str, Any]) -> bool:
+    """Whether the object or a pod template (`templates`, by pointer) carries an owner or team
+    annotation or label."""
     keys = (OWNER_ANNOTATION, TEAM_ANNOTATION)
-    return any(key in annotations_at(obj, pointer) or key in labels_at(obj, pointer)
-               for pointer in _stamped_paths(workload) for key in keys)
+    return any(key in annotations_at(node) or key in labels_at(node) for node in templates.values() for key in keys)
 
 
-def _owner_spoofs(obj: Any, workload: Workload, user: str, old: Any = None) -> list[str]:
-    """Owner annotations in the object or any of its pod templates naming someone else (and, given
-    `old`, not already there), sorted."""
+def _owner_spoofs(plan: Plan, pointers: tuple[str, ...], user: str, old: Any = None) -> list[str]:
+    """Owner annotations in the object or any of its pod templates (`pointers`, `_stamped_paths`)
+    naming someone else (and, given `old`, not already there), sorted."""
     found: set[str] = set()
-    for pointer in set(_stamped_paths(workload)):
-        value = annotations_at(obj, pointer).get(OWNER_ANNOTATION)
+    for pointer in set(pointers):
+        value = annotations_at(plan.node(pointer)).get(OWNER_ANNOTATION)
         if value not in (None, "", user) and (
                 old is None or annotations_at(old, pointer).get(OWNER_ANNOTATION) != value):
             found.add(str(value))
     return sorted(found)
 
 
-def _priority_classes(obj: Any, workload: Workload) -> set[str]:
+def _priority_classes(plan: Plan, workload: Workload) -> set[str]:
     found: set[str] = set()
+    obj = plan.request.obj
     spec = obj.get("spec") if is_object(obj) else None
     if is_object(spec) and isinstance(spec.get("priorityClassName"), str):
         found.add(spec["priorityClassName"])
     for ps in workload.pod_sets:
         if ps.template_path is None or ps.gpus == 0:
             continue
-        node = resolve(obj, ps.template_path)
+        node = plan.node(ps.template_path)
         pod_spec = node.get("spec") if is_object(node) else None
         value = pod_spec.get("priorityClassName") if is_object(pod_spec) else None
         found.add(value if isinstance(value, str) else "")
@@ -367,7 +378,7 @@ def _priority_check(plan: Plan, policy: Policy, workload: Workload, violations: 
                     ident: Identity) -> None:
     allowed = policy.role_limits(ident.role).priority_classes
     if allowed is not None:
-        bad = sorted(_priority_classes(plan.request.obj, workload) - allowed)
+        bad = sorted(_priority_classes(plan, workload) - allowed)
         if bad:
             names = ", ".join(repr(c) if c else "(none)" for c in sorted(allowed)) or "none"
             owner = None if ident == plan.identity else ident
@@ -463,9 +474,13 @@ def _launch(plan: Plan, policy: Policy, facts: Facts) -> Decision:
     violations.extend(violation(policy, "gpu-hour-budget", f"the GPU-hour budget of {spent} is spent for this period")
                       for spent in facts.spent_budgets)
     _second_person(plan, policy, workload.gpus, "", violations)
-    reserve = Reservation(plan.owner, plan.team, ident.role or "", workload.gpus, not per_child,
-                          uid=plan.uid, root_uid=plan.uid, refs=referenced_names(plan))
     denied = denial(plan, violations, gpus=workload.gpus, owner=plan.owner, team=plan.team)
+    queueing = policy.scheduling.queueing and not per_child  # queue mode: wait behind the gate (core/gates.py)
+    if denied is not None and not facts.approvals and not queueing:
+        return denied  # nothing lifts it: no reservation to build
+    # The ledger may keep this reservation (an admit, an approval, a wait in the queue): its shape too.
+    reserve = Reservation(plan.owner, plan.team, ident.role or "", workload.gpus, not per_child,
+                          shape_of(req, workload), uid=plan.uid, root_uid=plan.uid, refs=referenced_names(plan))
     if denied is not None:
         decided = overruled(plan, denied, facts.approvals, reserve=reserve)
     else:
@@ -474,9 +489,9 @@ def _launch(plan: Plan, policy: Policy, facts: Facts) -> Decision:
             reason=f"{ident.describe()} may launch {workload.gpus} GPUs ({workload.describe_gpus()})",
             gpus=workload.gpus, reserve=reserve, owner=plan.owner, team=plan.team,
         )
-    if policy.scheduling.queueing and not per_child:  # queue mode: wait behind the gate (core/gates.py)
-        decided = queued(plan, policy, decided, reserve, _priority_classes(req.obj, workload)) or decided
-    return _shaped(decided, req, workload)
+    if queueing:
+        decided = queued(plan, policy, decided, reserve, _priority_classes(plan, workload)) or decided
+    return decided
 
 
 def _shaped(decision: Decision, req: AdmissionRequest, workload: Workload) -> Decision:
@@ -709,7 +724,7 @@ def _modify(plan: Plan, policy: Policy, facts: Facts) -> Decision:
         capable = plan.old_gpu_capable or (plan.workload is not None and plan.workload.gpu_capable)
         if not plan.old_gpu_capable and not capable and not _new_unresolved(plan, policy):
             if ident.is_actor or not (plan.reaches_anything or reaches(plan, policy) or (
-                    plan.workload is not None and _names_an_owner(req.obj, plan.workload))):
+                    plan.workload is not None and _names_an_owner(plan.templates))):
                 return _pass(Action.MODIFY, "asks for no GPUs")
             return _without_gpus(plan, policy, facts)
         if not plan.old_gpu_capable:
@@ -831,7 +846,7 @@ def _template_integrity(plan: Plan, policy: Policy, owner: str, team: str, viola
     workload, req = plan.workload, plan.request
     assert workload is not None
     for pointer in template_paths(workload):
-        new, old = annotations_at(req.obj, pointer), annotations_at(req.old_obj, pointer)
+        new, old = annotations_at(plan.node(pointer)), annotations_at(req.old_obj, pointer)
         where = pointer.lstrip("/").replace("/", ".")
         for key, recorded, rule in ((OWNER_ANNOTATION, owner, "owner-annotation"),
                                     (TEAM_ANNOTATION, team, "team-annotation"),

@@ -74,8 +74,8 @@ def with_claims(plan: Plan, policy: Policy, facts: Facts) -> tuple[Plan, Decisio
                    f"absurd number of GPUs ({counted.gpus}). {RULES['unreadable-object']}")
         return plan, Decision(allowed=False, rule="unreadable-object", reason=message, action=plan.action,
                               audited=True)
-    specs = collect(req.obj, counted, policy, gpu_only=plan.identity.is_actor)[1] if req.obj is not None \
-        else plan.pod_specs
+    specs = collect(req.obj, counted, policy, gpu_only=plan.identity.is_actor, templates=plan.templates)[1] \
+        if req.obj is not None else plan.pod_specs
     plan = replace(plan, workload=counted, pod_specs=specs)
     if ident.is_actor and plan.action is Action.LAUNCH:
         if not counted.gpu_capable and not counted.unresolved:

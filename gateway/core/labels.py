@@ -53,22 +53,29 @@ def owner_labels(stamps: Mapping[str, str]) -> dict[str, str]:
     return {key: label_value(stamps[key]) for key in (OWNER_LABEL, TEAM_LABEL) if stamps.get(key)}
 
 
-def label_problems(obj: Any, old: Any, pointers: Iterable[str], owner: str, team: str) -> list[tuple[str, str]]:
-    """(rule, what is wrong) for each owner or team label that `obj` sets, changes or removes, at
-    any of `pointers` (the object and its pod templates), to anything but the label-safe form of
-    the owner and team the gateway records; `old` is None on a CREATE. A label an UPDATE leaves
-    as it was is no change, so objects from before labels were stamped stay as they are."""
+def label_problems(nodes: Iterable[tuple[str, Any]], old: Any, owner: str, team: str) -> list[tuple[str, str]]:
+    """(rule, what is wrong) for each owner or team label that an object sets, changes or removes,
+    at any of `nodes` ((pointer, node): the object at "" and its pod templates), to anything but
+    the label-safe form of the owner and team the gateway records; `old` is None on a CREATE. A
+    label an UPDATE leaves as it was is no change, so objects from before labels were stamped
+    stay as they are."""
     found = []
-    for pointer in dict.fromkeys(pointers):
-        new, before = labels_at(obj, pointer), labels_at(old, pointer) if old is not None else {}
+    expected: dict[str, str | None] = {}
+    for pointer, node in nodes:
+        new, before = labels_at(node), labels_at(old, pointer) if old is not None else {}
+        if OWNER_LABEL not in new and TEAM_LABEL not in new and OWNER_LABEL not in before \
+                and TEAM_LABEL not in before:
+            continue  # it neither sets nor had them (the usual object)
+        if not expected:
+            expected = {OWNER_LABEL: label_value(owner) if owner else None,
+                        TEAM_LABEL: label_value(team) if team else None}
         where = pointer.lstrip("/").replace("/", ".") or "metadata"
-        for key, recorded, rule in ((OWNER_LABEL, owner, "owner-annotation"), (TEAM_LABEL, team, "team-annotation")):
+        for key, rule in ((OWNER_LABEL, "owner-annotation"), (TEAM_LABEL, "team-annotation")):
             value = new.get(key)
-            expected = label_value(recorded) if recorded else None
-            if value == expected or value == before.get(key):
+            if value == expected[key] or value == before.get(key):
                 continue
             did = "removes it" if value is None else f"sets {value!r}"
-            must = f"must be {expected!r}" if expected is not None else "may not be set"
+            must = f"must be {expected[key]!r}" if expected[key] is not None else "may not be set"
             found.append((rule, f"the label {key} on {where} {must}: the gateway sets it; this request {did}"))
     return found
 
@@ -78,6 +85,7 @@ def label_checks(plan: Plan, policy: Policy, owner: str, team: str, pointers: It
     """A person may not set or change the owner and team labels to anything but what the gateway
     records (rules `owner-annotation`, `team-annotation`, as for the annotations); one violation
     is enough to say so."""
-    req = plan.request
-    for rule, what in label_problems(req.obj, req.old_obj, pointers, owner, team)[:1]:
-        violations.append(violation(policy, rule, what))
+    nodes = [(pointer, plan.node(pointer)) for pointer in dict.fromkeys(pointers)]
+    problems = label_problems(nodes, plan.request.old_obj, owner, team)
+    if problems:
+        violations.append(violation(policy, *problems[0]))

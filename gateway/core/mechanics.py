@@ -96,12 +96,13 @@ def reaches(obj: Any, kind: str, group: str, namespace: str, *, creating: bool) 
     return tuple(found)
 
 
-def controller_labels(obj: Any, old: Any, template_paths: tuple[str, ...]) -> list[str]:
-    """Controller labels `obj` sets, on itself or its pod templates, that `old` did not have
-    with the same value (`old` is None on a CREATE): `label (where)`, sorted."""
+def controller_labels(nodes: Mapping[str, Any], old: Any) -> list[str]:
+    """Controller labels an object sets, on itself or its pod templates (`nodes`, by pointer: the
+    object at ""), that `old` did not have with the same value (`old` is None on a CREATE):
+    `label (where)`, sorted."""
     found = set()
-    for pointer in ("", *template_paths):
-        new_labels = labels_at(obj, pointer)
+    for pointer, node in nodes.items():
+        new_labels = labels_at(node)
         if not new_labels or CONTROLLER_LABELS.keys().isdisjoint(new_labels):
             continue
         old_labels = labels_at(old, pointer) if old is not None else {}

@@ -50,10 +50,13 @@ def data_references(group: str, kind: str, obj: Any) -> tuple[tuple[str, Referen
     return ()
 
 
+#: A data object's shape by whether it is shared: one of two JSON texts, written once.
+_SHAPES = {shared: json.dumps({"data": True, "shareable": shared}, separators=(",", ":")) for shared in (False, True)}
+
+
 def shape(obj: object) -> str:
     """What the ledger keeps of a data object: whether its owner shares it with the team."""
-    shared = str(annotations_at(obj).get(SHAREABLE_ANNOTATION, "")).lower() == "true"
-    return json.dumps({"data": True, "shareable": shared}, separators=(",", ":"))
+    return _SHAPES[str(annotations_at(obj).get(SHAREABLE_ANNOTATION, "")).lower() == "true"]
 
 
 def decide_data(plan: Plan, policy: Policy, facts: Facts) -> Decision:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from gateway.core.actors import OwnerRef
 from gateway.core.decision import Action, Decision
@@ -14,6 +15,7 @@ from gateway.core.identity import Identity
 from gateway.core.kinds import KindRegistry
 from gateway.core.mechanics import Reach
 from gateway.core.podspec import Reference
+from gateway.core.pointer import resolve
 from gateway.core.quota import Usage
 from gateway.core.review import AdmissionRequest
 from gateway.core.workloads import GpuMatcher, Workload, read_workload
@@ -142,6 +144,8 @@ class Plan:
     are never needed (scales, pod subresources, requests decided early)."""
     kinds: KindRegistry | None = field(default=None, repr=False, compare=False)
     """The policy's registered workload kinds (limits.yaml `workload_kinds`), to read `old_gpus`."""
+    templates: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    """The object's nodes by pointer, read once (core/access.py `pod_templates`): see `node`."""
     _old_gpus: int | None = field(default=None, init=False, repr=False, compare=False)
     _old_capable: bool = field(default=False, init=False, repr=False, compare=False)
 
@@ -162,6 +166,11 @@ class Plan:
         if self._old_gpus is None:
             self._old_gpus, self._old_capable = _old_object_gpus(self.request, self.is_gpu, self.kinds)
         return self._old_capable
+
+    def node(self, pointer: str) -> Any:
+        """The request object's node at `pointer` (itself at "", a pod template), read once per request."""
+        templates = self.templates
+        return templates[pointer] if pointer in templates else resolve(self.request.obj, pointer)
 
     @property
     def reference_keys(self) -> tuple[TargetKey, ...]:

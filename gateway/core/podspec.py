@@ -8,7 +8,7 @@ node (host paths and namespaces, privilege, capabilities) or skip the scheduler.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,22 +64,25 @@ class Hatch:
 def _dicts(value: Any) -> list[Mapping[str, Any]]:
     if not value or type(value) is not list:  # most fields are absent: skip the list building
         return []
-    return [v for v in value if is_object(v)]
+    return [v for v in value if type(v) is dict or is_object(v)]
 
 
-def _containers(spec: Mapping[str, Any]) -> Iterator[Mapping[str, Any]]:
-    for key in ("initContainers", "containers", "ephemeralContainers"):
-        yield from _dicts(spec.get(key))
+def _containers(spec: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """Init, app and ephemeral containers, in that order."""
+    init, ephemeral = spec.get("initContainers"), spec.get("ephemeralContainers")
+    if not init and not ephemeral:  # the usual pod: app containers only
+        return _dicts(spec.get("containers"))
+    return [*_dicts(init), *_dicts(spec.get("containers")), *_dicts(ephemeral)]
 
 
 def _name(value: Any) -> str:
     return value if isinstance(value, str) else ""
 
 
-def _mounted_writable(spec: Mapping[str, Any], volume: str) -> bool:
-    """A volume is written through unless every mount of it is readOnly (an unmounted one is not)."""
-    mounts = [m for c in _containers(spec) for m in _dicts(c.get("volumeMounts")) if m.get("name") == volume]
-    return any(m.get("readOnly") is not True for m in mounts)
+def _written_volumes(containers: list[Mapping[str, Any]]) -> set[str]:
+    """Volumes some container mounts without readOnly: written through (an unmounted one is not)."""
+    return {m["name"] for c in containers for m in _dicts(c.get("volumeMounts"))
+            if m.get("readOnly") is not True and isinstance(m.get("name"), str)}
 
 
 def clone_sources(claim_spec: Any, via: str) -> list[Reference]:
@@ -117,45 +120,52 @@ def references(spec: Any) -> list[Reference]:
     for pull in _dicts(spec.get("imagePullSecrets")):
         if _name(pull.get("name")):
             refs.append(Reference(SECRET, pull["name"], False, "imagePullSecrets"))
+    containers = _containers(spec)
+    written: set[str] | None = None  # read once a read-write claim needs it
     for vol in _dicts(spec.get("volumes")):
         vname = _name(vol.get("name"))
-        where = f"volume {vname}"
         ephemeral = vol.get("ephemeral")
-        if is_object(ephemeral) and is_object(ephemeral.get("volumeClaimTemplate")):
-            refs.extend(clone_sources(ephemeral["volumeClaimTemplate"].get("spec"), f"ephemeral {where}"))
+        if ephemeral is not None and is_object(ephemeral) and is_object(ephemeral.get("volumeClaimTemplate")):
+            refs.extend(clone_sources(ephemeral["volumeClaimTemplate"].get("spec"), f"ephemeral volume {vname}"))
         claim = vol.get("persistentVolumeClaim")
-        if is_object(claim) and _name(claim.get("claimName")):
-            writable = claim.get("readOnly") is not True and _mounted_writable(spec, vname)
-            refs.append(Reference(PVC, claim["claimName"], writable, where))
-        for key, kind, name_key in (("configMap", CONFIGMAP, "name"), ("secret", SECRET, "secretName")):
-            src = vol.get(key)
-            if is_object(src) and _name(src.get(name_key)):
-                refs.append(Reference(kind, src[name_key], False, where))
+        if claim is not None and is_object(claim) and _name(claim.get("claimName")):
+            writable = claim.get("readOnly") is not True
+            if writable:
+                if written is None:
+                    written = _written_volumes(containers)
+                writable = vname in written
+            refs.append(Reference(PVC, claim["claimName"], writable, f"volume {vname}"))
+        config_map, secret = vol.get("configMap"), vol.get("secret")
+        if config_map is not None and is_object(config_map) and _name(config_map.get("name")):
+            refs.append(Reference(CONFIGMAP, config_map["name"], False, f"volume {vname}"))
+        if secret is not None and is_object(secret) and _name(secret.get("secretName")):
+            refs.append(Reference(SECRET, secret["secretName"], False, f"volume {vname}"))
         projected = vol.get("projected")
-        if is_object(projected):
+        if projected is not None and is_object(projected):
             for source in _dicts(projected.get("sources")):
                 for key, kind in (("configMap", CONFIGMAP), ("secret", SECRET)):
                     src = source.get(key)
                     if is_object(src) and _name(src.get("name")):
-                        refs.append(Reference(kind, src["name"], False, where))
-    for c in _containers(spec):
-        if not c.get("envFrom") and not c.get("env"):
+                        refs.append(Reference(kind, src["name"], False, f"volume {vname}"))
+    for c in containers:
+        env_from, env = c.get("envFrom"), c.get("env")
+        if not env_from and not env:
             continue
         cname = _name(c.get("name"))
-        for env_from in _dicts(c.get("envFrom")):
+        for source in _dicts(env_from):
             for key, kind in (("configMapRef", CONFIGMAP), ("secretRef", SECRET)):
-                src = env_from.get(key)
+                src = source.get(key)
                 if is_object(src) and _name(src.get("name")):
                     refs.append(Reference(kind, src["name"], False, f"envFrom of container {cname}"))
-        for env in _dicts(c.get("env")):
-            value_from = env.get("valueFrom")
-            if not is_object(value_from):
+        for var in env if type(env) is list else ():
+            value_from = var.get("valueFrom") if type(var) is dict or is_object(var) else None
+            if value_from is None or not is_object(value_from):  # most variables have a plain value
                 continue
             for key, kind in (("configMapKeyRef", CONFIGMAP), ("secretKeyRef", SECRET)):
                 src = value_from.get(key)
                 if is_object(src) and _name(src.get("name")):
                     refs.append(Reference(kind, src["name"], False,
-                                          f"env {_name(env.get('name'))} of container {cname}"))
+                                          f"env {_name(var.get('name'))} of container {cname}"))
     return refs
 
 
@@ -188,7 +198,7 @@ def escape_hatches(spec: Any, *, safe_capabilities: frozenset[str] = DEFAULT_SAF
     gpu_env: set[str] = set()
     for c in _containers(spec):
         ctx = c.get("securityContext")
-        if is_object(ctx):
+        if ctx is not None and is_object(ctx):
             if ctx.get("privileged") is True:
                 privileged.append(_name(c.get("name")))
             caps = ctx.get("capabilities")
@@ -197,7 +207,7 @@ def escape_hatches(spec: Any, *, safe_capabilities: frozenset[str] = DEFAULT_SAF
         env = c.get("env")
         if env and type(env) is list:
             for e in env:
-                if is_object(e) and e.get("name") in GPU_ENV and _gpu_env(e):
+                if (type(e) is dict or is_object(e)) and e.get("name") in GPU_ENV and _gpu_env(e):
                     gpu_env.add(f"{_name(e.get('name'))} in container {_name(c.get('name'))}")
     if privileged:
         found.append(Hatch("privileged", f"runs container {', '.join(privileged)} privileged"))
@@ -233,10 +243,10 @@ def _gpu_env(env: Mapping[str, Any]) -> bool:
 def debugs_node(spec: Any) -> str:
     """The node a pod shaped like `kubectl debug node/NAME` gets a root shell on ("" if none):
     a preset nodeName, a host namespace, and the node's root file system mounted."""
-    if not is_object(spec):
+    node = spec.get("nodeName") if is_object(spec) else None
+    if not node or not isinstance(node, str):  # the usual pod: the scheduler picks its node
         return ""
-    node = _name(spec.get("nodeName"))
-    if not node or not any(spec.get(flag) is True for flag in ("hostPID", "hostIPC", "hostNetwork")):
+    if not any(spec.get(flag) is True for flag in ("hostPID", "hostIPC", "hostNetwork")):
         return ""
     paths = [_name(v["hostPath"].get("path")) for v in _dicts(spec.get("volumes"))
              if is_object(v.get("hostPath"))]

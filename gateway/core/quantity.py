@@ -50,8 +50,6 @@ def gpu_count(value: object, resource: str = "gpu") -> int:
     """Return the whole number of devices a quantity asks for, or raise WorkloadError."""
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
         raise WorkloadError(f"{resource}: quantity {_show(value)} is not a Kubernetes quantity")
-    if isinstance(value, str) and not _SYNTAX.fullmatch(value):
-        raise WorkloadError(f"{resource}: quantity {_show(value)} is not a Kubernetes quantity")
     try:
         if isinstance(value, str) and len(value) > _CACHED_LENGTH:
             return _gpu_count(value)
@@ -62,7 +60,10 @@ def gpu_count(value: object, resource: str = "gpu") -> int:
 
 
 def _gpu_count(value: str | int | float) -> int:
-    """The whole devices in `value`; a WorkloadError's text does not name the resource."""
+    """The whole devices in `value`; a WorkloadError's text does not name the resource. A string
+    is checked against the API server's syntax here, so that a cached count skips the check."""
+    if isinstance(value, str) and not _SYNTAX.fullmatch(value):
+        raise WorkloadError(f"quantity {_show(value)} is not a Kubernetes quantity")
     try:
         amount = _parse(value)
     except (ValueError, TypeError, ArithmeticError) as exc:  # decimal errors are ArithmeticError

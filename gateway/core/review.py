@@ -66,6 +66,8 @@ class AdmissionRequest:
 
 def _str(mapping: Mapping[str, Any], key: str, *, required: bool = False) -> str:
     value = mapping.get(key)
+    if type(value) is str:  # the usual field
+        return value
     if value is None:
         if required:
             raise ReviewError(f"request.{key} is missing")
@@ -78,7 +80,7 @@ def _str(mapping: Mapping[str, Any], key: str, *, required: bool = False) -> str
 def _object(value: Any, where: str) -> Mapping[str, Any] | None:
     if value is None:
         return None
-    if not is_object(value):
+    if type(value) is not dict and not is_object(value):
         raise ReviewError(f"request.{where} must be an object")
     return value
 

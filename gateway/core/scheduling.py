@@ -63,6 +63,13 @@ class Scheduling:
     team_budgets: Mapping[str, float] = field(default_factory=dict)
     """GPU-hours per period, per team."""
     user_budgets: Mapping[str, float] = field(default_factory=dict)
+    queueing: bool = field(init=False, repr=False, compare=False)
+    """Whether any launch can queue (and so whether pods are gated at all)."""
+
+    def __post_init__(self) -> None:
+        queueing = self.over_quota is OverQuota.QUEUE or OverQuota.QUEUE in (*self.roles.values(),
+                                                                           *self.teams.values())
+        object.__setattr__(self, "queueing", queueing)
 
     def mode(self, role: str | None, team: str) -> OverQuota:
         """The over-quota mode of a launch: the team's setting, else the role's, else the default."""
@@ -71,11 +78,6 @@ class Scheduling:
         if role and role in self.roles:
             return self.roles[role]
         return self.over_quota
-
-    @property
-    def queueing(self) -> bool:
-        """Whether any launch can queue (and so whether pods are gated at all)."""
-        return self.over_quota is OverQuota.QUEUE or OverQuota.QUEUE in (*self.roles.values(), *self.teams.values())
 
 
 _KEYS = {"over_quota", "roles", "teams", "priority_classes", "team_shares", "wait_limit_s", "gang_timeout_s",

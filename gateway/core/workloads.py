@@ -114,18 +114,16 @@ class Workload:
     GPUs from runtime x, which the gateway cannot read; set ..."); empty when all are counted."""
     gpus: int = field(init=False)
     """GPUs of every pod set together (worst case); only a lower bound while `unresolved`."""
+    gpu_capable: bool = field(init=False, repr=False, compare=False)
+    """Whether any pod set asks for GPUs per pod, whatever its count (0 replicas, suspended)."""
 
     def __post_init__(self) -> None:
         self.gpus = sum(ps.gpus for ps in self.pod_sets)
+        self.gpu_capable = any(ps.gpus_each for ps in self.pod_sets)
 
     @property
     def pods(self) -> int:
         return sum(ps.count for ps in self.pod_sets)
-
-    @property
-    def gpu_capable(self) -> bool:
-        """Whether any pod set asks for GPUs per pod, whatever its count (0 replicas, suspended)."""
-        return any(ps.gpus_each for ps in self.pod_sets)
 
     @property
     def ref(self) -> str:
@@ -253,7 +251,7 @@ def _pod_gpus(spec: Any, is_gpu: GpuMatcher, more: Mapping[str, int] | None = No
 def _get(obj: Any, *path: str) -> Any:
     """`obj[path[0]][path[1]]...`, or None where a field is missing or not an object."""
     for key in path:
-        if not is_object(obj):
+        if type(obj) is not dict and not is_object(obj):
             return None
         obj = obj.get(key)
     return obj
