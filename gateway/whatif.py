@@ -6,13 +6,14 @@ input into documents and call `run_check`. With a store, each request is decided
 store job an admission runs (`AdmissionService`), through `Store.preview`: one read of the
 ledger (usage, the target's record, GPU-hour budgets, approvals) and no write. Without one,
 nothing is in use; every result says which it was (`usage_read`, `usage_note`) and the caps
-it was held to (`caps`).
+it was held to (`caps`). Given `may_read` (the admin API's audit scope), a decision that read a
+record of someone the caller may not read says so without naming them (`_withheld`).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -131,8 +132,15 @@ class _Decider:
                  explicit: bool) -> None:
         self.plan, self.policy, self.stated, self.claims, self.explicit = plan, policy, stated, claims, explicit
         self.facts = stated
+        self.recorded: list[tuple[str, str]] = []
+        """(owner, team) of every ledger record the decision read (none when decided on `stated`)."""
 
     def __call__(self, read: Facts) -> Decision:
+        if read is not self.stated:
+            own = [] if self.explicit else [read.target]
+            self.recorded = [(t.owner, t.team) for t in (*own, read.parent, read.root, *read.references.values(),
+                                                         *read.by_uid.values()) if t is not None and t.owner]
+            self.recorded += [(owner, team) for owner, team in read.referrers if owner]
         target = self.stated.target if self.explicit or read.target is None else read.target
         self.facts = replace(read, target=target, references={**read.references, **self.claims})
         return decide(self.plan, self.policy, self.facts)
@@ -141,10 +149,10 @@ class _Decider:
 def check_one(obj: Mapping[str, Any], *, policy: Policy, user: str, groups: tuple[str, ...], action: str,
               owner: str | None, owner_team: str | None, namespace: str | None,
               claims: Mapping[TargetKey, Target] | None = None, store: StoreView = NO_STORE,
-              grants: tuple[Grant, ...] = ()) -> dict[str, Any]:
+              grants: tuple[Grant, ...] = (), may_read: Callable[[str, str], bool] | None = None) -> dict[str, Any]:
     """The decision for one object, as `gpu-gateway check -o json` prints it. `claims` are the
     DRA claims and claim templates the ledger would hold (those of the same input); `grants`
-    the live break-glass grants."""
+    the live break-glass grants; `may_read` as for `run_check`."""
     if action not in _OPERATION:
         raise RequestError(f"unknown action {action!r}: use one of {', '.join(ACTIONS)}")
     ns = namespace or str(_mapping(obj.get("metadata")).get("namespace") or "default")
@@ -155,7 +163,7 @@ def check_one(obj: Mapping[str, Any], *, policy: Policy, user: str, groups: tupl
     decider = _Decider(plan, policy, stated, claims or {}, explicit=owner is not None)
     decision, note = _decided(plan, policy, decider, store)
     facts = decider.facts
-    return {
+    result = {
         "allowed": decision.allowed,
         "decision": decision.verdict,
         "action": action,
@@ -178,6 +186,20 @@ def check_one(obj: Mapping[str, Any], *, policy: Policy, user: str, groups: tupl
         "usage_note": note,
         "policy_version": policy.version,
     }
+    if may_read is not None and not all(may_read(owner, team) for owner, team in decider.recorded):
+        return _withheld(result, workload.gpus if workload else 0)
+    return result
+
+
+def _withheld(result: dict[str, Any], gpus: int) -> dict[str, Any]:
+    """A result that read a ledger record of someone whose records the caller may not read (in the
+    audit's scope): the verdict stays; what would name them or give their figures goes, and
+    `gpus` are those of the manifest."""
+    what = f"{result['action']} of {result['kind']} {result['namespace']}/{result['name']}"
+    return {**result, "gpus": gpus, "charged_to": None, "caps": [], "warnings": [],
+            "reason": f"gpu-gateway: {result['decision']} {what}: it depends on what the gateway's ledger holds for "
+                      f"someone whose records {result['user']} may not read; `gpuctl workloads` lists what you may "
+                      "see, and the owner, a lead of their team or an administrator can tell you more"}
 
 
 def _decided(plan: Plan, policy: Policy, decider: _Decider, store: StoreView) -> tuple[Decision, str]:
@@ -207,10 +229,12 @@ def _charged_to(plan: Plan, decision: Decision) -> str | None:
 
 def run_check(docs: Iterable[Mapping[str, Any]], *, policy: Policy, user: str, groups: tuple[str, ...],
               action: str = "launch", owner: str | None = None, owner_team: str | None = None,
-              namespace: str | None = None, store: StoreView = NO_STORE) -> list[dict[str, Any]]:
+              namespace: str | None = None, store: StoreView = NO_STORE,
+              may_read: Callable[[str, str], bool] | None = None) -> list[dict[str, Any]]:
     """The decision for each already-loaded document, in order, each on its own against what
     `store` holds now. DRA claims and claim templates among them count for the workloads that
-    name them, as if the ledger had recorded them."""
+    name them, as if the ledger had recorded them. `may_read(owner, team)`: whether the caller
+    may read records of that owner and team (None: all)."""
     docs = list(docs)
     claims = _claims(docs, policy, user, namespace)
     try:
@@ -218,7 +242,8 @@ def run_check(docs: Iterable[Mapping[str, Any]], *, policy: Policy, user: str, g
     except GatewayError:
         grants = ()  # decided with the roles groups give; `preview` says the store cannot be read
     return [check_one(obj, policy=policy, user=user, groups=groups, action=action, owner=owner,
-                      owner_team=owner_team, namespace=namespace, claims=claims, store=store, grants=grants)
+                      owner_team=owner_team, namespace=namespace, claims=claims, store=store, grants=grants,
+                      may_read=may_read)
             for obj in docs]
 
 

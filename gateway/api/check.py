@@ -2,9 +2,11 @@
 
 It decides with the policy in force against what the gateway's store holds now (usage, the
 target's record, budgets, approvals), read and never written (gateway/whatif.py). Anyone may
-check as themselves; checking as another user needs `audit-read` at `any` (administrators).
-A result shows the figures of the caller's or the checked user's caps, as the gateway's own
-denial would.
+check as themselves, in their own groups (or some of them); checking as another user, or in
+groups one is not in, needs `audit-read` at `any` (administrators). A result shows the figures
+of the caller's or the checked user's caps, as the gateway's own denial would; where the
+ledger holds the target for someone whose records the caller may not read (as the audit
+scopes them, gateway/api/audit.py `readable`), it says so without naming them.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from gateway.api.audit import readable
 from gateway.api.context import ApiContext, error, json_body
 from gateway.core.identity import Identity
 from gateway.errors import GatewayError
@@ -69,11 +72,18 @@ def _read_body(raw: bytes) -> dict[str, Any]:
     return body
 
 
-def _forbidden(ctx: ApiContext, identity: Identity, user: str) -> Response | None:
-    if user == identity.user or ctx.scope(identity, "audit-read") == "any":
+def _forbidden(ctx: ApiContext, identity: Identity, user: str, groups: tuple[str, ...]) -> Response | None:
+    if ctx.scope(identity, "audit-read") == "any":
         return None
-    return error(403, "forbidden", f"{identity.describe()} may only check as themselves, not as {user}; "
-                                   "checking as another user needs audit-read on any (administrators)")
+    if user != identity.user:
+        return error(403, "forbidden", f"{identity.describe()} may only check as themselves, not as {user}; "
+                                       "checking as another user needs audit-read on any (administrators)")
+    others = sorted(set(groups) - set(identity.groups))
+    if others:
+        return error(403, "forbidden", f"{identity.describe()} may only check in their own groups, not in "
+                                       f"{', '.join(others)}; checking in other groups needs audit-read on any "
+                                       "(administrators)")
+    return None
 
 
 def check_routes(ctx: ApiContext) -> list[BaseRoute]:
@@ -83,17 +93,18 @@ def check_routes(ctx: ApiContext) -> list[BaseRoute]:
             return identity
         try:
             body = _read_body(await request.body())
-            user = str(body["user"])
-            refused = _forbidden(ctx, identity, user)
+            user, groups = str(body["user"]), _groups(body)
+            refused = _forbidden(ctx, identity, user, groups)
             if refused is not None:
                 return refused
-            docs, groups = _documents(body["manifest"]), _groups(body)
+            docs = _documents(body["manifest"])
             owner, owner_team = _string(body, "owner"), _string(body, "owner_team")
             namespace, policy = _string(body, "namespace"), ctx.policy()
             store = StoreView(ctx.store, "the gateway has no store")
             results = await run_in_threadpool(lambda: run_check(
                 docs, policy=policy, user=user, groups=groups, action=str(body.get("action") or "launch"),
-                owner=owner, owner_team=owner_team, namespace=namespace, store=store))
+                owner=owner, owner_team=owner_team, namespace=namespace, store=store,
+                may_read=lambda owner, team: readable(ctx, identity, {"owner": owner, "team": team})))
         except (BadCheck, GatewayError) as exc:
             return error(400, "bad_request", str(exc))
         return json_body({"results": results})

@@ -41,7 +41,7 @@ from gateway.core.scheduling import WORKLOAD_ANNOTATION
 from gateway.core.shape import charges_children, max_gpus_per_pod, scaled, surges
 from gateway.core.shape import shape_of as _shape_json
 from gateway.core.verdict import admit, conclude, denial, overruled, violation
-from gateway.core.workloads import CHARGES_CHILDREN, Workload, read_workload, scale_rule, template_paths
+from gateway.core.workloads import CHARGES_CHILDREN, Workload, read_workload, scale_rule, stamped_paths, template_paths
 from gateway.errors import WorkloadError
 
 __all__ = ["Facts", "Plan", "Target", "TargetKey", "caps_checked", "classify", "decide", "prepare",
@@ -140,7 +140,7 @@ def _prepare_object(req: AdmissionRequest, identity: Identity, action: Action, p
             unbinds = controlled_pod_changes(req.obj, req.old_obj)
     if action is Action.LAUNCH and workload is not None and not workload.gpu_capable \
             and not workload.unresolved and not claims and not (reach or labels) \
-            and (identity.is_actor or not _names_an_owner(templates)) \
+            and (identity.is_actor or not _names_an_owner(req.obj, workload)) \
             and not reaches(Plan(req, identity, action, references=refs, pod_specs=specs), policy):
         return Plan(req, identity, action, key=key, workload=workload, early=_pass(Action.LAUNCH, "asks for no GPUs"))
     owner = team = ""
@@ -252,49 +252,45 @@ def decide(plan: Plan, policy: Policy, facts: Facts) -> Decision:
     return _touch(plan, policy, facts)
 
 
-def _stamped_paths(workload: Workload) -> tuple[str, ...]:
-    """The object and its pod templates: where owner and team must say what the gateway records."""
-    return ("", *(ps.template_path for ps in workload.pod_sets if ps.template_path))
-
-
 def _stamp_checks(plan: Plan, policy: Policy, workload: Workload, violations: list[Violation],
                   old: Any = None) -> None:
-    """The owner and team a person's object names, as annotations or labels, on itself or its pod
-    templates, must be theirs: the gateway stamps them (core/mutation.py, core/labels.py), and
-    people and tools read them to say who runs what, with GPUs or without. With `old` (an UPDATE
-    of an object the ledger does not hold), only what the request changes is checked."""
+    """The owner and team a person's object names, as annotations or labels, wherever the gateway
+    stamps them (`stamped_paths`: the object, its pod templates, and the templates controllers
+    make objects and claims from), must be theirs: the gateway stamps them (core/mutation.py,
+    core/labels.py), and people and tools read them to say who runs what, with GPUs or without.
+    With `old` (an UPDATE of an object the ledger does not hold), only what the request changes
+    is checked."""
     req, ident = plan.request, plan.identity
-    stamped = _stamped_paths(workload)
-    spoofed = _owner_spoofs(plan, stamped, ident.user, old)
+    paths = stamped_paths(req.obj, workload)
+    spoofed = _named_others(plan, paths, OWNER_ANNOTATION, (ident.user,), old)
     if spoofed:
         violations.append(violation(policy, "owner-annotation",
             f"the object names {', '.join(spoofed)} as owner, but {ident.user} is "
             f"{'creating' if old is None else 'changing'} it"))
-    requested = annotations_at(req.obj).get(TEAM_ANNOTATION)
-    if requested not in (None, "") and requested not in ident.teams \
-            and (old is None or annotations_at(old).get(TEAM_ANNOTATION) != requested):
+    teams = _named_others(plan, paths, TEAM_ANNOTATION, ident.teams, old)
+    if teams:
         mine = ", ".join(ident.teams) or "none"
         violations.append(violation(policy, "team-annotation",
-            f"{ident.describe()} is not in team {requested} (their teams: {mine})"))
+            f"{ident.describe()} is not in team {', '.join(teams)} (their teams: {mine})"))
     elif not spoofed:
-        label_checks(plan, policy, plan.owner, plan.team, stamped, violations)
+        label_checks(plan, policy, plan.owner, plan.team, paths, violations)
 
 
-def _names_an_owner(templates: Mapping[str, Any]) -> bool:
-    """Whether the object or a pod template (`templates`, by pointer) carries an owner or team
-    annotation or label."""
+def _names_an_owner(obj: Any, workload: Workload) -> bool:
+    """Whether anything the gateway stamps in the object carries an owner or team annotation or label."""
     keys = (OWNER_ANNOTATION, TEAM_ANNOTATION)
-    return any(key in annotations_at(node) or key in labels_at(node) for node in templates.values() for key in keys)
+    return any(key in annotations_at(obj, pointer) or key in labels_at(obj, pointer)
+               for pointer in stamped_paths(obj, workload) for key in keys)
 
 
-def _owner_spoofs(plan: Plan, pointers: tuple[str, ...], user: str, old: Any = None) -> list[str]:
-    """Owner annotations in the object or any of its pod templates (`pointers`, `_stamped_paths`)
-    naming someone else (and, given `old`, not already there), sorted."""
+def _named_others(plan: Plan, paths: tuple[str, ...], key: str, mine: tuple[str, ...], old: Any = None) -> list[str]:
+    """The values of annotation `key` at `paths` of the request's object that are not `mine` (and,
+    given `old`, not already there at the same place), sorted."""
     found: set[str] = set()
-    for pointer in set(pointers):
-        value = annotations_at(plan.node(pointer)).get(OWNER_ANNOTATION)
-        if value not in (None, "", user) and (
-                old is None or annotations_at(old, pointer).get(OWNER_ANNOTATION) != value):
+    for pointer in paths:
+        value = annotations_at(plan.node(pointer)).get(key)
+        if value not in (None, "") and value not in mine and (
+                old is None or annotations_at(old, pointer).get(key) != value):
             found.add(str(value))
     return sorted(found)
 
@@ -724,7 +720,7 @@ def _modify(plan: Plan, policy: Policy, facts: Facts) -> Decision:
         capable = plan.old_gpu_capable or (plan.workload is not None and plan.workload.gpu_capable)
         if not plan.old_gpu_capable and not capable and not _new_unresolved(plan, policy):
             if ident.is_actor or not (plan.reaches_anything or reaches(plan, policy) or (
-                    plan.workload is not None and _names_an_owner(plan.templates))):
+                    plan.workload is not None and _names_an_owner(req.obj, plan.workload))):
                 return _pass(Action.MODIFY, "asks for no GPUs")
             return _without_gpus(plan, policy, facts)
         if not plan.old_gpu_capable:
@@ -758,7 +754,7 @@ def _modify(plan: Plan, policy: Policy, facts: Facts) -> Decision:
         _unresolved_checks(plan, policy, violations, target)
         if not ident.is_actor:
             _template_integrity(plan, policy, owner, team, violations)
-            label_checks(plan, policy, owner, team, ("", *template_paths(plan.workload)), violations)
+            label_checks(plan, policy, owner, team, stamped_paths(req.obj, plan.workload), violations)
             if target.owner and new_gpus <= old_gpus:  # growth checks it with the size
                 _priority_check(plan, policy, plan.workload, violations, _owner_identity(target))
     if new_gpus > old_gpus:

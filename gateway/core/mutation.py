@@ -18,7 +18,7 @@ from gateway.core.labels import OWNER_LABEL, owner_labels
 from gateway.core.pointer import annotations_at, escape, is_object, labels_at, resolve
 from gateway.core.policy import OWNER_ANNOTATION, TEAM_ANNOTATION
 from gateway.core.scheduling import WORKLOAD_ANNOTATION
-from gateway.core.workloads import template_paths
+from gateway.core.workloads import stamped_paths
 
 JsonPatch = list[dict[str, Any]]
 
@@ -72,8 +72,8 @@ def ownership_patch(plan: Plan, extra: Mapping[str, str] | None = None) -> JsonP
 def _stamp_all(plan: Plan, wanted: Mapping[str, str], *, labels: bool = True) -> JsonPatch:
     assert plan.workload is not None
     obj = plan.request.obj
-    ops = _stamp(obj, "", wanted, labels=labels)
-    for pointer in (*template_paths(plan.workload), *_object_templates(obj), *_claim_templates(obj, plan)):
+    ops: JsonPatch = []
+    for pointer in stamped_paths(obj, plan.workload):
         ops.extend(_stamp(obj, pointer, wanted, labels=labels))
     return ops
 
@@ -100,43 +100,9 @@ def _restamp(plan: Plan) -> JsonPatch:
     return _stamp_all(plan, wanted, labels=OWNER_LABEL in labels_at(req.old_obj))
 
 
-def _object_templates(obj: Any) -> list[str]:
-    """Templates of workload objects a controller makes from this one (a CronJob's Jobs, a
-    JobSet's Jobs), so that what it makes carries the stamp too."""
-    found = []
-    if is_object(resolve(obj, "/spec/jobTemplate")):
-        found.append("/spec/jobTemplate")
-    jobs = resolve(obj, "/spec/replicatedJobs")
-    if isinstance(jobs, list):
-        found += [f"/spec/replicatedJobs/{i}/template" for i, job in enumerate(jobs)
-                  if is_object(resolve(job, "/template"))]
-    return found
-
-
 def _wanted(plan: Plan) -> dict[str, str]:
     wanted = {OWNER_ANNOTATION: plan.owner}
     requested = annotations_at(plan.request.obj).get(TEAM_ANNOTATION)
     if requested in (None, "", plan.team) and plan.team:
         wanted[TEAM_ANNOTATION] = plan.team
     return wanted
-
-
-def _claim_templates(obj: Any, plan: Plan) -> list[str]:
-    """Volume-claim templates whose PVCs a controller will create from this object, so the
-    claims are owned too: StatefulSet `volumeClaimTemplates` and ephemeral volumes."""
-    found = []
-    claims = resolve(obj, "/spec/volumeClaimTemplates")
-    if isinstance(claims, list):
-        found += [f"/spec/volumeClaimTemplates/{i}" for i, c in enumerate(claims) if is_object(c)]
-    assert plan.workload is not None
-    pod_templates = list(template_paths(plan.workload))
-    if any(ps.template_path == "" for ps in plan.workload.pod_sets):
-        pod_templates.append("")  # a bare Pod is its own template
-    for pointer in pod_templates:
-        volumes = resolve(obj, f"{pointer}/spec/volumes")
-        if not isinstance(volumes, list):
-            continue
-        for i, volume in enumerate(volumes):
-            if is_object(volume) and is_object(resolve(volume, "/ephemeral/volumeClaimTemplate")):
-                found.append(f"{pointer}/spec/volumes/{i}/ephemeral/volumeClaimTemplate")
-    return found

@@ -20,7 +20,7 @@ from typing import Any
 
 from gateway.core.dra import PodClaim, pod_claims
 from gateway.core.kinds import KindRegistry, Located, evaluate
-from gateway.core.pointer import escape, is_object
+from gateway.core.pointer import escape, is_object, resolve
 from gateway.core.quantity import MAX_GPUS, MAX_REPLICAS, gpu_count, replica_count
 from gateway.errors import WorkloadError
 
@@ -770,3 +770,30 @@ def template_paths(workload: Workload) -> Iterator[str]:
         if ps.template_path and ps.template_path not in seen:
             seen.add(ps.template_path)
             yield ps.template_path
+
+
+def stamped_paths(obj: Any, workload: Workload) -> tuple[str, ...]:
+    """JSON pointers of everything in `obj` whose metadata says who owns what is made from it:
+    the object itself, its pod templates, templates of workload objects a controller makes from
+    it (a CronJob's Jobs, a JobSet's Jobs), and volume-claim templates whose PVCs a controller
+    creates (StatefulSet `volumeClaimTemplates`, ephemeral volumes). The mutating webhook stamps
+    owner and team on each; the validating webhook checks what a person writes there."""
+    found = ["", *template_paths(workload)]
+    if is_object(resolve(obj, "/spec/jobTemplate")):
+        found.append("/spec/jobTemplate")
+    jobs = resolve(obj, "/spec/replicatedJobs")
+    if isinstance(jobs, list):
+        found += [f"/spec/replicatedJobs/{i}/template" for i, job in enumerate(jobs)
+                  if is_object(resolve(job, "/template"))]
+    claims = resolve(obj, "/spec/volumeClaimTemplates")
+    if isinstance(claims, list):
+        found += [f"/spec/volumeClaimTemplates/{i}" for i, c in enumerate(claims) if is_object(c)]
+    pod_templates = list(template_paths(workload))
+    if any(ps.template_path == "" for ps in workload.pod_sets):
+        pod_templates.append("")  # a bare Pod is its own template
+    for pointer in pod_templates:
+        volumes = resolve(obj, f"{pointer}/spec/volumes")
+        if isinstance(volumes, list):
+            found += [f"{pointer}/spec/volumes/{i}/ephemeral/volumeClaimTemplate" for i, volume in enumerate(volumes)
+                      if is_object(volume) and is_object(resolve(volume, "/ephemeral/volumeClaimTemplate"))]
+    return tuple(dict.fromkeys(found))
