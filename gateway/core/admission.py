@@ -261,7 +261,7 @@ def _stamp_checks(plan: Plan, policy: Policy, workload: Workload, violations: li
     With `old` (an UPDATE of an object the ledger does not hold), only what the request changes
     is checked."""
     req, ident = plan.request, plan.identity
-    paths = stamped_paths(req.obj, workload)
+    paths = stamped_paths(req.obj, workload, plan.templates)
     spoofed = _named_others(plan, paths, OWNER_ANNOTATION, (ident.user,), old)
     if spoofed:
         violations.append(violation(policy, "owner-annotation",
@@ -754,7 +754,7 @@ def _modify(plan: Plan, policy: Policy, facts: Facts) -> Decision:
         _unresolved_checks(plan, policy, violations, target)
         if not ident.is_actor:
             _template_integrity(plan, policy, owner, team, violations)
-            label_checks(plan, policy, owner, team, stamped_paths(req.obj, plan.workload), violations)
+            label_checks(plan, policy, owner, team, stamped_paths(req.obj, plan.workload, plan.templates), violations)
             if target.owner and new_gpus <= old_gpus:  # growth checks it with the size
                 _priority_check(plan, policy, plan.workload, violations, _owner_identity(target))
     if new_gpus > old_gpus:

@@ -772,28 +772,32 @@ def template_paths(workload: Workload) -> Iterator[str]:
             yield ps.template_path
 
 
-def stamped_paths(obj: Any, workload: Workload) -> tuple[str, ...]:
+def stamped_paths(obj: Any, workload: Workload, templates: Mapping[str, Any] | None = None) -> tuple[str, ...]:
     """JSON pointers of everything in `obj` whose metadata says who owns what is made from it:
     the object itself, its pod templates, templates of workload objects a controller makes from
     it (a CronJob's Jobs, a JobSet's Jobs), and volume-claim templates whose PVCs a controller
     creates (StatefulSet `volumeClaimTemplates`, ephemeral volumes). The mutating webhook stamps
-    owner and team on each; the validating webhook checks what a person writes there."""
-    found = ["", *template_paths(workload)]
-    if is_object(resolve(obj, "/spec/jobTemplate")):
-        found.append("/spec/jobTemplate")
-    jobs = resolve(obj, "/spec/replicatedJobs")
-    if isinstance(jobs, list):
-        found += [f"/spec/replicatedJobs/{i}/template" for i, job in enumerate(jobs)
-                  if is_object(resolve(job, "/template"))]
-    claims = resolve(obj, "/spec/volumeClaimTemplates")
-    if isinstance(claims, list):
-        found += [f"/spec/volumeClaimTemplates/{i}" for i, c in enumerate(claims) if is_object(c)]
-    pod_templates = list(template_paths(workload))
-    if any(ps.template_path == "" for ps in workload.pod_sets):
-        pod_templates.append("")  # a bare Pod is its own template
-    for pointer in pod_templates:
-        volumes = resolve(obj, f"{pointer}/spec/volumes")
+    owner and team on each; the validating webhook checks what a person writes there.
+    `templates` are the object's nodes by pointer when already read (access.pod_templates)."""
+    pod_templates = [ps.template_path for ps in workload.pod_sets if ps.template_path is not None]
+    found = ["", *(p for p in pod_templates if p)]
+    spec = obj.get("spec") if is_object(obj) else None
+    if is_object(spec):
+        if is_object(spec.get("jobTemplate")):
+            found.append("/spec/jobTemplate")
+        jobs = spec.get("replicatedJobs")
+        if isinstance(jobs, list):
+            found += [f"/spec/replicatedJobs/{i}/template" for i, job in enumerate(jobs)
+                      if is_object(job) and is_object(job.get("template"))]
+        claims = spec.get("volumeClaimTemplates")
+        if isinstance(claims, list):
+            found += [f"/spec/volumeClaimTemplates/{i}" for i, c in enumerate(claims) if is_object(c)]
+    for pointer in dict.fromkeys(pod_templates):  # a bare Pod ("") is its own template
+        node = templates[pointer] if templates is not None and pointer in templates else resolve(obj, pointer)
+        pod_spec = node.get("spec") if is_object(node) else None
+        volumes = pod_spec.get("volumes") if is_object(pod_spec) else None
         if isinstance(volumes, list):
             found += [f"{pointer}/spec/volumes/{i}/ephemeral/volumeClaimTemplate" for i, volume in enumerate(volumes)
-                      if is_object(volume) and is_object(resolve(volume, "/ephemeral/volumeClaimTemplate"))]
+                      if is_object(volume) and is_object(volume.get("ephemeral"))
+                      and is_object(volume["ephemeral"].get("volumeClaimTemplate"))]
     return tuple(dict.fromkeys(found))
