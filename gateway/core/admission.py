@@ -262,12 +262,16 @@ def _stamp_checks(plan: Plan, policy: Policy, workload: Workload, violations: li
     is checked."""
     req, ident = plan.request, plan.identity
     paths = stamped_paths(req.obj, workload, plan.templates)
-    spoofed = _named_others(plan, paths, OWNER_ANNOTATION, (ident.user,), old)
+    keys = (OWNER_ANNOTATION, TEAM_ANNOTATION)
+    named = [(p, ann) for p, ann in ((p, annotations_at(plan.node(p))) for p in paths) if any(k in ann for k in keys)]
+    if not named and old is None and not any(k in labels_at(plan.node(p)) for p in paths for k in keys):
+        return  # names nobody anywhere: the usual object before the mutating webhook stamps it
+    spoofed = _named_others(named, OWNER_ANNOTATION, (ident.user,), old)
     if spoofed:
         violations.append(violation(policy, "owner-annotation",
             f"the object names {', '.join(spoofed)} as owner, but {ident.user} is "
             f"{'creating' if old is None else 'changing'} it"))
-    teams = _named_others(plan, paths, TEAM_ANNOTATION, ident.teams, old)
+    teams = _named_others(named, TEAM_ANNOTATION, ident.teams, old)
     if teams:
         mine = ", ".join(ident.teams) or "none"
         violations.append(violation(policy, "team-annotation",
@@ -283,12 +287,13 @@ def _names_an_owner(obj: Any, workload: Workload) -> bool:
                for pointer in stamped_paths(obj, workload) for key in keys)
 
 
-def _named_others(plan: Plan, paths: tuple[str, ...], key: str, mine: tuple[str, ...], old: Any = None) -> list[str]:
-    """The values of annotation `key` at `paths` of the request's object that are not `mine` (and,
-    given `old`, not already there at the same place), sorted."""
+def _named_others(named: list[tuple[str, Mapping[str, Any]]], key: str, mine: tuple[str, ...],
+                  old: Any = None) -> list[str]:
+    """The values of annotation `key` in `named` ((pointer, annotations) of the request's object)
+    that are not `mine` (and, given `old`, not already there at the same place), sorted."""
     found: set[str] = set()
-    for pointer in paths:
-        value = annotations_at(plan.node(pointer)).get(key)
+    for pointer, found_here in named:
+        value = found_here.get(key)
         if value not in (None, "") and value not in mine and (
                 old is None or annotations_at(old, pointer).get(key) != value):
             found.add(str(value))
