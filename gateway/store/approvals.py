@@ -17,7 +17,49 @@ from gateway.core.approvals import TARGET_ACTIONS
 from gateway.core.identity import Grant
 from gateway.errors import GatewayError
 from gateway.store.base import Actor
-from gateway.store.sql import Ledger, Row, change_record, state_change
+from gateway.store.migrations import AddColumn, Migration, Row, Subject, statements
+from gateway.store.sql import Ledger, change_record, state_change
+
+#: Approvals and break-glass grants. An approval's `target_owner` and `target_team` are NULL in
+#: rows written before them, and for approvals that are not for an existing workload.
+APPROVALS_SCHEMA = Subject("approvals", (
+    Migration(1, statements("""
+CREATE TABLE IF NOT EXISTS approvals (
+    id               TEXT PRIMARY KEY,
+    requester        TEXT NOT NULL,
+    requester_teams  TEXT NOT NULL,
+    action           TEXT NOT NULL,
+    kind             TEXT NOT NULL,
+    namespace        TEXT NOT NULL,
+    name             TEXT NOT NULL,
+    gpus             INTEGER NOT NULL,
+    reason           TEXT NOT NULL,
+    state            TEXT NOT NULL,
+    created_at       {float} NOT NULL,
+    expires_at       {float} NOT NULL,
+    reviewer         TEXT NOT NULL DEFAULT '',
+    review_comment   TEXT NOT NULL DEFAULT '',
+    reviewed_at      {float},
+    used_at          {float},
+    used_request_uid TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS approvals_match ON approvals (requester, action, namespace, name, state);
+CREATE TABLE IF NOT EXISTS grants (
+    id         TEXT PRIMARY KEY,
+    "user"     TEXT NOT NULL,
+    role       TEXT NOT NULL,
+    reason     TEXT NOT NULL,
+    granter    TEXT NOT NULL,
+    state      TEXT NOT NULL,
+    created_at {float} NOT NULL,
+    expires_at {float} NOT NULL,
+    ended_at   {float},
+    ended_by   TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS grants_state ON grants (state, expires_at);
+""")),
+    Migration(2, (AddColumn("approvals", "target_owner", "TEXT"), AddColumn("approvals", "target_team", "TEXT"))),
+))
 
 _T = TypeVar("_T")
 

@@ -23,7 +23,31 @@ from gateway.core.reconcile import Held as LedgerHeld
 from gateway.core.reconcile import Repair
 from gateway.core.scheduling import Scheduling, exhausted, period_start
 from gateway.store.base import Actor
+from gateway.store.migrations import Migration, Subject, statements
 from gateway.store.sql import Ledger
+
+#: The waiting workloads, in queue order.
+QUEUE_SCHEMA = Subject("queue", (
+    Migration(1, statements("""
+CREATE TABLE IF NOT EXISTS queue (
+    resource       TEXT NOT NULL,
+    namespace      TEXT NOT NULL,
+    name           TEXT NOT NULL,
+    owner          TEXT NOT NULL,
+    team           TEXT NOT NULL,
+    role           TEXT NOT NULL,
+    gpus           INTEGER NOT NULL,
+    pods           INTEGER NOT NULL,
+    priority       INTEGER NOT NULL,
+    priority_class TEXT NOT NULL,
+    arrival        {float} NOT NULL,
+    position       INTEGER NOT NULL,
+    reason         TEXT NOT NULL,
+    request_uid    TEXT NOT NULL,
+    PRIMARY KEY (resource, namespace, name)
+);
+""")),
+))
 
 _T = TypeVar("_T")
 

@@ -17,7 +17,23 @@ from typing import Any, TypeVar
 
 from gateway.errors import GatewayError
 from gateway.store.base import Actor, ApprovalKey
+from gateway.store.migrations import Migration, Subject, statements
 from gateway.store.sql import Ledger, state_change
+
+#: Run-time settings, each with its revision.
+SETTINGS_SCHEMA = Subject("settings", (
+    Migration(1, statements("""
+CREATE TABLE IF NOT EXISTS settings (
+    kind       TEXT NOT NULL,
+    name       TEXT NOT NULL,
+    value      TEXT,
+    revision   INTEGER NOT NULL,
+    updated_by TEXT NOT NULL,
+    updated_at {float} NOT NULL,
+    PRIMARY KEY (kind, name)
+);
+""")),
+))
 
 _T = TypeVar("_T")
 

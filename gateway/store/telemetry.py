@@ -33,7 +33,67 @@ from gateway.core.telemetry import (
     workload_of,
 )
 from gateway.store.base import Actor
+from gateway.store.migrations import Migration, Subject, statements
 from gateway.store.sql import Ledger
+
+#: What the node agents report, what it is attributed to, and the alerts' state.
+TELEMETRY_SCHEMA = Subject("telemetry", (
+    Migration(1, statements("""
+CREATE TABLE IF NOT EXISTS gpu_samples (
+    node            TEXT NOT NULL,
+    gpu_uuid        TEXT NOT NULL,
+    ts              {float} NOT NULL,
+    gpu_index       INTEGER NOT NULL,
+    interval_s      {float} NOT NULL,
+    utilization     {float},
+    memory_used     BIGINT,
+    memory_total    BIGINT,
+    power_w         {float},
+    temperature_c   {float},
+    ecc_corrected   BIGINT,
+    ecc_uncorrected BIGINT,
+    xid_errors      TEXT NOT NULL,
+    processes       TEXT NOT NULL,
+    error           TEXT NOT NULL,
+    received_at     {float} NOT NULL,
+    PRIMARY KEY (node, gpu_uuid, ts)
+);
+CREATE INDEX IF NOT EXISTS gpu_samples_ts ON gpu_samples (ts);
+CREATE TABLE IF NOT EXISTS gpu_usage (
+    node         TEXT NOT NULL,
+    gpu_uuid     TEXT NOT NULL,
+    ts           {float} NOT NULL,
+    namespace    TEXT NOT NULL,
+    pod          TEXT NOT NULL,
+    workload     TEXT NOT NULL,
+    owner        TEXT NOT NULL,
+    team         TEXT NOT NULL,
+    gpu_seconds  {float} NOT NULL,
+    busy_seconds {float} NOT NULL,
+    PRIMARY KEY (node, gpu_uuid, ts, namespace, pod)
+);
+CREATE INDEX IF NOT EXISTS gpu_usage_ts ON gpu_usage (ts);
+CREATE TABLE IF NOT EXISTS gpu_state (
+    gpu_uuid TEXT PRIMARY KEY,
+    node     TEXT NOT NULL,
+    state    TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS pod_utilization (
+    namespace TEXT NOT NULL,
+    pod       TEXT NOT NULL,
+    workload  TEXT NOT NULL,
+    previous  {float},
+    current   {float} NOT NULL,
+    ts        {float} NOT NULL,
+    PRIMARY KEY (namespace, pod)
+);
+CREATE INDEX IF NOT EXISTS pod_utilization_workload ON pod_utilization (workload);
+CREATE TABLE IF NOT EXISTS workload_alerts (
+    workload  TEXT PRIMARY KEY,
+    collapsed INTEGER NOT NULL
+);
+""")),
+))
 
 _T = TypeVar("_T")
 

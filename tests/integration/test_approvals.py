@@ -265,6 +265,7 @@ def test_a_state_file_of_an_earlier_version_gains_the_columns(tmp_path: Path, po
     with sqlite3.connect(path) as db:
         for column in ("target_owner", "target_team"):
             db.execute(f"ALTER TABLE approvals DROP COLUMN {column}")
+        db.execute("DROP TABLE schema_versions")  # an earlier version kept no schema versions
     store = SQLiteStore(path)
     try:
         service = service_on(store, policy_dir, clock)
@@ -299,6 +300,7 @@ def test_the_approval_flow_on_postgres(pg_store: PostgresStore, policy_dir: Path
 def drop_target_columns(ledger: Ledger) -> None:
     for column in ("target_owner", "target_team"):
         ledger.db.run(f"ALTER TABLE approvals DROP COLUMN {column}")
+    ledger.db.run("DROP TABLE schema_versions")  # an earlier version kept no schema versions
 
 
 def test_the_kill_flow_on_postgres_and_its_upgrade(pg_url: str, policy_dir: Path, clock: Clock) -> None:  # noqa: F811

@@ -292,6 +292,7 @@ def test_a_state_file_from_before_the_changes_column_still_verifies(tmp_path: Pa
     with closing(sqlite3.connect(state)) as db, db:  # the schema of the previous version
         db.execute("DROP INDEX audit_object")
         db.execute("ALTER TABLE audit DROP COLUMN changes")
+        db.execute("DROP TABLE schema_versions")
     old = SQLiteStore(state, readonly=True)
     assert old.verify().ok and [r["changes"] for r in old.audit_rows()] == [[]]
     old.close()
