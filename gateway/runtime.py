@@ -16,7 +16,7 @@ from gateway.core.overrides import BINDING, QUOTA, Overrides
 from gateway.errors import GatewayError
 from gateway.policy_bundle import PolicyHolder
 from gateway.store.base import Store
-from gateway.store.settings import Setting
+from gateway.store.types import Setting
 
 log = logging.getLogger("gateway.runtime")
 

@@ -31,8 +31,9 @@ from gateway.core.approvals import (
 from gateway.core.identity import Identity
 from gateway.core.quantity import MAX_GPUS
 from gateway.errors import GatewayError
-from gateway.store.approvals import NewApproval, NewGrant, StateConflict
+from gateway.store.approvals import StateConflict
 from gateway.store.base import Store
+from gateway.store.types import NewApproval, NewGrant
 from gateway.times import format_duration
 
 MAX_APPROVAL_S = 7 * 24 * 3600

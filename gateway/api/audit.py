@@ -21,7 +21,7 @@ from gateway.api.telemetry import scoped_measured
 from gateway.core.identity import Identity
 from gateway.core.policy import Policy
 from gateway.core.usage_report import BY, usage_csv
-from gateway.store.base import AuditQuery
+from gateway.store.types import AuditQuery
 from gateway.times import parse_time, with_time
 
 _FILTERS = ("user", "action", "decision", "kind", "namespace", "name")

@@ -19,7 +19,8 @@ from gateway.core.policy import Policy, relation
 from gateway.errors import AuthError, AuthUnavailable, GatewayError
 from gateway.metrics import Metrics
 from gateway.runtime import RuntimeSettings
-from gateway.store.base import Actor, Store
+from gateway.store.base import Store
+from gateway.store.types import Actor
 
 _NOT_CONFIGURED = ("the admin API is off: no authentication is configured; start the gateway with "
                    "--oidc-issuer/--oidc-audience or --jwt-secret-file/--jwt-issuer/--jwt-audience")

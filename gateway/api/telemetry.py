@@ -27,8 +27,7 @@ from gateway.core.identity import Identity
 from gateway.core.telemetry import Alert, GpuSample, TelemetryError, parse_report
 from gateway.errors import GatewayError
 from gateway.evictor import Evictor, KubernetesEvictor
-from gateway.store.base import Actor
-from gateway.store.telemetry import IngestResult
+from gateway.store.types import Actor, IngestResult
 from gateway.times import with_time
 
 log = logging.getLogger("gateway.telemetry")

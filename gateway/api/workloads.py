@@ -32,7 +32,8 @@ from gateway.core.holdings import (
 )
 from gateway.core.identity import Identity
 from gateway.errors import GatewayError
-from gateway.store.base import AuditQuery, Store, named_by
+from gateway.store.base import Store
+from gateway.store.types import AuditQuery, named_by
 
 #: How many of a workload's newest audit records `describe` shows unless `limit` says otherwise.
 HISTORY = 20

@@ -49,10 +49,9 @@ from gateway.core.reconcile import (
 from gateway.core.scheduling import GATEWAY_SERVICE_ACCOUNT, QUEUE_ANNOTATION
 from gateway.errors import GatewayError
 from gateway.policy_bundle import PolicyHolder
-from gateway.store.base import Actor
-from gateway.store.events import record_event
-from gateway.store.queue import PassResult, limits_from, split_key
-from gateway.store.settings import SettingChange
+from gateway.store.base import Store
+from gateway.store.queue import limits_from, split_key
+from gateway.store.types import Actor, PassResult, SettingChange
 
 log = logging.getLogger("gateway.controller")
 
@@ -103,7 +102,7 @@ class ControllerMetrics:
 
 
 class Controller:
-    def __init__(self, cluster: Cluster, store: Any, policies: PolicyHolder, settings: ControllerSettings, *,
+    def __init__(self, cluster: Cluster, store: Store, policies: PolicyHolder, settings: ControllerSettings, *,
                  registry: CollectorRegistry | None = None, clock: Callable[[], float] = time.time) -> None:
         import os
         import socket
@@ -279,7 +278,7 @@ class Controller:
             self._drifted.discard(drift.target)
             log.warning("webhook configuration restored: %s", drift.describe())
         self.metrics.drift.labels(drift.target).set(1 if drift.alarm else 0)
-        record_event(self.store, _drift_record(drift, kind, name, self.actor), now=now)
+        self.store.record_event(_drift_record(drift, kind, name, self.actor), now=now)
         try:
             self.cluster.create_event(self.settings.lease_namespace,
                                       _drift_event(drift, kind, name, self.settings.lease_namespace, now))

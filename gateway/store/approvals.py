@@ -1,6 +1,6 @@
 """Approvals and break-glass grants in the store: one implementation over `sql.Ledger`.
 
-`ExceptionsStore` is mixed into both backends, which supply `_read` and `_write` (a
+`ApprovalsSQL` is mixed into both backends, which supply `_read` and `_write` (a
 transaction, under the backend's write lock). Every change is an audit record with the old
 and new state in `changes` (actions `approval` and `grant`); see docs/approvals.md.
 """
@@ -10,15 +10,14 @@ from __future__ import annotations
 import json
 import secrets
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from gateway.core.approvals import TARGET_ACTIONS
 from gateway.core.identity import Grant
 from gateway.errors import GatewayError
-from gateway.store.base import Actor
 from gateway.store.migrations import AddColumn, Migration, Row, Subject, statements
 from gateway.store.sql import Ledger, change_record, state_change
+from gateway.store.types import Actor, NewApproval, NewGrant
 
 #: Approvals and break-glass grants. An approval's `target_owner` and `target_team` are NULL in
 #: rows written before them, and for approvals that are not for an existing workload.
@@ -73,26 +72,6 @@ class StateConflict(GatewayError):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
-
-
-@dataclass(frozen=True, slots=True)
-class NewApproval:
-    action: str
-    kind: str
-    namespace: str
-    name: str
-    gpus: int
-    reason: str
-    expires_in_s: float
-    requester_teams: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class NewGrant:
-    user: str
-    role: str
-    reason: str
-    expires_in_s: float
 
 
 def _effective(state: str, expires_at: float, now: float, live: tuple[str, ...]) -> str:
@@ -258,7 +237,7 @@ def expire_lapsed(ledger: Ledger, now: float) -> None:
 # ------------------------------------------------------------------ the backends' methods
 
 
-class ExceptionsStore:
+class ApprovalsSQL:
     """Approvals and grants for a backend that supplies `_read` and `_write`."""
 
     def _read(self, work: Callable[[Ledger], _T]) -> _T:

@@ -22,15 +22,16 @@ from psycopg.rows import dict_row
 from gateway.core.admission import Facts, TargetKey
 from gateway.core.decision import Decision
 from gateway.errors import StoreError
-from gateway.store.approvals import ExceptionsStore
-from gateway.store.base import AuditQuery, Job, LedgerRow
+from gateway.store.approvals import ApprovalsSQL
 from gateway.store.chain import VerifyResult
+from gateway.store.events import EventsSQL
 from gateway.store.migrations import POSTGRES, Row
-from gateway.store.queue import QueueStore
+from gateway.store.queue import QueueSQL
 from gateway.store.schema import prepare
-from gateway.store.settings import SettingsStore
+from gateway.store.settings import SettingsSQL
 from gateway.store.sql import Ledger
-from gateway.store.telemetry import TelemetryStore
+from gateway.store.telemetry import TelemetrySQL
+from gateway.store.types import AuditQuery, Job, LedgerRow
 
 log = logging.getLogger("gateway.store")
 
@@ -62,7 +63,7 @@ class _Runner:
         self._conn.execute(_pg(sql), tuple(args))
 
 
-class PostgresStore(ExceptionsStore, SettingsStore, TelemetryStore, QueueStore):
+class PostgresStore(ApprovalsSQL, SettingsSQL, TelemetrySQL, QueueSQL, EventsSQL):
     """The shared store. Safe to share between threads; one connection, used under a lock."""
 
     def __init__(self, url: str, *, readonly: bool = False, connect_timeout_s: int = 5,

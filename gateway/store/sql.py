@@ -21,9 +21,9 @@ from gateway.core.plan import Approval
 from gateway.core.quota import Usage
 from gateway.core.scheduling import BudgetQuery, spent_budgets
 from gateway.core.shape import gang_pods
-from gateway.store.base import Actor, ApprovalKey, AuditQuery, Job, LedgerRow, kind_names, named_by
 from gateway.store.chain import AUDIT_FIELDS, GENESIS, LATER_FIELDS, VerifyResult, row_hash, verify_rows
 from gateway.store.migrations import AddColumn, Migration, Row, Runner, Subject, statements
+from gateway.store.types import Actor, ApprovalKey, AuditQuery, Job, LedgerRow, kind_names, named_by
 
 #: The ledger's tables: reservations (and what their pods reference), the usage counters, the
 #: intervals GPU-hours are counted from.
@@ -358,7 +358,8 @@ class Ledger:
         for statement in REBUILD_USAGE:
             self.db.run(statement)
 
-    def append_audit(self, fields: dict[str, Any], *, now: float, dry_run: bool) -> None:
+    def append_audit(self, fields: dict[str, Any], *, now: float, dry_run: bool) -> tuple[int, str]:
+        """Append one record to the chain; the head (count, last hash) after it."""
         head = self.db.one(_HEAD)
         count, prev = (head["count"], head["last_hash"]) if head else (0, GENESIS)
         row = {**LATER_FIELDS, **fields}
@@ -368,6 +369,7 @@ class Ledger:
         row["prev_hash"] = prev
         self.db.run(_INSERT_AUDIT, tuple(row[c] for c in AUDIT_COLUMNS))
         self.db.run(_SET_HEAD, (row["seq"], row["hash"]))
+        return int(row["seq"]), str(row["hash"])
 
     # ------------------------------------------------------------- audit and ledger views
 

@@ -17,15 +17,16 @@ from typing import Any, TypeVar
 from gateway.core.admission import Facts, TargetKey
 from gateway.core.decision import Decision
 from gateway.errors import StoreError
-from gateway.store.approvals import ExceptionsStore
-from gateway.store.base import AuditQuery, Job, LedgerRow
+from gateway.store.approvals import ApprovalsSQL
 from gateway.store.chain import VerifyResult
+from gateway.store.events import EventsSQL
 from gateway.store.migrations import SQLITE, Row
-from gateway.store.queue import QueueStore
+from gateway.store.queue import QueueSQL
 from gateway.store.schema import prepare
-from gateway.store.settings import SettingsStore
+from gateway.store.settings import SettingsSQL
 from gateway.store.sql import Ledger
-from gateway.store.telemetry import TelemetryStore
+from gateway.store.telemetry import TelemetrySQL
+from gateway.store.types import AuditQuery, Job, LedgerRow
 
 log = logging.getLogger("gateway.store")
 
@@ -49,7 +50,7 @@ class _Runner:
         self._db.execute(sql, args)
 
 
-class SQLiteStore(ExceptionsStore, SettingsStore, TelemetryStore, QueueStore):
+class SQLiteStore(ApprovalsSQL, SettingsSQL, TelemetrySQL, QueueSQL, EventsSQL):
     """The embedded store. Safe to share between threads; writes are serialised."""
 
     def __init__(self, path: str | Path, *, synchronous: str = "FULL", readonly: bool = False) -> None:

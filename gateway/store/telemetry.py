@@ -1,6 +1,6 @@
 """GPU telemetry in the store: samples, measured GPU-hours, and alerts in the audit chain.
 
-`TelemetryStore` is mixed into both backends, which supply `_read` and `_write` (one
+`TelemetrySQL` is mixed into both backends, which supply `_read` and `_write` (one
 transaction under the backend's write lock). One report is one transaction: its samples,
 the pods' shares of GPU time, the per-GPU and per-pod state, and an audit record (action
 `alert`) for every alert the pure core raises (gateway.core.telemetry). A sample already
@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import secrets
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from typing import Any, TypeVar
 
 from gateway.core.telemetry import (
@@ -32,9 +32,9 @@ from gateway.core.telemetry import (
     name_prefixes,
     workload_of,
 )
-from gateway.store.base import Actor
 from gateway.store.migrations import Migration, Subject, statements
 from gateway.store.sql import Ledger
+from gateway.store.types import Actor, IngestResult
 
 #: What the node agents report, what it is attributed to, and the alerts' state.
 TELEMETRY_SCHEMA = Subject("telemetry", (
@@ -99,13 +99,6 @@ _T = TypeVar("_T")
 
 #: Usage rows of GPU time no admitted pod holds (rogue processes) are counted under this workload.
 UNADMITTED = "(unadmitted)"
-
-
-@dataclass
-class IngestResult:
-    accepted: int = 0
-    duplicates: int = 0
-    alerts: list[Alert] = field(default_factory=list)
 
 
 def _owners(ledger: Ledger, samples: Sequence[GpuSample]) -> dict[PodRef, Owner | None]:
@@ -302,7 +295,7 @@ def measured_usage(ledger: Ledger, since: float, until: float) -> dict[str, dict
     return out
 
 
-class TelemetryStore:
+class TelemetrySQL:
     """GPU telemetry over the backend's `_read` and `_write` (see the module docstring)."""
 
     _read: Callable[..., Any]

@@ -31,7 +31,8 @@ from dataclasses import dataclass
 
 from gateway.core.decision import Decision
 from gateway.errors import StoreError
-from gateway.store.base import Job, Store
+from gateway.store.base import Store
+from gateway.store.types import Job
 
 log = logging.getLogger("gateway.store")
 

@@ -18,11 +18,12 @@ from gateway.core.policy import Policy
 from gateway.metrics import Metrics
 from gateway.policy_bundle import PolicyHolder
 from gateway.service import AdmissionService
-from gateway.store.approvals import NewApproval, NewGrant, StateConflict
-from gateway.store.base import Actor, Store
+from gateway.store.approvals import StateConflict
+from gateway.store.base import Store
 from gateway.store.postgres import PostgresStore
 from gateway.store.sql import Ledger, is_break_glass
 from gateway.store.sqlite import SQLiteStore
+from gateway.store.types import Actor, NewApproval, NewGrant
 
 OTHER_LEAD = ("gpu-leads", "team:nlp")
 NLP_RESEARCHER = ("gpu-researchers", "team:nlp")

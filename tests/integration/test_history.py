@@ -29,9 +29,10 @@ from gateway.metrics import Metrics
 from gateway.policy_bundle import PolicyHolder
 from gateway.server import build_gateway
 from gateway.service import AdmissionService
-from gateway.store.base import AuditQuery, Job, decide_one
+from gateway.store.base import decide_one
 from gateway.store.history_key import KEY_BYTES, history_key_path, load_history_key
 from gateway.store.sqlite import SQLiteStore
+from gateway.store.types import AuditQuery, Job
 
 T0 = dt.datetime(2026, 11, 20, 10, 0, 0, tzinfo=dt.UTC).timestamp()
 DIGEST = keyed_digest(b"test-key-" * 4)

@@ -21,9 +21,9 @@ from gateway.core.telemetry import COLLAPSE, GPU_ERRORS, IDLE, ROGUE, TelemetryP
 from gateway.metrics import Metrics
 from gateway.policy_bundle import PolicyHolder
 from gateway.service import AdmissionService
-from gateway.store.base import Actor, AuditQuery
 from gateway.store.postgres import PostgresStore
 from gateway.store.sqlite import SQLiteStore
+from gateway.store.types import Actor, AuditQuery
 
 AGENT = Actor("system:serviceaccount:gpu-gateway:gpu-gateway-agent", (), "agent")
 POLICY = TelemetryPolicy(idle_after_s=30)

@@ -20,8 +20,8 @@ from gateway.controller import Controller, ControllerSettings
 from gateway.controller.kube import Cluster, api_client
 from gateway.core.drift import fingerprint
 from gateway.policy_bundle import PolicyHolder, default_policy_dir
-from gateway.store.base import AuditQuery
 from gateway.store.sqlite import SQLiteStore
+from gateway.store.types import AuditQuery
 
 VALIDATING = ("validatingwebhookconfigurations", "gpu-gateway")
 CONFIG: dict[str, Any] = {

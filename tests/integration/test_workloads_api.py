@@ -29,10 +29,10 @@ from gateway.core.kinds import KindRegistry
 from gateway.metrics import Metrics
 from gateway.policy_bundle import PolicyHolder, load_bundle
 from gateway.service import AdmissionService
-from gateway.store.base import Actor
 from gateway.store.postgres import PostgresStore
 from gateway.store.queue import limits_from
 from gateway.store.sqlite import SQLiteStore
+from gateway.store.types import Actor
 
 NLP = ("gpu-researchers", "team:nlp")
 LEAD = ("gpu-leads", "team:vision")

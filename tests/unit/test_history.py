@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from gateway.cli.render import change_text, history_text
 from gateway.core.history import MAX_CHANGES, MAX_SHOWN, changes, keyed_digest
 from gateway.errors import RequestError
-from gateway.store.base import kind_names
+from gateway.store.types import kind_names
 
 KEY = b"k" * 32
 digest = keyed_digest(KEY)
