@@ -1,4 +1,4 @@
-"""The project's own quality gates, run with the suite: ruff, mypy (strict on the core),
+"""The project's own quality gates, run with the suite: ruff, mypy (strict, on all of gateway/),
 the import contract that keeps `gateway.core` pure, and no import cycles."""
 
 from __future__ import annotations

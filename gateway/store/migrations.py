@@ -6,16 +6,19 @@ kept versions. `upgrade` runs, inside the transaction the backend opened, every 
 database has not had yet and records each subject's version in `schema_versions`. A database
 written before versions were kept has no such table: every migration runs, and each step is
 idempotent (`IF NOT EXISTS`, `AddColumn` only when the column is missing), so it upgrades
-from whatever it held. A database newer than this release is refused rather than guessed at.
+from whatever it held. Migrations only add (tables, nullable or defaulted columns, indexes), so
+an older release still works on a newer database (a rollback, docs/operations.md): a subject
+newer than this release knows is left as it is, with a warning.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from gateway.errors import StoreError
+log = logging.getLogger("gateway.store")
 
 Row = Mapping[str, Any]
 
@@ -102,8 +105,10 @@ def upgrade(db: Runner, subjects: Iterable[Subject], dialect: Dialect) -> dict[s
     for subject in subjects:
         current = have.get(subject.name, 0)
         if current > subject.version:
-            raise StoreError(f"the store's {subject.name} tables are at schema version {current}, newer than "
-                             f"this gpu-gateway knows ({subject.version}): run a release at least as new")
+            log.warning("the store's %s tables are at schema version %d, newer than this gpu-gateway knows (%d): "
+                        "left as they are; go back to a release at least as new soon", subject.name, current,
+                        subject.version)
+            continue
         for migration in subject.migrations:
             if migration.version > current:
                 for step in migration.steps:

@@ -21,7 +21,6 @@ import pytest
 from conftest import INTERN, POLICIES, make_job, review
 from postgres_server import pg_url, postgres  # noqa: F401 - fixtures
 
-from gateway.errors import StoreError
 from gateway.metrics import Metrics
 from gateway.policy_bundle import PolicyHolder
 from gateway.service import AdmissionService
@@ -99,11 +98,17 @@ def test_the_previous_releases_database_upgrades_and_its_audit_chain_verifies(ol
         again.close()
 
 
-def test_a_database_from_a_newer_release_is_refused(tmp_path: Path) -> None:
+def test_a_rollback_opens_a_newer_releases_database_with_a_warning_and_leaves_it_newer(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     path = tmp_path / "state.db"
     SQLiteStore(path).close()
     with closing(sqlite3.connect(path)) as db, db:
         db.execute("UPDATE schema_versions SET version = version + 1 WHERE subject = 'audit'")
-    refused = r"audit tables are at schema version 2, newer than this gpu-gateway knows \(1\)"
-    with pytest.raises(StoreError, match=refused):
-        SQLiteStore(path)
+    with caplog.at_level("WARNING", logger="gateway.store"):
+        store = SQLiteStore(path)
+    try:
+        assert "audit tables are at schema version 2, newer than this gpu-gateway knows (1)" in caplog.text
+        assert versions(store) == {**NEWEST, "audit": NEWEST["audit"] + 1}
+        assert store.verify().ok
+    finally:
+        store.close()
