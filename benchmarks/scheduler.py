@@ -115,8 +115,8 @@ def rebuild(workdir: Path, pods: int = 100_000) -> dict[str, Any]:
 
     from gateway.controller import Controller, ControllerSettings
     from gateway.controller.kube import Cluster, api_client
-    from gateway.core.reconcile import plan_reconcile
     from gateway.policy_bundle import PolicyHolder
+    from gateway.scheduling.reconcile import plan_reconcile
     from gateway.store.sqlite import SQLiteStore
     from gateway.store.types import Actor
 

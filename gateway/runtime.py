@@ -12,7 +12,7 @@ import logging
 import threading
 from collections.abc import Callable, Iterable, Mapping
 
-from gateway.core.overrides import BINDING, QUOTA, Overrides
+from gateway.admission.overrides import BINDING, QUOTA, Overrides
 from gateway.errors import GatewayError
 from gateway.policy_bundle import PolicyHolder
 from gateway.store.base import Store

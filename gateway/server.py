@@ -9,10 +9,10 @@ from typing import TYPE_CHECKING, Any
 
 from gateway.api import api_routes
 from gateway.api.context import ApiContext
+from gateway.audit.history import keyed_digest
 from gateway.auth import build_authenticator
 from gateway.auth.serviceaccount import build_agent_authenticator
 from gateway.config import Settings, StoreSettings
-from gateway.core.history import keyed_digest
 from gateway.logs import setup_logging
 from gateway.metrics import Metrics
 from gateway.policy_bundle import PolicyHolder, default_policy_dir

@@ -17,17 +17,17 @@ from typing import Any
 
 import orjson
 
+from gateway.admission.admission import Plan, decide, prepare
+from gateway.admission.decision import Action, Decision
+from gateway.admission.gates import gate_patch, guard, launch_budget, stamp_annotations
+from gateway.admission.identity import Grant
+from gateway.admission.mutation import ownership_patch
+from gateway.admission.policy import Policy
+from gateway.admission.review import AdmissionRequest, answer_version, parse_review, review_response, review_uid
+from gateway.admission.scheduling_settings import GATEWAY_SERVICE_ACCOUNT
+from gateway.admission.unblocked import asks_for_gpus
+from gateway.audit.history import Digest, changes, keyed_digest
 from gateway.config import FailureMode
-from gateway.core.admission import Plan, decide, prepare
-from gateway.core.decision import Action, Decision
-from gateway.core.gates import gate_patch, guard, launch_budget, stamp_annotations
-from gateway.core.history import Digest, changes, keyed_digest
-from gateway.core.identity import Grant
-from gateway.core.mutation import ownership_patch
-from gateway.core.policy import Policy
-from gateway.core.review import AdmissionRequest, answer_version, parse_review, review_response, review_uid
-from gateway.core.scheduling import GATEWAY_SERVICE_ACCOUNT
-from gateway.core.unblocked import asks_for_gpus
 from gateway.errors import GatewayError, RequestError, ReviewError, StoreError
 from gateway.logs import event, fields
 from gateway.metrics import Metrics

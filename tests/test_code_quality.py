@@ -1,5 +1,5 @@
 """The project's own quality gates, run with the suite: ruff, mypy (strict, on all of gateway/),
-the import contract that keeps `gateway.core` pure, and no import cycles."""
+the import contracts that keep each subject's pure part pure, and no import cycles."""
 
 from __future__ import annotations
 

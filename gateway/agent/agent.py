@@ -16,7 +16,7 @@ from gateway.agent.metrics import AgentMetrics, GpuView
 from gateway.agent.nvml import DeviceSource, GpuReading, NvmlUnavailable
 from gateway.agent.pods import CgroupReader, PodDirectory, container_of
 from gateway.agent.reporter import Reporter
-from gateway.core.telemetry import PodRef
+from gateway.telemetry.alerts import PodRef
 
 log = logging.getLogger("gateway.agent")
 

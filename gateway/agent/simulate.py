@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 
 from gateway.agent.nvml import GpuReading, NvmlUnavailable, ProcessReading
-from gateway.core.telemetry import PodRef
+from gateway.telemetry.alerts import PodRef
 
 MIB = 2**20
 

@@ -16,9 +16,9 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
+from gateway.admission.identity import Identity
+from gateway.admission.overrides import SettingError
 from gateway.api.context import ApiContext, BadRequest, actor, error, json_body
-from gateway.core.identity import Identity
-from gateway.core.overrides import SettingError
 from gateway.errors import GatewayError
 from gateway.runtime import RuntimeSettings, overrides_of
 from gateway.store.base import Store

@@ -18,8 +18,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from gateway.admission.identity import Identity
 from gateway.api.context import ApiContext, error, json_body
-from gateway.core.identity import Identity
 from gateway.errors import GatewayError
 from gateway.whatif import ACTIONS, StoreView, flatten_documents, parse_documents, run_check
 

@@ -12,10 +12,10 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from gateway.admission.identity import Identity, with_grants
+from gateway.admission.policy import Policy, relation
 from gateway.auth import Authenticator
 from gateway.auth.serviceaccount import TelemetryAuthenticator
-from gateway.core.identity import Identity, with_grants
-from gateway.core.policy import Policy, relation
 from gateway.errors import AuthError, AuthUnavailable, GatewayError
 from gateway.metrics import Metrics
 from gateway.runtime import RuntimeSettings

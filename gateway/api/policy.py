@@ -19,14 +19,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from gateway.admission.approvals import POLICY_CHANGE
+from gateway.admission.identity import Identity
+from gateway.admission.impact import QUEUED, RUNNING, Held
+from gateway.admission.impact import would_deny as impact_of
+from gateway.admission.overrides import apply as apply_overrides
+from gateway.admission.policy import Policy
 from gateway.api.admin_common import REASON, endpoint, may_manage, op, refreshed
 from gateway.api.context import ApiContext, BadRequest, actor, error, json_body, json_object, text_field
-from gateway.core.approvals import POLICY_CHANGE
-from gateway.core.identity import Identity
-from gateway.core.impact import QUEUED, RUNNING, Held
-from gateway.core.impact import would_deny as impact_of
-from gateway.core.overrides import apply as apply_overrides
-from gateway.core.policy import Policy
 from gateway.errors import ConfigError
 from gateway.policy_bundle import REPLACEABLE_FILES, load_replacement, read_bundle
 from gateway.runtime import RuntimeSettings, overrides_of

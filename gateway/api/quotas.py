@@ -14,10 +14,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from gateway.admission.identity import Identity
+from gateway.admission.overrides import QUOTA, check_quota, over_quota, quota_view, split_target
 from gateway.api.admin_common import REASON, endpoint, may_manage, op, refreshed, stored
 from gateway.api.context import ApiContext, actor, error, json_body, json_object, text_field
-from gateway.core.identity import Identity
-from gateway.core.overrides import QUOTA, check_quota, over_quota, quota_view, split_target
 from gateway.runtime import RuntimeSettings
 from gateway.store.base import Store
 from gateway.store.types import SettingChange

@@ -52,11 +52,11 @@ def controller(state: Path | None, database_url: str | None, policy_dir: Path | 
     from gateway.config import StoreSettings
     from gateway.controller.loop import ControllerSettings
     from gateway.controller.run import build_controller
-    from gateway.core.drift import split_target
     from gateway.errors import GatewayError
     from gateway.logs import setup_logging
     from gateway.metrics import Metrics
     from gateway.policy_bundle import PolicyHolder, default_policy_dir
+    from gateway.scheduling.drift import split_target
     from gateway.server import open_store
 
     setup_logging(log_level.upper())

@@ -229,7 +229,7 @@ def usage(client: Client, by: str | None, since: str | None, until: str | None) 
     """GPUs reserved now, and with --since GPU-hours held, per user, team (and role), scoped to what
     you may read. -o csv prints the server's CSV: by,name,gpus_now,gpu_hours,since,until."""
     from gateway.cli.render import measured_table
-    from gateway.core.usage_report import usage_rows
+    from gateway.telemetry.usage_report import usage_rows
 
     if client.output == "csv":
         query = {k: v for k, v in {"since": since, "until": until, "by": by, "format": "csv"}.items() if v}

@@ -8,9 +8,9 @@ from typing import Any
 
 import click
 
+from gateway.admission.overrides import SettingError, check_subject, split_target
 from gateway.cli.common import DURATION, OutputGroup, examples, table
 from gateway.cli.gpuctl_client import GPUCTL_FORMATS, Client, print_warnings
-from gateway.core.overrides import SettingError, check_subject, split_target
 
 REPLACEABLE = ("policy.csv", "limits.yaml")
 

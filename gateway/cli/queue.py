@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from gateway.cli.common import examples, gateway_error, open_store, store_source
-from gateway.core.holdings import queue_items
+from gateway.scheduling.holdings import queue_items
 
 
 def queue_table(items: list[dict[str, Any]]) -> str:

@@ -32,10 +32,13 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Gauge, Histogram
 from prometheus_client import Counter as PromCounter
 
+from gateway.admission.scheduling_settings import GATEWAY_SERVICE_ACCOUNT, QUEUE_ANNOTATION
 from gateway.controller.kube import Cluster, ClusterError
 from gateway.controller.lease import LeaderLease, micro_time
-from gateway.core.drift import KINDS, Drift, compare, fingerprint, split_target
-from gateway.core.reconcile import (
+from gateway.errors import GatewayError
+from gateway.policy_bundle import PolicyHolder
+from gateway.scheduling.drift import KINDS, Drift, compare, fingerprint, split_target
+from gateway.scheduling.reconcile import (
     FORGET_GRACE_S,
     Held,
     PodView,
@@ -46,9 +49,6 @@ from gateway.core.reconcile import (
     plan_reconcile,
     read_pod,
 )
-from gateway.core.scheduling import GATEWAY_SERVICE_ACCOUNT, QUEUE_ANNOTATION
-from gateway.errors import GatewayError
-from gateway.policy_bundle import PolicyHolder
 from gateway.store.base import Store
 from gateway.store.queue import limits_from, split_key
 from gateway.store.types import Actor, PassResult, SettingChange

@@ -12,8 +12,8 @@ import secrets
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from gateway.core.approvals import TARGET_ACTIONS
-from gateway.core.identity import Grant
+from gateway.admission.approvals import TARGET_ACTIONS
+from gateway.admission.identity import Grant
 from gateway.errors import GatewayError
 from gateway.store.migrations import AddColumn, Migration, Row, Subject, statements
 from gateway.store.sql import Ledger, change_record, state_change

@@ -15,11 +15,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
-from gateway.core.admission import Facts, TargetKey
-from gateway.core.decision import Decision
-from gateway.core.identity import Grant
-from gateway.core.reconcile import Held, Repair
-from gateway.core.telemetry import GpuSample, TelemetryPolicy
+from gateway.admission.admission import Facts, TargetKey
+from gateway.admission.decision import Decision
+from gateway.admission.identity import Grant
+from gateway.scheduling.reconcile import Held, Repair
 from gateway.store.chain import VerifyResult
 from gateway.store.types import (
     Actor,
@@ -35,6 +34,7 @@ from gateway.store.types import (
     Setting,
     SettingChange,
 )
+from gateway.telemetry.alerts import GpuSample, TelemetryPolicy
 
 
 class LedgerStore(Protocol):

@@ -5,7 +5,7 @@ to the audit chain, so that a quiet period shows in the log, and signs the head 
 wrote with an Ed25519 key kept outside the database. Each signed checkpoint goes to an
 append-only local file (`<dir>/checkpoints.jsonl`) and, when configured, is POSTed as JSON
 to an external endpoint. `verify_checkpoints` reads them back and compares them with the log
-(gateway.core.checkpoints.compare). docs/audit.md describes the design.
+(gateway.audit.checkpoints.compare). docs/audit.md describes the design.
 
 A line of the file: `{"checkpoint": {...signed fields...}, "key_id": "...", "signature": "<base64>"}`.
 """
@@ -31,8 +31,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from gateway.config import CheckpointSettings
-from gateway.core.checkpoints import (
+from gateway.audit.checkpoints import (
     Checkpoint,
     LogHead,
     Rejected,
@@ -41,6 +40,7 @@ from gateway.core.checkpoints import (
     checkpoint_from,
     compare_with_chain,
 )
+from gateway.config import CheckpointSettings
 from gateway.errors import ConfigError, GatewayError
 from gateway.store.base import AuditStore
 from gateway.store.types import AuditQuery

@@ -19,8 +19,8 @@ from typing import Any, TypeVar
 import psycopg
 from psycopg.rows import dict_row
 
-from gateway.core.admission import Facts, TargetKey
-from gateway.core.decision import Decision
+from gateway.admission.admission import Facts, TargetKey
+from gateway.admission.decision import Decision
 from gateway.errors import StoreError
 from gateway.store.approvals import ApprovalsSQL
 from gateway.store.chain import VerifyResult

@@ -3,7 +3,7 @@
 `QueueSQL` is mixed into both backends, which supply `_read` and `_write` (one transaction
 under the backend's write lock; on PostgreSQL the advisory lock every ledger write takes).
 A pass (`run_queue`) reads the usage counters and the waiting rows, lets the pure core
-(gateway.core.queue.plan_release) decide, and in the same transaction charges the released
+(gateway.scheduling.queue.plan_release) decide, and in the same transaction charges the released
 workloads' reservations, drops the gangs whose pods did not all appear in time, records
 every waiting row's position and reason, and writes an audit record for each release and
 drop: admissions on other replicas can never slip between the decision and its writes.
@@ -15,12 +15,12 @@ import json
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar, cast
 
-from gateway.core.decision import Decision, Reservation
-from gateway.core.policy import Policy
-from gateway.core.queue import Caps, Held, ReleasePlan, Waiting, plan_release
-from gateway.core.reconcile import Held as LedgerHeld
-from gateway.core.reconcile import Repair
-from gateway.core.scheduling import exhausted, period_start
+from gateway.admission.decision import Decision, Reservation
+from gateway.admission.policy import Policy
+from gateway.admission.scheduling_settings import exhausted, period_start
+from gateway.scheduling.queue import Caps, Held, ReleasePlan, Waiting, plan_release
+from gateway.scheduling.reconcile import Held as LedgerHeld
+from gateway.scheduling.reconcile import Repair
 from gateway.store.migrations import Migration, Subject, statements
 from gateway.store.sql import Ledger
 from gateway.store.types import Actor, Limits, PassResult, QueueRow
@@ -93,7 +93,7 @@ class QueueSQL:
                   actor: Actor) -> list[Repair]:
         """Make the ledger agree with the cluster in one transaction: `observe` gets the
         ledger's reservations and the waiting keys and answers the repairs
-        (gateway.core.reconcile.plan_reconcile over the pods seen); each is applied and audited."""
+        (gateway.scheduling.reconcile.plan_reconcile over the pods seen); each is applied and audited."""
         def work(ledger: Ledger) -> list[Repair]:
             held, waiting = _reconcile_view(ledger)
             repairs = observe(held, waiting)
@@ -198,7 +198,7 @@ def _audit(ledger: Ledger, key: tuple[str, str, str], row: Mapping[str, Any], *,
 
 
 def limits_from(policy: Policy, capacity: int | None = None) -> Limits:
-    """The pass's `Limits` from the policy in force (gateway.core.policy.Policy) and the cluster's capacity."""
+    """The pass's `Limits` from the policy in force (gateway.admission.policy.Policy) and the cluster's capacity."""
     return Limits(
         role_user_caps={role: lim.max_concurrent_gpus for role, lim in policy.limits.items()},
         team_caps={t: c for t, c in policy.team_caps.items() if c is not None},

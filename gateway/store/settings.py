@@ -36,8 +36,8 @@ CREATE TABLE IF NOT EXISTS settings (
 
 _T = TypeVar("_T")
 
-#: Setting kinds (gateway.core.overrides), the stored policy bundle, and the controller's
-#: baselines of the webhook configurations (gateway.core.drift).
+#: Setting kinds (gateway.admission.overrides), the stored policy bundle, and the controller's
+#: baselines of the webhook configurations (gateway.scheduling.drift).
 KINDS = ("binding", "quota", "policy", "webhook")
 
 

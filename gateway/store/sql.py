@@ -14,13 +14,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
-from gateway.core.admission import Facts, Target, TargetKey
-from gateway.core.approvals import WAIVABLE
-from gateway.core.decision import Decision, Reservation
-from gateway.core.plan import Approval
-from gateway.core.quota import Usage
-from gateway.core.scheduling import BudgetQuery, spent_budgets
-from gateway.core.shape import gang_pods
+from gateway.admission.admission import Facts, Target, TargetKey
+from gateway.admission.approvals import WAIVABLE
+from gateway.admission.decision import Decision, Reservation
+from gateway.admission.plan import Approval
+from gateway.admission.quota import Usage
+from gateway.admission.scheduling_settings import BudgetQuery, spent_budgets
+from gateway.admission.shape import gang_pods
 from gateway.store.chain import AUDIT_FIELDS, GENESIS, LATER_FIELDS, VerifyResult, row_hash, verify_rows
 from gateway.store.migrations import AddColumn, Migration, Row, Runner, Subject, statements
 from gateway.store.types import Actor, ApprovalKey, AuditQuery, Job, LedgerRow, kind_names, named_by

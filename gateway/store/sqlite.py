@@ -14,8 +14,8 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from gateway.core.admission import Facts, TargetKey
-from gateway.core.decision import Decision
+from gateway.admission.admission import Facts, TargetKey
+from gateway.admission.decision import Decision
 from gateway.errors import StoreError
 from gateway.store.approvals import ApprovalsSQL
 from gateway.store.chain import VerifyResult

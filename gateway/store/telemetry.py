@@ -3,7 +3,7 @@
 `TelemetrySQL` is mixed into both backends, which supply `_read` and `_write` (one
 transaction under the backend's write lock). One report is one transaction: its samples,
 the pods' shares of GPU time, the per-GPU and per-pod state, and an audit record (action
-`alert`) for every alert the pure core raises (gateway.core.telemetry). A sample already
+`alert`) for every alert the pure core raises (gateway.telemetry.alerts). A sample already
 stored (same node, GPU and time: an agent resending after an outage) is skipped, so resending
 is harmless. See docs/agent.md.
 """
@@ -16,7 +16,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from typing import Any, TypeVar
 
-from gateway.core.telemetry import (
+from gateway.store.migrations import Migration, Subject, statements
+from gateway.store.sql import Ledger
+from gateway.store.types import Actor, IngestResult
+from gateway.telemetry.alerts import (
     COLLAPSE,
     Alert,
     GpuSample,
@@ -32,9 +35,6 @@ from gateway.core.telemetry import (
     name_prefixes,
     workload_of,
 )
-from gateway.store.migrations import Migration, Subject, statements
-from gateway.store.sql import Ledger
-from gateway.store.types import Actor, IngestResult
 
 #: What the node agents report, what it is attributed to, and the alerts' state.
 TELEMETRY_SCHEMA = Subject("telemetry", (

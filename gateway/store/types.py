@@ -10,12 +10,12 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypedDict
 
-from gateway.core.actors import kind_plural
-from gateway.core.admission import Facts, TargetKey
-from gateway.core.decision import Decision
-from gateway.core.queue import ReleasePlan
-from gateway.core.scheduling import BudgetQuery, Scheduling
-from gateway.core.telemetry import Alert
+from gateway.admission.actors import kind_plural
+from gateway.admission.admission import Facts, TargetKey
+from gateway.admission.decision import Decision
+from gateway.admission.scheduling_settings import BudgetQuery, Scheduling
+from gateway.scheduling.queue import ReleasePlan
+from gateway.telemetry.alerts import Alert
 
 Decider = Callable[[Facts], Decision]
 AuditFields = Callable[[Decision], dict[str, Any]]

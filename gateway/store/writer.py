@@ -29,7 +29,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
-from gateway.core.decision import Decision
+from gateway.admission.decision import Decision
 from gateway.errors import StoreError
 from gateway.store.base import Store
 from gateway.store.types import Job

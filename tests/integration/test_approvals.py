@@ -13,8 +13,8 @@ import pytest
 from conftest import ADMIN, INTERN, LEAD, RESEARCHER, delete_review, make_job, make_pod, make_pytorchjob, review
 from postgres_server import PostgresServer, pg_url, postgres  # noqa: F401 - fixtures
 
-from gateway.core.approvals import review_refusal
-from gateway.core.policy import Policy
+from gateway.admission.approvals import review_refusal
+from gateway.admission.policy import Policy
 from gateway.metrics import Metrics
 from gateway.policy_bundle import PolicyHolder
 from gateway.service import AdmissionService

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from gateway.core.decision import Decision
+from gateway.admission.decision import Decision
 from gateway.store.sqlite import SQLiteStore
 from gateway.store.types import Job
 from gateway.store.writer import LateDecision, StoreWriter

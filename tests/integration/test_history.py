@@ -21,9 +21,9 @@ from typing import Any
 import pytest
 from conftest import INTERN, LEAD, RESEARCHER, make_deployment, make_pytorchjob, review
 
+from gateway.admission.decision import Action, Decision
+from gateway.audit.history import changes, keyed_digest
 from gateway.config import Settings, StoreSettings
-from gateway.core.decision import Action, Decision
-from gateway.core.history import changes, keyed_digest
 from gateway.errors import StoreError
 from gateway.metrics import Metrics
 from gateway.policy_bundle import PolicyHolder

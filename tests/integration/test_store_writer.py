@@ -7,7 +7,7 @@ from typing import Any
 
 from conftest import INTERN, RESEARCHER, make_job, review
 
-from gateway.core.decision import Decision
+from gateway.admission.decision import Decision
 from gateway.service import AdmissionService
 from gateway.store.sqlite import SQLiteStore
 from gateway.store.types import Job

@@ -18,8 +18,8 @@ from prometheus_client import CollectorRegistry
 
 from gateway.controller import Controller, ControllerSettings
 from gateway.controller.kube import Cluster, api_client
-from gateway.core.drift import fingerprint
 from gateway.policy_bundle import PolicyHolder, default_policy_dir
+from gateway.scheduling.drift import fingerprint
 from gateway.store.sqlite import SQLiteStore
 from gateway.store.types import AuditQuery
 
