@@ -266,13 +266,6 @@ def examples(*lines: str) -> str:
 # ------------------------------------------------------------------------------ the store
 
 
-def store_source(command: Any) -> Any:
-    """`--state PATH` or `--database-url URL`: where a read-only command finds the ledger."""
-    command = click.option("--database-url", metavar="URL", help="PostgreSQL database (instead of --state).")(command)
-    return click.option("--state", type=click.Path(dir_okay=False, path_type=Path),
-                        help="SQLite state file.")(command)
-
-
 def open_store(state: Path | None, database_url: str | None) -> Store:
     """The ledger a read-only command reads: the SQLite state file or the PostgreSQL database."""
     if (state is None) == (database_url is None):

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from gateway.cli.common import examples, gateway_error
-from gateway.cli.scheduler_options import scheduler_options
+from gateway.cli.options import scheduler_options
 from gateway.config import SchedulerSettings
 
 

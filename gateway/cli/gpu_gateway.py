@@ -10,13 +10,10 @@ from typing import Any
 import click
 
 from gateway.cli.agent import agent
-from gateway.cli.agent_auth_options import agent_auth_options
-from gateway.cli.auth_options import auth_options
-from gateway.cli.checkpoint_options import checkpoint_options
-from gateway.cli.common import TIME, CliError, Exit, ExitGroup, examples, gateway_error, open_store, store_source
+from gateway.cli.common import TIME, CliError, Exit, ExitGroup, examples, gateway_error, open_store
 from gateway.cli.controller import controller
+from gateway.cli.options import agent_auth_options, auth_options, checkpoint_options, scheduler_options, store_source
 from gateway.cli.queue import queue
-from gateway.cli.scheduler_options import scheduler_options
 from gateway.config import (
     AgentAuthSettings,
     AuthSettings,

@@ -9,7 +9,8 @@ from typing import Any
 
 import click
 
-from gateway.cli.common import examples, gateway_error, open_store, store_source
+from gateway.cli.common import examples, gateway_error, open_store
+from gateway.cli.options import store_source
 from gateway.scheduling.holdings import queue_items
 
 
