@@ -53,10 +53,14 @@ class GpuProcess:
 
 @dataclass(frozen=True, slots=True)
 class GpuSample:
-    node: str
-    uuid: str
-    ts: float
-    interval_s: float
+    """One reading of one GPU: what NVML reads on the node (gateway.agent.nvml), and, stamped with
+    the node, the time and the interval it stands for, what a report carries to the gateway."""
+
+    node: str = ""
+    """The node it was read on (empty in a reading the agent has not stamped yet)."""
+    uuid: str = ""
+    ts: float = 0.0
+    interval_s: float = 0.0
     """The time this sample stands for (the agent's sampling period): its share of GPU-hours."""
     index: int = 0
     model: str = ""
