@@ -34,6 +34,7 @@ from gateway.scheduling.holdings import (
 )
 from gateway.store.base import Store
 from gateway.store.types import AuditQuery, named_by
+from gateway.times import with_time
 
 #: How many of a workload's newest audit records `describe` shows unless `limit` says otherwise.
 HISTORY = 20
@@ -94,7 +95,7 @@ def workload_routes(ctx: ApiContext) -> list[BaseRoute]:
             "name": name, "owner": record.owner, "team": record.team, "gpus": record.gpus, "pods": pods_of(record),
             "charged": record.charged, "state": state,
             "since": waiting["queued_at"] if waiting else utc_time(record.created_at), "queue": waiting,
-            "history": [r for r in history if readable(ctx, identity, r)][-int(limit):],
+            "history": [with_time(r) for r in history if readable(ctx, identity, r)][-int(limit):],
         })
 
     return [
