@@ -25,11 +25,11 @@ import orjson
 
 from benchmarks.bundle import LargeBundle
 from benchmarks.payloads import DecisionCase
-from gateway.core.admission import Facts, Target, decide, prepare
-from gateway.core.identity import subjects
-from gateway.core.policy import SCOPES, Policy
-from gateway.core.quota import Usage
-from gateway.core.review import parse_review
+from gateway.admission.admission import Facts, Target, decide, prepare
+from gateway.admission.identity import subjects
+from gateway.admission.policy import SCOPES, Policy
+from gateway.admission.quota import Usage
+from gateway.admission.review import parse_review
 from gateway.policy_bundle import load_bundle
 
 

@@ -66,9 +66,9 @@ def gang(workdir: Path, pods: int = 4096) -> dict[str, Any]:
     from gateway.metrics import Metrics
     from gateway.policy_bundle import PolicyHolder
     from gateway.service import AdmissionService
-    from gateway.store.base import Actor
     from gateway.store.queue import limits_from
     from gateway.store.sqlite import SQLiteStore
+    from gateway.store.types import Actor
 
     policies = PolicyHolder(_policies(workdir / "gang-policies"))
     out: dict[str, Any] = {"pods": pods}
@@ -115,10 +115,10 @@ def rebuild(workdir: Path, pods: int = 100_000) -> dict[str, Any]:
 
     from gateway.controller import Controller, ControllerSettings
     from gateway.controller.kube import Cluster, api_client
-    from gateway.core.reconcile import plan_reconcile
     from gateway.policy_bundle import PolicyHolder
-    from gateway.store.base import Actor
+    from gateway.scheduling.reconcile import plan_reconcile
     from gateway.store.sqlite import SQLiteStore
+    from gateway.store.types import Actor
 
     store = SQLiteStore(workdir / "rebuild.db")
     policies = PolicyHolder(ROOT / "policies")

@@ -27,9 +27,9 @@ import orjson
 from starlette.testclient import TestClient  # needs httpx, a dependency already
 
 from fuzz.cases import Case
+from gateway.admission.admission import prepare
+from gateway.admission.review import answer_version, parse_review, review_uid
 from gateway.config import PolicySettings, ServerSettings, Settings, StoreSettings
-from gateway.core.admission import prepare
-from gateway.core.review import answer_version, parse_review, review_uid
 from gateway.errors import GatewayError
 from gateway.server import Gateway, build_gateway
 

@@ -15,8 +15,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from gateway.core.kinds import KindRegistry
-from gateway.core.workloads import ADAPTERS
+from gateway.admission.kinds import KindRegistry
+from gateway.admission.workloads import ADAPTERS
 
 
 @dataclass(frozen=True)
@@ -56,7 +56,7 @@ CONTROLLER_CALLS: tuple[ApiCall, ...] = (
 def workload_gets(resources: Iterable[tuple[str, str]]) -> tuple[ApiCall, ...]:
     """One `get` per workload kind the gateway decides, by (group, plural resource), not pods
     (which it lists): a reservation without pods whose object the API server does not have is
-    freed (gateway/core/reconcile.py)."""
+    freed (gateway/scheduling/reconcile.py)."""
     return tuple(
         ApiCall("controller", group, resource, _verbs("get"),
                 "free the reservation of a workload that never came to exist (refused after admission)")
@@ -64,7 +64,7 @@ def workload_gets(resources: Iterable[tuple[str, str]]) -> tuple[ApiCall, ...]:
     )
 
 
-#: The gets for the built-in kinds (core/workloads.py ADAPTERS).
+#: The gets for the built-in kinds (admission/workloads.py ADAPTERS).
 CONTROLLER_WORKLOAD_GETS: tuple[ApiCall, ...] = workload_gets((g, k.lower() + "s") for g, k in ADAPTERS)
 
 AGENT_CALLS: tuple[ApiCall, ...] = (

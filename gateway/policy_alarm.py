@@ -13,12 +13,11 @@ import logging
 import socket
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from gateway.store.events import record_event
-
-if TYPE_CHECKING:
-    from gateway.service import AdmissionService
+from gateway.metrics import Metrics
+from gateway.policy_bundle import PolicyHolder
+from gateway.store.base import AuditStore
 
 log = logging.getLogger("gateway.policy")
 
@@ -39,14 +38,15 @@ def reload_failure_record(error: str, directory: str, version_in_force: str) -> 
     }
 
 
-def report_reload_failure(service: AdmissionService, error: str) -> threading.Thread:
+def report_reload_failure(store: AuditStore, metrics: Metrics, policies: PolicyHolder,
+                          error: str) -> threading.Thread:
     """Count the failure and append its audit record in the background; the thread is returned."""
-    service.metrics.policy_reload_failures.inc()
-    record = reload_failure_record(error, str(service.policies.directory), service.policies.policy.version)
+    metrics.policy_reload_failures.inc()
+    record = reload_failure_record(error, str(policies.directory), policies.policy.version)
 
     def write() -> None:
         try:
-            record_event(service.store, record, now=time.time())
+            store.record_event(record, now=time.time())
         except Exception as exc:  # the store may be down too: the log line and the metric remain
             log.error("cannot audit the failed policy reload: %s", exc)
 

@@ -21,19 +21,19 @@ from typing import Any
 import casbin
 import yaml
 
-from gateway.core.actors import Actors, parse_actors
-from gateway.core.decision import Mode
-from gateway.core.dra import DEFAULT_ALL_DEVICES_COUNT, DEFAULT_GPU_DEVICE_CLASSES, DraPolicy
-from gateway.core.kinds import KindRegistry, parse_kinds
-from gateway.core.overrides import Overrides, apply
-from gateway.core.podspec import DEFAULT_SAFE_CAPABILITIES, HATCHES
-from gateway.core.policy import POLICY_ACTIONS, RULES, SCOPES, Policy, RoleLimits, SecondPerson
-from gateway.core.quantity import MAX_GPUS
-from gateway.core.scheduling import parse_scheduling
-from gateway.core.telemetry import TelemetryPolicy, telemetry_policy
-from gateway.core.workloads import ADAPTERS, DEFAULT_GPU_RESOURCES, DEFAULT_NOT_GPU_RESOURCES
+from gateway.admission.actors import Actors, parse_actors
+from gateway.admission.decision import Mode
+from gateway.admission.dra import DEFAULT_ALL_DEVICES_COUNT, DEFAULT_GPU_DEVICE_CLASSES, DraPolicy
+from gateway.admission.kinds import KindRegistry, parse_kinds
+from gateway.admission.overrides import Overrides, apply
+from gateway.admission.podspec import DEFAULT_SAFE_CAPABILITIES, HATCHES
+from gateway.admission.policy import POLICY_ACTIONS, RULES, SCOPES, Policy, RoleLimits, SecondPerson
+from gateway.admission.quantity import MAX_GPUS
+from gateway.admission.scheduling_settings import parse_scheduling
+from gateway.admission.workloads import ADAPTERS, DEFAULT_GPU_RESOURCES, DEFAULT_NOT_GPU_RESOURCES
 from gateway.errors import ConfigError
 from gateway.logs import fields
+from gateway.telemetry.alerts import TelemetryPolicy, telemetry_policy
 
 log = logging.getLogger("gateway.policy")
 
@@ -169,7 +169,7 @@ def _dra(value: Any) -> DraPolicy:
 
 
 def _workload_kinds(value: Any) -> KindRegistry:
-    """limits.yaml `workload_kinds`: the kinds an operator registered (core/kinds.py)."""
+    """limits.yaml `workload_kinds`: the kinds an operator registered (admission/kinds.py)."""
     try:
         return parse_kinds(value, builtin=ADAPTERS)
     except ValueError as exc:

@@ -12,11 +12,11 @@ import logging
 import threading
 from collections.abc import Callable, Iterable, Mapping
 
-from gateway.core.overrides import BINDING, QUOTA, Overrides
+from gateway.admission.overrides import BINDING, QUOTA, Overrides
 from gateway.errors import GatewayError
 from gateway.policy_bundle import PolicyHolder
 from gateway.store.base import Store
-from gateway.store.settings import Setting
+from gateway.store.types import Setting
 
 log = logging.getLogger("gateway.runtime")
 

@@ -9,13 +9,12 @@ from typing import TYPE_CHECKING, Any
 
 from gateway.api import api_routes
 from gateway.api.context import ApiContext
+from gateway.audit.history import keyed_digest
 from gateway.auth import build_authenticator
 from gateway.auth.serviceaccount import build_agent_authenticator
 from gateway.config import Settings, StoreSettings
-from gateway.core.history import keyed_digest
 from gateway.logs import setup_logging
 from gateway.metrics import Metrics
-from gateway.policy_alarm import report_reload_failure
 from gateway.policy_bundle import PolicyHolder, default_policy_dir
 from gateway.service import AdmissionService
 from gateway.store.checkpoints import build_checkpointer
@@ -87,7 +86,7 @@ def run_server(settings: Settings, *, log_level: str = "INFO") -> None:
     def on_sighup(*_: Any) -> None:
         result = gateway.service.policies.reload(force=True)
         if result.error:
-            report_reload_failure(gateway.service, result.error)
+            gateway.service.reload_failed(result.error)
 
     def on_stopped(signum: int, *_: Any) -> None:
         # uvicorn drains in-flight requests first, then hands the signal on to us: exit 0.

@@ -17,25 +17,26 @@ from typing import Any
 
 import orjson
 
+from gateway.admission.admission import Plan, decide, prepare
+from gateway.admission.decision import Action, Decision
+from gateway.admission.gates import gate_patch, guard, launch_budget, stamp_annotations
+from gateway.admission.identity import Grant
+from gateway.admission.mutation import ownership_patch
+from gateway.admission.policy import Policy
+from gateway.admission.review import AdmissionRequest, answer_version, parse_review, review_response, review_uid
+from gateway.admission.scheduling_settings import GATEWAY_SERVICE_ACCOUNT
+from gateway.admission.unblocked import asks_for_gpus
+from gateway.audit.history import Digest, changes, keyed_digest
 from gateway.config import FailureMode
-from gateway.core.admission import Plan, decide, prepare
-from gateway.core.decision import Action, Decision
-from gateway.core.gates import gate_patch, guard, launch_budget, stamp_annotations
-from gateway.core.history import Digest, changes, keyed_digest
-from gateway.core.identity import Grant
-from gateway.core.mutation import ownership_patch
-from gateway.core.policy import Policy
-from gateway.core.review import AdmissionRequest, answer_version, parse_review, review_response, review_uid
-from gateway.core.scheduling import GATEWAY_SERVICE_ACCOUNT
-from gateway.core.unblocked import asks_for_gpus
 from gateway.errors import GatewayError, RequestError, ReviewError, StoreError
 from gateway.logs import event, fields
 from gateway.metrics import Metrics
 from gateway.policy_alarm import report_reload_failure
 from gateway.policy_bundle import PolicyHolder
 from gateway.runtime import RuntimeSettings
-from gateway.store.base import AuditFields, Decider, Job, Store, decide_one
+from gateway.store.base import Store, decide_one
 from gateway.store.sql import BREAK_GLASS_MARK
+from gateway.store.types import AuditFields, Decider, Job
 from gateway.store.writer import StoreWriter
 
 log = logging.getLogger("gateway.decision")
@@ -138,7 +139,7 @@ class AdmissionService:
         self.clock = clock
         self.digest = digest or keyed_digest(secrets.token_bytes(32))
         self._grants: tuple[float, tuple[Grant, ...]] | None = None
-        self.runtime = RuntimeSettings(policies, store, on_error=self._settings_failed)
+        self.runtime = RuntimeSettings(policies, store, on_error=self.reload_failed)
         self.refresh_inline = True
         """Read the run-time settings and grants on the request path when stale. The server turns
         this off for PostgreSQL and calls `refresh` from a background thread instead, so that a
@@ -146,8 +147,9 @@ class AdmissionService:
         self.draining = False
         """Set on SIGTERM: /readyz fails so that new requests go to other replicas."""
 
-    def _settings_failed(self, error: str) -> None:
-        report_reload_failure(self, error)
+    def reload_failed(self, error: str) -> None:
+        """A policy or settings change was refused: count it and audit it (gateway.policy_alarm)."""
+        report_reload_failure(self.store, self.metrics, self.policies, error)
 
     #: How long the live break-glass grants are cached: a new or revoked grant takes effect within it.
     GRANTS_TTL_S = 1.0

@@ -19,14 +19,14 @@ from typing import Any
 
 import yaml
 
-from gateway.core.actors import kind_plural
-from gateway.core.admission import Facts, Plan, Target, TargetKey, caps_checked, decide, prepare
-from gateway.core.decision import Decision
-from gateway.core.dra import RESOURCE_KEYS, claim_shape, is_claim_kind, object_gpus
-from gateway.core.identity import Grant
-from gateway.core.policy import OWNER_ANNOTATION, TEAM_ANNOTATION, Policy
-from gateway.core.review import AdmissionRequest, GroupVersionKind
-from gateway.core.workloads import read_workload
+from gateway.admission.actors import kind_plural
+from gateway.admission.admission import Facts, Plan, Target, TargetKey, caps_checked, decide, prepare
+from gateway.admission.decision import Decision
+from gateway.admission.dra import RESOURCE_KEYS, claim_shape, is_claim_kind, object_gpus
+from gateway.admission.identity import Grant
+from gateway.admission.policy import OWNER_ANNOTATION, TEAM_ANNOTATION, Policy
+from gateway.admission.review import AdmissionRequest, GroupVersionKind
+from gateway.admission.workloads import read_workload
 from gateway.errors import GatewayError, RequestError
 from gateway.service import admission_job
 from gateway.store.base import Store

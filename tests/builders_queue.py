@@ -14,7 +14,7 @@ import yaml
 from conftest import POLICIES, RESEARCHER, make_job, review
 
 from gateway.service import AdmissionService
-from gateway.store.base import Actor
+from gateway.store.types import Actor
 
 GATEWAY = "system:serviceaccount:gpu-gateway:gpu-gateway"
 JOB_CONTROLLER = ("system:serviceaccount:kube-system:job-controller", ("system:serviceaccounts",))

@@ -15,8 +15,8 @@ from typing import Any
 
 import yaml
 
-from gateway.core.kinds import KindRegistry
-from gateway.core.workloads import GpuMatcher, Workload, read_workload
+from gateway.admission.kinds import KindRegistry
+from gateway.admission.workloads import GpuMatcher, Workload, read_workload
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 POLICIES = Path(__file__).resolve().parents[1] / "policies"

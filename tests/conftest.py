@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from gateway.core.policy import Policy
+from gateway.admission.policy import Policy
 from gateway.metrics import Metrics
 from gateway.policy_bundle import PolicyHolder, load_bundle
 from gateway.service import AdmissionService

@@ -1,5 +1,5 @@
-"""The project's own quality gates, run with the suite: ruff, mypy (strict on the core),
-and the import contract that keeps `gateway.core` pure."""
+"""The project's own quality gates, run with the suite: ruff, mypy (strict, on all of gateway/),
+the import contracts that keep each subject's pure part pure, and no import cycles."""
 
 from __future__ import annotations
 
@@ -33,3 +33,13 @@ def test_core_imports_no_adapter_and_no_io_library() -> None:
         pytest.skip("import-linter is not installed")
     out = _run(exe)
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_gateway_has_no_import_cycles() -> None:
+    """Module-level and function-local imports alike (import-linter's `acyclic_siblings`)."""
+    exe = shutil.which("lint-imports")
+    if exe is None:
+        pytest.skip("import-linter is not installed")
+    out = _run(exe, "--contract", "acyclic")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "No import cycles" in out.stdout and "KEPT" in out.stdout

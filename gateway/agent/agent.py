@@ -13,10 +13,10 @@ from collections.abc import Callable
 from typing import Any
 
 from gateway.agent.metrics import AgentMetrics, GpuView
-from gateway.agent.nvml import DeviceSource, GpuReading, NvmlUnavailable
+from gateway.agent.nvml import DeviceSource, NvmlUnavailable
 from gateway.agent.pods import CgroupReader, PodDirectory, container_of
 from gateway.agent.reporter import Reporter
-from gateway.core.telemetry import PodRef
+from gateway.telemetry.alerts import GpuSample, PodRef
 
 log = logging.getLogger("gateway.agent")
 
@@ -55,7 +55,7 @@ class Agent:
             self.metrics.update(views)
         return {"node": self.node, "samples": samples}
 
-    def _sample(self, r: GpuReading, ts: float, allocated: PodRef | None) -> tuple[dict[str, Any], GpuView]:
+    def _sample(self, r: GpuSample, ts: float, allocated: PodRef | None) -> tuple[dict[str, Any], GpuView]:
         processes = []
         first: tuple[PodRef, str] | None = None
         for p in r.processes:

@@ -1,6 +1,7 @@
 """The NVML boundary: what the agent reads from each GPU, and the production reader over pynvml.
 
-`DeviceSource` is all the agent needs from NVML; `PynvmlSource` implements it on a real
+`DeviceSource` is all the agent needs from NVML: a `GpuSample` per GPU (the one type of a GPU
+reading, gateway.telemetry.alerts), not yet stamped with node and time; `PynvmlSource` implements it on a real
 driver and `gateway.agent.simulate.ScriptedSource` from a scripted device table. pynvml's
 exceptions stop here: a GPU NVML cannot read (`GPU is lost`) becomes a reading with `error`
 set, a metric the GPU does not support becomes None, and a missing or failing driver raises
@@ -13,9 +14,10 @@ import logging
 import threading
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
 from functools import partial
 from typing import Any, Protocol, TypeVar
+
+from gateway.telemetry.alerts import GpuProcess, GpuSample
 
 log = logging.getLogger("gateway.agent")
 
@@ -26,31 +28,8 @@ class NvmlUnavailable(Exception):
     """NVML cannot be used at all (no driver, library missing, driver failing)."""
 
 
-@dataclass(frozen=True, slots=True)
-class ProcessReading:
-    pid: int
-    used_memory_bytes: int
-
-
-@dataclass(frozen=True, slots=True)
-class GpuReading:
-    index: int
-    uuid: str
-    model: str = ""
-    utilization: float | None = None
-    memory_used_bytes: int | None = None
-    memory_total_bytes: int | None = None
-    power_w: float | None = None
-    temperature_c: float | None = None
-    ecc_corrected: int | None = None
-    ecc_uncorrected: int | None = None
-    xid_errors: tuple[int, ...] = ()
-    processes: tuple[ProcessReading, ...] = ()
-    error: str = ""
-
-
 class DeviceSource(Protocol):
-    def read(self) -> list[GpuReading]:
+    def read(self) -> list[GpuSample]:
         """One reading of every GPU. Raises NvmlUnavailable when NVML cannot be used."""
         ...
 
@@ -93,7 +72,7 @@ class PynvmlSource:
             log.info("XID events unavailable: %s", _describe(nv, exc))
             self._events = None
 
-    def read(self) -> list[GpuReading]:
+    def read(self) -> list[GpuSample]:
         nv = self._nv
         with self._lock:
             if not self._ready:
@@ -124,13 +103,13 @@ class PynvmlSource:
             out.setdefault(uuid, []).append(int(data.eventData))
         return out
 
-    def _device(self, index: int, xids: dict[str, list[int]]) -> GpuReading:
+    def _device(self, index: int, xids: dict[str, list[int]]) -> GpuSample:
         nv = self._nv
         try:
             handle = nv.nvmlDeviceGetHandleByIndex(index)
             uuid = _text(nv.nvmlDeviceGetUUID(handle))
         except nv.NVMLError as exc:
-            return GpuReading(index, self._uuids.get(index, f"index-{index}"), error=_describe(nv, exc))
+            return GpuSample(index=index, uuid=self._uuids.get(index, f"index-{index}"), error=_describe(nv, exc))
         self._uuids[index] = uuid
 
         def optional(call: Callable[[], _T]) -> _T | None:
@@ -148,7 +127,7 @@ class PynvmlSource:
             procs = optional(lambda: nv.nvmlDeviceGetComputeRunningProcesses(handle)) or []
             ecc = [optional(partial(nv.nvmlDeviceGetTotalEccErrors, handle, kind, nv.NVML_VOLATILE_ECC))
                    for kind in (nv.NVML_MEMORY_ERROR_TYPE_CORRECTED, nv.NVML_MEMORY_ERROR_TYPE_UNCORRECTED)]
-            return GpuReading(
+            return GpuSample(
                 index=index, uuid=uuid, model=_text(optional(lambda: nv.nvmlDeviceGetName(handle)) or ""),
                 utilization=float(util.gpu) if util is not None else None,
                 memory_used_bytes=int(memory.used) if memory is not None else None,
@@ -157,10 +136,10 @@ class PynvmlSource:
                 temperature_c=optional(lambda: float(nv.nvmlDeviceGetTemperature(handle, nv.NVML_TEMPERATURE_GPU))),
                 ecc_corrected=ecc[0], ecc_uncorrected=ecc[1],
                 xid_errors=tuple(xids.get(uuid, ())),
-                processes=tuple(ProcessReading(int(p.pid), int(p.usedGpuMemory or 0)) for p in procs),
+                processes=tuple(GpuProcess(int(p.pid), int(p.usedGpuMemory or 0)) for p in procs),
             )
         except nv.NVMLError as exc:
-            return GpuReading(index, uuid, error=_describe(nv, exc), xid_errors=tuple(xids.get(uuid, ())))
+            return GpuSample(index=index, uuid=uuid, error=_describe(nv, exc), xid_errors=tuple(xids.get(uuid, ())))
 
     def _shutdown(self) -> None:
         if self._ready:

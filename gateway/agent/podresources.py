@@ -1,6 +1,6 @@
 """The kubelet's pod-resources API (gRPC on a unix socket): which pod holds which GPU.
 
-The answer is decoded by the pure `gateway.core.podresources`. A kubelet that cannot be
+The answer is decoded by the pure `gateway.telemetry.podresources`. A kubelet that cannot be
 reached or answers badly is logged (once per problem) and the last good answer is kept,
 so a GPU keeps its pod through a kubelet restart.
 """
@@ -12,8 +12,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from gateway.core.podresources import gpu_allocations
-from gateway.core.telemetry import PodRef
+from gateway.telemetry.alerts import PodRef
+from gateway.telemetry.podresources import gpu_allocations
 
 log = logging.getLogger("gateway.agent")
 

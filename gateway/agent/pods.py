@@ -1,6 +1,6 @@
 """From a GPU process to its pod: `/proc/<pid>/cgroup` → pod UID → namespace/name.
 
-The cgroup text is parsed by the pure `gateway.core.cgroup`. A pod UID is named by a
+The cgroup text is parsed by the pure `gateway.telemetry.cgroup`. A pod UID is named by a
 `PodDirectory`: the scripted table of a simulation, or the API server's list of the pods on
 this node (`KubePods`, cached, refreshed when an unknown UID turns up, at most every 30 s).
 """
@@ -14,8 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
-from gateway.core.cgroup import ContainerRef, parse_cgroup
-from gateway.core.telemetry import PodRef
+from gateway.telemetry.alerts import PodRef
+from gateway.telemetry.cgroup import ContainerRef, parse_cgroup
 
 log = logging.getLogger("gateway.agent")
 

@@ -17,8 +17,8 @@ from typing import Any
 
 import yaml
 
-from gateway.agent.nvml import GpuReading, NvmlUnavailable, ProcessReading
-from gateway.core.telemetry import PodRef
+from gateway.agent.nvml import NvmlUnavailable
+from gateway.telemetry.alerts import GpuProcess, GpuSample, PodRef
 
 MIB = 2**20
 
@@ -147,7 +147,7 @@ class ScriptedSource:
     def done(self) -> bool:
         return self.tick + 1 >= self.sim.ticks
 
-    def read(self) -> list[GpuReading]:
+    def read(self) -> list[GpuSample]:
         self.tick += 1
         t = self.tick
         if t in self.sim.nvml_unavailable:
@@ -156,13 +156,14 @@ class ScriptedSource:
         out = []
         for index, g in enumerate(self.sim.gpus):
             if g.lost_from is not None and t >= g.lost_from:
-                out.append(GpuReading(index, g.uuid, g.model, error="GPU is lost (fell off the bus or needs a reset)"))
+                out.append(GpuSample(index=index, uuid=g.uuid, model=g.model,
+                                     error="GPU is lost (fell off the bus or needs a reset)"))
                 continue
             procs = []
             for p in g.processes:
                 start, until = p.ticks
                 if start <= t and (until is None or t < until):
-                    procs.append(ProcessReading(p.pid, int((_at(p.used_memory_mib, t) or 0) * MIB)))
+                    procs.append(GpuProcess(p.pid, int((_at(p.used_memory_mib, t) or 0) * MIB)))
                     self._cgroups[p.pid] = p.cgroup
             s = g.series
 
@@ -171,7 +172,7 @@ class ScriptedSource:
                 return None if v is None else v * scale
 
             used = num("memory_used_mib", MIB)
-            out.append(GpuReading(
+            out.append(GpuSample(
                 index=index, uuid=g.uuid, model=g.model, utilization=num("utilization"),
                 memory_used_bytes=int(used) if used is not None else sum(p.used_memory_bytes for p in procs),
                 memory_total_bytes=int(g.memory_total_mib * MIB) if g.memory_total_mib is not None else None,

@@ -17,9 +17,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from gateway.api.context import ApiContext, BadRequest, actor, error, json_body, json_object, text_field
-from gateway.api.schemas import json_content, ref
-from gateway.core.approvals import (
+from gateway.admission.approvals import (
     APPROVABLE_ACTIONS,
     POLICY_CHANGE,
     SIZED_ACTIONS,
@@ -28,11 +26,14 @@ from gateway.core.approvals import (
     past_team_caps,
     review_refusal,
 )
-from gateway.core.identity import Identity
-from gateway.core.quantity import MAX_GPUS
+from gateway.admission.identity import Identity
+from gateway.admission.quantity import MAX_GPUS
+from gateway.api.context import ApiContext, BadRequest, actor, error, json_body, json_object, text_field
+from gateway.api.schemas import json_content, ref
 from gateway.errors import GatewayError
-from gateway.store.approvals import NewApproval, NewGrant, StateConflict
+from gateway.store.approvals import StateConflict
 from gateway.store.base import Store
+from gateway.store.types import NewApproval, NewGrant
 from gateway.times import format_duration
 
 MAX_APPROVAL_S = 7 * 24 * 3600

@@ -16,12 +16,12 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
+from gateway.admission.identity import Identity
+from gateway.admission.policy import Policy
 from gateway.api.context import ApiContext, error, json_body
 from gateway.api.telemetry import scoped_measured
-from gateway.core.identity import Identity
-from gateway.core.policy import Policy
-from gateway.core.usage_report import BY, usage_csv
-from gateway.store.base import AuditQuery
+from gateway.store.types import AuditQuery
+from gateway.telemetry.usage_report import BY, usage_csv
 from gateway.times import parse_time, with_time
 
 _FILTERS = ("user", "action", "decision", "kind", "namespace", "name")

@@ -20,9 +20,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from gateway.admission.identity import Identity
 from gateway.api.audit import readable
 from gateway.api.context import ApiContext, error, json_body
-from gateway.core.identity import Identity
 from gateway.errors import GatewayError
 from gateway.whatif import ACTIONS, StoreView, flatten_documents, parse_documents, run_check
 

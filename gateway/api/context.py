@@ -12,14 +12,15 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from gateway.admission.identity import Identity, with_grants
+from gateway.admission.policy import Policy, relation
 from gateway.auth import Authenticator
 from gateway.auth.serviceaccount import TelemetryAuthenticator
-from gateway.core.identity import Identity, with_grants
-from gateway.core.policy import Policy, relation
 from gateway.errors import AuthError, AuthUnavailable, GatewayError
 from gateway.metrics import Metrics
 from gateway.runtime import RuntimeSettings
-from gateway.store.base import Actor, Store
+from gateway.store.base import Store
+from gateway.store.types import Actor
 
 _NOT_CONFIGURED = ("the admin API is off: no authentication is configured; start the gateway with "
                    "--oidc-issuer/--oidc-audience or --jwt-secret-file/--jwt-issuer/--jwt-audience")

@@ -22,13 +22,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from gateway.admission.identity import Identity
 from gateway.api.context import ApiContext, error, json_body
-from gateway.core.identity import Identity
-from gateway.core.telemetry import Alert, GpuSample, TelemetryError, parse_report
 from gateway.errors import GatewayError
 from gateway.evictor import Evictor, KubernetesEvictor
-from gateway.store.base import Actor
-from gateway.store.telemetry import IngestResult
+from gateway.store.types import Actor, IngestResult
+from gateway.telemetry.alerts import Alert, GpuSample, TelemetryError, parse_report
 from gateway.times import with_time
 
 log = logging.getLogger("gateway.telemetry")

@@ -1,4 +1,4 @@
-"""/api/v1/workloads and /api/v1/queue: what people hold, what waits and why (gateway.core.holdings).
+"""/api/v1/workloads and /api/v1/queue: what people hold, what waits and why (gateway.scheduling.holdings).
 
 Scoped like the audit (`gateway.api.audit.readable`): one's own workloads, a lead's team's, an
 administrator's all. The queue keeps every entry's place in the whole queue.
@@ -15,10 +15,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from gateway.admission.identity import Identity
 from gateway.api.audit import readable
 from gateway.api.context import ApiContext, error, json_body
 from gateway.api.schemas import Schema, json_content, ref
-from gateway.core.holdings import (
+from gateway.errors import GatewayError
+from gateway.scheduling.holdings import (
     QUEUED,
     RECORDED,
     RUNNING,
@@ -30,9 +32,8 @@ from gateway.core.holdings import (
     utc_time,
     workload_items,
 )
-from gateway.core.identity import Identity
-from gateway.errors import GatewayError
-from gateway.store.base import AuditQuery, Store, named_by
+from gateway.store.base import Store
+from gateway.store.types import AuditQuery, named_by
 from gateway.times import with_time
 
 #: How many of a workload's newest audit records `describe` shows unless `limit` says otherwise.

@@ -70,8 +70,8 @@ def agent(gateway_url: str, token_file: Path, simulate: Path | None, node_name: 
     from gateway.agent.pods import CgroupReader, KubePods, PodDirectory, ProcCgroups, StaticPods
     from gateway.agent.reporter import Reporter, Spool, TokenFile
     from gateway.agent.simulate import ScriptedSource, SimulationError, load_simulation
-    from gateway.core.telemetry import PodRef
     from gateway.logs import setup_logging
+    from gateway.telemetry.alerts import PodRef
 
     setup_logging(log_level)
     if not gateway_url.startswith(("https://", "http://")):

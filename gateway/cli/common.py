@@ -28,13 +28,17 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import IO, Any
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
 
 import click
 import yaml
 
 from gateway.errors import AuthUnavailable, ConfigError, GatewayError, InvalidToken, RequestError, StoreError
 from gateway.times import parse_duration, parse_time
+
+if TYPE_CHECKING:
+    from gateway.store.base import Store
 
 
 class Exit(IntEnum):
@@ -257,3 +261,25 @@ DURATION = _Duration()
 def examples(*lines: str) -> str:
     """A command's `--help` epilog: the example command lines, kept as written."""
     return "\b\nExamples:\n" + "\n".join(f"  {line}" for line in lines)
+
+
+# ------------------------------------------------------------------------------ the store
+
+
+def open_store(state: Path | None, database_url: str | None) -> Store:
+    """The ledger a read-only command reads: the SQLite state file or the PostgreSQL database."""
+    if (state is None) == (database_url is None):
+        raise click.UsageError("give exactly one of --state PATH and --database-url URL")
+    try:
+        if database_url is not None:
+            from gateway.store.postgres import PostgresStore
+
+            return PostgresStore(database_url, readonly=True)
+        from gateway.store.sqlite import SQLiteStore
+
+        assert state is not None
+        if not state.exists():
+            raise CliError(Exit.USAGE, f"state file {state} does not exist")
+        return SQLiteStore(state, readonly=True)
+    except GatewayError as exc:
+        raise gateway_error(exc) from exc

@@ -10,12 +10,10 @@ from typing import Any
 import click
 
 from gateway.cli.agent import agent
-from gateway.cli.agent_auth_options import agent_auth_options
-from gateway.cli.auth_options import auth_options
-from gateway.cli.checkpoint_options import checkpoint_options
-from gateway.cli.common import TIME, CliError, Exit, ExitGroup, examples, gateway_error
-from gateway.cli.queue import controller, queue
-from gateway.cli.scheduler_options import scheduler_options
+from gateway.cli.common import TIME, CliError, Exit, ExitGroup, examples, gateway_error, open_store
+from gateway.cli.controller import controller
+from gateway.cli.options import agent_auth_options, auth_options, checkpoint_options, scheduler_options, store_source
+from gateway.cli.queue import queue
 from gateway.config import (
     AgentAuthSettings,
     AuthSettings,
@@ -117,36 +115,11 @@ def audit() -> None:
     """Read and verify the tamper-evident audit log."""
 
 
-def _store_source(command: Any) -> Any:
-    """`--state PATH` or `--database-url URL`: where a read-only command finds the ledger."""
-    command = click.option("--database-url", metavar="URL", help="PostgreSQL database (instead of --state).")(command)
-    return click.option("--state", type=click.Path(dir_okay=False, path_type=Path),
-                        help="SQLite state file.")(command)
-
-
-def _open_store(state: Path | None, database_url: str | None) -> Any:
-    if (state is None) == (database_url is None):
-        raise click.UsageError("give exactly one of --state PATH and --database-url URL")
-    try:
-        if database_url is not None:
-            from gateway.store.postgres import PostgresStore
-
-            return PostgresStore(database_url, readonly=True)
-        from gateway.store.sqlite import SQLiteStore
-
-        assert state is not None
-        if not state.exists():
-            raise CliError(Exit.USAGE, f"state file {state} does not exist")
-        return SQLiteStore(state, readonly=True)
-    except GatewayError as exc:
-        raise gateway_error(exc) from exc
-
-
 @audit.command("verify", epilog=examples(
     "gpu-gateway audit verify --state ./gpu-gateway.db",
     "gpu-gateway audit verify --database-url postgresql://audit@db:5432/gpu_gateway --checkpoints ./checkpoints "
     "--public-key audit.key.pub -o json"))
-@_store_source
+@store_source
 @click.option("--checkpoints", type=click.Path(exists=True, path_type=Path),
               help="Also compare the log with the signed checkpoints in this directory (or file).")
 @click.option("--public-key", type=click.Path(dir_okay=False, exists=True, path_type=Path),
@@ -165,8 +138,8 @@ def audit_verify(state: Path | None, database_url: str | None, checkpoints: Path
     if checkpoints is not None and public_key is not None:
         from gateway.cli.verify_checkpoints import verify_with_checkpoints
 
-        sys.exit(verify_with_checkpoints(_open_store(state, database_url), checkpoints, public_key, output))
-    result = _open_store(state, database_url).verify()
+        sys.exit(verify_with_checkpoints(open_store(state, database_url), checkpoints, public_key, output))
+    result = open_store(state, database_url).verify()
     if output == "json":
         click.echo(json.dumps({"ok": result.ok, "records": result.rows, "first_bad": result.first_bad,
                                "problem": result.problem}))
@@ -193,7 +166,7 @@ def audit_keygen(out: Path) -> None:
 
 @audit.command("list", epilog=examples("gpu-gateway audit list --state ./gpu-gateway.db --user alice --since 7d",
                                        "gpu-gateway audit list --state ./gpu-gateway.db --grants -o json"))
-@_store_source
+@store_source
 @click.option("--user", help="Only this requester.")
 @click.option("--action", type=click.Choice(["launch", "modify", "kill", "exec", "approval", "grant", "alert",
                                                 "heartbeat"]))
@@ -207,12 +180,12 @@ def audit_list(state: Path | None, database_url: str | None, user: str | None, a
                since: str | None, until: str | None, limit: int | None, grants: bool, output: str) -> None:
     """List audit records, oldest first, as a table (times in UTC) or JSON lines (with `time` beside `ts`)."""
     from gateway.cli.render import audit_table
-    from gateway.store.base import AuditQuery
     from gateway.store.sql import is_break_glass
+    from gateway.store.types import AuditQuery
 
     query = AuditQuery(user=user, action=action, decision=decision, since=_parse_time(since),
                        until=_parse_time(until), limit=None if grants else limit)
-    rows = list(_open_store(state, database_url).audit_rows(query))
+    rows = list(open_store(state, database_url).audit_rows(query))
     if grants:
         rows = [r for r in rows if is_break_glass(r)][:limit]
     if output == "json":
@@ -226,7 +199,7 @@ def audit_list(state: Path | None, database_url: str | None, user: str | None, a
     "gpu-gateway audit history PyTorchJob research/llm-70b --state ./gpu-gateway.db --since 2026-11-19"))
 @click.argument("kind")
 @click.argument("ref", metavar="NAMESPACE/NAME")
-@_store_source
+@store_source
 @click.option("--since", type=TIME, help="From this time (ISO 8601, epoch seconds or an age like 7d).")
 @click.option("--until", type=TIME, help="Before this time (same forms).")
 @click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text")
@@ -238,14 +211,14 @@ def audit_history(kind: str, ref: str, state: Path | None, database_url: str | N
     means a cluster-scoped object.
     """
     from gateway.cli.render import history_text
-    from gateway.store.base import AuditQuery
+    from gateway.store.types import AuditQuery
 
     namespace, _, name = ref.rpartition("/")
     if not name:
         raise click.BadParameter(f"{ref!r} is not NAMESPACE/NAME", param_hint="NAMESPACE/NAME")
     query = AuditQuery(kind=kind, namespace=namespace, name=name, since=_parse_time(since),
                        until=_parse_time(until))
-    rows = list(_open_store(state, database_url).audit_rows(query))
+    rows = list(open_store(state, database_url).audit_rows(query))
     if output == "json":
         for row in rows:
             click.echo(json.dumps(with_time(row), sort_keys=True))
@@ -255,7 +228,7 @@ def audit_history(kind: str, ref: str, state: Path | None, database_url: str | N
 
 @main.command(epilog=examples("gpu-gateway usage --state ./gpu-gateway.db",
                               "gpu-gateway usage --state ./gpu-gateway.db --since 7d -o json"))
-@_store_source
+@store_source
 @click.option("--since", type=TIME, help="Also GPU-hours measured by the node agents from this time (ISO 8601, "
                                          "epoch seconds or an age like 7d).")
 @click.option("--until", type=TIME, help="End of that period (default now).")
@@ -267,7 +240,7 @@ def usage(state: Path | None, database_url: str | None, since: str | None, until
     from gateway.cli.render import measured_table, usage_table
 
     start, end = _parse_time(since), _parse_time(until) or time.time()
-    store = _open_store(state, database_url)
+    store = open_store(state, database_url)
     try:
         users, teams = store.gpus_by_user(), store.gpus_by_team()
         measured = store.measured_usage(start, end) if start is not None else None
@@ -299,7 +272,7 @@ def usage(state: Path | None, database_url: str | None, since: str | None, until
 @click.option("--owner-team", help="Team of the target for modify/kill/exec.")
 @click.option("--namespace", "-n", help="Namespace, when the manifest has none (default: default).")
 @click.option("--policy-dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
-@_store_source
+@store_source
 @click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text")
 def check(user: str, groups: tuple[str, ...], file: Path, action: str, owner: str | None,
           owner_team: str | None, namespace: str | None, policy_dir: Path | None, state: Path | None,
@@ -312,7 +285,7 @@ def check(user: str, groups: tuple[str, ...], file: Path, action: str, owner: st
     """
     from gateway.cli.check import run_check
 
-    store = _open_store(state, database_url) if state is not None or database_url is not None else None
+    store = open_store(state, database_url) if state is not None or database_url is not None else None
     try:
         results = run_check(user=user, groups=groups, file=file, action=action, owner=owner,
                             owner_team=owner_team, namespace=namespace, policy_dir=policy_dir, store=store)

@@ -13,128 +13,36 @@ import json
 import os
 import sys
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import click
-import httpx
 
+from gateway.cli import gpuctl_admin, gpuctl_workloads
 from gateway.cli.common import (
     DURATION,
-    FORMATS,
     TIME,
     CliError,
-    Exit,
     OutputGroup,
-    current_output,
     examples,
-    http_error,
     output_options,
     table,
 )
-from gateway.cli.common import show as _show
-
-#: The exit codes by the names gpuctl's commands use (`common.Exit`).
-EXIT_REFUSED, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_UNAUTHENTICATED = (
-    Exit.DENIED, Exit.USAGE, Exit.UNAVAILABLE, Exit.UNAUTHENTICATED)
-#: -o csv is for `gpuctl usage`; any other command refuses it.
-_FORMATS = (*FORMATS, "csv")
-_table = table
-
-
-def config_path() -> Path:
-    return Path(os.environ.get("GPUCTL_CONFIG", Path.home() / ".config" / "gpuctl" / "config.json"))
-
-
-def _load_config() -> dict[str, Any]:
-    path = config_path()
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        return {}
-    except (OSError, ValueError) as exc:
-        _fail(EXIT_USAGE, f"cannot read {path}: {exc}; run `gpuctl login` again")
-    return data if isinstance(data, dict) else {}
+from gateway.cli.gpuctl_client import (
+    EXIT_REFUSED,
+    EXIT_UNREACHABLE,
+    EXIT_USAGE,
+    GPUCTL_FORMATS,
+    Client,
+    config_path,
+    fail,
+    load_config,
+    print_warnings,
+)
 
 
-def _fail(code: int, message: str) -> NoReturn:
-    """Stop with `error: MESSAGE` and the exit code."""
-    raise CliError(code, message)
-
-
-def print_warnings(answer: Any) -> None:
-    """The server's `warnings` on stderr, as kubectl prints an API server's; stdout keeps the result."""
-    found = answer.get("warnings") if isinstance(answer, dict) else None
-    for warning in found or []:
-        click.echo(f"warning: {warning}", err=True)
-
-
-@dataclass
-class Client:
-    server: str
-    token: str
-    verify: bool | str
-    timeout_s: float = 30.0
-
-    @property
-    def output(self) -> str:
-        """The output format asked for (-o), before or after the subcommand."""
-        return current_output().format
-
-    def request(self, method: str, path: str, *, flags: Mapping[str, str] | None = None, **kw: Any) -> httpx.Response:
-        """The server's successful answer; otherwise `CliError` with the exit code of `common`.
-
-        `flags` maps the API fields the command sent to the flags or arguments they came from,
-        so that a refusal names what the person typed (`{"expires_in_s": "--for"}`).
-        """
-        if not self.server:
-            raise CliError(EXIT_USAGE, "no server: pass --server URL, set GPUCTL_SERVER or run `gpuctl login`")
-        if not self.token:
-            raise CliError(EXIT_UNAUTHENTICATED, "no token: pass --token, set GPUCTL_TOKEN or run `gpuctl login`")
-        url = self.server.rstrip("/") + "/api/v1" + path
-        try:
-            with httpx.Client(verify=self.verify, timeout=self.timeout_s) as client:
-                response = client.request(method, url, headers={"authorization": f"Bearer {self.token}"}, **kw)
-        except httpx.TimeoutException:
-            raise CliError(EXIT_UNREACHABLE, f"{self.server} did not answer within {self.timeout_s:g} s; check that "
-                                             "the gateway runs, or give it longer with --request-timeout") from None
-        except httpx.HTTPError as exc:
-            if "CERTIFICATE_VERIFY_FAILED" in str(exc):
-                raise CliError(EXIT_UNREACHABLE, f"cannot verify the TLS certificate of {self.server}: {exc}; pass "
-                                                 "--certificate-authority FILE (the CA that signed it)") from None
-            raise CliError(EXIT_UNREACHABLE, f"cannot reach {self.server}: {exc}; "
-                                             "check --server and that the gateway runs") from None
-        if response.status_code >= 400:
-            raise http_error(response.status_code, _reason(response), flags)
-        return response
-
-    send = request
-    """The same; the name callers that retry (`audit tail`) use."""
-
-    def get(self, path: str, *, flags: Mapping[str, str] | None = None, **params: Any) -> Any:
-        """GET with query parameters (None ones left out); a refusal names a parameter as its flag."""
-        query = {k: v for k, v in params.items() if v is not None}
-        named = {k: "--" + k.replace("_", "-") for k in query} | dict(flags or {})
-        return self.request("GET", path, params=query, flags=named).json()
-
-    def show(self, data: Any, table: str) -> None:
-        if self.output == "csv":
-            _fail(EXIT_USAGE, "-o csv is only for `gpuctl usage`; use -o json or -o yaml here")
-        _show(data, table)
-
-
-def _reason(response: httpx.Response) -> str:
-    try:
-        body = response.json()
-    except ValueError:
-        return response.text[:200] or response.reason_phrase
-    return str(body.get("reason") or body.get("error") or body) if isinstance(body, dict) else str(body)
-
-
-@click.group(cls=OutputGroup, context_settings={"help_option_names": ["-h", "--help"]}, formats=_FORMATS,
-             params=output_options(_FORMATS, "; csv: gpuctl usage only; also after the subcommand"),
+@click.group(cls=OutputGroup, context_settings={"help_option_names": ["-h", "--help"]}, formats=GPUCTL_FORMATS,
+             params=output_options(GPUCTL_FORMATS, "; csv: gpuctl usage only; also after the subcommand"),
              epilog=examples("gpuctl login --server https://gpu-gateway.example:8443 --token \"$TOKEN\"",
                              "gpuctl whoami -o json", "gpuctl audit list --decision denied --since 7d -o wide"))
 @click.version_option(package_name="gpu-gateway", prog_name="gpuctl", message="%(prog)s %(version)s")
@@ -153,7 +61,7 @@ def main(ctx: click.Context, server: str | None, token: str | None, certificate_
     Exit codes: 0 done or allowed, 1 denied or refused by the gateway, 2 bad usage or unreadable
     input, 3 gateway unreachable or failing, 4 not authenticated.
     """
-    config = _load_config() if ctx.invoked_subcommand != "login" else {}
+    config = load_config() if ctx.invoked_subcommand != "login" else {}
     verify: bool | str = not insecure_skip_tls_verify
     if certificate_authority or config.get("certificate_authority"):
         verify = certificate_authority or str(config["certificate_authority"])
@@ -188,11 +96,11 @@ def login(client: Client, login_server: str, login_token: str, login_ca: str | N
 def whoami(client: Client) -> None:
     """Who the token says you are, your role and teams, and your break-glass grants until they expire."""
     me = client.get("/whoami")
-    text = _table(["USER", "ROLE", "TEAMS", "GROUPS"],
+    text = table(["USER", "ROLE", "TEAMS", "GROUPS"],
                   [[me["username"], me["role"] or "-", ",".join(me["teams"]) or "-", ",".join(me["groups"])]])
     grants = me.get("grants") or []
     if grants:
-        text += "\n\n" + _table(["GRANT", "ROLE", "UNTIL (UTC)", "EXPIRES IN", "IN FORCE", "GRANTER", "REASON"], [
+        text += "\n\n" + table(["GRANT", "ROLE", "UNTIL (UTC)", "EXPIRES IN", "IN FORCE", "GRANTER", "REASON"], [
             [g["id"], g["role"], _when(g["expires_at"]), _left(g["expires_at"]), "yes" if g["in_force"] else "no",
              g["granter"], g["reason"]] for g in grants])
     client.show(me, text)
@@ -239,7 +147,7 @@ def audit_list(client: Client, /, alerts: bool = False, **filters: Any) -> None:
     items = client.get("/audit", **filters)["items"]
     if alerts:
         cells = [audit_cells(i) for i in items]
-        client.show(items, _table(["#", "TIME", "ALERT", "TARGET", "OWNER", "REASON"], [
+        client.show(items, table(["#", "TIME", "ALERT", "TARGET", "OWNER", "REASON"], [
             [c["seq"], c["time"], c["rule"], c["target"], c["owner"], c["reason"]] for c in cells]))
         return
     client.show(items, audit_table(items))
@@ -273,7 +181,7 @@ def audit_tail(client: Client, /, after_seq: int | None, interval: float, timeou
     from gateway.cli.tail import Follow, Unavailable, emitter, follow
 
     if client.output == "csv":
-        _fail(EXIT_USAGE, "-o csv is only for `gpuctl usage`; audit tail prints table, json or yaml")
+        fail(EXIT_USAGE, "-o csv is only for `gpuctl usage`; audit tail prints table, json or yaml")
     limit = filters.pop("limit")
     if limit is not None and limit < 0:
         raise click.BadParameter("must be 0 or more", param_hint="--limit")
@@ -295,7 +203,7 @@ def audit_tail(client: Client, /, after_seq: int | None, interval: float, timeou
     try:
         follow(fetch, emitter(client.output), how, warn=lambda m: click.echo(f"warning: {m}", err=True))
     except Unavailable as exc:
-        _fail(EXIT_UNREACHABLE, str(exc))
+        fail(EXIT_UNREACHABLE, str(exc))
     except KeyboardInterrupt:
         sys.exit(0)
 
@@ -321,7 +229,7 @@ def usage(client: Client, by: str | None, since: str | None, until: str | None) 
     """GPUs reserved now, and with --since GPU-hours held, per user, team (and role), scoped to what
     you may read. -o csv prints the server's CSV: by,name,gpus_now,gpu_hours,since,until."""
     from gateway.cli.render import measured_table
-    from gateway.core.usage_report import usage_rows
+    from gateway.telemetry.usage_report import usage_rows
 
     if client.output == "csv":
         query = {k: v for k, v in {"since": since, "until": until, "by": by, "format": "csv"}.items() if v}
@@ -337,7 +245,7 @@ def usage(client: Client, by: str | None, since: str | None, until: str | None) 
     rows = [[r.by, r.name, "-" if r.gpus_now is None else r.gpus_now, limit(r.by, r.name),
              "-" if r.gpu_hours is None else f"{r.gpu_hours:.1f}"] for r in usage_rows(data, by)]
     headers = ["BY", "NAME", "GPUS NOW", "LIMIT", "GPU-HOURS"] if since else ["BY", "NAME", "GPUS NOW", "LIMIT"]
-    text = _table(headers, [r if since else r[:4] for r in rows])
+    text = table(headers, [r if since else r[:4] for r in rows])
     measured = measured_table(data.get("measured") or {}, [f"{by}s"] if by in ("user", "team") else
                               ("users", "teams", "workloads"))
     client.show(data, text + "\n\n" + measured if measured else text)
@@ -352,9 +260,9 @@ def _check_body(file: Path, as_user: str | None, as_groups: tuple[str, ...], act
         manifest = file.read_text()
         parse_documents(manifest, str(file))  # unreadable input stops here, naming the file
     except OSError as exc:
-        _fail(EXIT_USAGE, f"cannot read {file}: {exc}")
+        fail(EXIT_USAGE, f"cannot read {file}: {exc}")
     except GatewayError as exc:
-        _fail(EXIT_USAGE, str(exc))
+        fail(EXIT_USAGE, str(exc))
     if as_groups and not as_user:
         raise click.UsageError("--as-group needs --as")
     if as_user:
@@ -407,7 +315,7 @@ def _duration(value: str) -> float:
 def _approvals_table(items: list[dict[str, Any]]) -> str:
     from gateway.cli.render import target_text
 
-    return _table(["ID", "STATE", "REQUESTER", "ACTION", "TARGET", "GPUS", "EXPIRES", "REASON", "CREATED",
+    return table(["ID", "STATE", "REQUESTER", "ACTION", "TARGET", "GPUS", "EXPIRES", "REASON", "CREATED",
                    "REVIEWER", "COMMENT"], [
         [a["id"], a["state"], a["requester"], a["action"], target_text(a["kind"], a["namespace"], a["name"]),
          a.get("gpus") or "-", _when(a.get("expires_at")), a.get("reason", ""), _when(a.get("created_at")),
@@ -490,7 +398,7 @@ def grant(client: Client, user: str, role: str, reason: str, duration: float) ->
 def list_grants(client: Client) -> None:
     """Break-glass grants (admins see all, others their own)."""
     items = client.get("/grants")["items"]
-    client.show(items, _table(["ID", "STATE", "USER", "ROLE", "UNTIL", "GRANTER", "REASON", "CREATED", "ENDED BY"], [
+    client.show(items, table(["ID", "STATE", "USER", "ROLE", "UNTIL", "GRANTER", "REASON", "CREATED", "ENDED BY"], [
         [g["id"], g["state"], g["user"], g["role"], _when(g.get("expires_at")), g.get("granter", ""),
          g.get("reason", ""), _when(g.get("created_at")), g.get("ended_by") or "-"] for g in items],
         wide=["CREATED", "ENDED BY"]))
@@ -505,12 +413,8 @@ def revoke(client: Client, grant_id: str) -> None:
     client.show(done, f"grant {done['id']} is {done['state']}")
 
 
-# Commands defined in their own modules register themselves on `main` when imported.
-from gateway.cli import gpuctl_admin, gpuctl_workloads  # noqa: E402, F401
+for _command in (*gpuctl_admin.COMMANDS, *gpuctl_workloads.COMMANDS):
+    main.add_command(_command)
 
 if __name__ == "__main__":
-    # Run as `python -m`, this file is `__main__`; the commands of the other modules registered
-    # themselves on the importable module's group.
-    from gateway.cli.gpuctl import main as gpuctl
-
-    gpuctl()
+    main()

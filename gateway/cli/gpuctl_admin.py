@@ -8,9 +8,9 @@ from typing import Any
 
 import click
 
-from gateway.cli.common import DURATION, examples
-from gateway.cli.gpuctl import Client, _table, main, print_warnings
-from gateway.core.overrides import SettingError, check_subject, split_target
+from gateway.admission.overrides import SettingError, check_subject, split_target
+from gateway.cli.common import DURATION, OutputGroup, examples, table
+from gateway.cli.gpuctl_client import GPUCTL_FORMATS, Client, print_warnings
 
 REPLACEABLE = ("policy.csv", "limits.yaml")
 
@@ -57,7 +57,8 @@ SUBJECT = _Target("subject", check_subject, "a group's: group:{0}")
 # ------------------------------------------------------------------------------ roles
 
 
-@main.group("roles", invoke_without_command=True, epilog=examples("gpuctl roles", "gpuctl roles -o yaml"))
+@click.group("roles", cls=OutputGroup, formats=GPUCTL_FORMATS, invoke_without_command=True,
+             epilog=examples("gpuctl roles", "gpuctl roles -o yaml"))
 @click.pass_context
 def roles(ctx: click.Context) -> None:
     """Role bindings (group:NAME or user:NAME -> roles); without a subcommand, list them."""
@@ -65,9 +66,9 @@ def roles(ctx: click.Context) -> None:
         return
     client: Client = ctx.obj
     data = client.get("/roles")
-    bindings = _table(["SUBJECT", "ROLES", "SOURCE"],
+    bindings = table(["SUBJECT", "ROLES", "SOURCE"],
                       [[b["subject"], ",".join(b["roles"]) or "(none)", b["source"]] for b in data["bindings"]])
-    perms = _table(["ROLE", "PERMISSIONS"],
+    perms = table(["ROLE", "PERMISSIONS"],
                    [[r["name"], " ".join(f"{a}:{s}" for a, s in r["permissions"])] for r in data["roles"]])
     client.show(data, f"{bindings}\n\n{perms}")
 
@@ -98,8 +99,9 @@ def roles_unbind(client: Client, subject: str, reason: str) -> None:
 # ------------------------------------------------------------------------------ quotas
 
 
-@main.group("quota", epilog=examples("gpuctl quota get team:vision",
-                                     'gpuctl quota set team:vision --max-concurrent-gpus 512 --reason "Q4 budget"'))
+@click.group("quota", cls=OutputGroup, formats=GPUCTL_FORMATS,
+             epilog=examples("gpuctl quota get team:vision",
+                             'gpuctl quota set team:vision --max-concurrent-gpus 512 --reason "Q4 budget"'))
 def quota() -> None:
     """GPU quotas per user:NAME, team:NAME and role:NAME."""
 
@@ -115,7 +117,7 @@ def quota_get(client: Client, target: str | None) -> None:
     else:
         data = client.get("/quotas")
         items = data["items"]
-    client.show(data, _table(
+    client.show(data, table(
         ["TARGET", "USED", "MAX CONCURRENT GPUS", "MAX GPUS PER WORKLOAD", "SOURCE"],
         [[q["target"], "-" if q.get("used") is None else q["used"],
           _shown(q["quota"]["max_concurrent_gpus"]) if q["quota"] else "(the role's)",
@@ -177,7 +179,8 @@ _FROM = click.option("--from", "directory", required=True, type=click.Path(exist
                      path_type=Path), help="Directory holding the proposed policy.csv and limits.yaml.")
 
 
-@main.group("policy", epilog=examples("gpuctl policy get --to ./proposal", "gpuctl policy diff --from ./proposal"))
+@click.group("policy", cls=OutputGroup, formats=GPUCTL_FORMATS,
+             epilog=examples("gpuctl policy get --to ./proposal", "gpuctl policy diff --from ./proposal"))
 def policy() -> None:
     """View, diff and replace the policy (policy.csv and limits.yaml)."""
 
@@ -213,7 +216,7 @@ def policy_diff(client: Client, directory: Path) -> None:
     text = f"{data['diff'] or 'no change'}\n# proposal {data['digest']} {note}".rstrip()
     denied = data.get("would_deny") or []
     if denied:
-        text += f"\n\n# it would have denied {len(denied)} running or queued workload(s):\n" + _table(
+        text += f"\n\n# it would have denied {len(denied)} running or queued workload(s):\n" + table(
             ["STATE", "WORKLOAD", "OWNER", "TEAM", "GPUS", "RULE", "REASON"],
             [[w["state"], f"{w['resource']} {w['namespace']}/{w['name']}", w["owner"], w["team"] or "-", w["gpus"],
               w["rule"], w["reason"]] for w in denied])
@@ -267,3 +270,7 @@ def policy_revert(client: Client, reason: str) -> None:
     """Go back to the policy files the gateway was started with."""
     done = client.request("DELETE", "/policy", json={"reason": reason}, flags={"reason": "--reason"}).json()
     client.show(done, f"{done['diff'] or 'no change'}\n# the files' policy {done['digest']} is in force again")
+
+
+#: The commands `gpuctl` adds from this module.
+COMMANDS: tuple[click.Command, ...] = (roles, quota, policy)

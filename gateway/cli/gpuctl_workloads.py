@@ -8,8 +8,8 @@ from urllib.parse import quote
 
 import click
 
-from gateway.cli.common import examples
-from gateway.cli.gpuctl import Client, _table, main
+from gateway.cli.common import examples, table
+from gateway.cli.gpuctl_client import Client
 
 
 def _since(text: str) -> str:
@@ -20,8 +20,8 @@ def _since(text: str) -> str:
         return str(text)
 
 
-@main.command("workloads", epilog=examples("gpuctl workloads --team vision -n research",
-                                             "gpuctl workloads --user alice -o json"))
+@click.command("workloads", epilog=examples("gpuctl workloads --team vision -n research",
+                                              "gpuctl workloads --user alice -o json"))
 @click.option("--user", help="Only workloads this user owns.")
 @click.option("--team", help="Only workloads of this team.")
 @click.option("-n", "--namespace", help="Only this namespace.")
@@ -34,12 +34,12 @@ def workloads(client: Client, user: str | None, team: str | None, namespace: str
     if namespace and all_namespaces:
         raise click.UsageError("give -n NAMESPACE or -A, not both")
     data = client.get("/workloads", user=user, team=team, namespace=namespace)
-    client.show(data, _table(["NAMESPACE", "KIND", "NAME", "OWNER", "TEAM", "GPUS", "PODS", "STATE", "SINCE"], [
+    client.show(data, table(["NAMESPACE", "KIND", "NAME", "OWNER", "TEAM", "GPUS", "PODS", "STATE", "SINCE"], [
         [i["namespace"], i["kind"], i["name"], i["owner"] or "-", i["team"] or "-", i["gpus"], i["pods"], i["state"],
          _since(i["since"])] for i in data["items"]]))
 
 
-@main.command("queue", epilog=examples("gpuctl queue", "gpuctl queue -o json"))
+@click.command("queue", epilog=examples("gpuctl queue", "gpuctl queue -o json"))
 @click.pass_obj
 def queue(client: Client) -> None:
     """Workloads waiting in the GPU queue that you may see, with their place in the whole queue and
@@ -50,7 +50,7 @@ def queue(client: Client) -> None:
     client.show(data, queue_table(data["items"]))
 
 
-@main.command("describe", epilog=examples("gpuctl describe PyTorchJob research/llm-70b"))
+@click.command("describe", epilog=examples("gpuctl describe PyTorchJob research/llm-70b"))
 @click.argument("kind")
 @click.argument("ref", metavar="NAMESPACE/NAME")
 @click.option("--limit", type=click.IntRange(1, 10_000), default=20, show_default=True,
@@ -99,3 +99,7 @@ def describe_text(w: dict[str, Any]) -> str:
     lines.append("History:" + ("" if history else "  no audit records you may read"))
     lines += [f"  {line}" for line in history_text(history).splitlines()] if history else []
     return "\n".join(lines)
+
+
+#: The commands `gpuctl` adds from this module.
+COMMANDS: tuple[click.Command, ...] = (workloads, queue, describe)

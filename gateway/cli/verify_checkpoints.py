@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import click
 
 from gateway.cli.common import gateway_error
 from gateway.errors import GatewayError
+from gateway.store.base import AuditStore
 from gateway.store.checkpoints import load_public_key, verify_checkpoints
 
 
-def verify_with_checkpoints(store: Any, checkpoints: Path, public_key: Path, output: str) -> int:
+def verify_with_checkpoints(store: AuditStore, checkpoints: Path, public_key: Path, output: str) -> int:
     """Print the verdict; the exit status: 0 when the log matches its checkpoints, 1 otherwise."""
     try:
         key = load_public_key(public_key)

@@ -6,13 +6,13 @@ One pass (`Controller.sync`), run only while this replica holds the Lease:
    watch error (an expired resourceVersion among them), else the watch events since the
    last resourceVersion;
 2. read the cluster's GPU capacity from the nodes' allocatable GPUs;
-3. rebuild the ledger from the pods (core/reconcile.py), in one store transaction;
-4. run the queue (core/queue.py through store/queue.py), in one store transaction;
+3. rebuild the ledger from the pods (scheduling/reconcile.py), in one store transaction;
+4. run the queue (scheduling/queue.py through store/queue.py), in one store transaction;
 5. remove the gate from every pod of a workload the ledger now holds charged;
 6. annotate the waiting workloads' pods with their position and reason, and emit an Event
    when either changes;
 7. at most every `drift_interval_s`, compare the gateway's webhook configurations with the
-   installation's baseline (core/drift.py): an edit or a deletion raises a metric, an Event
+   installation's baseline (scheduling/drift.py): an edit or a deletion raises a metric, an Event
    and an audit record.
 """
 
@@ -32,10 +32,13 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Gauge, Histogram
 from prometheus_client import Counter as PromCounter
 
+from gateway.admission.scheduling_settings import GATEWAY_SERVICE_ACCOUNT, QUEUE_ANNOTATION
 from gateway.controller.kube import Cluster, ClusterError
 from gateway.controller.lease import LeaderLease, micro_time
-from gateway.core.drift import KINDS, Drift, compare, fingerprint, split_target
-from gateway.core.reconcile import (
+from gateway.errors import GatewayError
+from gateway.policy_bundle import PolicyHolder
+from gateway.scheduling.drift import KINDS, Drift, compare, fingerprint, split_target
+from gateway.scheduling.reconcile import (
     FORGET_GRACE_S,
     Held,
     PodView,
@@ -46,13 +49,9 @@ from gateway.core.reconcile import (
     plan_reconcile,
     read_pod,
 )
-from gateway.core.scheduling import GATEWAY_SERVICE_ACCOUNT, QUEUE_ANNOTATION
-from gateway.errors import GatewayError
-from gateway.policy_bundle import PolicyHolder
-from gateway.store.base import Actor
-from gateway.store.events import record_event
-from gateway.store.queue import PassResult, limits_from, split_key
-from gateway.store.settings import SettingChange
+from gateway.store.base import Store
+from gateway.store.queue import limits_from, split_key
+from gateway.store.types import Actor, PassResult, SettingChange
 
 log = logging.getLogger("gateway.controller")
 
@@ -103,7 +102,7 @@ class ControllerMetrics:
 
 
 class Controller:
-    def __init__(self, cluster: Cluster, store: Any, policies: PolicyHolder, settings: ControllerSettings, *,
+    def __init__(self, cluster: Cluster, store: Store, policies: PolicyHolder, settings: ControllerSettings, *,
                  registry: CollectorRegistry | None = None, clock: Callable[[], float] = time.time) -> None:
         import os
         import socket
@@ -279,7 +278,7 @@ class Controller:
             self._drifted.discard(drift.target)
             log.warning("webhook configuration restored: %s", drift.describe())
         self.metrics.drift.labels(drift.target).set(1 if drift.alarm else 0)
-        record_event(self.store, _drift_record(drift, kind, name, self.actor), now=now)
+        self.store.record_event(_drift_record(drift, kind, name, self.actor), now=now)
         try:
             self.cluster.create_event(self.settings.lease_namespace,
                                       _drift_event(drift, kind, name, self.settings.lease_namespace, now))

@@ -6,14 +6,19 @@ import logging
 import threading
 from typing import Any
 
+from prometheus_client import CollectorRegistry
+
 from gateway.config import SchedulerSettings
 from gateway.controller.kube import Cluster, api_client
 from gateway.controller.loop import Controller, ControllerSettings
+from gateway.policy_bundle import PolicyHolder
+from gateway.store.base import Store
 
 log = logging.getLogger("gateway.controller")
 
 
-def build_controller(scheduler: SchedulerSettings, store: Any, policies: Any, registry: Any,
+def build_controller(scheduler: SchedulerSettings, store: Store, policies: PolicyHolder,
+                     registry: CollectorRegistry | None,
                      settings: ControllerSettings | None = None) -> Controller:
     kubeconfig = str(scheduler.kubeconfig) if scheduler.kubeconfig else None
     cluster = Cluster(api_client(kubeconfig))

@@ -1,6 +1,6 @@
 """Approvals and break-glass grants in the store: one implementation over `sql.Ledger`.
 
-`ExceptionsStore` is mixed into both backends, which supply `_read` and `_write` (a
+`ApprovalsSQL` is mixed into both backends, which supply `_read` and `_write` (a
 transaction, under the backend's write lock). Every change is an audit record with the old
 and new state in `changes` (actions `approval` and `grant`); see docs/approvals.md.
 """
@@ -10,14 +10,55 @@ from __future__ import annotations
 import json
 import secrets
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from gateway.core.approvals import TARGET_ACTIONS
-from gateway.core.identity import Grant
+from gateway.admission.approvals import TARGET_ACTIONS
+from gateway.admission.identity import Grant
 from gateway.errors import GatewayError
-from gateway.store.base import Actor
-from gateway.store.sql import Ledger, Row, change_record, state_change
+from gateway.store.migrations import AddColumn, Migration, Row, Subject, statements
+from gateway.store.sql import Ledger, change_record, state_change
+from gateway.store.types import Actor, NewApproval, NewGrant
+
+#: Approvals and break-glass grants. An approval's `target_owner` and `target_team` are NULL in
+#: rows written before them, and for approvals that are not for an existing workload.
+APPROVALS_SCHEMA = Subject("approvals", (
+    Migration(1, statements("""
+CREATE TABLE IF NOT EXISTS approvals (
+    id               TEXT PRIMARY KEY,
+    requester        TEXT NOT NULL,
+    requester_teams  TEXT NOT NULL,
+    action           TEXT NOT NULL,
+    kind             TEXT NOT NULL,
+    namespace        TEXT NOT NULL,
+    name             TEXT NOT NULL,
+    gpus             INTEGER NOT NULL,
+    reason           TEXT NOT NULL,
+    state            TEXT NOT NULL,
+    created_at       {float} NOT NULL,
+    expires_at       {float} NOT NULL,
+    reviewer         TEXT NOT NULL DEFAULT '',
+    review_comment   TEXT NOT NULL DEFAULT '',
+    reviewed_at      {float},
+    used_at          {float},
+    used_request_uid TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS approvals_match ON approvals (requester, action, namespace, name, state);
+CREATE TABLE IF NOT EXISTS grants (
+    id         TEXT PRIMARY KEY,
+    "user"     TEXT NOT NULL,
+    role       TEXT NOT NULL,
+    reason     TEXT NOT NULL,
+    granter    TEXT NOT NULL,
+    state      TEXT NOT NULL,
+    created_at {float} NOT NULL,
+    expires_at {float} NOT NULL,
+    ended_at   {float},
+    ended_by   TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS grants_state ON grants (state, expires_at);
+""")),
+    Migration(2, (AddColumn("approvals", "target_owner", "TEXT"), AddColumn("approvals", "target_team", "TEXT"))),
+))
 
 _T = TypeVar("_T")
 
@@ -31,26 +72,6 @@ class StateConflict(GatewayError):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
-
-
-@dataclass(frozen=True, slots=True)
-class NewApproval:
-    action: str
-    kind: str
-    namespace: str
-    name: str
-    gpus: int
-    reason: str
-    expires_in_s: float
-    requester_teams: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class NewGrant:
-    user: str
-    role: str
-    reason: str
-    expires_in_s: float
 
 
 def _effective(state: str, expires_at: float, now: float, live: tuple[str, ...]) -> str:
@@ -216,7 +237,7 @@ def expire_lapsed(ledger: Ledger, now: float) -> None:
 # ------------------------------------------------------------------ the backends' methods
 
 
-class ExceptionsStore:
+class ApprovalsSQL:
     """Approvals and grants for a backend that supplies `_read` and `_write`."""
 
     def _read(self, work: Callable[[Ledger], _T]) -> _T:

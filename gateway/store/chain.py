@@ -15,6 +15,50 @@ from typing import Any
 
 import orjson
 
+from gateway.store.migrations import AddColumn, Migration, Subject, statements
+
+#: The audit chain's tables: the records, and the head (count and last hash) appends extend.
+#: A state file older than `changes` gets it, empty, which the hash leaves out.
+AUDIT_SCHEMA = Subject("audit", (
+    Migration(1, (*statements("""
+CREATE TABLE IF NOT EXISTS audit (
+    seq            {seq} PRIMARY KEY,
+    ts             {float} NOT NULL,
+    request_uid    TEXT NOT NULL,
+    "user"         TEXT NOT NULL,
+    "groups"       TEXT NOT NULL,
+    role           TEXT NOT NULL,
+    action         TEXT NOT NULL,
+    kind           TEXT NOT NULL,
+    namespace      TEXT NOT NULL,
+    name           TEXT NOT NULL,
+    object_uid     TEXT NOT NULL,
+    gpus           INTEGER NOT NULL,
+    decision       TEXT NOT NULL,
+    mode           TEXT NOT NULL,
+    rule           TEXT NOT NULL,
+    reason         TEXT NOT NULL,
+    dry_run        INTEGER NOT NULL,
+    policy_version TEXT NOT NULL,
+    owner          TEXT NOT NULL,
+    team           TEXT NOT NULL,
+    changes        TEXT NOT NULL DEFAULT '[]',
+    prev_hash      TEXT NOT NULL,
+    hash           TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_user ON audit ("user", ts);
+CREATE INDEX IF NOT EXISTS audit_ts ON audit (ts);
+CREATE INDEX IF NOT EXISTS audit_object ON audit (namespace, name);
+CREATE TABLE IF NOT EXISTS audit_head (
+    id        INTEGER PRIMARY KEY CHECK (id = 1),
+    count     {seq} NOT NULL,
+    last_hash TEXT NOT NULL
+);
+"""),
+        AddColumn("audit", "changes", "TEXT NOT NULL DEFAULT '[]'"),
+    )),
+))
+
 GENESIS = "0" * 64
 
 _FIRST_FIELDS = (

@@ -5,7 +5,7 @@ to the audit chain, so that a quiet period shows in the log, and signs the head 
 wrote with an Ed25519 key kept outside the database. Each signed checkpoint goes to an
 append-only local file (`<dir>/checkpoints.jsonl`) and, when configured, is POSTed as JSON
 to an external endpoint. `verify_checkpoints` reads them back and compares them with the log
-(gateway.core.checkpoints.compare). docs/audit.md describes the design.
+(gateway.audit.checkpoints.compare). docs/audit.md describes the design.
 
 A line of the file: `{"checkpoint": {...signed fields...}, "key_id": "...", "signature": "<base64>"}`.
 """
@@ -21,18 +21,17 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
 import httpx
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from gateway.config import CheckpointSettings
-from gateway.core.checkpoints import (
+from gateway.audit.checkpoints import (
     Checkpoint,
     LogHead,
     Rejected,
@@ -41,16 +40,14 @@ from gateway.core.checkpoints import (
     checkpoint_from,
     compare_with_chain,
 )
+from gateway.config import CheckpointSettings
 from gateway.errors import ConfigError, GatewayError
-from gateway.store.base import AuditQuery
-from gateway.store.chain import GENESIS, VerifyResult
-from gateway.store.sql import Ledger
+from gateway.store.base import AuditStore
+from gateway.store.types import AuditQuery
 
 log = logging.getLogger("gateway.checkpoints")
 
 FILE_NAME = "checkpoints.jsonl"
-
-_T = TypeVar("_T")
 
 
 # ------------------------------------------------------------------ keys
@@ -147,13 +144,7 @@ def read_checkpoints(source: Path, key: Ed25519PublicKey) -> tuple[list[Signed],
     return signed, rejected
 
 
-class _AuditSource(Protocol):
-    def audit_rows(self, query: AuditQuery | None = None) -> Iterable[dict[str, Any]]: ...
-
-    def verify(self) -> VerifyResult: ...
-
-
-def verify_checkpoints(store: _AuditSource, source: Path, key: Ed25519PublicKey) -> Verdict:
+def verify_checkpoints(store: AuditStore, source: Path, key: Ed25519PublicKey) -> Verdict:
     """Walk the store's hash chain and compare the log with the checkpoints in `source`.
 
     The checkpoints are read before the log, so that records other replicas append meanwhile
@@ -169,15 +160,6 @@ def verify_checkpoints(store: _AuditSource, source: Path, key: Ed25519PublicKey)
 # ------------------------------------------------------------------ heartbeats
 
 
-class _Transactional(Protocol):
-    """A store that runs work in one write transaction (both backends, via ExceptionsStore)."""
-
-    def _write(self, work: Callable[[Ledger], _T]) -> _T: ...
-
-
-_HEAD = "SELECT count, last_hash FROM audit_head WHERE id = 1"
-
-
 def heartbeat_fields(replica: str, reason: str, interval_s: float) -> dict[str, Any]:
     """The audit record of a heartbeat: the gateway itself, saying it is alive and signing."""
     return {
@@ -189,14 +171,10 @@ def heartbeat_fields(replica: str, reason: str, interval_s: float) -> dict[str, 
     }
 
 
-def write_heartbeat(store: _Transactional, replica: str, reason: str, interval_s: float,
+def write_heartbeat(store: AuditStore, replica: str, reason: str, interval_s: float,
                     now: float) -> tuple[int, str]:
     """Append a heartbeat record; the head (count, hash) right after it, in the same transaction."""
-    def work(ledger: Ledger) -> tuple[int, str]:
-        ledger.append_audit(heartbeat_fields(replica, reason, interval_s), now=now, dry_run=False)
-        head = ledger.db.one(_HEAD)
-        return (int(head["count"]), str(head["last_hash"])) if head else (0, GENESIS)
-    return store._write(work)
+    return store.record_event(heartbeat_fields(replica, reason, interval_s), now=now)
 
 
 # ------------------------------------------------------------------ sinks
@@ -260,7 +238,7 @@ def default_replica() -> str:
 class Checkpointer:
     """Signs the chain head every `interval_s` on a thread, and once more on `stop`."""
 
-    def __init__(self, store: _Transactional, key: Ed25519PrivateKey, sinks: Sequence[Sink], *,
+    def __init__(self, store: AuditStore, key: Ed25519PrivateKey, sinks: Sequence[Sink], *,
                  replica: str, interval_s: float = 60.0, clock: Callable[[], float] = time.time) -> None:
         if interval_s <= 0:
             raise ConfigError("the checkpoint interval must be positive")
@@ -335,7 +313,7 @@ class Checkpointer:
                 sink.close()
 
 
-def build_checkpointer(settings: CheckpointSettings | None, store: Any) -> Checkpointer | None:
+def build_checkpointer(settings: CheckpointSettings | None, store: AuditStore) -> Checkpointer | None:
     """The checkpointer `serve` runs, from its settings (None: checkpoints are off).
 
     `store` is either backend (both write through `_write`); a bad key fails here, before serving.

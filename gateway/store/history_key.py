@@ -1,7 +1,7 @@
 """The installation's key for the digests of ConfigMap and Secret values in the audit log.
 
 The audit log records that a Secret's key changed as HMAC digests of the old and new
-values (see `gateway.core.history`). The key is kept outside the database, in
+values (see `gateway.audit.history`). The key is kept outside the database, in
 `<state>.history-key` beside the state file (32 random bytes, mode 0600, created on first
 use), so that a copy of the database alone cannot be used to guess a weak secret from its
 digest. Back it up with the state file: a new key makes older digests incomparable.

@@ -19,27 +19,21 @@ from typing import Any, TypeVar
 import psycopg
 from psycopg.rows import dict_row
 
-from gateway.core.admission import Facts, TargetKey
-from gateway.core.decision import Decision
+from gateway.admission.admission import Facts, TargetKey
+from gateway.admission.decision import Decision
 from gateway.errors import StoreError
-from gateway.store.approvals import ExceptionsStore
-from gateway.store.base import AuditQuery, Job, LedgerRow
-from gateway.store.chain import LATER_FIELDS, VerifyResult
-from gateway.store.queue import QueueStore
-from gateway.store.settings import SettingsStore
-from gateway.store.sql import (
-    AFTER_LATER_COLUMNS,
-    LATER_APPROVAL_COLUMNS,
-    LATER_RESERVATION_COLUMNS,
-    Ledger,
-    Row,
-    schema,
-)
-from gateway.store.telemetry import TelemetryStore
+from gateway.store.approvals import ApprovalsSQL
+from gateway.store.chain import VerifyResult
+from gateway.store.events import EventsSQL
+from gateway.store.migrations import POSTGRES, Row
+from gateway.store.queue import QueueSQL
+from gateway.store.schema import prepare
+from gateway.store.settings import SettingsSQL
+from gateway.store.sql import Ledger
+from gateway.store.telemetry import TelemetrySQL
+from gateway.store.types import AuditQuery, Job, LedgerRow
 
 log = logging.getLogger("gateway.store")
-
-SCHEMA = schema(float_type="DOUBLE PRECISION", seq_type="BIGINT")
 
 #: The advisory lock every write transaction holds: "gpugate" in ASCII.
 WRITE_LOCK = 0x67707567617465
@@ -69,7 +63,7 @@ class _Runner:
         self._conn.execute(_pg(sql), tuple(args))
 
 
-class PostgresStore(ExceptionsStore, SettingsStore, TelemetryStore, QueueStore):
+class PostgresStore(ApprovalsSQL, SettingsSQL, TelemetrySQL, QueueSQL, EventsSQL):
     """The shared store. Safe to share between threads; one connection, used under a lock."""
 
     def __init__(self, url: str, *, readonly: bool = False, connect_timeout_s: int = 5,
@@ -111,20 +105,12 @@ class PostgresStore(ExceptionsStore, SettingsStore, TelemetryStore, QueueStore):
             self._conn = None
 
     def _create_schema(self, ledger: Ledger) -> None:
-        """Create the tables (replicas may start together: under the write lock) and recount usage."""
+        """Upgrade the tables (replicas may start together: under the write lock) and recount usage."""
         with _Transaction(ledger):
-            for statement in SCHEMA:
-                ledger.db.run(statement)
-            for column, empty in LATER_FIELDS.items():
-                ledger.db.run(f"ALTER TABLE audit ADD COLUMN IF NOT EXISTS {column} TEXT NOT NULL DEFAULT '{empty}'")
-            for column, empty in LATER_RESERVATION_COLUMNS.items():
-                ledger.db.run(f"ALTER TABLE reservations ADD COLUMN IF NOT EXISTS {column} TEXT NOT NULL "
-                              f"DEFAULT '{empty}'")
-            for column in LATER_APPROVAL_COLUMNS:
-                ledger.db.run(f"ALTER TABLE approvals ADD COLUMN IF NOT EXISTS {column} TEXT")
-            for statement in AFTER_LATER_COLUMNS.values():
-                ledger.db.run(statement)
-            ledger.rebuild_usage()
+            moved = prepare(ledger.db, POSTGRES)
+        for subject, (old, new) in moved.items():
+            if old:
+                log.info("PostgreSQL: %s tables upgraded from schema version %d to %d", subject, old, new)
 
     def _read(self, work: Callable[[Ledger], _T]) -> _T:
         return self._with_ledger(work, "cannot read approvals or grants")

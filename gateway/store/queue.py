@@ -1,9 +1,9 @@
 """The queue in the store: waiting workloads, and one queue pass per transaction.
 
-`QueueStore` is mixed into both backends, which supply `_read` and `_write` (one transaction
+`QueueSQL` is mixed into both backends, which supply `_read` and `_write` (one transaction
 under the backend's write lock; on PostgreSQL the advisory lock every ledger write takes).
 A pass (`run_queue`) reads the usage counters and the waiting rows, lets the pure core
-(gateway.core.queue.plan_release) decide, and in the same transaction charges the released
+(gateway.scheduling.queue.plan_release) decide, and in the same transaction charges the released
 workloads' reservations, drops the gangs whose pods did not all appear in time, records
 every waiting row's position and reason, and writes an audit record for each release and
 drop: admissions on other replicas can never slip between the decision and its writes.
@@ -13,38 +13,42 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
-from gateway.core.decision import Decision, Reservation
-from gateway.core.policy import Policy
-from gateway.core.queue import Caps, Held, ReleasePlan, Waiting, plan_release
-from gateway.core.reconcile import Held as LedgerHeld
-from gateway.core.reconcile import Repair
-from gateway.core.scheduling import Scheduling, exhausted, period_start
-from gateway.store.base import Actor
+from gateway.admission.decision import Decision, Reservation
+from gateway.admission.policy import Policy
+from gateway.admission.scheduling_settings import exhausted, period_start
+from gateway.scheduling.queue import Caps, Held, ReleasePlan, Waiting, plan_release
+from gateway.scheduling.reconcile import Held as LedgerHeld
+from gateway.scheduling.reconcile import Repair
+from gateway.store.migrations import Migration, Subject, statements
 from gateway.store.sql import Ledger
+from gateway.store.types import Actor, Limits, PassResult, QueueRow
+
+#: The waiting workloads, in queue order.
+QUEUE_SCHEMA = Subject("queue", (
+    Migration(1, statements("""
+CREATE TABLE IF NOT EXISTS queue (
+    resource       TEXT NOT NULL,
+    namespace      TEXT NOT NULL,
+    name           TEXT NOT NULL,
+    owner          TEXT NOT NULL,
+    team           TEXT NOT NULL,
+    role           TEXT NOT NULL,
+    gpus           INTEGER NOT NULL,
+    pods           INTEGER NOT NULL,
+    priority       INTEGER NOT NULL,
+    priority_class TEXT NOT NULL,
+    arrival        {float} NOT NULL,
+    position       INTEGER NOT NULL,
+    reason         TEXT NOT NULL,
+    request_uid    TEXT NOT NULL,
+    PRIMARY KEY (resource, namespace, name)
+);
+""")),
+))
 
 _T = TypeVar("_T")
-
-
-@dataclass(frozen=True, slots=True)
-class Limits:
-    """The caps a pass applies that do not live in the ledger: from the policy and the cluster."""
-
-    role_user_caps: Mapping[str, int | None]
-    team_caps: Mapping[str, int]
-    default_team_cap: int | None
-    scheduling: Scheduling
-    capacity: int | None = None
-    """GPU allocatable on the cluster's nodes; None when unknown."""
-
-
-@dataclass(frozen=True, slots=True)
-class PassResult:
-    plan: ReleasePlan
-    dropped: tuple[tuple[str, str], ...] = ()
-    """(workload key, reason) of gangs whose reservations were dropped."""
 
 
 def waiting_key(row: Mapping[str, Any]) -> str:
@@ -56,19 +60,19 @@ def split_key(key: str) -> tuple[str, str, str]:
     return resource, namespace, name
 
 
-class QueueStore:
+class QueueSQL:
     """The queue's reads and its pass; see the module docstring."""
 
     _read: Callable[..., Any]
     _write: Callable[..., Any]
 
-    def queue_rows(self) -> list[dict[str, Any]]:
+    def queue_rows(self) -> list[QueueRow]:
         """Waiting workloads in queue order (position; 0, not yet placed by a pass, last)."""
-        def read(ledger: Ledger) -> list[dict[str, Any]]:
+        def read(ledger: Ledger) -> list[QueueRow]:
             rows = ledger.db.all("SELECT * FROM queue ORDER BY CASE WHEN position = 0 THEN 1 ELSE 0 END, "
                                  "position, arrival, resource, namespace, name")
-            return [dict(r) for r in rows]
-        rows: list[dict[str, Any]] = self._read(read)
+            return [cast(QueueRow, dict(r)) for r in rows]
+        rows: list[QueueRow] = self._read(read)
         return rows
 
     def run_queue(self, limits: Limits, *, now: float, actor: Actor,
@@ -89,7 +93,7 @@ class QueueStore:
                   actor: Actor) -> list[Repair]:
         """Make the ledger agree with the cluster in one transaction: `observe` gets the
         ledger's reservations and the waiting keys and answers the repairs
-        (gateway.core.reconcile.plan_reconcile over the pods seen); each is applied and audited."""
+        (gateway.scheduling.reconcile.plan_reconcile over the pods seen); each is applied and audited."""
         def work(ledger: Ledger) -> list[Repair]:
             held, waiting = _reconcile_view(ledger)
             repairs = observe(held, waiting)
@@ -194,7 +198,7 @@ def _audit(ledger: Ledger, key: tuple[str, str, str], row: Mapping[str, Any], *,
 
 
 def limits_from(policy: Policy, capacity: int | None = None) -> Limits:
-    """The pass's `Limits` from the policy in force (gateway.core.policy.Policy) and the cluster's capacity."""
+    """The pass's `Limits` from the policy in force (gateway.admission.policy.Policy) and the cluster's capacity."""
     return Limits(
         role_user_caps={role: lim.max_concurrent_gpus for role, lim in policy.limits.items()},
         team_caps={t: c for t, c in policy.team_caps.items() if c is not None},

@@ -12,43 +12,37 @@ from __future__ import annotations
 import json
 import secrets
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from gateway.errors import GatewayError
-from gateway.store.base import Actor, ApprovalKey
+from gateway.store.migrations import Migration, Subject, statements
 from gateway.store.sql import Ledger, state_change
+from gateway.store.types import Actor, ApprovalKey, Setting, SettingChange
+
+#: Run-time settings, each with its revision.
+SETTINGS_SCHEMA = Subject("settings", (
+    Migration(1, statements("""
+CREATE TABLE IF NOT EXISTS settings (
+    kind       TEXT NOT NULL,
+    name       TEXT NOT NULL,
+    value      TEXT,
+    revision   INTEGER NOT NULL,
+    updated_by TEXT NOT NULL,
+    updated_at {float} NOT NULL,
+    PRIMARY KEY (kind, name)
+);
+""")),
+))
 
 _T = TypeVar("_T")
 
-#: Setting kinds (gateway.core.overrides), the stored policy bundle, and the controller's
-#: baselines of the webhook configurations (gateway.core.drift).
+#: Setting kinds (gateway.admission.overrides), the stored policy bundle, and the controller's
+#: baselines of the webhook configurations (gateway.scheduling.drift).
 KINDS = ("binding", "quota", "policy", "webhook")
 
 
 class ApprovalRequired(GatewayError):
     """The change needs a second person's approval that does not exist (or was used up)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Setting:
-    kind: str
-    name: str
-    value: Any
-    revision: int
-    updated_by: str
-    updated_at: float
-
-
-@dataclass(frozen=True, slots=True)
-class SettingChange:
-    kind: str
-    name: str
-    value: Any
-    """The new value (JSON-able); None removes the setting, bringing back the bundle's."""
-    reason: str
-    approval: ApprovalKey | None = None
-    """When set, an approved, unused approval of this key is consumed with the change."""
 
 
 def _setting(row: Any) -> Setting:
@@ -114,7 +108,7 @@ def put_setting(ledger: Ledger, change: SettingChange, actor: Actor, now: float)
             "approval": used or None}
 
 
-class SettingsStore:
+class SettingsSQL:
     """Run-time settings for a backend that supplies `_read` and `_write`."""
 
     def _read(self, work: Callable[[Ledger], _T]) -> _T:

@@ -12,21 +12,23 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
-from typing import Any, Protocol
+from typing import Any
 
-from gateway.core.admission import Facts, Target, TargetKey
-from gateway.core.approvals import WAIVABLE
-from gateway.core.decision import Decision, Reservation
-from gateway.core.plan import Approval
-from gateway.core.quota import Usage
-from gateway.core.scheduling import BudgetQuery, spent_budgets
-from gateway.core.shape import gang_pods
-from gateway.store.base import Actor, ApprovalKey, AuditQuery, Job, LedgerRow, kind_names, named_by
+from gateway.admission.admission import Facts, Target, TargetKey
+from gateway.admission.approvals import WAIVABLE
+from gateway.admission.decision import Decision, Reservation
+from gateway.admission.plan import Approval
+from gateway.admission.quota import Usage
+from gateway.admission.scheduling_settings import BudgetQuery, spent_budgets
+from gateway.admission.shape import gang_pods
 from gateway.store.chain import AUDIT_FIELDS, GENESIS, LATER_FIELDS, VerifyResult, row_hash, verify_rows
+from gateway.store.migrations import AddColumn, Migration, Row, Runner, Subject, statements
+from gateway.store.types import Actor, ApprovalKey, AuditQuery, Job, LedgerRow, kind_names, named_by
 
-Row = Mapping[str, Any]
-
-_SCHEMA = """
+#: The ledger's tables: reservations (and what their pods reference), the usage counters, the
+#: intervals GPU-hours are counted from.
+LEDGER_SCHEMA = Subject("ledger", (
+    Migration(1, statements("""
 CREATE TABLE IF NOT EXISTS reservations (
     resource    TEXT NOT NULL,
     namespace   TEXT NOT NULL,
@@ -39,112 +41,16 @@ CREATE TABLE IF NOT EXISTS reservations (
     shape       TEXT NOT NULL,
     created_at  {float} NOT NULL,
     request_uid TEXT NOT NULL,
-    uid         TEXT NOT NULL DEFAULT '',
-    root_uid    TEXT NOT NULL DEFAULT '',
     PRIMARY KEY (resource, namespace, name)
 );
 CREATE INDEX IF NOT EXISTS reservations_owner ON reservations (owner, charged);
 CREATE INDEX IF NOT EXISTS reservations_team ON reservations (team, charged);
 CREATE INDEX IF NOT EXISTS reservations_object ON reservations (namespace, name);
-CREATE TABLE IF NOT EXISTS refs (
-    namespace    TEXT NOT NULL,
-    ref_resource TEXT NOT NULL,
-    ref_name     TEXT NOT NULL,
-    resource     TEXT NOT NULL,
-    name         TEXT NOT NULL,
-    PRIMARY KEY (namespace, ref_resource, ref_name, resource, name)
-);
-CREATE INDEX IF NOT EXISTS refs_workload ON refs (resource, namespace, name);
-CREATE TABLE IF NOT EXISTS audit (
-    seq            {seq} PRIMARY KEY,
-    ts             {float} NOT NULL,
-    request_uid    TEXT NOT NULL,
-    "user"         TEXT NOT NULL,
-    "groups"       TEXT NOT NULL,
-    role           TEXT NOT NULL,
-    action         TEXT NOT NULL,
-    kind           TEXT NOT NULL,
-    namespace      TEXT NOT NULL,
-    name           TEXT NOT NULL,
-    object_uid     TEXT NOT NULL,
-    gpus           INTEGER NOT NULL,
-    decision       TEXT NOT NULL,
-    mode           TEXT NOT NULL,
-    rule           TEXT NOT NULL,
-    reason         TEXT NOT NULL,
-    dry_run        INTEGER NOT NULL,
-    policy_version TEXT NOT NULL,
-    owner          TEXT NOT NULL,
-    team           TEXT NOT NULL,
-    changes        TEXT NOT NULL DEFAULT '[]',
-    prev_hash      TEXT NOT NULL,
-    hash           TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS audit_user ON audit ("user", ts);
-CREATE INDEX IF NOT EXISTS audit_ts ON audit (ts);
-CREATE INDEX IF NOT EXISTS audit_object ON audit (namespace, name);
-CREATE TABLE IF NOT EXISTS audit_head (
-    id        INTEGER PRIMARY KEY CHECK (id = 1),
-    count     {seq} NOT NULL,
-    last_hash TEXT NOT NULL
-);
 CREATE TABLE IF NOT EXISTS usage (
     scope TEXT NOT NULL,
     name  TEXT NOT NULL,
     gpus  INTEGER NOT NULL,
     PRIMARY KEY (scope, name)
-);
-CREATE TABLE IF NOT EXISTS approvals (
-    id               TEXT PRIMARY KEY,
-    requester        TEXT NOT NULL,
-    requester_teams  TEXT NOT NULL,
-    action           TEXT NOT NULL,
-    kind             TEXT NOT NULL,
-    namespace        TEXT NOT NULL,
-    name             TEXT NOT NULL,
-    gpus             INTEGER NOT NULL,
-    reason           TEXT NOT NULL,
-    state            TEXT NOT NULL,
-    created_at       {float} NOT NULL,
-    expires_at       {float} NOT NULL,
-    reviewer         TEXT NOT NULL DEFAULT '',
-    review_comment   TEXT NOT NULL DEFAULT '',
-    reviewed_at      {float},
-    used_at          {float},
-    used_request_uid TEXT NOT NULL DEFAULT '',
-    target_owner     TEXT,
-    target_team      TEXT
-);
-CREATE INDEX IF NOT EXISTS approvals_match ON approvals (requester, action, namespace, name, state);
-CREATE TABLE IF NOT EXISTS grants (
-    id         TEXT PRIMARY KEY,
-    "user"     TEXT NOT NULL,
-    role       TEXT NOT NULL,
-    reason     TEXT NOT NULL,
-    granter    TEXT NOT NULL,
-    state      TEXT NOT NULL,
-    created_at {float} NOT NULL,
-    expires_at {float} NOT NULL,
-    ended_at   {float},
-    ended_by   TEXT NOT NULL DEFAULT ''
-);
-CREATE INDEX IF NOT EXISTS grants_state ON grants (state, expires_at);
-CREATE TABLE IF NOT EXISTS queue (
-    resource       TEXT NOT NULL,
-    namespace      TEXT NOT NULL,
-    name           TEXT NOT NULL,
-    owner          TEXT NOT NULL,
-    team           TEXT NOT NULL,
-    role           TEXT NOT NULL,
-    gpus           INTEGER NOT NULL,
-    pods           INTEGER NOT NULL,
-    priority       INTEGER NOT NULL,
-    priority_class TEXT NOT NULL,
-    arrival        {float} NOT NULL,
-    position       INTEGER NOT NULL,
-    reason         TEXT NOT NULL,
-    request_uid    TEXT NOT NULL,
-    PRIMARY KEY (resource, namespace, name)
 );
 CREATE TABLE IF NOT EXISTS usage_intervals (
     resource   TEXT NOT NULL,
@@ -159,84 +65,24 @@ CREATE TABLE IF NOT EXISTS usage_intervals (
 );
 CREATE INDEX IF NOT EXISTS usage_intervals_open ON usage_intervals (resource, namespace, name, ended_at);
 CREATE INDEX IF NOT EXISTS usage_intervals_time ON usage_intervals (started_at);
-CREATE TABLE IF NOT EXISTS gpu_samples (
-    node            TEXT NOT NULL,
-    gpu_uuid        TEXT NOT NULL,
-    ts              {float} NOT NULL,
-    gpu_index       INTEGER NOT NULL,
-    interval_s      {float} NOT NULL,
-    utilization     {float},
-    memory_used     BIGINT,
-    memory_total    BIGINT,
-    power_w         {float},
-    temperature_c   {float},
-    ecc_corrected   BIGINT,
-    ecc_uncorrected BIGINT,
-    xid_errors      TEXT NOT NULL,
-    processes       TEXT NOT NULL,
-    error           TEXT NOT NULL,
-    received_at     {float} NOT NULL,
-    PRIMARY KEY (node, gpu_uuid, ts)
-);
-CREATE INDEX IF NOT EXISTS gpu_samples_ts ON gpu_samples (ts);
-CREATE TABLE IF NOT EXISTS gpu_usage (
-    node         TEXT NOT NULL,
-    gpu_uuid     TEXT NOT NULL,
-    ts           {float} NOT NULL,
+""")),
+    Migration(2, (
+        AddColumn("reservations", "uid", "TEXT NOT NULL DEFAULT ''"),
+        AddColumn("reservations", "root_uid", "TEXT NOT NULL DEFAULT ''"),
+        "CREATE INDEX IF NOT EXISTS reservations_uid ON reservations (uid)",
+        *statements("""
+CREATE TABLE IF NOT EXISTS refs (
     namespace    TEXT NOT NULL,
-    pod          TEXT NOT NULL,
-    workload     TEXT NOT NULL,
-    owner        TEXT NOT NULL,
-    team         TEXT NOT NULL,
-    gpu_seconds  {float} NOT NULL,
-    busy_seconds {float} NOT NULL,
-    PRIMARY KEY (node, gpu_uuid, ts, namespace, pod)
+    ref_resource TEXT NOT NULL,
+    ref_name     TEXT NOT NULL,
+    resource     TEXT NOT NULL,
+    name         TEXT NOT NULL,
+    PRIMARY KEY (namespace, ref_resource, ref_name, resource, name)
 );
-CREATE INDEX IF NOT EXISTS gpu_usage_ts ON gpu_usage (ts);
-CREATE TABLE IF NOT EXISTS gpu_state (
-    gpu_uuid TEXT PRIMARY KEY,
-    node     TEXT NOT NULL,
-    state    TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS pod_utilization (
-    namespace TEXT NOT NULL,
-    pod       TEXT NOT NULL,
-    workload  TEXT NOT NULL,
-    previous  {float},
-    current   {float} NOT NULL,
-    ts        {float} NOT NULL,
-    PRIMARY KEY (namespace, pod)
-);
-CREATE INDEX IF NOT EXISTS pod_utilization_workload ON pod_utilization (workload);
-CREATE TABLE IF NOT EXISTS workload_alerts (
-    workload  TEXT PRIMARY KEY,
-    collapsed INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS settings (
-    kind       TEXT NOT NULL,
-    name       TEXT NOT NULL,
-    value      TEXT,
-    revision   INTEGER NOT NULL,
-    updated_by TEXT NOT NULL,
-    updated_at {float} NOT NULL,
-    PRIMARY KEY (kind, name)
-);
-"""
-
-
-#: Columns of `reservations` added since the first release, with their empty default, and the
-#: statements that need them (run after a state file from an earlier version got them).
-LATER_RESERVATION_COLUMNS = {"uid": "", "root_uid": ""}
-AFTER_LATER_COLUMNS = {"reservations_uid": "CREATE INDEX IF NOT EXISTS reservations_uid ON reservations (uid)"}
-#: Columns of `approvals` added since, nullable: NULL in rows written before them (and for
-#: approvals that are not for an existing workload).
-LATER_APPROVAL_COLUMNS = ("target_owner", "target_team")
-
-
-def schema(*, float_type: str, seq_type: str) -> list[str]:
-    """The schema's statements. Timestamps need a 64-bit float (`ts` is hashed as stored)."""
-    text = _SCHEMA.format(float=float_type, seq=seq_type)
-    return [s.strip() for s in text.split(";") if s.strip()]
+CREATE INDEX IF NOT EXISTS refs_workload ON refs (resource, namespace, name);
+"""),
+    )),
+))
 
 
 #: `usage` holds the charged GPUs per user and per team, kept in step with `reservations`
@@ -266,16 +112,6 @@ _SET_HEAD = (
     "INSERT INTO audit_head (id, count, last_hash) VALUES (1, ?, ?) "
     "ON CONFLICT (id) DO UPDATE SET count = excluded.count, last_hash = excluded.last_hash"
 )
-
-
-class Runner(Protocol):
-    """One connection of a backend, inside the transaction the backend opened."""
-
-    def one(self, sql: str, args: Sequence[Any] = ()) -> Row | None: ...
-
-    def all(self, sql: str, args: Sequence[Any] = ()) -> list[Row]: ...
-
-    def run(self, sql: str, args: Sequence[Any] = ()) -> None: ...
 
 
 class Ledger:
@@ -522,7 +358,8 @@ class Ledger:
         for statement in REBUILD_USAGE:
             self.db.run(statement)
 
-    def append_audit(self, fields: dict[str, Any], *, now: float, dry_run: bool) -> None:
+    def append_audit(self, fields: dict[str, Any], *, now: float, dry_run: bool) -> tuple[int, str]:
+        """Append one record to the chain; the head (count, last hash) after it."""
         head = self.db.one(_HEAD)
         count, prev = (head["count"], head["last_hash"]) if head else (0, GENESIS)
         row = {**LATER_FIELDS, **fields}
@@ -532,6 +369,7 @@ class Ledger:
         row["prev_hash"] = prev
         self.db.run(_INSERT_AUDIT, tuple(row[c] for c in AUDIT_COLUMNS))
         self.db.run(_SET_HEAD, (row["seq"], row["hash"]))
+        return int(row["seq"]), str(row["hash"])
 
     # ------------------------------------------------------------- audit and ledger views
 

@@ -1,6 +1,7 @@
 """SQLite backend: WAL, one writer, `BEGIN IMMEDIATE` around every decision.
 
-The statements live in `gateway.store.sql`, shared with the PostgreSQL backend.
+The statements live in `gateway.store.sql` and beside each subject's store, shared with the
+PostgreSQL backend; the tables are brought to this release's schema on open (`gateway.store.schema`).
 """
 
 from __future__ import annotations
@@ -13,27 +14,21 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from gateway.core.admission import Facts, TargetKey
-from gateway.core.decision import Decision
+from gateway.admission.admission import Facts, TargetKey
+from gateway.admission.decision import Decision
 from gateway.errors import StoreError
-from gateway.store.approvals import ExceptionsStore
-from gateway.store.base import AuditQuery, Job, LedgerRow
-from gateway.store.chain import LATER_FIELDS, VerifyResult
-from gateway.store.queue import QueueStore
-from gateway.store.settings import SettingsStore
-from gateway.store.sql import (
-    AFTER_LATER_COLUMNS,
-    LATER_APPROVAL_COLUMNS,
-    LATER_RESERVATION_COLUMNS,
-    Ledger,
-    Row,
-    schema,
-)
-from gateway.store.telemetry import TelemetryStore
+from gateway.store.approvals import ApprovalsSQL
+from gateway.store.chain import VerifyResult
+from gateway.store.events import EventsSQL
+from gateway.store.migrations import SQLITE, Row
+from gateway.store.queue import QueueSQL
+from gateway.store.schema import prepare
+from gateway.store.settings import SettingsSQL
+from gateway.store.sql import Ledger
+from gateway.store.telemetry import TelemetrySQL
+from gateway.store.types import AuditQuery, Job, LedgerRow
 
 log = logging.getLogger("gateway.store")
-
-SCHEMA = schema(float_type="REAL", seq_type="INTEGER")
 
 _T = TypeVar("_T")
 
@@ -55,7 +50,7 @@ class _Runner:
         self._db.execute(sql, args)
 
 
-class SQLiteStore(ExceptionsStore, SettingsStore, TelemetryStore, QueueStore):
+class SQLiteStore(ApprovalsSQL, SettingsSQL, TelemetrySQL, QueueSQL, EventsSQL):
     """The embedded store. Safe to share between threads; writes are serialised."""
 
     def __init__(self, path: str | Path, *, synchronous: str = "FULL", readonly: bool = False) -> None:
@@ -72,39 +67,23 @@ class SQLiteStore(ExceptionsStore, SettingsStore, TelemetryStore, QueueStore):
                 self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=10)
                 self._db.execute("PRAGMA journal_mode=WAL")
                 self._db.execute(f"PRAGMA synchronous={synchronous}")
-                for statement in SCHEMA:
-                    self._db.execute(statement)
-                self._add_later_columns()
+                self._db.row_factory = sqlite3.Row
                 self._db.execute("BEGIN IMMEDIATE")
-                Ledger(_Runner(self._db)).rebuild_usage()
-                self._db.execute("COMMIT")
+                try:
+                    moved = prepare(_Runner(self._db), SQLITE)
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    self._rollback()
+                    self._db.close()
+                    raise
+                for subject, (old, new) in moved.items():
+                    if old:
+                        log.info("state file %s: %s tables upgraded from schema version %d to %d",
+                                 self.path, subject, old, new)
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open state file {self.path}: {exc}") from exc
         self._db.row_factory = sqlite3.Row
         self._ledger = Ledger(_Runner(self._db))
-
-    def _add_later_columns(self) -> None:
-        """Give a state file written by an earlier version the audit columns added since.
-
-        Their default is the empty value, which the chain leaves out of the hash, so the
-        records already written still verify.
-        """
-        columns = {row[1] for row in self._db.execute("PRAGMA table_info(audit)")}
-        for column, empty in LATER_FIELDS.items():
-            if column not in columns:
-                self._db.execute(f"ALTER TABLE audit ADD COLUMN {column} TEXT NOT NULL DEFAULT '{empty}'")
-        columns = {row[1] for row in self._db.execute("PRAGMA table_info(reservations)")}
-        for column, empty in LATER_RESERVATION_COLUMNS.items():
-            if column not in columns:
-                self._db.execute(f"ALTER TABLE reservations ADD COLUMN {column} TEXT NOT NULL DEFAULT '{empty}'")
-        columns = {row[1] for row in self._db.execute("PRAGMA table_info(approvals)")}
-        for column in LATER_APPROVAL_COLUMNS:
-            if column not in columns:
-                self._db.execute(f"ALTER TABLE approvals ADD COLUMN {column} TEXT")
-        indexes = {row[0] for row in self._db.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
-        for index, statement in AFTER_LATER_COLUMNS.items():
-            if index not in indexes:
-                self._db.execute(statement)
 
     # ------------------------------------------------------------- reads
 

@@ -1,9 +1,9 @@
 """GPU telemetry in the store: samples, measured GPU-hours, and alerts in the audit chain.
 
-`TelemetryStore` is mixed into both backends, which supply `_read` and `_write` (one
+`TelemetrySQL` is mixed into both backends, which supply `_read` and `_write` (one
 transaction under the backend's write lock). One report is one transaction: its samples,
 the pods' shares of GPU time, the per-GPU and per-pod state, and an audit record (action
-`alert`) for every alert the pure core raises (gateway.core.telemetry). A sample already
+`alert`) for every alert the pure core raises (gateway.telemetry.alerts). A sample already
 stored (same node, GPU and time: an agent resending after an outage) is skipped, so resending
 is harmless. See docs/agent.md.
 """
@@ -13,10 +13,13 @@ from __future__ import annotations
 import json
 import secrets
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from typing import Any, TypeVar
 
-from gateway.core.telemetry import (
+from gateway.store.migrations import Migration, Subject, statements
+from gateway.store.sql import Ledger
+from gateway.store.types import Actor, IngestResult
+from gateway.telemetry.alerts import (
     COLLAPSE,
     Alert,
     GpuSample,
@@ -32,20 +35,70 @@ from gateway.core.telemetry import (
     name_prefixes,
     workload_of,
 )
-from gateway.store.base import Actor
-from gateway.store.sql import Ledger
+
+#: What the node agents report, what it is attributed to, and the alerts' state.
+TELEMETRY_SCHEMA = Subject("telemetry", (
+    Migration(1, statements("""
+CREATE TABLE IF NOT EXISTS gpu_samples (
+    node            TEXT NOT NULL,
+    gpu_uuid        TEXT NOT NULL,
+    ts              {float} NOT NULL,
+    gpu_index       INTEGER NOT NULL,
+    interval_s      {float} NOT NULL,
+    utilization     {float},
+    memory_used     BIGINT,
+    memory_total    BIGINT,
+    power_w         {float},
+    temperature_c   {float},
+    ecc_corrected   BIGINT,
+    ecc_uncorrected BIGINT,
+    xid_errors      TEXT NOT NULL,
+    processes       TEXT NOT NULL,
+    error           TEXT NOT NULL,
+    received_at     {float} NOT NULL,
+    PRIMARY KEY (node, gpu_uuid, ts)
+);
+CREATE INDEX IF NOT EXISTS gpu_samples_ts ON gpu_samples (ts);
+CREATE TABLE IF NOT EXISTS gpu_usage (
+    node         TEXT NOT NULL,
+    gpu_uuid     TEXT NOT NULL,
+    ts           {float} NOT NULL,
+    namespace    TEXT NOT NULL,
+    pod          TEXT NOT NULL,
+    workload     TEXT NOT NULL,
+    owner        TEXT NOT NULL,
+    team         TEXT NOT NULL,
+    gpu_seconds  {float} NOT NULL,
+    busy_seconds {float} NOT NULL,
+    PRIMARY KEY (node, gpu_uuid, ts, namespace, pod)
+);
+CREATE INDEX IF NOT EXISTS gpu_usage_ts ON gpu_usage (ts);
+CREATE TABLE IF NOT EXISTS gpu_state (
+    gpu_uuid TEXT PRIMARY KEY,
+    node     TEXT NOT NULL,
+    state    TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS pod_utilization (
+    namespace TEXT NOT NULL,
+    pod       TEXT NOT NULL,
+    workload  TEXT NOT NULL,
+    previous  {float},
+    current   {float} NOT NULL,
+    ts        {float} NOT NULL,
+    PRIMARY KEY (namespace, pod)
+);
+CREATE INDEX IF NOT EXISTS pod_utilization_workload ON pod_utilization (workload);
+CREATE TABLE IF NOT EXISTS workload_alerts (
+    workload  TEXT PRIMARY KEY,
+    collapsed INTEGER NOT NULL
+);
+""")),
+))
 
 _T = TypeVar("_T")
 
 #: Usage rows of GPU time no admitted pod holds (rogue processes) are counted under this workload.
 UNADMITTED = "(unadmitted)"
-
-
-@dataclass
-class IngestResult:
-    accepted: int = 0
-    duplicates: int = 0
-    alerts: list[Alert] = field(default_factory=list)
 
 
 def _owners(ledger: Ledger, samples: Sequence[GpuSample]) -> dict[PodRef, Owner | None]:
@@ -242,7 +295,7 @@ def measured_usage(ledger: Ledger, since: float, until: float) -> dict[str, dict
     return out
 
 
-class TelemetryStore:
+class TelemetrySQL:
     """GPU telemetry over the backend's `_read` and `_write` (see the module docstring)."""
 
     _read: Callable[..., Any]

@@ -29,9 +29,10 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
-from gateway.core.decision import Decision
+from gateway.admission.decision import Decision
 from gateway.errors import StoreError
-from gateway.store.base import Job, Store
+from gateway.store.base import Store
+from gateway.store.types import Job
 
 log = logging.getLogger("gateway.store")
 

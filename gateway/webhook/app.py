@@ -17,7 +17,6 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from gateway.errors import ReviewError
-from gateway.policy_alarm import report_reload_failure
 from gateway.service import AdmissionService
 from gateway.store.writer import StoreWriter
 
@@ -163,7 +162,7 @@ async def _watch_policy(service: AdmissionService, interval: float) -> None:
         await asyncio.sleep(interval)
         result = service.policies.reload()
         if result.error:
-            report_reload_failure(service, result.error)
+            service.reload_failed(result.error)
 
 
 async def _refresh(service: AdmissionService) -> None:

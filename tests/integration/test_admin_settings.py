@@ -221,8 +221,7 @@ def test_gpuctl_roles_quota_and_policy(replicas: tuple[Served, Served], tmp_path
 
 
 def test_a_stored_policy_that_no_longer_compiles_keeps_the_last_good_and_is_audited(service: Any) -> None:
-    from gateway.store.base import Actor, AuditQuery
-    from gateway.store.settings import SettingChange
+    from gateway.store.types import Actor, AuditQuery, SettingChange
 
     good = service.policies.policy.version
     broken = {"policy.csv": "p, intern, fly, own\n", "limits.yaml": "role_order: [intern]\n"}

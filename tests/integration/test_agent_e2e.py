@@ -23,7 +23,7 @@ from conftest import FIXTURES, POLICIES
 from served import Served, api_token, start_server, stop_server
 from telemetry_helpers import llm_admissions
 
-from gateway.core.telemetry import COLLAPSE, GPU_ERRORS, IDLE, ROGUE
+from gateway.telemetry.alerts import COLLAPSE, GPU_ERRORS, IDLE, ROGUE
 
 AGENT_USER = "system:serviceaccount:gpu-gateway:gpu-gateway-agent"
 SECRET = "gpu-gateway-test-secret-0123456789abcdef"

@@ -35,7 +35,9 @@ import json, dataclasses
 from gateway.agent.nvml import PynvmlSource, NvmlUnavailable
 source = PynvmlSource()
 try:
-    out = [[dataclasses.asdict(r) for r in source.read()] for _ in range(2)]
+    # A process as NVML reads it: its pid and memory (the agent resolves its pod afterwards).
+    out = [[dict(dataclasses.asdict(r), processes=[{"pid": p.pid, "used_memory_bytes": p.used_memory_bytes}
+                                                   for p in r.processes]) for r in source.read()] for _ in range(2)]
 except NvmlUnavailable as exc:
     out = {"unavailable": str(exc)}
 print(json.dumps(out))

@@ -13,16 +13,17 @@ import pytest
 from conftest import ADMIN, INTERN, LEAD, RESEARCHER, delete_review, make_job, make_pod, make_pytorchjob, review
 from postgres_server import PostgresServer, pg_url, postgres  # noqa: F401 - fixtures
 
-from gateway.core.approvals import review_refusal
-from gateway.core.policy import Policy
+from gateway.admission.approvals import review_refusal
+from gateway.admission.policy import Policy
 from gateway.metrics import Metrics
 from gateway.policy_bundle import PolicyHolder
 from gateway.service import AdmissionService
-from gateway.store.approvals import NewApproval, NewGrant, StateConflict
-from gateway.store.base import Actor, Store
+from gateway.store.approvals import StateConflict
+from gateway.store.base import Store
 from gateway.store.postgres import PostgresStore
 from gateway.store.sql import Ledger, is_break_glass
 from gateway.store.sqlite import SQLiteStore
+from gateway.store.types import Actor, NewApproval, NewGrant
 
 OTHER_LEAD = ("gpu-leads", "team:nlp")
 NLP_RESEARCHER = ("gpu-researchers", "team:nlp")
@@ -265,6 +266,7 @@ def test_a_state_file_of_an_earlier_version_gains_the_columns(tmp_path: Path, po
     with sqlite3.connect(path) as db:
         for column in ("target_owner", "target_team"):
             db.execute(f"ALTER TABLE approvals DROP COLUMN {column}")
+        db.execute("DROP TABLE schema_versions")  # an earlier version kept no schema versions
     store = SQLiteStore(path)
     try:
         service = service_on(store, policy_dir, clock)
@@ -299,6 +301,7 @@ def test_the_approval_flow_on_postgres(pg_store: PostgresStore, policy_dir: Path
 def drop_target_columns(ledger: Ledger) -> None:
     for column in ("target_owner", "target_team"):
         ledger.db.run(f"ALTER TABLE approvals DROP COLUMN {column}")
+    ledger.db.run("DROP TABLE schema_versions")  # an earlier version kept no schema versions
 
 
 def test_the_kill_flow_on_postgres_and_its_upgrade(pg_url: str, policy_dir: Path, clock: Clock) -> None:  # noqa: F811

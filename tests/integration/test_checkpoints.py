@@ -30,7 +30,7 @@ from conftest import POLICIES, RESEARCHER, make_job, review
 from postgres_server import PostgresServer, pg_url, postgres  # noqa: F401 - fixtures
 from served import start_server, stop_server
 
-from gateway.core.checkpoints import Verdict
+from gateway.audit.checkpoints import Verdict
 from gateway.metrics import Metrics
 from gateway.policy_bundle import PolicyHolder
 from gateway.service import AdmissionService
@@ -297,7 +297,7 @@ def test_forged_and_edited_checkpoints_are_refused(signed_log, key: Path, tmp_pa
     generate_key(forger)
     store = SQLiteStore(state, readonly=True)
     head = list(store.audit_rows())[-1]
-    from gateway.core.checkpoints import Checkpoint
+    from gateway.audit.checkpoints import Checkpoint
 
     forged = sign(load_private_key(forger), Checkpoint("gw-0", 10, head["hash"], times[-1] + 1, 60, "periodic"))
     # ...and drops the genuine final checkpoint, keeping the three before it.

@@ -19,12 +19,12 @@ from k8s_api_double import FakeApiServer
 from prometheus_client import generate_latest
 from served import start_server, stop_server
 
+from gateway.admission.scheduling_settings import QUEUE_ANNOTATION, QUOTA_GATE
 from gateway.controller import Controller, ControllerSettings
 from gateway.controller.kube import Cluster, ClusterError, api_client
-from gateway.core.reconcile import FORGET_GRACE_S
-from gateway.core.scheduling import QUEUE_ANNOTATION, QUOTA_GATE
 from gateway.metrics import Metrics
 from gateway.policy_bundle import PolicyHolder
+from gateway.scheduling.reconcile import FORGET_GRACE_S
 from gateway.service import AdmissionService
 from gateway.store.sqlite import SQLiteStore
 

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from gateway.core.decision import Decision
-from gateway.store.base import Job
+from gateway.admission.decision import Decision
 from gateway.store.sqlite import SQLiteStore
+from gateway.store.types import Job
 from gateway.store.writer import LateDecision, StoreWriter
 
 _OK = Decision(allowed=True, rule="r", reason="", audited=True)

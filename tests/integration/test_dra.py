@@ -18,7 +18,7 @@ from builders_dra import claim, claim_template, exactly, gpu_template, naming, v
 from cluster_sim import GC, JOB_CONTROLLER, REPLICASET_CONTROLLER, SYSTEM, Answer, Cluster
 from conftest import ADMIN, INTERN, RESEARCHER, container, make_deployment, make_job, make_pod
 
-from gateway.core.dra import POD_CLAIM_ANNOTATION
+from gateway.admission.dra import POD_CLAIM_ANNOTATION
 from gateway.service import AdmissionService
 from gateway.store.sqlite import SQLiteStore
 

@@ -41,11 +41,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from postgres_server import pg_url, postgres  # noqa: F401 - fixtures
 
+from gateway.admission.admission import classify
+from gateway.admission.owned_data import DATA_KINDS
+from gateway.admission.review import parse_review
+from gateway.admission.workloads import ADAPTERS, read_workload
 from gateway.cli.gpu_gateway import main as cli
-from gateway.core.admission import classify
-from gateway.core.owned_data import DATA_KINDS
-from gateway.core.review import parse_review
-from gateway.core.workloads import ADAPTERS, read_workload
 from gateway.kube_access import api_calls
 from gateway.policy_bundle import load_bundle
 
@@ -616,7 +616,7 @@ def _cpu_webhook(obj: dict[str, Any], group: str) -> str:
 
 def _reaches(obj: dict[str, Any], group: str) -> bool:
     """Whether the gateway finds claims, ConfigMaps or Secrets the object's pods reach (the mount rules)."""
-    from gateway.core.access import collect
+    from gateway.admission.access import collect
 
     refs, _ = collect(obj, _read(obj, group), bundle())
     return bool(refs)
@@ -778,7 +778,7 @@ def test_workloads_whose_pods_name_dra_claims_go_to_the_gpu_webhooks(default_doc
     the gateway counts the claims' GPUs from its ledger, so the CEL pre-filter must send it."""
     from builders_dra import naming
 
-    from gateway.core.claims import uses_claims
+    from gateway.admission.claims import uses_claims
 
     dep = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "w", "namespace": "research"},
            "spec": {"selector": {"matchLabels": {"a": "b"}}, "template": {

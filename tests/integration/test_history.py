@@ -21,17 +21,18 @@ from typing import Any
 import pytest
 from conftest import INTERN, LEAD, RESEARCHER, make_deployment, make_pytorchjob, review
 
+from gateway.admission.decision import Action, Decision
+from gateway.audit.history import changes, keyed_digest
 from gateway.config import Settings, StoreSettings
-from gateway.core.decision import Action, Decision
-from gateway.core.history import changes, keyed_digest
 from gateway.errors import StoreError
 from gateway.metrics import Metrics
 from gateway.policy_bundle import PolicyHolder
 from gateway.server import build_gateway
 from gateway.service import AdmissionService
-from gateway.store.base import AuditQuery, Job, decide_one
+from gateway.store.base import decide_one
 from gateway.store.history_key import KEY_BYTES, history_key_path, load_history_key
 from gateway.store.sqlite import SQLiteStore
+from gateway.store.types import AuditQuery, Job
 
 T0 = dt.datetime(2026, 11, 20, 10, 0, 0, tzinfo=dt.UTC).timestamp()
 DIGEST = keyed_digest(b"test-key-" * 4)
@@ -292,6 +293,7 @@ def test_a_state_file_from_before_the_changes_column_still_verifies(tmp_path: Pa
     with closing(sqlite3.connect(state)) as db, db:  # the schema of the previous version
         db.execute("DROP INDEX audit_object")
         db.execute("ALTER TABLE audit DROP COLUMN changes")
+        db.execute("DROP TABLE schema_versions")
     old = SQLiteStore(state, readonly=True)
     assert old.verify().ok and [r["changes"] for r in old.audit_rows()] == [[]]
     old.close()

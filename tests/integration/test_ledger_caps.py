@@ -24,7 +24,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule, run_state_machine_as_test
 
-from gateway.core.quota import Usage
+from gateway.admission.quota import Usage
 from gateway.metrics import Metrics
 from gateway.policy_bundle import PolicyHolder
 from gateway.service import AdmissionService

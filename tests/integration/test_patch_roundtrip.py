@@ -17,8 +17,8 @@ from builders_workloads import shipped_kinds
 from conftest import FIXTURES, RESEARCHER, review
 from served import Served, start_server, stop_server
 
-from gateway.core.pointer import annotations_at, labels_at
-from gateway.core.workloads import GpuMatcher, read_workload, template_paths
+from gateway.admission.pointer import annotations_at, labels_at
+from gateway.admission.workloads import GpuMatcher, read_workload, template_paths
 
 CORE = sorted((FIXTURES / "core").glob("*.json"))
 CRDS = sorted((FIXTURES / "crds").glob("*.yaml"))

@@ -16,7 +16,7 @@ from builders_queue import ACTOR, GATEWAY, JOB_CONTROLLER, launch_job, mutated, 
 from conftest import POLICIES, RESEARCHER, delete_review, make_job, make_pod, review
 from served import start_server, stop_server
 
-from gateway.core.scheduling import QUOTA_GATE, WORKLOAD_ANNOTATION
+from gateway.admission.scheduling_settings import QUOTA_GATE, WORKLOAD_ANNOTATION
 from gateway.errors import ConfigError
 from gateway.metrics import Metrics
 from gateway.policy_bundle import PolicyHolder, load_bundle

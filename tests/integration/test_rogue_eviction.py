@@ -36,8 +36,8 @@ from gateway.evictor import KubernetesEvictor
 from gateway.metrics import Metrics
 from gateway.policy_bundle import PolicyHolder, load_bundle
 from gateway.service import AdmissionService
-from gateway.store.base import AuditQuery
 from gateway.store.sqlite import SQLiteStore
+from gateway.store.types import AuditQuery
 
 AGENT = "system:serviceaccount:gpu-gateway:gpu-gateway-agent"
 

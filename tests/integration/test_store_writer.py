@@ -7,10 +7,10 @@ from typing import Any
 
 from conftest import INTERN, RESEARCHER, make_job, review
 
-from gateway.core.decision import Decision
+from gateway.admission.decision import Decision
 from gateway.service import AdmissionService
-from gateway.store.base import Job
 from gateway.store.sqlite import SQLiteStore
+from gateway.store.types import Job
 from gateway.store.writer import StoreWriter
 
 

@@ -17,13 +17,13 @@ from telemetry_helpers import llm_admissions
 from gateway.agent.agent import Agent
 from gateway.agent.pods import StaticPods
 from gateway.agent.simulate import ScriptedSource, load_simulation
-from gateway.core.telemetry import COLLAPSE, GPU_ERRORS, IDLE, ROGUE, TelemetryPolicy, parse_report
 from gateway.metrics import Metrics
 from gateway.policy_bundle import PolicyHolder
 from gateway.service import AdmissionService
-from gateway.store.base import Actor, AuditQuery
 from gateway.store.postgres import PostgresStore
 from gateway.store.sqlite import SQLiteStore
+from gateway.store.types import Actor, AuditQuery
+from gateway.telemetry.alerts import COLLAPSE, GPU_ERRORS, IDLE, ROGUE, TelemetryPolicy, parse_report
 
 AGENT = Actor("system:serviceaccount:gpu-gateway:gpu-gateway-agent", (), "agent")
 POLICY = TelemetryPolicy(idle_after_s=30)

@@ -18,10 +18,10 @@ from prometheus_client import CollectorRegistry
 
 from gateway.controller import Controller, ControllerSettings
 from gateway.controller.kube import Cluster, api_client
-from gateway.core.drift import fingerprint
 from gateway.policy_bundle import PolicyHolder, default_policy_dir
-from gateway.store.base import AuditQuery
+from gateway.scheduling.drift import fingerprint
 from gateway.store.sqlite import SQLiteStore
+from gateway.store.types import AuditQuery
 
 VALIDATING = ("validatingwebhookconfigurations", "gpu-gateway")
 CONFIG: dict[str, Any] = {

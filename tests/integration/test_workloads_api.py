@@ -23,16 +23,16 @@ from conftest import POLICIES, RESEARCHER, container, make_deployment, make_job,
 from postgres_server import pg_url, postgres  # noqa: F401 - fixtures
 from served import API_SECRET, Served, api_token, bearer, start_server, stop_server
 
+from gateway.admission.kinds import KindRegistry
 from gateway.cli.gpuctl import main as gpuctl_main
-from gateway.core.holdings import queue_items, resource_kinds, workload_items
-from gateway.core.kinds import KindRegistry
 from gateway.metrics import Metrics
 from gateway.policy_bundle import PolicyHolder, load_bundle
+from gateway.scheduling.holdings import queue_items, resource_kinds, workload_items
 from gateway.service import AdmissionService
-from gateway.store.base import Actor
 from gateway.store.postgres import PostgresStore
 from gateway.store.queue import limits_from
 from gateway.store.sqlite import SQLiteStore
+from gateway.store.types import Actor
 
 NLP = ("gpu-researchers", "team:nlp")
 LEAD = ("gpu-leads", "team:vision")

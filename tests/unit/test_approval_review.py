@@ -11,12 +11,12 @@ from conftest import ADMIN, INTERN, delete_review, make_job, review
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.core.admission import Facts, Target, decide, prepare
-from gateway.core.approvals import TARGET_ACTIONS, approvers, bound, deny_refusal, review_refusal
-from gateway.core.identity import Identity
-from gateway.core.plan import Approval
-from gateway.core.policy import Policy, relation
-from gateway.core.review import parse_review
+from gateway.admission.admission import Facts, Target, decide, prepare
+from gateway.admission.approvals import TARGET_ACTIONS, approvers, bound, deny_refusal, review_refusal
+from gateway.admission.identity import Identity
+from gateway.admission.plan import Approval
+from gateway.admission.policy import Policy, relation
+from gateway.admission.review import parse_review
 
 VISION_LEAD = ("gpu-leads", "team:vision")
 NLP_LEAD = ("gpu-leads", "team:nlp")

@@ -11,7 +11,7 @@ from conftest import FIXTURES
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.core.cgroup import ContainerRef, parse_cgroup
+from gateway.telemetry.cgroup import ContainerRef, parse_cgroup
 
 UID = "0b6c3f4e-7d2a-4c1b-9e8f-5a6b7c8d9e0f"
 CID = "4e1f7c9a0b2d3e5f6a7b8c9d0e1f2a3b4c5d6e7f8a9b0c1d2e3f4a5b6c7d8e9f"

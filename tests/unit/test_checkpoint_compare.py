@@ -1,4 +1,4 @@
-"""The comparison of the log with its signed checkpoints (gateway.core.checkpoints), as properties:
+"""The comparison of the log with its signed checkpoints (gateway.audit.checkpoints), as properties:
 an untouched log always passes, and after truncation or a rewrite the first untrusted record is
 never after the first record that was changed or lost."""
 
@@ -7,7 +7,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.core.checkpoints import Checkpoint, LogHead, Rejected, Signed, checkpoint_from, compare
+from gateway.audit.checkpoints import Checkpoint, LogHead, Rejected, Signed, checkpoint_from, compare
 
 
 def log_of(n: int, tag: str = "a") -> list[LogHead]:

@@ -1,4 +1,4 @@
-"""DRA GPUs in the pure decision (gateway/core/claims.py): counted from the ledger's records of
+"""DRA GPUs in the pure decision (gateway/admission/claims.py): counted from the ledger's records of
 the claims and templates a workload's pods name, before any cap is checked."""
 
 from __future__ import annotations
@@ -9,15 +9,15 @@ from typing import Any
 from builders_dra import claim, exactly, gpu_template, naming, validated
 from conftest import ADMIN, INTERN, RESEARCHER, make_deployment, make_job, review
 
-from gateway.core.admission import Facts, Target, decide, prepare
-from gateway.core.decision import Decision
-from gateway.core.dra import claim_shape
-from gateway.core.gates import queue_mode
-from gateway.core.mutation import ownership_patch
-from gateway.core.policy import Policy
-from gateway.core.review import parse_review
-from gateway.core.scheduling import OverQuota
-from gateway.core.unblocked import asks_for_gpus
+from gateway.admission.admission import Facts, Target, decide, prepare
+from gateway.admission.decision import Decision
+from gateway.admission.dra import claim_shape
+from gateway.admission.gates import queue_mode
+from gateway.admission.mutation import ownership_patch
+from gateway.admission.policy import Policy
+from gateway.admission.review import parse_review
+from gateway.admission.scheduling_settings import OverQuota
+from gateway.admission.unblocked import asks_for_gpus
 from gateway.whatif import run_check
 
 TEMPLATES = "resourceclaimtemplates.resource.k8s.io"

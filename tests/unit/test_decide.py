@@ -6,11 +6,11 @@ from typing import Any
 
 from conftest import ADMIN, INTERN, LEAD, RESEARCHER, delete_review, exec_review, make_job, make_pod, review
 
-from gateway.core.admission import Facts, Target, decide, prepare
-from gateway.core.decision import Action, Decision
-from gateway.core.policy import Policy
-from gateway.core.quota import Usage
-from gateway.core.review import parse_review
+from gateway.admission.admission import Facts, Target, decide, prepare
+from gateway.admission.decision import Action, Decision
+from gateway.admission.policy import Policy
+from gateway.admission.quota import Usage
+from gateway.admission.review import parse_review
 
 
 def run(policy: Policy, body: dict[str, Any], facts: Facts | None = None) -> Decision:

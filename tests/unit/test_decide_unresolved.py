@@ -9,12 +9,12 @@ from typing import Any
 from builders_workloads import load_crd
 from conftest import ADMIN, INTERN, LEAD, RESEARCHER, review
 
-from gateway.core.admission import Facts, Target, decide, prepare
-from gateway.core.decision import Decision, Mode
-from gateway.core.mutation import ownership_patch
-from gateway.core.policy import Policy, RoleLimits
-from gateway.core.review import parse_review
-from gateway.core.unblocked import asks_for_gpus
+from gateway.admission.admission import Facts, Target, decide, prepare
+from gateway.admission.decision import Decision, Mode
+from gateway.admission.mutation import ownership_patch
+from gateway.admission.policy import Policy, RoleLimits
+from gateway.admission.review import parse_review
+from gateway.admission.unblocked import asks_for_gpus
 from gateway.whatif import check_one
 
 

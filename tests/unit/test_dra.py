@@ -1,5 +1,5 @@
 """Reading DRA claims: the GPUs a ResourceClaim or ResourceClaimTemplate asks for, and which
-claims a pod names (gateway/core/dra.py)."""
+claims a pod names (gateway/admission/dra.py)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from conftest import POLICIES, make_deployment
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.core.dra import (
+from gateway.admission.dra import (
     CLAIM,
     TEMPLATE,
     DraPolicy,
@@ -26,8 +26,8 @@ from gateway.core.dra import (
     pod_claims,
     recorded_gpus,
 )
-from gateway.core.quantity import MAX_GPUS
-from gateway.core.workloads import GpuMatcher, read_workload
+from gateway.admission.quantity import MAX_GPUS
+from gateway.admission.workloads import GpuMatcher, read_workload
 from gateway.errors import ConfigError
 from gateway.policy_bundle import load_bundle
 

@@ -1,4 +1,4 @@
-"""Webhook configuration drift (gateway.core.drift): the fingerprint and the transitions."""
+"""Webhook configuration drift (gateway.scheduling.drift): the fingerprint and the transitions."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.core.drift import compare, fingerprint, split_target
+from gateway.scheduling.drift import compare, fingerprint, split_target
 
 HOOK = {"name": "a", "failurePolicy": "Fail", "clientConfig": {"service": {"name": "g"}, "caBundle": "x"}}
 

@@ -20,7 +20,7 @@ with warnings.catch_warnings():
     from fuzz.checks import Target, check, target
     from fuzz.strategies import cases
 
-from gateway.core.review import parse_review
+from gateway.admission.review import parse_review
 from gateway.errors import ReviewError
 
 

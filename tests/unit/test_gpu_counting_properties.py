@@ -15,8 +15,8 @@ from builders_workloads import (
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.core.quantity import MAX_GPUS, gpu_count
-from gateway.core.workloads import (
+from gateway.admission.quantity import MAX_GPUS, gpu_count
+from gateway.admission.workloads import (
     ADAPTERS,
     MAX_REPLICAS,
     GpuMatcher,

@@ -1,4 +1,4 @@
-"""gateway.core.history: what an UPDATE changed, field by field, never a secret value."""
+"""gateway.audit.history: what an UPDATE changed, field by field, never a secret value."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ from conftest import make_deployment, make_job, make_pod, make_pytorchjob
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from gateway.audit.history import MAX_CHANGES, MAX_SHOWN, changes, keyed_digest
 from gateway.cli.render import change_text, history_text
-from gateway.core.history import MAX_CHANGES, MAX_SHOWN, changes, keyed_digest
 from gateway.errors import RequestError
-from gateway.store.base import kind_names
+from gateway.store.types import kind_names
 
 KEY = b"k" * 32
 digest = keyed_digest(KEY)

@@ -25,9 +25,9 @@ from builders_workloads import (
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.core.kinds import KindRegistry, parse_kinds
-from gateway.core.quantity import MAX_GPUS
-from gateway.core.workloads import ADAPTERS, GpuMatcher, Workload, read_workload
+from gateway.admission.kinds import KindRegistry, parse_kinds
+from gateway.admission.quantity import MAX_GPUS
+from gateway.admission.workloads import ADAPTERS, GpuMatcher, Workload, read_workload
 from gateway.errors import ConfigError, RequestError, WorkloadError
 from gateway.policy_bundle import PolicyHolder, load_bundle
 

@@ -7,10 +7,10 @@ from typing import Any
 
 from conftest import INTERN, RESEARCHER, make_job, make_pod, make_pytorchjob, review
 
-from gateway.core.admission import prepare
-from gateway.core.mutation import ownership_patch
-from gateway.core.policy import Policy
-from gateway.core.review import parse_review
+from gateway.admission.admission import prepare
+from gateway.admission.mutation import ownership_patch
+from gateway.admission.policy import Policy
+from gateway.admission.review import parse_review
 
 
 def apply(obj: dict[str, Any], ops: list[dict[str, Any]]) -> dict[str, Any]:
@@ -78,8 +78,8 @@ def _load(name: str) -> dict[str, Any]:
 
 def test_templates_inside_lists_are_stamped(policy: Policy) -> None:
     """JobSet replicatedJobs, Volcano tasks and Ray worker groups keep templates in lists."""
-    from gateway.core.pointer import annotations_at
-    from gateway.core.workloads import read_workload, template_paths
+    from gateway.admission.pointer import annotations_at
+    from gateway.admission.workloads import read_workload, template_paths
 
     for name in ("jobset.yaml", "volcano-job.yaml", "raycluster-autoscaling.yaml"):
         obj = _load(name)
@@ -93,7 +93,7 @@ def test_templates_inside_lists_are_stamped(policy: Policy) -> None:
 
 
 def test_a_forged_owner_in_a_listed_template_is_denied(policy: Policy) -> None:
-    from gateway.core.admission import Facts, decide
+    from gateway.admission.admission import Facts, decide
 
     obj = _load("jobset.yaml")
     template = obj["spec"]["replicatedJobs"][0]["template"]["spec"]["template"]

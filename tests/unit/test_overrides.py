@@ -1,4 +1,4 @@
-"""Run-time settings layered over the bundle (gateway.core.overrides)."""
+"""Run-time settings layered over the bundle (gateway.admission.overrides)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.core.overrides import (
+from gateway.admission.overrides import (
     Overrides,
     SettingError,
     apply,
@@ -14,7 +14,7 @@ from gateway.core.overrides import (
     check_quota,
     quota_view,
 )
-from gateway.core.policy import Policy
+from gateway.admission.policy import Policy
 
 
 def test_empty_overrides_leave_the_policy_as_it_is(policy: Policy) -> None:

@@ -1,5 +1,5 @@
 """Owner and team as labels: the label-safe form, the stamp on every template, and that a person
-cannot set or change them (core/labels.py, core/mutation.py, the validating checks)."""
+cannot set or change them (admission/labels.py, admission/mutation.py, the validating checks)."""
 
 from __future__ import annotations
 
@@ -12,14 +12,14 @@ from conftest import INTERN, RESEARCHER, make_deployment, make_job, make_pod, ma
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.core.admission import Facts, Target, decide, prepare
-from gateway.core.decision import Decision
-from gateway.core.labels import OWNER_LABEL, TEAM_LABEL, label_value
-from gateway.core.mutation import ownership_patch
-from gateway.core.pointer import annotations_at, labels_at
-from gateway.core.policy import Policy
-from gateway.core.review import parse_review
-from gateway.core.workloads import read_workload, template_paths
+from gateway.admission.admission import Facts, Target, decide, prepare
+from gateway.admission.decision import Decision
+from gateway.admission.labels import OWNER_LABEL, TEAM_LABEL, label_value
+from gateway.admission.mutation import ownership_patch
+from gateway.admission.pointer import annotations_at, labels_at
+from gateway.admission.policy import Policy
+from gateway.admission.review import parse_review
+from gateway.admission.workloads import read_workload, template_paths
 
 #: apimachinery's IsValidLabelValue, written out independently of the code under test.
 VALID_LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.core.podspec import (
+from gateway.admission.podspec import (
     CONFIGMAP,
     HATCHES,
     INLINE_STORAGE,

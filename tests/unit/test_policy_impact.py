@@ -1,14 +1,14 @@
-"""A proposed policy's impact on what runs and waits (core/impact.py): each launch decided again,
+"""A proposed policy's impact on what runs and waits (admission/impact.py): each launch decided again,
 in admission order, on what the ledger keeps of it."""
 
 from __future__ import annotations
 
 from dataclasses import replace
 
-from gateway.core.decision import Mode
-from gateway.core.impact import QUEUED, RUNNING, Held, would_deny
-from gateway.core.policy import Policy, SecondPerson
-from gateway.core.scheduling import OverQuota, Scheduling
+from gateway.admission.decision import Mode
+from gateway.admission.impact import QUEUED, RUNNING, Held, would_deny
+from gateway.admission.policy import Policy, SecondPerson
+from gateway.admission.scheduling_settings import OverQuota, Scheduling
 
 
 def held(name: str, gpus: int, *, owner: str = "alice", role: str = "intern", team: str = "vision",

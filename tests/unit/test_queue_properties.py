@@ -1,11 +1,12 @@
-"""Properties of the queue core (gateway.core.queue), checked against rules written here."""
+"""Properties of the queue core (gateway.scheduling.queue), checked against rules written here."""
 
 from __future__ import annotations
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.core.queue import Caps, Waiting, effective_priority, plan_release
+from gateway.admission.scheduling_settings import effective_priority
+from gateway.scheduling.queue import Caps, Waiting, plan_release
 
 PROPERTIES = settings(max_examples=400, deadline=None, derandomize=True,
                       suppress_health_check=[HealthCheck.too_slow])

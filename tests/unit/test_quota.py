@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.core.quota import CapCheck, Usage, check_caps
+from gateway.admission.quota import CapCheck, Usage, check_caps
 
 PROPS = settings(max_examples=200, deadline=None, derandomize=True)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import yaml
 
 from gateway.agent.simulate import parse_simulation
-from gateway.core.cgroup import parse_cgroup
+from gateway.telemetry.cgroup import parse_cgroup
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 

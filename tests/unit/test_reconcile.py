@@ -7,7 +7,8 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.core.reconcile import (
+from gateway.admission.workloads import GpuMatcher
+from gateway.scheduling.reconcile import (
     FORGET_GRACE_S,
     Held,
     gate_removal_patch,
@@ -17,7 +18,6 @@ from gateway.core.reconcile import (
     plan_reconcile,
     read_pod,
 )
-from gateway.core.workloads import GpuMatcher
 
 GPU = GpuMatcher()
 KEY = "jobs.batch/research/train"

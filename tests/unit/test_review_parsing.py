@@ -10,7 +10,7 @@ from conftest import make_pod, review
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.core.review import answer_version, parse_review, review_response
+from gateway.admission.review import answer_version, parse_review, review_response
 from gateway.errors import ReviewError
 
 json_values = st.recursive(

@@ -10,9 +10,9 @@ from builders_workloads import obj, template
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.core.actors import Actors, ActorSpec, OwnerRef, controller_ref, name_error, parse_actors
-from gateway.core.shape import charges_children, gang_pods, max_gpus_per_pod, scaled, shape_of
-from gateway.core.workloads import GpuMatcher, read_workload, scale_rule
+from gateway.admission.actors import Actors, ActorSpec, OwnerRef, controller_ref, name_error, parse_actors
+from gateway.admission.shape import charges_children, gang_pods, max_gpus_per_pod, scaled, shape_of
+from gateway.admission.workloads import GpuMatcher, read_workload, scale_rule
 
 MATCH = GpuMatcher()
 

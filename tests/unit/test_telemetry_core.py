@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.core.telemetry import (
+from gateway.telemetry.alerts import (
     COLLAPSE,
     GPU_ERRORS,
     IDLE,

@@ -6,10 +6,10 @@ from conftest import RESEARCHER, delete_review, exec_review, make_deployment, ma
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.core.admission import prepare
-from gateway.core.policy import Policy
-from gateway.core.review import parse_review
-from gateway.core.unblocked import asks_for_gpus
+from gateway.admission.admission import prepare
+from gateway.admission.policy import Policy
+from gateway.admission.review import parse_review
+from gateway.admission.unblocked import asks_for_gpus
 
 
 @given(gpus=st.integers(min_value=0, max_value=64), parallelism=st.integers(min_value=1, max_value=8))

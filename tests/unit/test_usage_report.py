@@ -1,4 +1,4 @@
-"""The usage report's rows and CSV (gateway.core.usage_report): every name and figure survives a
+"""The usage report's rows and CSV (gateway.telemetry.usage_report): every name and figure survives a
 CSV round trip, whatever the names contain."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.core.usage_report import CSV_COLUMNS, usage_csv, usage_rows
+from gateway.telemetry.usage_report import CSV_COLUMNS, usage_csv, usage_rows
 
 names = st.text(min_size=1, max_size=12)  # commas, quotes, newlines and all
 gpus = st.dictionaries(names, st.integers(0, 10**6), max_size=5)

@@ -32,8 +32,8 @@ from builders_workloads import (
     template,
 )
 
-from gateway.core.quantity import MAX_GPUS
-from gateway.core.workloads import (
+from gateway.admission.quantity import MAX_GPUS
+from gateway.admission.workloads import (
     ADAPTERS,
     DEFAULT_GPU_RESOURCES,
     MAX_REPLICAS,

@@ -110,7 +110,7 @@ app.kubernetes.io/component: {{ .component }}
 {{/* CEL: the resource name `.r` is a GPU (dict "r" var "g" $). */}}
 {{- define "gpu-gateway.celGpu" -}}
 {{- $limits := include "gpu-gateway.limits" .g | fromJson -}}
-{{- /* The defaults are the gateway's own when limits.yaml names none (gateway/core/workloads.py). */ -}}
+{{- /* The defaults are the gateway's own when limits.yaml names none (gateway/admission/workloads.py). */ -}}
 {{- $gpu := .g.Values.webhook.gpuResources | default (get $limits "gpu_resources") | default (list "nvidia.com/gpu" "nvidia.com/mig-*" "amd.com/gpu" "gpu.intel.com/*") -}}
 {{- $not := .g.Values.webhook.notGpuResources | default (get $limits "not_gpu_resources") | default (list "gpu.intel.com/millicores" "gpu.intel.com/memory.max" "gpu.intel.com/tiles") -}}
 {{- if $not -}}
