@@ -111,6 +111,10 @@ def default_docs(rendered: dict[str, list[dict[str, Any]]]) -> list[dict[str, An
 
 # ================================================================== schemas
 
+#: Prometheus Operator's duration format (monitoring.coreos.com CRDs' `Duration`).
+PROMETHEUS_DURATION = {"type": "string", "pattern": "^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?"
+                                                    "(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$"}
+
 #: The fields cert-manager's and the Prometheus Operator's CRDs require or constrain, from
 #: their published openAPIV3Schema (no CRD schema ships in a Python package).
 CRD_SCHEMAS: dict[str, dict[str, Any]] = {
@@ -157,8 +161,7 @@ CRD_SCHEMAS: dict[str, dict[str, Any]] = {
                     "properties": {
                         "port": {"type": "string"}, "path": {"type": "string"},
                         "scheme": {"enum": ["http", "https", "HTTP", "HTTPS"]},
-                        "interval": {"type": "string", "pattern": "^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?"
-                                                                  "(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$"}}}}}}}},
+                        "interval": PROMETHEUS_DURATION}}}}}}},
     "monitoring.coreos.com/v1/PrometheusRule": {
         "type": "object", "required": ["spec"],
         "properties": {"spec": {
@@ -167,15 +170,13 @@ CRD_SCHEMAS: dict[str, dict[str, Any]] = {
                 "type": "object", "required": ["name"], "additionalProperties": False,
                 "properties": {
                     "name": {"type": "string", "minLength": 1},
-                    "interval": {"type": "string", "pattern": "^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?"
-                                                              "(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$"},
+                    "interval": PROMETHEUS_DURATION,
                     "rules": {"type": "array", "items": {
                         "type": "object", "required": ["expr"], "additionalProperties": False,
                         "properties": {
                             "alert": {"type": "string"}, "record": {"type": "string"},
                             "expr": {"anyOf": [{"type": "integer"}, {"type": "string"}]},
-                            "for": {"type": "string", "pattern": "^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?"
-                                                                 "(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$"},
+                            "for": PROMETHEUS_DURATION,
                             "keep_firing_for": {"type": "string", "minLength": 1},
                             "labels": {"type": "object", "additionalProperties": {"type": "string"}},
                             "annotations": {"type": "object", "additionalProperties": {"type": "string"}}}}},
@@ -195,8 +196,7 @@ CRD_SCHEMAS: dict[str, dict[str, Any]] = {
                     "properties": {
                         "port": {"type": "string"}, "path": {"type": "string"},
                         "scheme": {"enum": ["http", "https", "HTTP", "HTTPS"]},
-                        "interval": {"type": "string", "pattern": "^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?"
-                                                                  "(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$"},
+                        "interval": PROMETHEUS_DURATION,
                         "tlsConfig": {"type": "object", "properties": {
                             "serverName": {"type": "string"},
                             "ca": {"type": "object", "properties": {"secret": {
