@@ -578,6 +578,14 @@ def _actor_create(plan: Plan, policy: Policy, facts: Facts) -> Decision:
                                      f"charged to {parent.owner}",
                         owner=parent.owner, team=parent.team)
     _allowance(plan, workload.gpus, workload, root, violations, policy)
+    if not violations and is_pod_create(plan) and workload.gpus \
+            and facts.pods_under_root + workload.gpus > root.gpus:
+        violations.append(violation(policy, "root-allowance",
+            f"the pods of the workload {plan.display_ref} belongs to ({root.owner or 'unowned'}'s) already hold "
+            f"{facts.pods_under_root} of the {root.gpus} GPUs it is charged for; this pod asks for "
+            f"{workload.gpus} more",
+            hint="Pods that are still terminating hold their GPUs until they are gone; the controller "
+                 "retries once they are."))
     if root.waiting and is_pod_create(plan) and workload.gpus and not carries_gate(req.obj):
         violations.append(Violation(GATE_RULE, Mode.ENFORCE,
             "the workload it belongs to waits in the GPU queue, so its GPU pods must carry the "
@@ -891,7 +899,29 @@ def _gone_after(plan: Plan) -> bool:
         return False
     meta = req.old_obj.get("metadata") if req.old_obj is not None else None
     finalizers = meta.get("finalizers") if is_object(meta) else None
-    return not (isinstance(finalizers, list) and any(f != "foregroundDeletion" for f in finalizers))
+    if isinstance(finalizers, list) and any(f != "foregroundDeletion" for f in finalizers):
+        return False
+    return req.resource != "pods" or req.resource_group or not _terminates_gracefully(req.old_obj, req.options)
+
+
+def _terminates_gracefully(pod: Any, options: Any) -> bool:
+    """Whether a deleted pod keeps running for a grace period (and so keeps its GPUs): it is on a
+    node, has not finished, and the grace period of this DELETE is not 0. Its record then goes
+    with the final DELETE (the kubelet's, grace 0) or with the controller's reconcile."""
+    if not is_object(pod):
+        return False
+    spec, status = pod.get("spec"), pod.get("status")
+    if not is_object(spec) or not spec.get("nodeName"):
+        return False  # never scheduled: the API server removes it at once
+    if is_object(status) and status.get("phase") in ("Succeeded", "Failed"):
+        return False
+    grace = options.get("gracePeriodSeconds") if is_object(options) else None
+    if grace is None:
+        meta = pod.get("metadata")
+        grace = meta.get("deletionGracePeriodSeconds") if is_object(meta) else None
+    if grace is None:
+        grace = spec.get("terminationGracePeriodSeconds", 30)
+    return not isinstance(grace, int) or isinstance(grace, bool) or grace > 0
 
 
 def _orphans(plan: Plan) -> bool:

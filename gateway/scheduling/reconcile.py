@@ -12,7 +12,8 @@
   names the reservations the controller should look up;
 - a charged reservation of a finished pod (`Succeeded`/`Failed`), or of a workload all of
   whose pods are finished, is uncharged: its GPUs are free, the owner's record stays (so
-  the owner may still delete the finished object);
+  the owner may still delete the finished object); a finished pod's record then holds 0 GPUs,
+  so that its controller's replacement fits what the root workload is charged for;
 - a GPU pod running or pending (not gated) that neither it nor its workload has a
   reservation for is accounted: recorded without an owner (`""`, whatever its annotations
   say), so it counts against the cluster's capacity and administrators see it.
@@ -154,7 +155,7 @@ def plan_reconcile(pods: Iterable[PodView], ledger: Iterable[Held], *, waiting: 
                 if now - h.created_at >= grace_s:
                     repairs.append(Repair(h.key, "forget", "the pod does not exist in the cluster (its DELETE "
                                                            "was not seen, or it was refused after admission)"))
-            elif pod.finished and h.charged:
+            elif pod.finished and (h.charged or h.gpus):
                 repairs.append(Repair(h.key, "uncharge", f"the pod has {pod.phase.lower()}"))
             continue
         members = by_workload.get(h.key)

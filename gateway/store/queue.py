@@ -232,8 +232,10 @@ def _repair(ledger: Ledger, repair: Repair, *, now: float, actor: Actor) -> None
         if repair.kind == "forget":
             decision = Decision(allowed=True, rule="reconcile", reason=repair.reason, release=True)
         else:
+            # A finished pod holds no GPUs any more; a workload keeps its size for its record.
+            kept = 0 if key[0] == "pods" else gpus
             decision = Decision(allowed=True, rule="reconcile", reason=repair.reason, reserve=Reservation(
-                owner, team, row["role"], gpus, False, row["shape"]))
+                owner, team, row["role"], kept, False, row["shape"], uid=row["uid"], root_uid=row["root_uid"]))
     ledger.apply(key, decision, now=now, request_uid=f"reconcile-{now:.0f}")
     ledger.append_audit({
         "request_uid": "", "user": actor.user, "groups": json.dumps(list(actor.groups)), "role": actor.role,
