@@ -901,7 +901,7 @@ def _gone_after(plan: Plan) -> bool:
     finalizers = meta.get("finalizers") if is_object(meta) else None
     if isinstance(finalizers, list) and any(f != "foregroundDeletion" for f in finalizers):
         return False
-    return req.resource != "pods" or req.resource_group or not _terminates_gracefully(req.old_obj, req.options)
+    return req.resource != "pods" or bool(req.resource_group) or not _terminates_gracefully(req.old_obj, req.options)
 
 
 def _terminates_gracefully(pod: Any, options: Any) -> bool:
