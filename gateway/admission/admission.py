@@ -43,6 +43,7 @@ from gateway.admission.shape import shape_of as _shape_json
 from gateway.admission.verdict import admit, conclude, denial, overruled, violation
 from gateway.admission.workloads import (
     CHARGES_CHILDREN,
+    TEMPLATES_ELSEWHERE,
     Workload,
     read_workload,
     scale_rule,
@@ -147,6 +148,7 @@ def _prepare_object(req: AdmissionRequest, identity: Identity, action: Action, p
             unbinds = controlled_pod_changes(req.obj, req.old_obj)
     if action is Action.LAUNCH and workload is not None and not workload.gpu_capable \
             and not workload.unresolved and not claims and not (reach or labels) \
+            and (identity.is_actor or (req.kind.group, req.kind.kind) not in TEMPLATES_ELSEWHERE) \
             and (identity.is_actor or not _names_an_owner(req.obj, workload)) \
             and not reaches(Plan(req, identity, action, references=refs, pod_specs=specs), policy):
         return Plan(req, identity, action, key=key, workload=workload, early=_pass(Action.LAUNCH, "asks for no GPUs"))
@@ -307,20 +309,37 @@ def _named_others(named: list[tuple[str, Mapping[str, Any]]], key: str, mine: tu
     return sorted(found)
 
 
+#: Kueue's WorkloadPriorityClass label: it ranks (and lets preempt) a workload as a priority
+#: class does, so its value is held to the same `priority_classes` of the role.
+KUEUE_PRIORITY_LABEL = "kueue.x-k8s.io/priority-class"
+
+
 def _priority_classes(plan: Plan, workload: Workload) -> set[str]:
+    """The priority classes the workload's GPU pods run at, and Kueue's priority-class labels on
+    the object and those pods' templates."""
     found: set[str] = set()
     obj = plan.request.obj
     spec = obj.get("spec") if is_object(obj) else None
     if is_object(spec) and isinstance(spec.get("priorityClassName"), str):
         found.add(spec["priorityClassName"])
+    _kueue_priority(obj, found)
     for ps in workload.pod_sets:
-        if ps.template_path is None or ps.gpus == 0:
+        if ps.template_path is None or ps.gpus_each == 0:
             continue
         node = plan.node(ps.template_path)
         pod_spec = node.get("spec") if is_object(node) else None
         value = pod_spec.get("priorityClassName") if is_object(pod_spec) else None
         found.add(value if isinstance(value, str) else "")
+        _kueue_priority(node, found)
     return found
+
+
+def _kueue_priority(node: Any, found: set[str]) -> None:
+    meta = node.get("metadata") if is_object(node) else None
+    labels = meta.get("labels") if is_object(meta) else None
+    value = labels.get(KUEUE_PRIORITY_LABEL) if is_object(labels) else None
+    if isinstance(value, str):
+        found.add(value)
 
 
 def _exception(policy: Policy, plan: Plan, lead: str, *, owner: Identity | None = None, gpus: int = 0) -> str:
@@ -463,7 +482,12 @@ def _launch(plan: Plan, policy: Policy, facts: Facts) -> Decision:
             f"{facts.target.owner or 'nobody recorded'}{team}; it may still exist")],
             allow_rule="ownership", allow_reason="", gpus=workload.gpus)
     if not workload.gpu_capable and not workload.unresolved:
-        return _without_gpus(plan, policy, facts)
+        decided = _without_gpus(plan, policy, facts)
+        if decided.allowed and (req.kind.group, req.kind.kind) in TEMPLATES_ELSEWHERE:
+            # Recorded at 0 GPUs, so that what its controller makes is held to that.
+            return replace(decided, reserve=Reservation(plan.owner, plan.team, ident.role or "", 0, True,
+                                                        shape_of(req, workload), uid=plan.uid, root_uid=plan.uid))
+        return decided
     violations: list[Violation] = []
     if ident.role is None or not policy.may(ident.role, "launch", "own"):
         violations.append(violation(policy, "no-role",

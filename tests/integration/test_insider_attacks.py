@@ -68,13 +68,6 @@ OWNER = "gpu-gateway.io/owner"
 
 #: Findings not fixed yet, each kept as the test that will pass once it is, with the gap.
 OPEN = {
-    'test_a_trainjob_whose_gpus_come_from_its_runtime_cannot_start_an_uncharged_jobset': (
-        'open: a parent that asks for no GPUs is not recorded, so its GPU children are admitted '
-        'as unowned'
-    ),
-    'test_an_intern_cannot_take_a_high_kueue_priority_with_a_label': (
-        "open: Kueue's priority-class label is not read (policy choice pending)"
-    ),
     'test_the_ray_autoscaler_may_move_workers_within_the_counted_max_replicas': (
         "open: the Ray autoscaler acts as a service account of the user's namespace, which anyone "
         'there can borrow; no safe identity to list yet'
@@ -606,7 +599,6 @@ def test_each_concurrent_workflow_of_a_cronworkflow_is_charged(policy_dir, store
 # ================================================================== parents the ledger does not know
 
 
-@pytest.mark.skip(reason=OPEN['test_a_trainjob_whose_gpus_come_from_its_runtime_cannot_start_an_uncharged_jobset'])
 def test_a_trainjob_whose_gpus_come_from_its_runtime_cannot_start_an_uncharged_jobset(cluster, store):
     trainjob = {"apiVersion": "trainer.kubeflow.org/v1alpha1", "kind": "TrainJob",
                 "metadata": {"name": "tj", "namespace": "research"},
@@ -763,7 +755,6 @@ def test_an_intern_cannot_raise_the_priority_class_of_a_running_workload(cluster
     assert not answer.allowed, "interns may use priority classes none or low only"
 
 
-@pytest.mark.skip(reason=OPEN['test_an_intern_cannot_take_a_high_kueue_priority_with_a_label'])
 def test_an_intern_cannot_take_a_high_kueue_priority_with_a_label(cluster, store):
     job = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {
         "name": "jump", "namespace": "research",
@@ -771,6 +762,23 @@ def test_an_intern_cannot_take_a_high_kueue_priority_with_a_label(cluster, store
         "spec": {"suspend": True, "template": {"spec": {"restartPolicy": "Never", "containers": [container(8)]}}}}
     answer = cluster.create(job, "alice", INTERN)
     assert not answer.allowed, "a Kueue WorkloadPriorityClass preempts others' GPU jobs as a priority class does"
+    assert "priority class high" in answer.message
+    job["metadata"]["labels"]["kueue.x-k8s.io/priority-class"] = "low"
+    assert cluster.create(job, "alice", INTERN).allowed, "a class her role may use"
+
+
+def test_an_intern_cannot_raise_a_kueue_priority_label_on_a_template_or_later(cluster, store):
+    job = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "jump", "namespace": "research"},
+           "spec": {"suspend": True, "template": {
+               "metadata": {"labels": {"kueue.x-k8s.io/priority-class": "high"}},
+               "spec": {"restartPolicy": "Never", "containers": [container(8)]}}}}
+    assert not cluster.create(job, "alice", INTERN).allowed
+    del job["spec"]["template"]["metadata"]
+    made = cluster.create(job, "alice", INTERN)
+    assert made.allowed
+    raised = copy.deepcopy(made.obj)
+    raised["metadata"].setdefault("labels", {})["kueue.x-k8s.io/priority-class"] = "high"
+    assert not cluster.update(raised, "alice", INTERN).allowed
 
 
 # ================================================================== GPUs that are not resource requests
