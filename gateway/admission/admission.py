@@ -271,9 +271,19 @@ def _stamp_checks(plan: Plan, policy: Policy, workload: Workload, violations: li
     is checked."""
     req, ident = plan.request, plan.identity
     paths = stamped_paths(req.obj, workload, plan.templates)
-    keys = (OWNER_ANNOTATION, TEAM_ANNOTATION)
-    named = [(p, ann) for p, ann in ((p, annotations_at(plan.node(p))) for p in paths) if any(k in ann for k in keys)]
-    if not named and old is None and not any(k in labels_at(plan.node(p)) for p in paths for k in keys):
+    named: list[tuple[str, Mapping[str, Any]]] = []
+    labelled = False
+    for p in paths:  # one read of each place's metadata: most name nobody
+        node = plan.node(p)
+        meta = node.get("metadata") if is_object(node) else None
+        if not meta or not is_object(meta):
+            continue
+        ann, labels = meta.get("annotations"), meta.get("labels")
+        if ann and is_object(ann) and (OWNER_ANNOTATION in ann or TEAM_ANNOTATION in ann):
+            named.append((p, ann))
+        if labels and is_object(labels) and (OWNER_ANNOTATION in labels or TEAM_ANNOTATION in labels):
+            labelled = True
+    if not named and old is None and not labelled:
         return  # names nobody anywhere: the usual object before the mutating webhook stamps it
     spoofed = _named_others(named, OWNER_ANNOTATION, (ident.user,), old)
     if spoofed:
