@@ -116,7 +116,6 @@ def rebuild(workdir: Path, pods: int = 100_000) -> dict[str, Any]:
     from gateway.controller import Controller, ControllerSettings
     from gateway.controller.kube import Cluster, api_client
     from gateway.policy_bundle import PolicyHolder
-    from gateway.scheduling.reconcile import plan_reconcile
     from gateway.store.sqlite import SQLiteStore
     from gateway.store.types import Actor
 
@@ -147,7 +146,7 @@ def rebuild(workdir: Path, pods: int = 100_000) -> dict[str, Any]:
     out["list_and_read_s"] = time.perf_counter() - started
     views = list(ctl._pods.values())
     started = time.perf_counter()
-    repairs = store.reconcile(lambda held, waiting: plan_reconcile(views, held, waiting=waiting), now=time.time(),
+    repairs = store.reconcile(views, now=time.time(),
                               actor=Actor("bench"))
     out["reconcile_s"] = time.perf_counter() - started
     out["repairs"] = len(repairs)

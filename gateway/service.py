@@ -7,36 +7,36 @@ Glue between the pure core, the policy holder and the store. The HTTP adapter ca
 from __future__ import annotations
 
 import base64
-import json
 import logging
 import secrets
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
 
-from gateway.admission.admission import Plan, decide, prepare
+from gateway.admission.admission import Plan, prepare
 from gateway.admission.decision import Action, Decision
 from gateway.admission.gates import gate_patch, guard, launch_budget, stamp_annotations
 from gateway.admission.identity import Grant
 from gateway.admission.mutation import ownership_patch
+from gateway.admission.plan import StatedFacts
 from gateway.admission.policy import Policy
 from gateway.admission.review import AdmissionRequest, answer_version, parse_review, review_response, review_uid
 from gateway.admission.scheduling_settings import GATEWAY_SERVICE_ACCOUNT
 from gateway.admission.unblocked import asks_for_gpus
-from gateway.audit.history import Digest, changes, keyed_digest
+from gateway.audit.history import Digest, keyed_digest
+from gateway.audit.records import RequestRecord
 from gateway.config import FailureMode
-from gateway.errors import GatewayError, RequestError, ReviewError, StoreError
+from gateway.errors import GatewayError, ReviewError, StoreError
 from gateway.logs import event, fields
 from gateway.metrics import Metrics
 from gateway.policy_alarm import report_reload_failure
 from gateway.policy_bundle import PolicyHolder
 from gateway.runtime import RuntimeSettings
 from gateway.store.base import Store, decide_one
-from gateway.store.sql import BREAK_GLASS_MARK
-from gateway.store.types import AuditFields, Decider, Job
+from gateway.store.types import Job
 from gateway.store.writer import StoreWriter
 
 log = logging.getLogger("gateway.decision")
@@ -48,60 +48,18 @@ class _Staged:
     job: Job
 
 
-def _object_uid(req: AdmissionRequest) -> str:
-    for obj in (req.obj, req.old_obj):
-        meta = obj.get("metadata") if isinstance(obj, Mapping) else None
-        if isinstance(meta, Mapping) and isinstance(meta.get("uid"), str) and meta["uid"]:
-            return str(meta["uid"])
-    return ""
-
-
-def _changes(req: AdmissionRequest, digest: Digest) -> str:
-    """JSON of what an UPDATE (or a /scale) changed in the object; "[]" for other requests."""
-    if req.operation != "UPDATE" or req.sub_resource not in ("", "scale"):
-        return "[]"
-    try:
-        found = changes(req.kind.group, req.kind.kind, req.old_obj, req.obj, digest=digest)
-    except RequestError:
-        found = []  # the object is unreadable: denied and audited as such, without a diff
-    return orjson.dumps(found, option=orjson.OPT_SORT_KEYS).decode()
-
-
-def audit_fields(plan: Plan, decision: Decision, policy_version: str, *, digest: Digest) -> dict[str, Any]:
-    req = plan.request
-    return {
-        "request_uid": req.uid,
-        "user": req.username,
-        "groups": json.dumps(list(req.groups)),
-        "role": plan.identity.role or "",
-        "action": decision.action.value if decision.action else "",
-        "kind": plan.display_kind,
-        "namespace": req.namespace,
-        "name": plan.key[2] if plan.key else req.name,
-        "object_uid": _object_uid(req),
-        "gpus": decision.gpus,
-        "decision": decision.verdict,
-        "mode": decision.mode.value,
-        "rule": decision.rule,
-        "reason": f"{BREAK_GLASS_MARK}{plan.identity.grant}] {decision.reason}" if plan.identity.grant
-                  else decision.reason,
-        "policy_version": policy_version,
-        "owner": decision.owner,
-        "team": decision.team,
-        "changes": _changes(req, digest),
-    }
-
-
-def admission_job(plan: Plan, policy: Policy, *, now: float, audit_fields: AuditFields,
-                  decider: Decider | None = None) -> Job:
-    """The store job that decides a prepared request: what the store reads for it, and how the
-    core decides from that (`decider`, default `decide`). The what-if builds the same job."""
+def admission_job(plan: Plan, policy: Policy, *, now: float, digest: Digest,
+                  stated: StatedFacts | None = None) -> Job:
+    """The store job that decides a prepared request: what the store reads for it and the
+    audit record it writes. The what-if builds the same job, with what it `stated`."""
     req = plan.request
     return Job(
         key=plan.key or (req.resource_key, req.namespace, req.name),
         owner=plan.owner, team=plan.team,
-        decider=decider or (lambda facts: decide(plan, policy, facts)),
-        audit_fields=audit_fields,
+        plan=plan, policy=policy,
+        audit=RequestRecord(req, role=plan.identity.role or "", kind=plan.display_kind,
+                            name=plan.key[2] if plan.key else req.name, policy_version=policy.version,
+                            digest=digest, grant=plan.identity.grant or ""),
         dry_run=req.dry_run, now=now, request_uid=req.uid,
         reference_keys=plan.reference_keys,
         needs_usage=plan.action in (Action.LAUNCH, Action.MODIFY) and not plan.data_kind,
@@ -112,6 +70,7 @@ def admission_job(plan: Plan, policy: Policy, *, now: float, audit_fields: Audit
         uids=plan.reach_uids,
         parent=(plan.parent.uid, (plan.parent.resource_key, req.namespace, plan.parent.name))
         if plan.parent is not None else None,
+        stated=stated,
     )
 
 
@@ -246,8 +205,7 @@ class AdmissionService:
             plan = replace(plan, early=gate)
         if plan.early is not None and not plan.early.audited:
             return self._answer(plan, plan.early)
-        job = admission_job(plan, policy, now=now,
-                            audit_fields=lambda d: audit_fields(plan, d, policy.version, digest=self.digest))
+        job = admission_job(plan, policy, now=now, digest=self.digest)
         return _Staged(plan, job)
 
     # ------------------------------------------------------------- answers

@@ -24,9 +24,11 @@ from gateway.admission.admission import Facts, Plan, Target, TargetKey, caps_che
 from gateway.admission.decision import Decision
 from gateway.admission.dra import RESOURCE_KEYS, claim_shape, is_claim_kind, object_gpus
 from gateway.admission.identity import Grant
+from gateway.admission.plan import StatedFacts
 from gateway.admission.policy import OWNER_ANNOTATION, TEAM_ANNOTATION, Policy
 from gateway.admission.review import AdmissionRequest, GroupVersionKind
 from gateway.admission.workloads import read_workload
+from gateway.audit.history import keyed_digest
 from gateway.errors import GatewayError, RequestError
 from gateway.service import admission_job
 from gateway.store.base import Store
@@ -123,27 +125,13 @@ class StoreView:
 NO_STORE = StoreView()
 
 
-class _Decider:
-    """`decide` over what the store read, with what the what-if states laid over it: the target's
-    owner given as `owner` wins over the ledger's record, which wins over the object's
-    annotation; the DRA claims of the same input count as recorded. Keeps the facts it decided on."""
-
-    def __init__(self, plan: Plan, policy: Policy, stated: Facts, claims: Mapping[TargetKey, Target],
-                 explicit: bool) -> None:
-        self.plan, self.policy, self.stated, self.claims, self.explicit = plan, policy, stated, claims, explicit
-        self.facts = stated
-        self.recorded: list[tuple[str, str]] = []
-        """(owner, team) of every ledger record the decision read (none when decided on `stated`)."""
-
-    def __call__(self, read: Facts) -> Decision:
-        if read is not self.stated:
-            own = [] if self.explicit else [read.target]
-            self.recorded = [(t.owner, t.team) for t in (*own, read.parent, read.root, *read.references.values(),
-                                                         *read.by_uid.values()) if t is not None and t.owner]
-            self.recorded += [(owner, team) for owner, team in read.referrers if owner]
-        target = self.stated.target if self.explicit or read.target is None else read.target
-        self.facts = replace(read, target=target, references={**read.references, **self.claims})
-        return decide(self.plan, self.policy, self.facts)
+def _recorded(read: Facts, explicit: bool) -> list[tuple[str, str]]:
+    """(owner, team) of every ledger record a decision read (the target's too, unless the
+    what-if stated its owner)."""
+    own = [] if explicit else [read.target]
+    found = [(t.owner, t.team) for t in (*own, read.parent, read.root, *read.references.values(),
+                                         *read.by_uid.values()) if t is not None and t.owner]
+    return found + [(owner, team) for owner, team in read.referrers if owner]
 
 
 def check_one(obj: Mapping[str, Any], *, policy: Policy, user: str, groups: tuple[str, ...], action: str,
@@ -160,9 +148,8 @@ def check_one(obj: Mapping[str, Any], *, policy: Policy, user: str, groups: tupl
     plan = prepare(req, policy, grants)
     workload = plan.workload
     stated = _facts(obj, req, workload.gpus if workload else plan.old_gpus, policy, action, owner, owner_team)
-    decider = _Decider(plan, policy, stated, claims or {}, explicit=owner is not None)
-    decision, note = _decided(plan, policy, decider, store)
-    facts = decider.facts
+    over = StatedFacts(stated, claims or {}, explicit=owner is not None)
+    decision, facts, recorded, note = _decided(plan, policy, over, store)
     result = {
         "allowed": decision.allowed,
         "decision": decision.verdict,
@@ -186,7 +173,7 @@ def check_one(obj: Mapping[str, Any], *, policy: Policy, user: str, groups: tupl
         "usage_note": note,
         "policy_version": policy.version,
     }
-    if may_read is not None and not all(may_read(owner, team) for owner, team in decider.recorded):
+    if may_read is not None and not all(may_read(owner, team) for owner, team in recorded):
         return _withheld(result, workload.gpus if workload else 0)
     return result
 
@@ -202,19 +189,34 @@ def _withheld(result: dict[str, Any], gpus: int) -> dict[str, Any]:
                       "see, and the owner, a lead of their team or an administrator can tell you more"}
 
 
-def _decided(plan: Plan, policy: Policy, decider: _Decider, store: StoreView) -> tuple[Decision, str]:
-    """The decision, and "" or why it was made without reading what is in use (then as if nothing were)."""
+def _decided(plan: Plan, policy: Policy, over: StatedFacts, store: StoreView,
+             ) -> tuple[Decision, Facts, list[tuple[str, str]], str]:
+    """The decision, the facts it was made on, the (owner, team) of the ledger records it read,
+    and "" or why it was made without reading what is in use (then as if nothing were)."""
     if store.store is None:
-        return decider(decider.stated), f"usage not read: {store.unread}; GPUs in use count as 0"
+        return _on_stated(plan, policy, over, f"usage not read: {store.unread}; GPUs in use count as 0")
     if plan.early is not None:
-        return plan.early, ""
-    job = admission_job(plan, policy, now=store.now, audit_fields=lambda _: {}, decider=decider)
-    if plan.action is not None and plan.action.value != "launch" and decider.stated.target is not None:
-        job = replace(job, owner=decider.stated.target.owner, team=decider.stated.target.team)
+        return plan.early, over.over(over.facts), [], ""
+    job = admission_job(plan, policy, now=store.now, digest=_NO_DIGEST, stated=over)
+    if plan.action is not None and plan.action.value != "launch" and over.facts.target is not None:
+        job = replace(job, owner=over.facts.target.owner, team=over.facts.target.team)
     try:
-        return store.store.preview(job), ""
+        decision, read = store.store.preview(job)
     except GatewayError as exc:
-        return decider(decider.stated), f"usage not read: the store cannot be read ({exc}); GPUs in use count as 0"
+        return _on_stated(plan, policy, over,
+                          f"usage not read: the store cannot be read ({exc}); GPUs in use count as 0")
+    return decision, over.over(read), _recorded(read, over.explicit), ""
+
+
+def _on_stated(plan: Plan, policy: Policy, over: StatedFacts, note: str,
+               ) -> tuple[Decision, Facts, list[tuple[str, str]], str]:
+    """Decided on what the what-if states alone (no ledger read)."""
+    facts = over.over(over.facts)
+    return decide(plan, policy, facts), facts, [], note
+
+
+#: The what-if writes no audit record, so it hashes no values.
+_NO_DIGEST = keyed_digest(bytes(16))
 
 
 def _charged_to(plan: Plan, decision: Decision) -> str | None:

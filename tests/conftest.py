@@ -15,11 +15,15 @@ from typing import Any
 
 import pytest
 
+from gateway.admission.admission import prepare
 from gateway.admission.policy import Policy
+from gateway.admission.review import parse_review
+from gateway.audit.history import keyed_digest
 from gateway.metrics import Metrics
 from gateway.policy_bundle import PolicyHolder, load_bundle
-from gateway.service import AdmissionService
+from gateway.service import AdmissionService, admission_job
 from gateway.store.sqlite import SQLiteStore
+from gateway.store.types import Job
 
 REPO = Path(__file__).resolve().parents[1]
 POLICIES = REPO / "policies"
@@ -163,6 +167,14 @@ def exec_review(namespace: str, pod: str, *, user: str, groups: tuple[str, ...],
 
 def delete_review(old: dict[str, Any], *, user: str, groups: tuple[str, ...]) -> Review:
     return Review(None, old=old, user=user, groups=groups, operation="DELETE")
+
+
+def store_job(policy: Policy, name: str, *, gpus: int = 1, now: float = 1.0) -> Job:
+    """The store job of a researcher's `gpus`-GPU Job `name` in namespace n, as the service
+    stages it (decided and audited by the store)."""
+    body = review(make_job(gpus=gpus).named("n", name).obj(), user="x", groups=("gpu-researchers",),
+                  uid=name).body()
+    return admission_job(prepare(parse_review(body), policy), policy, now=now, digest=keyed_digest(bytes(16)))
 
 
 @pytest.fixture(scope="session")

@@ -612,14 +612,8 @@ def _actor_create(plan: Plan, policy: Policy, facts: Facts) -> Decision:
                                      f"charged to {parent.owner}",
                         owner=parent.owner, team=parent.team)
     _allowance(plan, workload.gpus, workload, root, violations, policy)
-    if not violations and is_pod_create(plan) and workload.gpus \
-            and facts.pods_under_root + workload.gpus > root.gpus:
-        violations.append(violation(policy, "root-allowance",
-            f"the pods of the workload {plan.display_ref} belongs to ({root.owner or 'unowned'}'s) already hold "
-            f"{facts.pods_under_root} of the {root.gpus} GPUs it is charged for; this pod asks for "
-            f"{workload.gpus} more",
-            hint="Pods that are still terminating hold their GPUs until they are gone; the controller "
-                 "retries once they are."))
+    if not violations and is_pod_create(plan) and workload.gpus:
+        _siblings(plan, workload, root, facts.pods_under_root, violations, policy)
     if root.waiting and is_pod_create(plan) and workload.gpus and not carries_gate(req.obj):
         violations.append(Violation(GATE_RULE, Mode.ENFORCE,
             "the workload it belongs to waits in the GPU queue, so its GPU pods must carry the "
@@ -649,6 +643,22 @@ def _allowance(plan: Plan, gpus: int, workload: Workload | None, root: Target, v
         violations.append(violation(policy, "root-allowance",
             f"a pod of {plan.display_kind} {plan.display_ref} would ask for {each} GPUs; {what_root} "
             f"allows at most {cap_each} per pod"))
+
+
+def _siblings(plan: Plan, workload: Workload, root: Target, siblings: tuple[int, int], violations: list[Violation],
+              policy: Policy) -> None:
+    """A controller's pod and the other pods recorded under its root (terminating ones too)
+    must fit what the root is charged for together. A shared DRA claim's GPUs are in each pod's
+    record but held once by the root, so they are taken off the siblings' sum."""
+    held, pods = siblings
+    shared = sum(ps.gpus for ps in workload.pod_sets if ps.shared)
+    held -= min(held, pods * shared)
+    if held + workload.gpus > root.gpus:
+        violations.append(violation(policy, "root-allowance",
+            f"the pods of the workload {plan.display_ref} belongs to ({root.owner or 'unowned'}'s) already hold "
+            f"{held} of the {root.gpus} GPUs it is charged for; this pod asks for {workload.gpus} more",
+            hint="Pods that are still terminating hold their GPUs until they are gone; the controller "
+                 "retries once they are."))
 
 
 def _second_person(plan: Plan, policy: Policy, gpus: int, owner: str, violations: list[Violation],

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from gateway.admission.actors import OwnerRef
@@ -91,9 +91,26 @@ class Facts:
     """The record holding the charge of the target (or of the parent): itself when it is a root."""
     by_uid: Mapping[str, Target] = field(default_factory=dict)
     """Records of the objects a person's object names in its ownerReferences, by UID."""
-    pods_under_root: int = 0
-    """For a controller's pod: GPUs of the other pods recorded under the same root (those that
-    still exist, terminating ones included), which with this one must fit the root's charge."""
+    pods_under_root: tuple[int, int] = (0, 0)
+    """For a controller's pod: GPUs and number of the other pods recorded under the same root
+    (those that still exist, terminating ones included), which with this one must fit the
+    root's charge."""
+
+
+@dataclass(frozen=True, slots=True)
+class StatedFacts:
+    """What a what-if states about the ledger, laid over what the store reads: the target's
+    owner given explicitly wins over the ledger's record, which wins over the stated target
+    (read from the object's annotations); `claims` (the DRA claims of the same input) count as
+    recorded."""
+
+    facts: Facts
+    claims: Mapping[TargetKey, Target] = field(default_factory=dict)
+    explicit: bool = False
+
+    def over(self, read: Facts) -> Facts:
+        target = self.facts.target if self.explicit or read.target is None else read.target
+        return replace(read, target=target, references={**read.references, **self.claims})
 
 
 @dataclass(slots=True)

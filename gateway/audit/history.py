@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import hashlib
 import hmac
 import json
@@ -84,15 +85,21 @@ _NO_GPUS = GpuMatcher(())
 _MISSING: Any = object()
 
 
-def keyed_digest(key: bytes) -> Digest:
+@dataclasses.dataclass(frozen=True, slots=True)
+class KeyedDigest:
     """HMAC-SHA256 under `key`, first 16 hex digits: comparable within one installation only."""
+
+    key: bytes = dataclasses.field(repr=False)
+
+    def __call__(self, data: bytes) -> str:
+        return hmac.new(self.key, data, hashlib.sha256).hexdigest()[:16]
+
+
+def keyed_digest(key: bytes) -> KeyedDigest:
+    """The installation's `Digest` under `key` (at least 16 bytes)."""
     if len(key) < 16:
         raise ValueError("a digest key needs at least 16 bytes")
-
-    def digest(data: bytes) -> str:
-        return hmac.new(key, data, hashlib.sha256).hexdigest()[:16]
-
-    return digest
+    return KeyedDigest(key)
 
 
 def changes(

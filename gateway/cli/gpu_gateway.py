@@ -179,8 +179,8 @@ def audit_keygen(out: Path) -> None:
 def audit_list(state: Path | None, database_url: str | None, user: str | None, action: str | None, decision: str | None,
                since: str | None, until: str | None, limit: int | None, grants: bool, output: str) -> None:
     """List audit records, oldest first, as a table (times in UTC) or JSON lines (with `time` beside `ts`)."""
+    from gateway.audit.records import is_break_glass
     from gateway.cli.render import audit_table
-    from gateway.store.sql import is_break_glass
     from gateway.store.types import AuditQuery
 
     query = AuditQuery(user=user, action=action, decision=decision, since=_parse_time(since),

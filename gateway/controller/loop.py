@@ -46,7 +46,6 @@ from gateway.scheduling.reconcile import (
     gates_to_remove,
     gpu_capacity,
     orphan_candidates,
-    plan_reconcile,
     read_pod,
 )
 from gateway.store.base import Store
@@ -192,10 +191,8 @@ class Controller:
         capacity = gpu_capacity(self.cluster.list_nodes(), policy.gpu)
         views = list(self._pods.values())
         absent = self._absent_workloads(views, now)
-        repairs = self.store.reconcile(
-            lambda held, waiting: plan_reconcile(views, held, waiting=waiting, now=now, absent=absent,
-                                                 grace_s=self.settings.forget_grace_s),
-            now=now, actor=self.actor)
+        repairs = self.store.reconcile(views, now=now, actor=self.actor, absent=absent,
+                                       grace_s=self.settings.forget_grace_s)
         for repair in repairs:
             self.metrics.repairs.labels(repair.kind).inc()
         pods_seen = Counter(p.workload for p in views if p.workload and not p.finished and not p.deleting)

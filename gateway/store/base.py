@@ -18,7 +18,7 @@ from typing import Any, Protocol
 from gateway.admission.admission import Facts, TargetKey
 from gateway.admission.decision import Decision
 from gateway.admission.identity import Grant
-from gateway.scheduling.reconcile import Held, Repair
+from gateway.scheduling.reconcile import FORGET_GRACE_S, PodView, Repair
 from gateway.store.chain import VerifyResult
 from gateway.store.types import (
     Actor,
@@ -49,9 +49,10 @@ class LedgerStore(Protocol):
     def facts(self, key: TargetKey, owner: str, team: str, references: Sequence[TargetKey] = (),
               *, usage: bool = True) -> Facts: ...
 
-    def preview(self, job: Job) -> Decision:
+    def preview(self, job: Job) -> tuple[Decision, Facts]:
         """The decision `decide_batch` would make on `job` now, from one consistent read of the
-        store, writing nothing: no reservation, no audit record, no approval used (the what-if)."""
+        store, writing nothing: no reservation, no audit record, no approval used (the what-if);
+        and the facts it read."""
         ...
 
     def reservations(self) -> list[LedgerRow]: ...
@@ -123,8 +124,10 @@ class QueueStore(Protocol):
     def run_queue(self, limits: Limits, *, now: float, actor: Actor,
                   pods_seen: Mapping[str, int] | None = None) -> PassResult: ...
 
-    def reconcile(self, observe: Callable[[list[Held], frozenset[str]], list[Repair]], *, now: float,
-                  actor: Actor) -> list[Repair]: ...
+    def reconcile(self, pods: Sequence[PodView], *, now: float, actor: Actor,
+                  absent: frozenset[str] = frozenset(), grace_s: float = FORGET_GRACE_S) -> list[Repair]:
+        """Make the ledger agree with the cluster's `pods` (gateway.scheduling.reconcile)."""
+        ...
 
     def charged_workloads(self) -> dict[str, str]: ...
 

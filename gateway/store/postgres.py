@@ -128,8 +128,8 @@ class PostgresStore(ApprovalsSQL, SettingsSQL, TelemetrySQL, QueueSQL, EventsSQL
         return self._with_ledger(lambda ledger: ledger.facts(key, owner, team, references, usage=usage),
                                  "cannot read the ledger")
 
-    def preview(self, job: Job) -> Decision:
-        def snapshot(ledger: Ledger) -> Decision:
+    def preview(self, job: Job) -> tuple[Decision, Facts]:
+        def snapshot(ledger: Ledger) -> tuple[Decision, Facts]:
             ledger.db.run("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             try:
                 return ledger.preview(job)

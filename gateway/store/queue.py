@@ -12,15 +12,15 @@ drop: admissions on other replicas can never slip between the decision and its w
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar, cast
 
 from gateway.admission.decision import Decision, Reservation
 from gateway.admission.policy import Policy
 from gateway.admission.scheduling_settings import exhausted, period_start
 from gateway.scheduling.queue import Caps, Held, ReleasePlan, Waiting, plan_release
+from gateway.scheduling.reconcile import FORGET_GRACE_S, PodView, Repair, plan_reconcile
 from gateway.scheduling.reconcile import Held as LedgerHeld
-from gateway.scheduling.reconcile import Repair
 from gateway.store.migrations import Migration, Subject, statements
 from gateway.store.sql import Ledger
 from gateway.store.types import Actor, Limits, PassResult, QueueRow
@@ -89,14 +89,14 @@ class QueueSQL:
         result: PassResult = self._write(work)
         return result
 
-    def reconcile(self, observe: Callable[[list[LedgerHeld], frozenset[str]], list[Repair]], *, now: float,
-                  actor: Actor) -> list[Repair]:
-        """Make the ledger agree with the cluster in one transaction: `observe` gets the
-        ledger's reservations and the waiting keys and answers the repairs
-        (gateway.scheduling.reconcile.plan_reconcile over the pods seen); each is applied and audited."""
+    def reconcile(self, pods: Sequence[PodView], *, now: float, actor: Actor,
+                  absent: frozenset[str] = frozenset(), grace_s: float = FORGET_GRACE_S) -> list[Repair]:
+        """Make the ledger agree with the cluster's `pods` in one transaction: the repairs
+        `gateway.scheduling.reconcile.plan_reconcile` answers over the ledger's reservations
+        (with `absent` and `grace_s` as it takes them), each applied and audited."""
         def work(ledger: Ledger) -> list[Repair]:
             held, waiting = _reconcile_view(ledger)
-            repairs = observe(held, waiting)
+            repairs = plan_reconcile(pods, held, waiting=waiting, now=now, grace_s=grace_s, absent=absent)
             for repair in repairs:
                 _repair(ledger, repair, now=now, actor=actor)
             return repairs

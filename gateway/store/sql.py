@@ -10,17 +10,18 @@ Column names that are keywords in PostgreSQL (`user`, `groups`) are always quote
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
-from gateway.admission.admission import Facts, Target, TargetKey
+from gateway.admission.admission import Facts, Target, TargetKey, decide
 from gateway.admission.approvals import WAIVABLE
 from gateway.admission.decision import Decision, Reservation
 from gateway.admission.plan import Approval
 from gateway.admission.quota import Usage
 from gateway.admission.scheduling_settings import BudgetQuery, spent_budgets
 from gateway.admission.shape import gang_pods
+from gateway.audit.records import admission_record
 from gateway.store.chain import AUDIT_FIELDS, GENESIS, LATER_FIELDS, VerifyResult, row_hash, verify_rows
 from gateway.store.migrations import AddColumn, Migration, Row, Runner, Subject, statements
 from gateway.store.types import Actor, ApprovalKey, AuditQuery, Job, LedgerRow, kind_names, named_by
@@ -195,19 +196,21 @@ class Ledger:
                 found[ref] = record
         by_uid = {uid: record for uid in uids if (record := self.by_uid(uid)) is not None}
         used = self.usage(target, owner, team) if usage else Usage()
-        siblings = 0
+        siblings = (0, 0)
         if parent_of is not None and root is not None and root.uid and key[0] == "pods":
             siblings = self.pods_under(root.uid, key)
         return Facts(target=target, usage=used, references=found, parent=parent, root=root, by_uid=by_uid,
                      referrers=self.referrers(key) if referrers else (), pods_under_root=siblings)
 
-    def pods_under(self, root_uid: str, key: TargetKey) -> int:
-        """GPUs of the pods recorded under the root with this UID, other than `key`: the pods
-        its controllers made that still exist (terminating ones included; finished ones hold 0)."""
+    def pods_under(self, root_uid: str, key: TargetKey) -> tuple[int, int]:
+        """GPUs and number of the pods recorded under the root with this UID, other than `key`:
+        the pods its controllers made that still exist (terminating ones included; finished
+        ones hold 0)."""
         row = self.db.one(
-            "SELECT COALESCE(SUM(gpus), 0) AS gpus FROM reservations WHERE root_uid = ? AND resource = 'pods' "
-            "AND uid <> ? AND NOT (namespace = ? AND name = ?)", (root_uid, root_uid, key[1], key[2]))
-        return int(row["gpus"]) if row is not None else 0
+            "SELECT COALESCE(SUM(gpus), 0) AS gpus, COUNT(*) AS pods FROM reservations WHERE root_uid = ? "
+            "AND resource = 'pods' AND uid <> ? AND NOT (namespace = ? AND name = ?)",
+            (root_uid, root_uid, key[1], key[2]))
+        return (int(row["gpus"]), int(row["pods"])) if row is not None else (0, 0)
 
     def referrers(self, key: TargetKey) -> tuple[tuple[str, str], ...]:
         """(owner, team) of the recorded workloads whose pods reference the object `key` names."""
@@ -220,8 +223,9 @@ class Ledger:
 
     # ------------------------------------------------------------- the write path
 
-    def preview(self, job: Job) -> Decision:
-        """The decision on one job from the facts as they are, writing nothing.
+    def preview(self, job: Job) -> tuple[Decision, Facts]:
+        """The decision on one job from the facts as they are, writing nothing, and the facts
+        as read (before a what-if's `job.stated` is laid over them).
 
         A denial an approval could lift is decided again with the requester's live approvals
         for the object (read only then, so that allowed requests cost no extra query).
@@ -231,19 +235,20 @@ class Ledger:
                            parent_of=job.parent, uids=job.uids, referrers=job.referrers)
         if job.budget is not None:
             facts = replace(facts, spent_budgets=self.spent_budgets(job.budget, job.now))
-        decision = job.decider(facts)
+        decision = decide(job.plan, job.policy, job.stated.over(facts) if job.stated else facts)
         if not decision.allowed and decision.rule in WAIVABLE and job.approval_key is not None:
             approvals = self.live_approvals(job.approval_key, job.now)
             if approvals:
-                decision = job.decider(replace(facts, approvals=approvals))
-        return decision
+                facts = replace(facts, approvals=approvals)
+                decision = decide(job.plan, job.policy, job.stated.over(facts) if job.stated else facts)
+        return decision, facts
 
     def decide(self, job: Job) -> Decision:
         """Decide one job (`preview`), and write its audit record and reservation change; an
         approval the decision uses is marked used in this same transaction."""
-        decision = self.preview(job)
+        decision, _ = self.preview(job)
         if decision.audited:
-            self.append_audit(job.audit_fields(decision), now=job.now, dry_run=job.dry_run)
+            self.append_audit(admission_record(job.audit, decision), now=job.now, dry_run=job.dry_run)
         if decision.allowed and not job.dry_run:
             self.apply(job.key, decision, now=job.now, request_uid=job.request_uid)
             if decision.enqueue is not None:
@@ -439,20 +444,11 @@ class Ledger:
         return {r["owner"]: r["role"] for r in rows}
 
 
-#: How an admission decided under a break-glass grant begins its audit reason.
-BREAK_GLASS_MARK = "[break-glass grant "
-
-
 def _target(row: Row | None) -> Target | None:
     if row is None:
         return None
     return Target(row["owner"], row["team"], row["role"], row["gpus"], bool(row["charged"]), row["shape"],
                   row["uid"], row["root_uid"], waiting=bool(row["waiting"]))
-
-
-def is_break_glass(row: Mapping[str, Any]) -> bool:
-    """An audit record of a grant (created, expired, revoked) or of an admission under one."""
-    return row.get("action") == "grant" or str(row.get("reason", "")).startswith(BREAK_GLASS_MARK)
 
 
 def state_change(old: str, new: str) -> dict[str, Any]:

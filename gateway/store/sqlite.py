@@ -94,8 +94,8 @@ class SQLiteStore(ApprovalsSQL, SettingsSQL, TelemetrySQL, QueueSQL, EventsSQL):
         with self._lock:
             return self._ledger.facts(key, owner, team, references, usage=usage)
 
-    def preview(self, job: Job) -> Decision:
-        def snapshot(ledger: Ledger) -> Decision:
+    def preview(self, job: Job) -> tuple[Decision, Facts]:
+        def snapshot(ledger: Ledger) -> tuple[Decision, Facts]:
             self._db.execute("BEGIN")  # deferred: one read snapshot, no write lock
             try:
                 return ledger.preview(job)

@@ -6,19 +6,19 @@ The role interfaces that take and return them are in `gateway.store.base`; the b
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypedDict
 
 from gateway.admission.actors import kind_plural
-from gateway.admission.admission import Facts, TargetKey
-from gateway.admission.decision import Decision
+from gateway.admission.admission import TargetKey
+from gateway.admission.plan import Plan, StatedFacts
+from gateway.admission.policy import Policy
 from gateway.admission.scheduling_settings import BudgetQuery, Scheduling
+from gateway.audit.records import RequestRecord
 from gateway.scheduling.queue import ReleasePlan
 from gateway.telemetry.alerts import Alert
 
-Decider = Callable[[Facts], Decision]
-AuditFields = Callable[[Decision], dict[str, Any]]
 ApprovalKey = tuple[str, str, str, str]
 """(requester, action, namespace, name): the approvals that may lift a denial of a request."""
 
@@ -34,13 +34,16 @@ class Actor:
 
 @dataclass(frozen=True, slots=True)
 class Job:
-    """One admission to decide in a store transaction."""
+    """One admission to decide in a store transaction, as data: the store reads the facts it
+    names, decides the prepared `plan` under `policy` with the core's `decide`, and writes
+    `audit` joined with the decision (gateway.audit.records) and the reservation change."""
 
     key: TargetKey
     owner: str
     team: str
-    decider: Decider
-    audit_fields: AuditFields
+    plan: Plan
+    policy: Policy
+    audit: RequestRecord
     dry_run: bool
     now: float
     request_uid: str
@@ -59,6 +62,8 @@ class Job:
     parent: tuple[str, TargetKey | None] | None = None
     """For an actor's create: the UID (and, for records from before UIDs were kept, the key) of
     the parent its controller ownerReference names: read into `Facts.parent` and `Facts.root`."""
+    stated: StatedFacts | None = None
+    """A what-if's statements, laid over the facts read (never set on an admission)."""
 
 
 @dataclass(frozen=True)

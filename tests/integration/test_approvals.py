@@ -15,13 +15,14 @@ from postgres_server import PostgresServer, pg_url, postgres  # noqa: F401 - fix
 
 from gateway.admission.approvals import review_refusal
 from gateway.admission.policy import Policy
+from gateway.audit.records import is_break_glass
 from gateway.metrics import Metrics
 from gateway.policy_bundle import PolicyHolder
 from gateway.service import AdmissionService
 from gateway.store.approvals import StateConflict
 from gateway.store.base import Store
 from gateway.store.postgres import PostgresStore
-from gateway.store.sql import Ledger, is_break_glass
+from gateway.store.sql import Ledger
 from gateway.store.sqlite import SQLiteStore
 from gateway.store.types import Actor, NewApproval, NewGrant
 

@@ -21,18 +21,20 @@ from typing import Any
 import pytest
 from conftest import INTERN, LEAD, RESEARCHER, make_deployment, make_pytorchjob, review
 
-from gateway.admission.decision import Action, Decision
+from gateway.admission.admission import prepare
+from gateway.admission.policy import Policy
+from gateway.admission.review import parse_review
 from gateway.audit.history import changes, keyed_digest
 from gateway.config import Settings, StoreSettings
 from gateway.errors import StoreError
 from gateway.metrics import Metrics
 from gateway.policy_bundle import PolicyHolder
 from gateway.server import build_gateway
-from gateway.service import AdmissionService
+from gateway.service import AdmissionService, admission_job
 from gateway.store.base import decide_one
 from gateway.store.history_key import KEY_BYTES, history_key_path, load_history_key
 from gateway.store.sqlite import SQLiteStore
-from gateway.store.types import AuditQuery, Job
+from gateway.store.types import AuditQuery
 
 T0 = dt.datetime(2026, 11, 20, 10, 0, 0, tzinfo=dt.UTC).timestamp()
 DIGEST = keyed_digest(b"test-key-" * 4)
@@ -223,20 +225,15 @@ def assert_no_secret_in(state: Path) -> None:
         assert value not in data and base64.b64encode(value) not in data
 
 
-def test_a_secret_change_is_stored_as_digests_only(store: SQLiteStore):
+def test_a_secret_change_is_stored_as_digests_only(store: SQLiteStore, policy: Policy):
     """Straight into the store, as the service writes a record, with a Secret's diff."""
     found = changes("", "Secret", secret(SECRET_OLD), secret(SECRET_NEW), digest=DIGEST)
     assert found == [{"field": "data", "change": "changed", "key": "password",
                       "old": DIGEST(SECRET_OLD), "new": DIGEST(SECRET_NEW)}]
-    fields = {
-        "request_uid": "uid-secret", "user": "eve", "groups": "[]", "role": "intern", "action": "modify",
-        "kind": "Secret", "namespace": "research", "name": "db-creds", "object_uid": "", "gpus": 0,
-        "decision": "denied", "mode": "enforce", "rule": "ownership", "reason": "", "policy_version": "v",
-        "owner": "bob", "team": "vision", "changes": json.dumps(found),
-    }
-    decision = Decision(allowed=False, rule="ownership", reason="", action=Action.MODIFY, audited=True)
-    decide_one(store, Job(("secrets", "research", "db-creds"), "", "", lambda _: decision, lambda _: fields,
-                          dry_run=False, now=T0, request_uid="uid-secret"))
+    body = review(secret(SECRET_NEW), old=secret(SECRET_OLD), operation="UPDATE", user="eve", groups=INTERN,
+                  resource=("", "secrets"), uid="uid-secret").body()
+    job = admission_job(prepare(parse_review(body), policy), policy, now=T0, digest=DIGEST)
+    assert decide_one(store, job).audited
     [row] = store.audit_rows()
     assert row["changes"] == found
     assert store.verify().ok

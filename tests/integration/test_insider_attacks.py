@@ -53,7 +53,7 @@ from conftest import (
 from gateway.admission.workloads import GpuMatcher
 from gateway.metrics import Metrics
 from gateway.policy_bundle import PolicyHolder
-from gateway.scheduling.reconcile import plan_reconcile, read_pod
+from gateway.scheduling.reconcile import read_pod
 from gateway.service import AdmissionService
 from gateway.store.sqlite import SQLiteStore
 from gateway.store.types import Actor
@@ -386,6 +386,39 @@ def test_terminating_gpu_pods_with_a_year_long_grace_period_are_not_free(cluster
             break
         pod = replacement.obj
     assert charged(store) >= running_gpus(cluster), f"{running_gpus(cluster)} GPUs run, {held(store)} charged"
+
+
+def test_the_kubelets_final_delete_frees_a_terminating_pods_gpus(cluster, store):
+    made = cluster.create(deployment("serve"), "alice", INTERN)
+    rs = cluster.replicaset_of(made.obj, replicas=1).obj
+    name = pods_of(cluster, rs, 1)[0].obj["metadata"]["name"]
+    cluster.objects[("Pod", "research", name)]["spec"]["nodeName"] = "gpu-node-1"
+    assert delete(cluster, "Pod", name, "alice", INTERN, stays=True).allowed
+    assert not pods_of(cluster, rs, 1)[0].allowed, "the first pod still runs out its grace period"
+    # its containers have stopped: the kubelet removes the object (grace 0)
+    body = review(None, old=cluster.get("Pod", name), user="system:node:gpu-node-1", groups=("system:nodes",),
+                  operation="DELETE").body()
+    body["request"]["options"] = {"apiVersion": "meta.k8s.io/v1", "kind": "DeleteOptions", "gracePeriodSeconds": 0}
+    assert cluster.service.validate(body)["response"]["allowed"]
+    del cluster.objects[("Pod", "research", name)]
+    assert pods_of(cluster, rs, 1)[0].allowed, "the replacement fits once the pod is gone"
+    assert held(store) == {"alice": 8}
+
+
+def test_a_pod_never_scheduled_or_deleted_at_once_frees_its_gpus_with_its_delete(cluster, store):
+    made = cluster.create(deployment("serve"), "alice", INTERN)
+    rs = cluster.replicaset_of(made.obj, replicas=1).obj
+    pending = pods_of(cluster, rs, 1)[0].obj["metadata"]["name"]
+    assert delete(cluster, "Pod", pending, "alice", INTERN).allowed  # no node: the API server removes it
+    forced = pods_of(cluster, rs, 1)[0].obj["metadata"]["name"]
+    cluster.objects[("Pod", "research", forced)]["spec"]["nodeName"] = "gpu-node-1"
+    old = cluster.get("Pod", forced)
+    body = review(None, old=old, user="alice", groups=INTERN, operation="DELETE").body()
+    body["request"]["options"] = {"apiVersion": "meta.k8s.io/v1", "kind": "DeleteOptions", "gracePeriodSeconds": 0}
+    assert cluster.service.validate(body)["response"]["allowed"]  # kubectl delete --grace-period=0 --force
+    del cluster.objects[("Pod", "research", forced)]
+    assert pods_of(cluster, rs, 1)[0].allowed
+    assert held(store) == {"alice": 8}
 
 
 def test_orphaning_a_cronjob_keeps_its_jobs_charged(cluster, store):
@@ -933,8 +966,7 @@ def reconcile(cluster: Cluster, store: SQLiteStore) -> None:
     """One pass of the gateway's controller over the pods the cluster lists."""
     pods = [view for (kind, _, _), obj in cluster.objects.items()
             if kind == "Pod" and (view := read_pod(obj, GpuMatcher())) is not None]
-    store.reconcile(lambda held, waiting: plan_reconcile(pods, held, waiting=waiting, now=time.time()),
-                    now=time.time(), actor=Actor("system:serviceaccount:gpu-gateway:controller"))
+    store.reconcile(pods, now=time.time(), actor=Actor("system:serviceaccount:gpu-gateway:controller"))
 
 
 def test_the_hpa_of_an_elastic_pytorchjob_scales_it_within_max_replicas(cluster, store):

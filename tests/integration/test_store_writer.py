@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from conftest import INTERN, RESEARCHER, make_job, review
+import pytest
+from conftest import INTERN, RESEARCHER, make_job, review, store_job
 
+from gateway.admission.admission import Facts, Plan, decide
 from gateway.admission.decision import Decision
+from gateway.admission.policy import Policy
 from gateway.service import AdmissionService
+from gateway.store import sql
 from gateway.store.sqlite import SQLiteStore
-from gateway.store.types import Job
 from gateway.store.writer import StoreWriter
 
 
@@ -34,22 +37,20 @@ def test_concurrent_launches_never_exceed_the_users_cap(service: AdmissionServic
     assert result.ok and result.rows == 40
 
 
-def test_a_failing_job_in_a_batch_fails_alone(store: SQLiteStore) -> None:
-    def boom(_: Any) -> Decision:
-        raise RuntimeError("bug in a decider")
+def test_a_failing_job_in_a_batch_fails_alone(store: SQLiteStore, policy: Policy,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    def decide_or_fail(plan: Plan, policy: Policy, facts: Facts) -> Decision:
+        if plan.request.name == "b":
+            raise RuntimeError("bug in the decision")
+        return decide(plan, policy, facts)
 
-    ok = Decision(allowed=True, rule="r", reason="", audited=True)
-    fields = {"request_uid": "u", "user": "x", "groups": "[]", "role": "", "action": "launch", "kind": "Job",
-              "namespace": "n", "name": "a", "object_uid": "", "gpus": 1, "decision": "allowed", "mode": "enforce",
-              "rule": "r", "reason": "", "policy_version": "v", "owner": "", "team": ""}
-
-    def job(decider: Any, name: str) -> Job:
-        return Job(("jobs.batch", "n", name), "x", "", decider, lambda d: dict(fields, name=name),
-                   dry_run=False, now=1.0, request_uid=name)
-
-    outcomes = store.decide_batch([job(lambda f: ok, "a"), job(boom, "b"), job(lambda f: ok, "c")])
-    assert outcomes[0] is ok and isinstance(outcomes[1], RuntimeError) and outcomes[2] is ok
+    monkeypatch.setattr(sql, "decide", decide_or_fail)
+    outcomes = store.decide_batch([store_job(policy, "a"), store_job(policy, "b"), store_job(policy, "c")])
+    a, b, c = outcomes
+    assert isinstance(a, Decision) and a.allowed and isinstance(b, RuntimeError)
+    assert isinstance(c, Decision) and c.allowed
     assert [r["name"] for r in store.audit_rows()] == ["a", "c"]
+    assert {r.name for r in store.reservations()} == {"a", "c"}
     assert store.verify().ok
 
 
