@@ -182,6 +182,9 @@ def _drop(ledger: Ledger, row: Mapping[str, Any], reason: str, *, now: float, ac
     key = (row["resource"], row["namespace"], row["name"])
     ledger.db.run("DELETE FROM queue WHERE resource = ? AND namespace = ? AND name = ?", key)
     ledger.db.run("DELETE FROM reservations WHERE resource = ? AND namespace = ? AND name = ? AND charged = 0", key)
+    ledger.db.run("DELETE FROM refs WHERE resource = ? AND namespace = ? AND name = ? AND NOT EXISTS (SELECT 1 FROM "
+                  "reservations r WHERE r.resource = refs.resource AND r.namespace = refs.namespace "
+                  "AND r.name = refs.name)", key)
     _audit(ledger, key, row, actor=actor, now=now, rule="gang-timeout", reason=f"queue reservation dropped: {reason}",
            request_uid=str(row["request_uid"]))
 

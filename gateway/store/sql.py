@@ -246,11 +246,11 @@ class Ledger:
     def decide(self, job: Job) -> Decision:
         """Decide one job (`preview`), and write its audit record and reservation change; an
         approval the decision uses is marked used in this same transaction."""
-        decision, _ = self.preview(job)
+        decision, facts = self.preview(job)
         if decision.audited:
             self.append_audit(admission_record(job.audit, decision), now=job.now, dry_run=job.dry_run)
         if decision.allowed and not job.dry_run:
-            self.apply(job.key, decision, now=job.now, request_uid=job.request_uid)
+            self.write(job.key, decision, facts.target, now=job.now, request_uid=job.request_uid)
             if decision.enqueue is not None:
                 self.enqueue(job.key, decision, now=job.now, request_uid=job.request_uid)
             if decision.use_approval:
@@ -285,9 +285,13 @@ class Ledger:
     def apply(self, key: TargetKey, decision: Decision, *, now: float, request_uid: str) -> None:
         """Write the reservation change, keeping the usage counters in step. A change to the same
         object (same UID) keeps `created_at`: the time it was admitted (or released from the queue)."""
+        if decision.release or decision.reserve is not None:
+            self.write(key, decision, self.target(key), now=now, request_uid=request_uid)
+
+    def write(self, key: TargetKey, decision: Decision, old: Target | None, *, now: float, request_uid: str) -> None:
+        """`apply` over `old`, the record of `key` as this transaction read it."""
         if not decision.release and decision.reserve is None:
             return
-        old = self.target(key)
         if old is not None and old.charged:
             self.count(old.owner, old.team, -old.gpus)
             self.db.run("UPDATE usage_intervals SET ended_at = ? WHERE resource = ? AND namespace = ? "
@@ -300,7 +304,7 @@ class Ledger:
         r = decision.reserve
         assert r is not None
         if r.refs is not None:
-            self.set_refs(key, r.refs)
+            self.set_refs(key, r.refs, fresh=old is None)
         if r.charged:
             self.count(r.owner, r.team, r.gpus)
             if r.gpus:
@@ -319,10 +323,12 @@ class Ledger:
         if not r.charged and old is not None:  # a queued workload changed: it waits for its new size
             self.requeue(key, r, old)
 
-    def set_refs(self, key: TargetKey, refs: Sequence[tuple[str, str]]) -> None:
+    def set_refs(self, key: TargetKey, refs: Sequence[tuple[str, str]], *, fresh: bool = False) -> None:
         """Keep (resource key, name) of what the workload `key` references, and nothing else.
-        Rows whose reservation goes by another path are ignored by `referrers` (it joins them)."""
-        self.db.run("DELETE FROM refs WHERE resource = ? AND namespace = ? AND name = ?", key)
+        `fresh`: `key` has no reservation, so no rows (every path that drops a reservation drops
+        its rows). Rows whose reservation goes by another path are ignored by `referrers` (it joins them)."""
+        if not fresh:
+            self.db.run("DELETE FROM refs WHERE resource = ? AND namespace = ? AND name = ?", key)
         for ref_resource, ref_name in dict.fromkeys(refs):
             self.db.run("INSERT INTO refs (namespace, ref_resource, ref_name, resource, name) VALUES (?, ?, ?, ?, ?)",
                         (key[1], ref_resource, ref_name, key[0], key[2]))
