@@ -2,7 +2,9 @@
 
 This is the adapter around casbin: casbin evaluates the model once per (role, action,
 scope) and resolves role bindings; the result is the plain `Policy` the core decides with.
-`PolicyHolder` keeps the last good bundle when a changed one fails to load.
+The same limits.yaml carries the telemetry settings (`telemetry`), which are compiled beside
+the policy rather than into it: admission never reads them. `PolicyHolder` keeps the last
+good bundle when a changed one fails to load.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from gateway.admission.scheduling_settings import parse_scheduling
 from gateway.admission.workloads import ADAPTERS, DEFAULT_GPU_RESOURCES, DEFAULT_NOT_GPU_RESOURCES
 from gateway.errors import ConfigError
 from gateway.logs import fields
-from gateway.telemetry.alerts import TelemetryPolicy, telemetry_policy
+from gateway.telemetry.settings import TelemetrySettings, parse_telemetry_settings
 
 log = logging.getLogger("gateway.policy")
 
@@ -176,10 +178,10 @@ def _workload_kinds(value: Any) -> KindRegistry:
         raise ConfigError(f"limits.yaml: {exc}") from None
 
 
-def _telemetry(value: Any) -> TelemetryPolicy:
+def _telemetry(value: Any) -> TelemetrySettings:
     """limits.yaml `telemetry`: the node agent's alert thresholds (docs/agent.md)."""
     try:
-        return telemetry_policy(value)
+        return parse_telemetry_settings(value)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
 
@@ -230,6 +232,15 @@ def _references(values: tuple[str, ...]) -> frozenset[tuple[str, str]]:
     return frozenset(out)
 
 
+@dataclass(frozen=True, slots=True)
+class CompiledBundle:
+    """What one bundle compiles to: the admission policy, and the telemetry settings read from
+    the same limits.yaml (`telemetry`), kept apart so that admission never depends on them."""
+
+    policy: Policy
+    telemetry: TelemetrySettings
+
+
 #: The bundle files a policy replaced through the admin API holds (model.conf stays the files').
 REPLACEABLE_FILES = ("policy.csv", "limits.yaml")
 
@@ -242,7 +253,7 @@ def read_bundle(directory: Path) -> dict[str, str]:
         raise ConfigError(f"policy bundle {directory}: {exc}") from exc
 
 
-def load_replacement(directory: Path, texts: Mapping[str, str]) -> Policy:
+def load_replacement(directory: Path, texts: Mapping[str, str]) -> CompiledBundle:
     """Compile `directory`'s model.conf with policy.csv and limits.yaml from `texts`."""
     missing = [name for name in REPLACEABLE_FILES if not isinstance(texts.get(name), str)]
     if missing:
@@ -251,7 +262,7 @@ def load_replacement(directory: Path, texts: Mapping[str, str]) -> Policy:
         shutil.copyfile(Path(directory) / "model.conf", Path(tmp) / "model.conf")
         for name in REPLACEABLE_FILES:
             (Path(tmp) / name).write_text(texts[name])
-        return load_bundle(Path(tmp))
+        return compile_bundle(Path(tmp))
 
 
 # casbin parses its matcher with ast.parse on every enforce, and CPython 3.11's parser is
@@ -260,13 +271,18 @@ def load_replacement(directory: Path, texts: Mapping[str, str]) -> Policy:
 _COMPILING = threading.Lock()
 
 
-def load_bundle(directory: Path) -> Policy:
+def compile_bundle(directory: Path) -> CompiledBundle:
     """Read and compile a bundle; raise ConfigError naming the file and the problem."""
     with _COMPILING:
         return _compile_bundle(Path(directory))
 
 
-def _compile_bundle(directory: Path) -> Policy:
+def load_bundle(directory: Path) -> Policy:
+    """The admission policy of a bundle (`compile_bundle`, for callers that decide only)."""
+    return compile_bundle(directory).policy
+
+
+def _compile_bundle(directory: Path) -> CompiledBundle:
     digest = hashlib.sha256()
     for name in BUNDLE_FILES:
         path = directory / name
@@ -298,6 +314,7 @@ def _compile_bundle(directory: Path) -> Policy:
     for s in subjects:
         if not s.startswith(("group:", "user:")) and s not in roles:
             raise ConfigError(f"policy.csv: g, {s}: subjects are group:NAME, user:NAME or a role")
+    telemetry: TelemetrySettings = settings.pop("telemetry")
     role_order = settings.pop("role_order") or tuple(sorted(roles))
     missing = sorted(roles - set(role_order) - {s for s in subjects if s.startswith(("group:", "user:"))})
     if missing:
@@ -314,13 +331,14 @@ def _compile_bundle(directory: Path) -> Policy:
         for s in subjects
         if s.startswith(("group:", "user:"))
     }
-    return Policy(
+    policy = Policy(
         bindings=bindings,
         role_order=tuple(role_order),
         permissions=permissions,
         version=digest.hexdigest()[:16],
         **settings,
     )
+    return CompiledBundle(policy, telemetry)
 
 
 def _fingerprint(directory: Path) -> tuple[float, ...]:
@@ -345,17 +363,20 @@ class PolicyHolder:
 
     Run-time settings from the store (`set_runtime`) are layered over it: a policy that
     replaced the bundle through the admin API takes the place of the files' policy.csv and
-    limits.yaml, and role bindings and quotas override what the bundle says.
+    limits.yaml, and role bindings and quotas override what the bundle says. The telemetry
+    settings of the bundle in force (`telemetry`) are held beside the policy.
     """
 
     def __init__(self, directory: Path) -> None:
         self.directory = Path(directory)
         self._lock = threading.Lock()
         self._fingerprint = _fingerprint(self.directory)
-        self._files: Policy = load_bundle(self.directory)
-        self._replacement: tuple[Mapping[str, str], Policy] | None = None
+        self._files: CompiledBundle = compile_bundle(self.directory)
+        self._replacement: tuple[Mapping[str, str], CompiledBundle] | None = None
         self._overrides = Overrides()
-        self.policy: Policy = self._files
+        self.policy: Policy = self._files.policy
+        self.telemetry: TelemetrySettings = self._files.telemetry
+        """limits.yaml `telemetry` of the bundle in force, for telemetry ingest (no run-time overrides)."""
         self.last_error: str | None = None
         self.reloads = 0
         self.failures = 0
@@ -363,15 +384,20 @@ class PolicyHolder:
     @property
     def bundle(self) -> Policy:
         """The policy before run-time role bindings and quotas."""
-        return self._replacement[1] if self._replacement else self._files
+        return self._in_force().policy
 
     @property
     def replaced(self) -> Mapping[str, str] | None:
         """The policy.csv and limits.yaml that replaced the files through the admin API, if any."""
         return self._replacement[0] if self._replacement else None
 
+    def _in_force(self) -> CompiledBundle:
+        return self._replacement[1] if self._replacement else self._files
+
     def _compose(self) -> None:
-        self.policy = apply(self.bundle, self._overrides)
+        compiled = self._in_force()
+        self.policy = apply(compiled.policy, self._overrides)
+        self.telemetry = compiled.telemetry
 
     def set_runtime(self, overrides: Overrides, replacement: Mapping[str, str] | None) -> str | None:
         """Put the store's settings in force; returns the error that kept the last good ones."""
@@ -405,7 +431,7 @@ class PolicyHolder:
                 return ReloadResult(changed=False)
             self._fingerprint = fingerprint
             try:
-                files = load_bundle(self.directory)
+                files = compile_bundle(self.directory)
                 replacement = self._replacement and (
                     self._replacement[0], load_replacement(self.directory, self._replacement[0]))
             except ConfigError as exc:

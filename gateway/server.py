@@ -58,7 +58,8 @@ def build_gateway(settings: Settings) -> Gateway:
     service = AdmissionService(policies, store, failure_mode=settings.failure_mode, metrics=metrics,
                                digest=digest, gateway_user=settings.scheduler.service_account)
     api = api_routes(ApiContext(authenticator, lambda: service.policies.policy, store, service.runtime,
-                                metrics=metrics, agent_authenticator=agent_authenticator))
+                                metrics=metrics, agent_authenticator=agent_authenticator,
+                                telemetry=lambda: service.policies.telemetry))
     app = create_app(service, max_body_bytes=settings.server.max_body_bytes,
                      reload_interval_s=settings.policy.reload_interval_s, api=api,
                      decision_budget_s=settings.server.decision_budget_ms / 1000,

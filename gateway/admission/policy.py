@@ -19,7 +19,6 @@ from gateway.admission.kinds import KindRegistry
 from gateway.admission.podspec import DEFAULT_SAFE_CAPABILITIES
 from gateway.admission.scheduling_settings import Scheduling
 from gateway.admission.workloads import DEFAULT_GPU_RESOURCES, DEFAULT_NOT_GPU_RESOURCES, GpuMatcher
-from gateway.telemetry.alerts import TelemetryPolicy
 
 _T = TypeVar("_T")
 
@@ -137,8 +136,6 @@ class Policy:
     """(kind, name) of objects every pod may read (published by the cluster itself)."""
     second_person: SecondPerson = field(default_factory=SecondPerson)
     """Requests that need a second person's approval (limits.yaml `second_person`)."""
-    telemetry: TelemetryPolicy = field(default_factory=TelemetryPolicy)
-    """Node agent alert thresholds and the rogue-pod eviction switch (limits.yaml `telemetry`)."""
     scheduling: Scheduling = field(default_factory=Scheduling)
     """Over-quota mode (reject or queue), queue priorities, fair shares, budgets (limits.yaml `scheduling`)."""
     kinds: KindRegistry = field(default_factory=KindRegistry)

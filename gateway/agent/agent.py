@@ -16,7 +16,7 @@ from gateway.agent.metrics import AgentMetrics, GpuView
 from gateway.agent.nvml import DeviceSource, NvmlUnavailable
 from gateway.agent.pods import CgroupReader, PodDirectory, container_of
 from gateway.agent.reporter import Reporter
-from gateway.telemetry.alerts import GpuSample, PodRef
+from gateway.telemetry.samples import GpuSample, PodRef
 
 log = logging.getLogger("gateway.agent")
 

@@ -1,7 +1,7 @@
 """The NVML boundary: what the agent reads from each GPU, and the production reader over pynvml.
 
 `DeviceSource` is all the agent needs from NVML: a `GpuSample` per GPU (the one type of a GPU
-reading, gateway.telemetry.alerts), not yet stamped with node and time; `PynvmlSource` implements it on a real
+reading, gateway.telemetry.samples), not yet stamped with node and time; `PynvmlSource` implements it on a real
 driver and `gateway.agent.simulate.ScriptedSource` from a scripted device table. pynvml's
 exceptions stop here: a GPU NVML cannot read (`GPU is lost`) becomes a reading with `error`
 set, a metric the GPU does not support becomes None, and a missing or failing driver raises
@@ -17,7 +17,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any, Protocol, TypeVar
 
-from gateway.telemetry.alerts import GpuProcess, GpuSample
+from gateway.telemetry.samples import GpuProcess, GpuSample
 
 log = logging.getLogger("gateway.agent")
 

@@ -12,8 +12,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from gateway.telemetry.alerts import PodRef
 from gateway.telemetry.podresources import gpu_allocations
+from gateway.telemetry.samples import PodRef
 
 log = logging.getLogger("gateway.agent")
 

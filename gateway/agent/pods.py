@@ -14,8 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
-from gateway.telemetry.alerts import PodRef
 from gateway.telemetry.cgroup import ContainerRef, parse_cgroup
+from gateway.telemetry.samples import PodRef
 
 log = logging.getLogger("gateway.agent")
 

@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 
 from gateway.agent.nvml import NvmlUnavailable
-from gateway.telemetry.alerts import GpuProcess, GpuSample, PodRef
+from gateway.telemetry.samples import GpuProcess, GpuSample, PodRef
 
 MIB = 2**20
 

@@ -21,6 +21,7 @@ from gateway.metrics import Metrics
 from gateway.runtime import RuntimeSettings
 from gateway.store.base import Store
 from gateway.store.types import Actor
+from gateway.telemetry.settings import TelemetrySettings
 
 _NOT_CONFIGURED = ("the admin API is off: no authentication is configured; start the gateway with "
                    "--oidc-issuer/--oidc-audience or --jwt-secret-file/--jwt-issuer/--jwt-audience")
@@ -55,6 +56,9 @@ class ApiContext:
     agent_authenticator: Authenticator | None = None
     """The node agents' service-account tokens (`serve --agent-token-issuer`): consulted only by
     the endpoints that ask for `agent=True` (POST /telemetry), never by the admin endpoints."""
+    telemetry: Callable[[], TelemetrySettings] = TelemetrySettings
+    """The telemetry settings in force (limits.yaml `telemetry`, reloaded with the policy), for
+    POST /telemetry; without a bundle, the defaults (no rogue-pod eviction)."""
 
     async def identity(self, request: Request, *, agent: bool = False) -> Identity | Response:
         """The caller as a Kubernetes identity would be resolved (live break-glass grants

@@ -83,7 +83,7 @@ def policy_routes(ctx: ApiContext) -> list[BaseRoute]:
         (with the run-time role bindings and quotas over it, as it would be in force)."""
         texts = current(runtime)
         try:
-            policy = load_replacement(runtime.holder.directory, proposed)
+            policy = load_replacement(runtime.holder.directory, proposed).policy
         except ConfigError as exc:
             return {"valid": False, "error": str(exc), "digest": proposal_digest(proposed)}
         checked: dict[str, Any] = {"valid": True, "error": None, "digest": proposal_digest(proposed),

@@ -27,7 +27,9 @@ from gateway.api.context import ApiContext, error, json_body
 from gateway.errors import GatewayError
 from gateway.evictor import Evictor, KubernetesEvictor
 from gateway.store.types import Actor, IngestResult
-from gateway.telemetry.alerts import Alert, GpuSample, TelemetryError, parse_report
+from gateway.telemetry.alerts import Alert
+from gateway.telemetry.report import TelemetryError, parse_report
+from gateway.telemetry.samples import GpuSample
 from gateway.times import with_time
 
 log = logging.getLogger("gateway.telemetry")
@@ -78,11 +80,11 @@ class _GroupCommit:
         try:
             while self._pending:
                 batch, self._pending = self._pending[: self.max_batch], self._pending[self.max_batch:]
-                policy = self.ctx.policy()
+                policy, settings = self.ctx.policy(), self.ctx.telemetry()
                 reports = [(samples, reporter) for samples, reporter, _ in batch]
                 try:
                     results = await run_in_threadpool(
-                        store.ingest_telemetry_many, reports, policy=policy.telemetry,
+                        store.ingest_telemetry_many, reports, settings=settings,
                         exempt_namespaces=policy.exempt_namespaces, policy_version=policy.version, now=time.time())
                 except Exception as exc:  # every waiting request gets the failure, none is left hanging
                     for _, _, future in batch:
@@ -124,7 +126,7 @@ def telemetry_routes(ctx: ApiContext, evictor: Evictor | None = None) -> list[Ba
         return await _ingest(identity, samples)
 
     async def _ingest(identity: Identity, samples: Sequence[GpuSample]) -> Response:
-        policy = ctx.policy()
+        policy, settings = ctx.policy(), ctx.telemetry()
         reporter = Actor(identity.user, identity.groups, identity.role or "")
         try:
             result = await writer.submit(samples, reporter)
@@ -136,7 +138,7 @@ def telemetry_routes(ctx: ApiContext, evictor: Evictor | None = None) -> list[Ba
                 ctx.metrics.telemetry_alerts.labels(alert.kind).inc()
         for alert in result.alerts:
             log.warning("GPU alert %s: %s", alert.kind, alert.reason)
-            if alert.evict and policy.telemetry.evict_rogue_pods and alert.pod is not None:
+            if alert.evict and settings.evict_rogue_pods and alert.pod is not None:
                 await _evict(alert, policy.version)
         return json_body({"accepted": result.accepted, "duplicates": result.duplicates,
                           "alerts": [_alert_json(a) for a in result.alerts]})

@@ -71,7 +71,7 @@ def agent(gateway_url: str, token_file: Path, simulate: Path | None, node_name: 
     from gateway.agent.reporter import Reporter, Spool, TokenFile
     from gateway.agent.simulate import ScriptedSource, SimulationError, load_simulation
     from gateway.logs import setup_logging
-    from gateway.telemetry.alerts import PodRef
+    from gateway.telemetry.samples import PodRef
 
     setup_logging(log_level)
     if not gateway_url.startswith(("https://", "http://")):

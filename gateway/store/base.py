@@ -34,7 +34,8 @@ from gateway.store.types import (
     Setting,
     SettingChange,
 )
-from gateway.telemetry.alerts import GpuSample, TelemetryPolicy
+from gateway.telemetry.samples import GpuSample
+from gateway.telemetry.settings import TelemetrySettings
 
 
 class LedgerStore(Protocol):
@@ -135,11 +136,11 @@ class QueueStore(Protocol):
 class TelemetryStore(Protocol):
     """GPU telemetry from the node agents (gateway.store.telemetry; docs/agent.md)."""
 
-    def ingest_telemetry(self, samples: Sequence[GpuSample], *, reporter: Actor, policy: TelemetryPolicy,
+    def ingest_telemetry(self, samples: Sequence[GpuSample], *, reporter: Actor, settings: TelemetrySettings,
                          exempt_namespaces: frozenset[str], policy_version: str, now: float) -> IngestResult: ...
 
     def ingest_telemetry_many(self, reports: Sequence[tuple[Sequence[GpuSample], Actor]], *,
-                              policy: TelemetryPolicy, exempt_namespaces: frozenset[str], policy_version: str,
+                              settings: TelemetrySettings, exempt_namespaces: frozenset[str], policy_version: str,
                               now: float) -> list[IngestResult]: ...
 
     def measured_usage(self, since: float, until: float) -> dict[str, dict[str, dict[str, Any]]]: ...

@@ -19,22 +19,11 @@ from typing import Any, TypeVar
 from gateway.store.migrations import Migration, Subject, statements
 from gateway.store.sql import Ledger
 from gateway.store.types import Actor, IngestResult
-from gateway.telemetry.alerts import (
-    COLLAPSE,
-    Alert,
-    GpuSample,
-    GpuState,
-    Owner,
-    PodRef,
-    PodUtil,
-    TelemetryPolicy,
-    attribute,
-    collapse,
-    evaluate_gpu,
-    holders,
-    name_prefixes,
-    workload_of,
-)
+from gateway.telemetry.alerts import COLLAPSE, Alert, GpuState, PodUtil, collapse, evaluate_gpu
+from gateway.telemetry.attribution import Owner, attribute, holders
+from gateway.telemetry.samples import GpuSample, PodRef
+from gateway.telemetry.settings import TelemetrySettings
+from gateway.telemetry.workload_names import name_prefixes, workload_of
 
 #: What the node agents report, what it is attributed to, and the alerts' state.
 TELEMETRY_SCHEMA = Subject("telemetry", (
@@ -194,14 +183,14 @@ def _update_pod(ledger: Ledger, pod: PodRef, workload: str, current: float, ts: 
 
 
 def _judge(ledger: Ledger, workload: str, owner: Owner, nodes: dict[PodRef, str],
-           policy: TelemetryPolicy) -> Alert | None:
+           settings: TelemetrySettings) -> Alert | None:
     """A collapse alert for the workload if its pods just collapsed (once, until they recover)."""
     rows = ledger.db.all("SELECT namespace, pod, previous, current, ts FROM pod_utilization WHERE workload = ?",
                          (workload,))
     pods = [PodUtil(PodRef(r["namespace"], r["pod"]), None if r["previous"] is None else float(r["previous"]),
                     float(r["current"]), float(r["ts"])) for r in rows]
     latest = max(p.ts for p in pods)
-    collapsed, recovered, fell, counted = collapse(pods, policy, latest)
+    collapsed, recovered, fell, counted = collapse(pods, settings, latest)
     flag = ledger.db.one("SELECT collapsed FROM workload_alerts WHERE workload = ?", (workload,))
     was = bool(flag and flag["collapsed"])
     alert = None
@@ -209,7 +198,7 @@ def _judge(ledger: Ledger, workload: str, owner: Owner, nodes: dict[PodRef, str]
         alert = Alert(
             COLLAPSE, ",".join(sorted({nodes.get(p.pod, "") for p in pods} - {""})) or "-", "-",
             f"{workload} (owner {owner.owner}): utilisation of {fell} of its {counted} reporting pods fell "
-            f"from {policy.collapse_from_pct:g}% or more to {policy.collapse_to_pct:g}% or less at once "
+            f"from {settings.collapse_from_pct:g}% or more to {settings.collapse_to_pct:g}% or less at once "
             "(crash, hang, kill or sabotage?)", latest, owner=owner, details={"pods": counted, "fell": fell})
         was = True
     elif was and recovered:
@@ -220,7 +209,7 @@ def _judge(ledger: Ledger, workload: str, owner: Owner, nodes: dict[PodRef, str]
 
 
 def _pod_utilization(ledger: Ledger, samples: Sequence[GpuSample], owners: dict[PodRef, Owner | None],
-                     policy: TelemetryPolicy, now: float) -> list[Alert]:
+                     settings: TelemetrySettings, now: float) -> list[Alert]:
     """Update each admitted pod's utilisation (mean over its GPUs per sample time) and judge the
     workloads they belong to for a collapse."""
     by_time: dict[float, dict[PodRef, list[float]]] = {}
@@ -243,13 +232,13 @@ def _pod_utilization(ledger: Ledger, samples: Sequence[GpuSample], owners: dict[
             _update_pod(ledger, pod, owner.workload, sum(values) / len(values), ts)
             touched[owner.workload] = owner
         for workload, owner in sorted(touched.items()):
-            alert = _judge(ledger, workload, owner, nodes, policy)
+            alert = _judge(ledger, workload, owner, nodes, settings)
             if alert is not None:
                 alerts.append(alert)
     return alerts
 
 
-def ingest(ledger: Ledger, samples: Sequence[GpuSample], *, reporter: Actor, policy: TelemetryPolicy,
+def ingest(ledger: Ledger, samples: Sequence[GpuSample], *, reporter: Actor, settings: TelemetrySettings,
            exempt_namespaces: frozenset[str], policy_version: str, now: float) -> IngestResult:
     """Store a report's samples and write the alerts they raise, in the caller's transaction."""
     result = IngestResult()
@@ -263,13 +252,13 @@ def ingest(ledger: Ledger, samples: Sequence[GpuSample], *, reporter: Actor, pol
         fresh.append(s)
         row = ledger.db.one("SELECT state FROM gpu_state WHERE gpu_uuid = ?", (s.uuid,))
         prev = _state(row["state"] if row else None)
-        state, alerts = evaluate_gpu(prev, s, owners, policy, exempt_namespaces)
+        state, alerts = evaluate_gpu(prev, s, owners, settings, exempt_namespaces)
         if state is not prev:
             ledger.db.run("INSERT INTO gpu_state (gpu_uuid, node, state) VALUES (?, ?, ?) ON CONFLICT (gpu_uuid) "
                           "DO UPDATE SET node = excluded.node, state = excluded.state",
                           (s.uuid, s.node, json.dumps(asdict(state))))
         result.alerts += alerts
-    result.alerts += _pod_utilization(ledger, fresh, owners, policy, now)
+    result.alerts += _pod_utilization(ledger, fresh, owners, settings, now)
     for alert in result.alerts:
         ledger.append_audit(alert_record(alert, reporter, policy_version), now=now, dry_run=False)
     return result
@@ -301,19 +290,19 @@ class TelemetrySQL:
     _read: Callable[..., Any]
     _write: Callable[..., Any]
 
-    def ingest_telemetry(self, samples: Sequence[GpuSample], *, reporter: Actor, policy: TelemetryPolicy,
+    def ingest_telemetry(self, samples: Sequence[GpuSample], *, reporter: Actor, settings: TelemetrySettings,
                          exempt_namespaces: frozenset[str], policy_version: str, now: float) -> IngestResult:
-        [result] = self.ingest_telemetry_many([(samples, reporter)], policy=policy,
+        [result] = self.ingest_telemetry_many([(samples, reporter)], settings=settings,
                                               exempt_namespaces=exempt_namespaces, policy_version=policy_version,
                                               now=now)
         return result
 
     def ingest_telemetry_many(self, reports: Sequence[tuple[Sequence[GpuSample], Actor]], *,
-                              policy: TelemetryPolicy, exempt_namespaces: frozenset[str], policy_version: str,
+                              settings: TelemetrySettings, exempt_namespaces: frozenset[str], policy_version: str,
                               now: float) -> list[IngestResult]:
         """Several reports in one transaction (one disk sync: the API's group commit), in order."""
         results: list[IngestResult] = self._write(lambda ledger: [ingest(
-            ledger, samples, reporter=reporter, policy=policy, exempt_namespaces=exempt_namespaces,
+            ledger, samples, reporter=reporter, settings=settings, exempt_namespaces=exempt_namespaces,
             policy_version=policy_version, now=now) for samples, reporter in reports])
         return results
 

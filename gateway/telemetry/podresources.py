@@ -19,7 +19,7 @@ from __future__ import annotations
 import fnmatch
 from collections.abc import Iterator
 
-from gateway.telemetry.alerts import PodRef
+from gateway.telemetry.samples import PodRef
 
 #: Extended resources whose devices are NVIDIA GPUs or MIG slices.
 GPU_RESOURCES = ("nvidia.com/gpu", "nvidia.com/mig-*")

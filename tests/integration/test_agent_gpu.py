@@ -22,7 +22,7 @@ import pytest
 
 from gateway.agent.nvml import NvmlUnavailable, PynvmlSource
 from gateway.agent.pods import ProcCgroups, container_of
-from gateway.telemetry.alerts import parse_report
+from gateway.telemetry.report import parse_report
 
 pytestmark = pytest.mark.gpu
 

@@ -18,7 +18,7 @@ from gateway.agent.agent import Agent
 from gateway.agent.podresources import KubeletPodResources
 from gateway.agent.pods import StaticPods
 from gateway.agent.simulate import ScriptedSource, load_simulation
-from gateway.telemetry.alerts import PodRef
+from gateway.telemetry.samples import PodRef
 
 GPU0 = "GPU-00000000-1111-2222-3333-000000000000"
 

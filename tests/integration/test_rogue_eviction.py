@@ -34,7 +34,7 @@ from gateway.auth import build_authenticator
 from gateway.config import AuthSettings
 from gateway.evictor import KubernetesEvictor
 from gateway.metrics import Metrics
-from gateway.policy_bundle import PolicyHolder, load_bundle
+from gateway.policy_bundle import PolicyHolder, compile_bundle
 from gateway.service import AdmissionService
 from gateway.store.sqlite import SQLiteStore
 from gateway.store.types import AuditQuery
@@ -109,9 +109,9 @@ def _app(tmp_path: Path, kube_api: str, running: list[uvicorn.Server], *, evict:
     (tmp_path / "jwt.secret").write_text(API_SECRET)
     auth = build_authenticator(AuthSettings(jwt_secret_file=tmp_path / "jwt.secret", jwt_issuer="local",
                                             jwt_audience="gpuctl"))
-    policy = load_bundle(policy_dir)
+    bundle = compile_bundle(policy_dir)
     metrics = Metrics()
-    ctx = ApiContext(auth, lambda: policy, store, metrics=metrics)
+    ctx = ApiContext(auth, lambda: bundle.policy, store, metrics=metrics, telemetry=lambda: bundle.telemetry)
     evictor = KubernetesEvictor(client.ApiClient(client.Configuration(host=kube_api)))
     app = Starlette(routes=[Mount("/api/v1", routes=telemetry_routes(ctx, evictor=evictor))])
     return _serve(app, running), store, metrics

@@ -23,10 +23,12 @@ from gateway.service import AdmissionService
 from gateway.store.postgres import PostgresStore
 from gateway.store.sqlite import SQLiteStore
 from gateway.store.types import Actor, AuditQuery
-from gateway.telemetry.alerts import COLLAPSE, GPU_ERRORS, IDLE, ROGUE, TelemetryPolicy, parse_report
+from gateway.telemetry.alerts import COLLAPSE, GPU_ERRORS, IDLE, ROGUE
+from gateway.telemetry.report import parse_report
+from gateway.telemetry.settings import TelemetrySettings
 
 AGENT = Actor("system:serviceaccount:gpu-gateway:gpu-gateway-agent", (), "agent")
-POLICY = TelemetryPolicy(idle_after_s=30)
+SETTINGS = TelemetrySettings(idle_after_s=30)
 START = 1_764_000_000.0
 
 
@@ -50,7 +52,7 @@ def reports() -> list[dict[str, Any]]:
 
 
 def ingest(store: Any, report: Any) -> Any:
-    return store.ingest_telemetry(parse_report(report), reporter=AGENT, policy=POLICY,
+    return store.ingest_telemetry(parse_report(report), reporter=AGENT, settings=SETTINGS,
                                   exempt_namespaces=frozenset({"kube-system"}), policy_version="test", now=time.time())
 
 

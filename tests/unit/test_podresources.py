@@ -9,8 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from podresources_wire import list_response
 
-from gateway.telemetry.alerts import PodRef
 from gateway.telemetry.podresources import gpu_allocations
+from gateway.telemetry.samples import PodRef
 
 UUID = "GPU-5b1b8a2e-6c41-2f0e-9a6d-0c0e7b3c2a11"
 
