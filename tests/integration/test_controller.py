@@ -16,17 +16,20 @@ import pytest
 from builders_queue import JOB_CONTROLLER, job_pods, launch_job, mutated, queue_policies, review_body, validate
 from conftest import RESEARCHER, make_job, make_pod
 from k8s_api_double import FakeApiServer
-from prometheus_client import generate_latest
+from prometheus_client import CollectorRegistry, generate_latest
 from served import start_server, stop_server
 
 from gateway.admission.scheduling_settings import QUEUE_ANNOTATION, QUOTA_GATE
 from gateway.controller import Controller, ControllerSettings
+from gateway.controller.cache import ClusterView
 from gateway.controller.kube import Cluster, ClusterError, api_client
+from gateway.controller.ledger import LedgerMetrics, LedgerRebuild
 from gateway.metrics import Metrics
 from gateway.policy_bundle import PolicyHolder
-from gateway.scheduling.reconcile import FORGET_GRACE_S
+from gateway.scheduling.reconcile import FORGET_GRACE_S, read_pod
 from gateway.service import AdmissionService
 from gateway.store.sqlite import SQLiteStore
+from gateway.store.types import Actor
 
 
 class Clock:
@@ -275,3 +278,18 @@ def test_a_workload_reservation_whose_object_never_came_to_exist_is_freed_and_au
     assert len(lookups) == 2
     ctl.run_once()  # looked up again only after orphan_recheck_s
     assert len([path for _, path in world.double.requests if "/namespaces/research/jobs/" in path]) == 2
+
+
+def test_a_reconciler_runs_on_a_view_of_the_cluster_without_the_loop(world) -> None:
+    """Each reconciler reads only the pass's shared view: the ledger rebuild, given a view with a
+    running GPU pod nobody accounted for, charges it to nobody, without asking the API server."""
+    policy = world.service.policies.policy
+    pod = read_pod(make_pod(gpus=4).named("research", "rogue").obj() | {"status": {"phase": "Running"}}, policy.gpu)
+    assert pod is not None
+    registry = CollectorRegistry()
+    rebuild = LedgerRebuild(world.store, Actor("controller"), LedgerMetrics(registry), grace_s=FORGET_GRACE_S)
+    [repair] = rebuild.reconcile(ClusterView((pod,), capacity=64, policy=policy, now=time.time()))
+    assert (repair.kind, repair.key) == ("account", "pods/research/rogue")
+    assert registry.get_sample_value("gpu_gateway_ledger_repairs_total", {"kind": "account"}) == 1
+    assert [(r.name, r.owner, r.gpus, r.charged) for r in world.store.reservations()] == [("rogue", "", 4, True)]
+    assert world.double.requests == []

@@ -68,14 +68,14 @@ def test_edit_delete_and_restore_of_the_webhook_configuration(world: Any) -> Non
     double, store, controller = world
     double.webhook_configurations[VALIDATING] = copy.deepcopy(CONFIG)
     ctl, registry = controller()
-    assert ctl.check_webhooks(force=True) == []  # the first sight records the baseline
+    assert ctl.webhooks.reconcile(force=True) == []  # the first sight records the baseline
     assert gauge(registry) == 0 and not alerts(store)
     # A rotated CA is not drift.
     double.webhook_configurations[VALIDATING]["webhooks"][0]["clientConfig"]["caBundle"] = "Q0EtMg=="
-    assert ctl.check_webhooks(force=True) == []
+    assert ctl.webhooks.reconcile(force=True) == []
     # Someone narrows what is sent to the gateway.
     double.webhook_configurations[VALIDATING]["webhooks"][0]["failurePolicy"] = "Ignore"
-    [drift] = ctl.check_webhooks(force=True)
+    [drift] = ctl.webhooks.reconcile(force=True)
     assert drift.state == "changed" and gauge(registry) == 1
     [record] = alerts(store)
     assert record["kind"] == "ValidatingWebhookConfiguration" and record["name"] == "gpu-gateway"
@@ -83,16 +83,16 @@ def test_edit_delete_and_restore_of_the_webhook_configuration(world: Any) -> Non
     event = double.events[-1]
     assert event["reason"] == "WebhookConfigurationDrift" and event["type"] == "Warning"
     assert event["involvedObject"]["kind"] == "ValidatingWebhookConfiguration"
-    assert ctl.check_webhooks(force=True) == []  # reported once, still alarmed
+    assert ctl.webhooks.reconcile(force=True) == []  # reported once, still alarmed
     assert gauge(registry) == 1
     # Put back as installed: cleared, and said so.
     double.webhook_configurations[VALIDATING] = copy.deepcopy(CONFIG)
-    [restored] = ctl.check_webhooks(force=True)
+    [restored] = ctl.webhooks.reconcile(force=True)
     assert restored.state == "restored" and gauge(registry) == 0
     assert double.events[-1]["reason"] == "WebhookConfigurationRestored"
     # Deleted.
     del double.webhook_configurations[VALIDATING]
-    [deleted] = ctl.check_webhooks(force=True)
+    [deleted] = ctl.webhooks.reconcile(force=True)
     assert deleted.state == "deleted" and gauge(registry) == 1
     assert "was deleted" in alerts(store)[-1]["reason"]
     assert store.verify().ok
@@ -102,15 +102,15 @@ def test_the_baseline_survives_a_restart_and_a_new_generation_records_a_new_one(
     double, store, controller = world
     double.webhook_configurations[VALIDATING] = copy.deepcopy(CONFIG)
     first, _ = controller("g1")
-    first.check_webhooks(force=True)
+    first.webhooks.reconcile(force=True)
     double.webhook_configurations[VALIDATING]["webhooks"][0]["timeoutSeconds"] = 30
     # A controller restarted after the edit still compares with the installation's baseline.
     again, registry = controller("g1")
-    [drift] = again.check_webhooks(force=True)
+    [drift] = again.webhooks.reconcile(force=True)
     assert drift.state == "changed" and gauge(registry) == 1
     # An upgrade (a new generation) makes what it installed the baseline.
     upgraded, registry = controller("g2")
-    assert upgraded.check_webhooks(force=True) == [] and gauge(registry) == 0
+    assert upgraded.webhooks.reconcile(force=True) == [] and gauge(registry) == 0
     baseline = next(s for s in store.settings() if s.kind == "webhook")
     assert baseline.value == {"fingerprint": fingerprint(double.webhook_configurations[VALIDATING]),
                               "generation": "g2"}
@@ -120,8 +120,8 @@ def test_checks_are_spaced_by_the_interval(world: Any) -> None:
     double, _, controller = world
     double.webhook_configurations[VALIDATING] = copy.deepcopy(CONFIG)
     ctl, _ = controller()
-    ctl.check_webhooks(force=True)
+    ctl.webhooks.reconcile(force=True)
     double.webhook_configurations[VALIDATING]["webhooks"][0]["failurePolicy"] = "Ignore"
-    assert ctl.check_webhooks() == []  # within drift_interval_s of the last check
-    ctl._drift_checked = time.time() - 31
-    assert [d.state for d in ctl.check_webhooks()] == ["changed"]
+    assert ctl.webhooks.reconcile() == []  # within drift_interval_s of the last check
+    ctl.webhooks._checked = time.time() - 31
+    assert [d.state for d in ctl.webhooks.reconcile()] == ["changed"]
