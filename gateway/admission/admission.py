@@ -537,10 +537,14 @@ def _launch(plan: Plan, policy: Policy, facts: Facts) -> Decision:
 
 
 def _shaped(decision: Decision, req: AdmissionRequest, workload: Workload) -> Decision:
-    """The decision with its reservation's shape, built only where the ledger will keep it."""
-    if not decision.allowed or decision.reserve is None:
-        return decision
-    return replace(decision, reserve=replace(decision.reserve, shape=shape_of(req, workload)))
+    """The decision (just built by `_actor_create`, so it is changed in place) with its
+    reservation's shape, built only where the ledger will keep it: a controller's pods come in
+    bursts of thousands, so the generic `dataclasses.replace` is not used here."""
+    r = decision.reserve
+    if decision.allowed and r is not None:
+        decision.reserve = Reservation(r.owner, r.team, r.role, r.gpus, r.charged, shape_of(req, workload), r.uid,
+                                       r.root_uid, r.refs)
+    return decision
 
 
 def _other_object(plan: Plan, target: Target) -> bool:

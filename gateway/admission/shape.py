@@ -10,6 +10,7 @@ child) from the ledger alone.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Mapping
 from typing import Any, TypeGuard
@@ -55,8 +56,10 @@ def _dump(value: Mapping[str, Any]) -> str:
         return json.dumps(value, separators=(",", ":"))
 
 
+@functools.lru_cache(maxsize=4096)
 def parse(shape: str) -> Mapping[str, Any]:
-    """A stored shape; a damaged one reads as empty (nothing can then be computed from it)."""
+    """A stored shape; a damaged one reads as empty (nothing can then be computed from it).
+    Read only: the result is shared, since the same root's shape is read for each of its pods."""
     try:
         value = orjson.loads(shape or "{}")
     except orjson.JSONDecodeError:

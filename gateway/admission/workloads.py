@@ -801,8 +801,9 @@ def stamped_paths(obj: Any, workload: Workload, templates: Mapping[str, Any] | N
         node = templates[pointer] if templates is not None and pointer in templates else resolve(obj, pointer)
         pod_spec = node.get("spec") if is_object(node) else None
         volumes = pod_spec.get("volumes") if is_object(pod_spec) else None
-        if isinstance(volumes, list):
-            found += [f"{pointer}/spec/volumes/{i}/ephemeral/volumeClaimTemplate" for i, volume in enumerate(volumes)
-                      if is_object(volume) and is_object(volume.get("ephemeral"))
-                      and is_object(volume["ephemeral"].get("volumeClaimTemplate"))]
+        if volumes and type(volumes) is list:
+            for i, volume in enumerate(volumes):
+                ephemeral = volume.get("ephemeral") if is_object(volume) else None
+                if ephemeral is not None and is_object(ephemeral) and is_object(ephemeral.get("volumeClaimTemplate")):
+                    found.append(f"{pointer}/spec/volumes/{i}/ephemeral/volumeClaimTemplate")
     return tuple(dict.fromkeys(found))

@@ -19,10 +19,11 @@ from gateway.errors import RequestError
 BREAK_GLASS_MARK = "[break-glass grant "
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RequestRecord:
     """What an admission's audit record says that does not depend on its decision. What the
-    request changed is worked out only for a decision that is audited."""
+    request changed is worked out only for a decision that is audited. Treat as immutable (not
+    `frozen`, which costs several times as much to build, once per request)."""
 
     request: AdmissionRequest
     role: str

@@ -20,7 +20,7 @@ from gateway.admission.decision import Decision, Reservation
 from gateway.admission.plan import Approval
 from gateway.admission.quota import Usage
 from gateway.admission.scheduling_settings import BudgetQuery, spent_budgets
-from gateway.admission.shape import gang_pods
+from gateway.admission.shape import charges_children, gang_pods
 from gateway.audit.records import admission_record
 from gateway.store.chain import AUDIT_FIELDS, GENESIS, LATER_FIELDS, VerifyResult, row_hash, verify_rows
 from gateway.store.migrations import AddColumn, Migration, Row, Runner, Subject, statements
@@ -116,8 +116,15 @@ _SET_HEAD = (
 )
 
 
+#: Keys looked up by one statement (`Ledger.targets`): far below SQLite's 32,766 parameters.
+_KEYS_PER_STATEMENT = 100
+
+
 class Ledger:
-    """Reads and writes of the ledger and the audit chain over a `Runner`."""
+    """Reads and writes of the ledger and the audit chain over a `Runner`.
+
+    Statements are few per decision, since each costs a round trip (PostgreSQL) or a pass
+    through SQLite's VM: the records a request references are read in one."""
 
     def __init__(self, db: Runner) -> None:
         self.db = db
@@ -132,6 +139,23 @@ class Ledger:
         )
         return _target(row)
 
+    def targets(self, keys: Sequence[TargetKey]) -> dict[TargetKey, Target]:
+        """The records of `keys` (those the ledger holds), in one statement."""
+        keys = list(dict.fromkeys(keys))
+        found: dict[TargetKey, Target] = {}
+        for start in range(0, len(keys), _KEYS_PER_STATEMENT):
+            chunk = keys[start:start + _KEYS_PER_STATEMENT]
+            rows = self.db.all(
+                "SELECT resource, namespace, name, owner, team, role, gpus, charged, shape, uid, root_uid, "
+                "0 AS waiting FROM reservations WHERE "
+                + " OR ".join(["(resource = ? AND namespace = ? AND name = ?)"] * len(chunk)),
+                [part for key in chunk for part in key])
+            for row in rows:
+                record = _target(row)
+                assert record is not None
+                found[(row["resource"], row["namespace"], row["name"])] = record
+        return found
+
     def by_uid(self, uid: str) -> Target | None:
         """The record of the object with this UID (a controller's parent, a root)."""
         if not uid:
@@ -144,12 +168,32 @@ class Ledger:
     def parent(self, uid: str, key: TargetKey | None) -> Target | None:
         """The record a controller ownerReference points to: by UID, or, for a record written
         before UIDs were kept, by its kind, namespace and name."""
-        found = self.by_uid(uid)
-        if found is None and key is not None:
-            legacy = self.target(key)
-            if legacy is not None and not legacy.uid:
-                found = legacy
-        return found
+        return self.parent_and_root(uid, key)[0]
+
+    def parent_and_root(self, uid: str, key: TargetKey | None) -> tuple[Target | None, Target | None]:
+        """`parent`, and the record holding its charge (itself when it is a root), read in one
+        statement: every pod a controller makes reads both."""
+        row = self.db.one(
+            "SELECT p.owner, p.team, p.role, p.gpus, p.charged, p.shape, p.uid, p.root_uid, "
+            "qp.name IS NOT NULL AS waiting, r.owner AS r_owner, r.team AS r_team, r.role AS r_role, "
+            "r.gpus AS r_gpus, r.charged AS r_charged, r.shape AS r_shape, r.uid AS r_uid, "
+            "r.root_uid AS r_root_uid, qr.name IS NOT NULL AS r_waiting "
+            "FROM reservations p LEFT JOIN queue qp ON qp.resource = p.resource AND qp.namespace = p.namespace "
+            "AND qp.name = p.name LEFT JOIN reservations r ON r.uid = p.root_uid AND p.root_uid <> '' "
+            "AND p.root_uid <> p.uid LEFT JOIN queue qr ON qr.resource = r.resource AND qr.namespace = r.namespace "
+            "AND qr.name = r.name WHERE p.uid = ?", (uid,)) if uid else None
+        if row is None:
+            legacy = self.target(key) if key is not None else None
+            found = legacy if legacy is not None and not legacy.uid else None
+            return found, found
+        parent = _target(row)
+        assert parent is not None
+        if parent.is_root:
+            return parent, parent
+        if row["r_uid"] is None:
+            return parent, None
+        return parent, Target(row["r_owner"], row["r_team"], row["r_role"], row["r_gpus"], bool(row["r_charged"]),
+                              row["r_shape"], row["r_uid"], row["r_root_uid"], waiting=bool(row["r_waiting"]))
 
     def recorded_owner(self, kind: str, namespace: str, name: str) -> tuple[str, str]:
         """The owner and team the ledger records for the workload an approval names by its kind
@@ -177,24 +221,28 @@ class Ledger:
               *, usage: bool = True, parent_of: tuple[str, TargetKey | None] | None = None,
               uids: Sequence[str] = (), referrers: bool = False) -> Facts:
         """The target's record, the records of referenced objects, and (unless `usage` is
-        False, for requests that cannot add GPUs) the owner's and team's usage. `parent_of`
+        False, for requests that cannot add GPUs) the owner's and team's usage and the record
+        of the target's root. `parent_of`
         (UID and key) names the parent of an actor's new object: its record, and the root's,
         are read, and usage is the parent's owner's. `referrers`: the owners of the recorded
         workloads that reference the target (for the create of a data object)."""
         target = self.target(key)
-        parent = self.parent(*parent_of) if parent_of is not None else None
-        anchor = parent if parent_of is not None else target
+        parent = root = None
+        if parent_of is not None:
+            parent, root = self.parent_and_root(*parent_of)
+            anchor = parent
+        else:
+            anchor = root = target
+            if usage and target is not None and not target.is_root:
+                # Only a change that may add GPUs is held to the root's charge: an exec or a
+                # delete of a controller's pod needs the pod's own record alone.
+                root = self.by_uid(target.root_uid)
         if anchor is not None:
             owner, team = anchor.owner, anchor.team
-        root = anchor
-        if anchor is not None and not anchor.is_root:
-            root = self.by_uid(anchor.root_uid)
-        found = {}
-        for ref in references:
-            record = self.target(ref)
-            if record is not None:
-                found[ref] = record
+        found = self.targets(references) if references else {}
         by_uid = {uid: record for uid in uids if (record := self.by_uid(uid)) is not None}
+        if parent_of is not None and (parent is None or not parent.owner or not charges_children(parent.shape)):
+            usage = False  # a controller's object is held to its root's charge, not to caps: no usage read
         used = self.usage(target, owner, team) if usage else Usage()
         siblings = (0, 0)
         if parent_of is not None and root is not None and root.uid and key[0] == "pods":

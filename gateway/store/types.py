@@ -32,11 +32,14 @@ class Actor:
     role: str = ""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Job:
     """One admission to decide in a store transaction, as data: the store reads the facts it
     names, decides the prepared `plan` under `policy` with the core's `decide`, and writes
-    `audit` joined with the decision (gateway.audit.records) and the reservation change."""
+    `audit` joined with the decision (gateway.audit.records) and the reservation change.
+
+    Treat as immutable. Not `frozen`: one is built per request, and a frozen dataclass's
+    `__init__` costs several times a plain one."""
 
     key: TargetKey
     owner: str
