@@ -7,9 +7,9 @@ from pathlib import Path
 
 import click
 
+from gateway.audit.ports import AuditStore
 from gateway.cli.common import gateway_error
 from gateway.errors import GatewayError
-from gateway.store.base import AuditStore
 from gateway.store.checkpoints import load_public_key, verify_checkpoints
 
 

@@ -12,12 +12,12 @@ from gateway.config import SchedulerSettings
 from gateway.controller.kube import Cluster, api_client
 from gateway.controller.loop import Controller, ControllerSettings
 from gateway.policy_bundle import PolicyHolder
-from gateway.store.base import Store
+from gateway.scheduling.ports import ControllerStore
 
 log = logging.getLogger("gateway.controller")
 
 
-def build_controller(scheduler: SchedulerSettings, store: Store, policies: PolicyHolder,
+def build_controller(scheduler: SchedulerSettings, store: ControllerStore, policies: PolicyHolder,
                      registry: CollectorRegistry | None,
                      settings: ControllerSettings | None = None) -> Controller:
     kubeconfig = str(scheduler.kubeconfig) if scheduler.kubeconfig else None

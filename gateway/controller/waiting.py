@@ -11,9 +11,8 @@ from gateway.admission.scheduling_settings import QUEUE_ANNOTATION
 from gateway.controller.cache import ClusterView
 from gateway.controller.events import kube_event
 from gateway.controller.kube import Cluster, ClusterError
+from gateway.scheduling.ports import PassResult, split_key
 from gateway.scheduling.reconcile import PodView
-from gateway.store.queue import split_key
-from gateway.store.types import PassResult
 
 log = logging.getLogger("gateway.controller")
 

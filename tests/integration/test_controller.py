@@ -19,6 +19,7 @@ from k8s_api_double import FakeApiServer
 from prometheus_client import CollectorRegistry, generate_latest
 from served import start_server, stop_server
 
+from gateway.admission.ports import Actor
 from gateway.admission.scheduling_settings import QUEUE_ANNOTATION, QUOTA_GATE
 from gateway.controller import Controller, ControllerSettings
 from gateway.controller.cache import ClusterView
@@ -29,7 +30,6 @@ from gateway.policy_bundle import PolicyHolder
 from gateway.scheduling.reconcile import FORGET_GRACE_S, read_pod
 from gateway.service import AdmissionService
 from gateway.store.sqlite import SQLiteStore
-from gateway.store.types import Actor
 
 
 class Clock:
