@@ -62,10 +62,10 @@ def gang(workdir: Path, pods: int = 4096) -> dict[str, Any]:
     from k8s_api_double import FakeApiServer
 
     from gateway.admission.ports import Actor
-    from gateway.controller import Controller, ControllerSettings
-    from gateway.controller.kube import Cluster, api_client
+    from gateway.kube import Cluster, api_client
     from gateway.metrics import Metrics
     from gateway.policy_bundle import PolicyHolder
+    from gateway.scheduling.controller.loop import Controller, ControllerSettings
     from gateway.scheduling.ports import limits_from
     from gateway.service import AdmissionService
     from gateway.store.sqlite import SQLiteStore
@@ -114,9 +114,9 @@ def rebuild(workdir: Path, pods: int = 100_000) -> dict[str, Any]:
     from k8s_api_double import FakeApiServer
 
     from gateway.admission.ports import Actor
-    from gateway.controller import Controller, ControllerSettings
-    from gateway.controller.kube import Cluster, api_client
+    from gateway.kube import Cluster, api_client
     from gateway.policy_bundle import PolicyHolder
+    from gateway.scheduling.controller.loop import Controller, ControllerSettings
     from gateway.store.sqlite import SQLiteStore
 
     store = SQLiteStore(workdir / "rebuild.db")

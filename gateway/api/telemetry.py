@@ -26,8 +26,8 @@ from gateway.admission.identity import Identity
 from gateway.admission.ports import Actor
 from gateway.api.context import ApiContext, error, json_body
 from gateway.errors import GatewayError
-from gateway.evictor import Evictor, KubernetesEvictor
 from gateway.telemetry.alerts import Alert
+from gateway.telemetry.eviction.evictor import Evictor, KubernetesEvictor
 from gateway.telemetry.ports import IngestResult
 from gateway.telemetry.report import TelemetryError, parse_report
 from gateway.telemetry.samples import GpuSample

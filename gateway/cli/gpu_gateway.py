@@ -153,7 +153,7 @@ def audit_verify(state: Path | None, database_url: str | None, checkpoints: Path
               help="Where to write the private key (mode 0600); the public key goes to OUT.pub.")
 def audit_keygen(out: Path) -> None:
     """Make an Ed25519 key pair for signed audit checkpoints (`serve --checkpoint-key`)."""
-    from gateway.store.checkpoints import generate_key
+    from gateway.audit.signing.checkpointer import generate_key
 
     if out.exists():
         raise CliError(Exit.DENIED, f"{out} exists; refusing to overwrite a signing key")

@@ -17,9 +17,9 @@ from k8s_api_double import FakeApiServer
 from prometheus_client import CollectorRegistry
 
 from gateway.audit.ports import AuditQuery
-from gateway.controller import Controller, ControllerSettings
-from gateway.controller.kube import Cluster, api_client
+from gateway.kube import Cluster, api_client
 from gateway.policy_bundle import PolicyHolder, default_policy_dir
+from gateway.scheduling.controller.loop import Controller, ControllerSettings
 from gateway.scheduling.drift import fingerprint
 from gateway.store.sqlite import SQLiteStore
 

@@ -9,9 +9,9 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from gateway.config import SchedulerSettings
-from gateway.controller.kube import Cluster, api_client
-from gateway.controller.loop import Controller, ControllerSettings
+from gateway.kube import Cluster, api_client
 from gateway.policy_bundle import PolicyHolder
+from gateway.scheduling.controller.loop import Controller, ControllerSettings
 from gateway.scheduling.ports import ControllerStore
 
 log = logging.getLogger("gateway.controller")

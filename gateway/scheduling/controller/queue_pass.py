@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client import Counter as PromCounter
 
 from gateway.admission.ports import Actor
-from gateway.controller.cache import ClusterView
+from gateway.scheduling.controller.cache import ClusterView
 from gateway.scheduling.ports import PassResult, QueueStore, limits_from
 
 log = logging.getLogger("gateway.controller")

@@ -19,8 +19,8 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Gauge
 
 from gateway.admission.ports import Actor, SettingChange
-from gateway.controller.events import kube_event
-from gateway.controller.kube import Cluster, ClusterError
+from gateway.kube import Cluster, ClusterError
+from gateway.scheduling.controller.events import kube_event
 from gateway.scheduling.drift import KINDS, Drift, compare, fingerprint, split_target
 from gateway.scheduling.ports import ControllerStore
 

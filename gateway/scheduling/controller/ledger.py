@@ -11,7 +11,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client import Counter as PromCounter
 
 from gateway.admission.ports import Actor
-from gateway.controller.cache import ClusterView
+from gateway.scheduling.controller.cache import ClusterView
 from gateway.scheduling.ports import QueueStore
 from gateway.scheduling.reconcile import Repair
 

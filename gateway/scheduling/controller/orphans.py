@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import logging
 
-from gateway.controller.cache import ClusterView
-from gateway.controller.kube import Cluster, ClusterError
+from gateway.kube import Cluster, ClusterError
+from gateway.scheduling.controller.cache import ClusterView
 from gateway.scheduling.ports import ControllerStore, split_key
 from gateway.scheduling.reconcile import Held, orphan_candidates
 
