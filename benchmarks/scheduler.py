@@ -61,14 +61,14 @@ def gang(workdir: Path, pods: int = 4096) -> dict[str, Any]:
     _tests_path()
     from k8s_api_double import FakeApiServer
 
-    from gateway.controller import Controller, ControllerSettings
-    from gateway.controller.kube import Cluster, api_client
+    from gateway.admission.ports import Actor
+    from gateway.kube import Cluster, api_client
     from gateway.metrics import Metrics
     from gateway.policy_bundle import PolicyHolder
+    from gateway.scheduling.controller.loop import Controller, ControllerSettings
+    from gateway.scheduling.ports import limits_from
     from gateway.service import AdmissionService
-    from gateway.store.queue import limits_from
     from gateway.store.sqlite import SQLiteStore
-    from gateway.store.types import Actor
 
     policies = PolicyHolder(_policies(workdir / "gang-policies"))
     out: dict[str, Any] = {"pods": pods}
@@ -113,11 +113,11 @@ def rebuild(workdir: Path, pods: int = 100_000) -> dict[str, Any]:
     _tests_path()
     from k8s_api_double import FakeApiServer
 
-    from gateway.controller import Controller, ControllerSettings
-    from gateway.controller.kube import Cluster, api_client
+    from gateway.admission.ports import Actor
+    from gateway.kube import Cluster, api_client
     from gateway.policy_bundle import PolicyHolder
+    from gateway.scheduling.controller.loop import Controller, ControllerSettings
     from gateway.store.sqlite import SQLiteStore
-    from gateway.store.types import Actor
 
     store = SQLiteStore(workdir / "rebuild.db")
     policies = PolicyHolder(ROOT / "policies")

@@ -213,11 +213,11 @@ def gateway_bench(quick: bool) -> dict[str, Any]:
 
 
 def agent_bench(quick: bool, nvml: bool) -> dict[str, Any]:
-    from gateway.agent.agent import Agent
-    from gateway.agent.nvml import PynvmlSource
-    from gateway.agent.pods import ProcCgroups, StaticPods
-    from gateway.agent.reporter import Reporter, Spool, TokenFile
-    from gateway.agent.simulate import ScriptedSource, parse_simulation
+    from gateway.telemetry.agent.agent import Agent
+    from gateway.telemetry.agent.nvml import PynvmlSource
+    from gateway.telemetry.agent.pods import ProcCgroups, StaticPods
+    from gateway.telemetry.agent.reporter import Reporter, Spool, TokenFile
+    from gateway.telemetry.agent.simulate import ScriptedSource, parse_simulation
 
     ticks = 50 if quick else 300
     cid = "4e1f7c9a0b2d3e5f6a7b8c9d0e1f2a3b4c5d6e7f8a9b0c1d2e3f4a5b6c7d8e9f"

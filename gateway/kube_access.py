@@ -71,7 +71,7 @@ AGENT_CALLS: tuple[ApiCall, ...] = (
     ApiCall("agent", "", "pods", _verbs("list"), "name the pod UIDs of GPU processes on its node"),
 )
 
-#: Only when the policy bundle sets `telemetry.evict_rogue_pods` (gateway/evictor.py).
+#: Only when the policy bundle sets `telemetry.evict_rogue_pods` (gateway/telemetry/eviction/evictor.py).
 GATEWAY_EVICTION_CALLS: tuple[ApiCall, ...] = (
     ApiCall("gateway", "", "pods/eviction", _verbs("create"), "evict the pod of a rogue GPU process"),
 )

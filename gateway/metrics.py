@@ -49,7 +49,7 @@ class _Queue(Collector):
 
 
 class CheckpointState(Protocol):
-    """What the audit checkpointer tells /metrics (gateway.store.checkpoints.Checkpointer)."""
+    """What the audit checkpointer tells /metrics (gateway.audit.signing.checkpointer.Checkpointer)."""
 
     failures: int
 

@@ -15,9 +15,9 @@ import threading
 import time
 from typing import Any
 
+from gateway.audit.ports import AuditStore
 from gateway.metrics import Metrics
 from gateway.policy_bundle import PolicyHolder
-from gateway.store.base import AuditStore
 
 log = logging.getLogger("gateway.policy")
 

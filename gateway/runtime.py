@@ -13,10 +13,10 @@ import threading
 from collections.abc import Callable, Iterable, Mapping
 
 from gateway.admission.overrides import BINDING, QUOTA, Overrides
+from gateway.admission.ports import Setting
 from gateway.errors import GatewayError
 from gateway.policy_bundle import PolicyHolder
 from gateway.store.base import Store
-from gateway.store.types import Setting
 
 log = logging.getLogger("gateway.runtime")
 

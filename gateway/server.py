@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Any
 from gateway.api import api_routes
 from gateway.api.context import ApiContext
 from gateway.audit.history import keyed_digest
+from gateway.audit.signing.checkpointer import build_checkpointer
+from gateway.audit.signing.history_key import load_history_key
 from gateway.auth import build_authenticator
 from gateway.auth.serviceaccount import build_agent_authenticator
 from gateway.config import Settings, StoreSettings
@@ -17,8 +19,6 @@ from gateway.logs import setup_logging
 from gateway.metrics import Metrics
 from gateway.policy_bundle import PolicyHolder, default_policy_dir
 from gateway.service import AdmissionService
-from gateway.store.checkpoints import build_checkpointer
-from gateway.store.history_key import load_history_key
 from gateway.store.sqlite import SQLiteStore
 from gateway.webhook.app import create_app
 from gateway.webhook.tls import ensure_self_signed
@@ -104,7 +104,7 @@ def run_server(settings: Settings, *, log_level: str = "INFO") -> None:
         checkpointer.start()
     controller = None
     if settings.scheduler.controller:  # the queue controller beside the webhook (docs/scheduler.md)
-        from gateway.controller.run import start_controller
+        from gateway.scheduling.controller.run import start_controller
 
         controller = start_controller(settings.scheduler, gateway.service)
     try:

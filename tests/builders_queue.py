@@ -13,8 +13,8 @@ import jsonpatch
 import yaml
 from conftest import POLICIES, RESEARCHER, make_job, review
 
+from gateway.admission.ports import Actor
 from gateway.service import AdmissionService
-from gateway.store.types import Actor
 
 GATEWAY = "system:serviceaccount:gpu-gateway:gpu-gateway"
 JOB_CONTROLLER = ("system:serviceaccount:kube-system:job-controller", ("system:serviceaccounts",))

@@ -18,11 +18,11 @@ from starlette.responses import Response
 
 from gateway.admission.identity import Identity
 from gateway.admission.overrides import SettingError
+from gateway.admission.ports import SettingChange
 from gateway.api.context import ApiContext, BadRequest, actor, error, json_body
 from gateway.errors import GatewayError
 from gateway.runtime import RuntimeSettings, overrides_of
 from gateway.store.base import Store
-from gateway.store.types import SettingChange
 
 Handler = Callable[[Request, Identity, Store, RuntimeSettings], Awaitable[Response]]
 

@@ -27,13 +27,13 @@ from gateway.admission.approvals import (
     review_refusal,
 )
 from gateway.admission.identity import Identity
+from gateway.admission.ports import NewApproval, NewGrant
 from gateway.admission.quantity import MAX_GPUS
 from gateway.api.context import ApiContext, BadRequest, actor, error, json_body, json_object, text_field
 from gateway.api.schemas import json_content, ref
 from gateway.errors import GatewayError
 from gateway.store.approvals import StateConflict
 from gateway.store.base import Store
-from gateway.store.types import NewApproval, NewGrant
 from gateway.times import format_duration
 
 MAX_APPROVAL_S = 7 * 24 * 3600

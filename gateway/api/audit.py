@@ -20,7 +20,7 @@ from gateway.admission.identity import Identity
 from gateway.admission.policy import Policy
 from gateway.api.context import ApiContext, error, json_body
 from gateway.api.telemetry import scoped_measured
-from gateway.store.types import AuditQuery
+from gateway.audit.ports import AuditQuery
 from gateway.telemetry.usage_report import BY, usage_csv
 from gateway.times import parse_time, with_time
 

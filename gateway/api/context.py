@@ -14,13 +14,13 @@ from starlette.responses import JSONResponse, Response
 
 from gateway.admission.identity import Identity, with_grants
 from gateway.admission.policy import Policy, relation
+from gateway.admission.ports import Actor
 from gateway.auth import Authenticator
 from gateway.auth.serviceaccount import TelemetryAuthenticator
 from gateway.errors import AuthError, AuthUnavailable, GatewayError
 from gateway.metrics import Metrics
 from gateway.runtime import RuntimeSettings
 from gateway.store.base import Store
-from gateway.store.types import Actor
 from gateway.telemetry.settings import TelemetrySettings
 
 _NOT_CONFIGURED = ("the admin API is off: no authentication is configured; start the gateway with "

@@ -25,6 +25,7 @@ from gateway.admission.impact import QUEUED, RUNNING, Held
 from gateway.admission.impact import would_deny as impact_of
 from gateway.admission.overrides import apply as apply_overrides
 from gateway.admission.policy import Policy
+from gateway.admission.ports import SettingChange
 from gateway.api.admin_common import REASON, endpoint, may_manage, op, refreshed
 from gateway.api.context import ApiContext, BadRequest, actor, error, json_body, json_object, text_field
 from gateway.errors import ConfigError
@@ -32,7 +33,6 @@ from gateway.policy_bundle import REPLACEABLE_FILES, load_replacement, read_bund
 from gateway.runtime import RuntimeSettings, overrides_of
 from gateway.store.base import Store
 from gateway.store.settings import ApprovalRequired
-from gateway.store.types import SettingChange
 
 
 def proposal_digest(texts: Mapping[str, str]) -> str:

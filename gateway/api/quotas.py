@@ -16,11 +16,11 @@ from starlette.routing import BaseRoute, Route
 
 from gateway.admission.identity import Identity
 from gateway.admission.overrides import QUOTA, check_quota, over_quota, quota_view, split_target
+from gateway.admission.ports import SettingChange
 from gateway.api.admin_common import REASON, endpoint, may_manage, op, refreshed, stored
 from gateway.api.context import ApiContext, actor, error, json_body, json_object, text_field
 from gateway.runtime import RuntimeSettings
 from gateway.store.base import Store
-from gateway.store.types import SettingChange
 
 _GPUS = {"type": ["integer", "null"], "minimum": 0}
 

@@ -13,11 +13,11 @@ from starlette.routing import BaseRoute, Route
 
 from gateway.admission.identity import Identity
 from gateway.admission.overrides import BINDING, check_binding, check_subject
+from gateway.admission.ports import SettingChange
 from gateway.api.admin_common import REASON, change, endpoint, may_manage, op, refreshed, stored
 from gateway.api.context import ApiContext, error, json_body, json_object, text_field
 from gateway.runtime import RuntimeSettings
 from gateway.store.base import Store
-from gateway.store.types import SettingChange
 
 
 def role_routes(ctx: ApiContext) -> list[BaseRoute]:

@@ -23,11 +23,12 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from gateway.admission.identity import Identity
+from gateway.admission.ports import Actor
 from gateway.api.context import ApiContext, error, json_body
 from gateway.errors import GatewayError
-from gateway.evictor import Evictor, KubernetesEvictor
-from gateway.store.types import Actor, IngestResult
 from gateway.telemetry.alerts import Alert
+from gateway.telemetry.eviction.evictor import Evictor, KubernetesEvictor
+from gateway.telemetry.ports import IngestResult
 from gateway.telemetry.report import TelemetryError, parse_report
 from gateway.telemetry.samples import GpuSample
 from gateway.times import with_time

@@ -19,6 +19,7 @@ from gateway.admission.identity import Identity
 from gateway.api.audit import readable
 from gateway.api.context import ApiContext, error, json_body
 from gateway.api.schemas import Schema, json_content, ref
+from gateway.audit.ports import AuditQuery, named_by
 from gateway.errors import GatewayError
 from gateway.scheduling.holdings import (
     QUEUED,
@@ -33,7 +34,6 @@ from gateway.scheduling.holdings import (
     workload_items,
 )
 from gateway.store.base import Store
-from gateway.store.types import AuditQuery, named_by
 from gateway.times import with_time
 
 #: How many of a workload's newest audit records `describe` shows unless `limit` says otherwise.

@@ -7,7 +7,7 @@ records deleted, or the whole chain rewritten and re-hashed by someone with writ
 the database but not the key. Two replicas that sign different hashes for one sequence
 number mean the chain forked.
 
-This module only compares: signatures are checked by the adapter (gateway.store.checkpoints),
+This module only compares: signatures are checked by the adapter (gateway.audit.signing.checkpointer),
 which hands over the checkpoints that verify and the lines that do not.
 """
 

@@ -64,13 +64,13 @@ def agent(gateway_url: str, token_file: Path, simulate: Path | None, node_name: 
     """Run the node agent: sample every GPU through NVML, map processes to pods, report to the gateway."""
     from prometheus_client import start_http_server
 
-    from gateway.agent.agent import Agent
-    from gateway.agent.metrics import AgentMetrics
-    from gateway.agent.nvml import DeviceSource, PynvmlSource
-    from gateway.agent.pods import CgroupReader, KubePods, PodDirectory, ProcCgroups, StaticPods
-    from gateway.agent.reporter import Reporter, Spool, TokenFile
-    from gateway.agent.simulate import ScriptedSource, SimulationError, load_simulation
     from gateway.logs import setup_logging
+    from gateway.telemetry.agent.agent import Agent
+    from gateway.telemetry.agent.metrics import AgentMetrics
+    from gateway.telemetry.agent.nvml import DeviceSource, PynvmlSource
+    from gateway.telemetry.agent.pods import CgroupReader, KubePods, PodDirectory, ProcCgroups, StaticPods
+    from gateway.telemetry.agent.reporter import Reporter, Spool, TokenFile
+    from gateway.telemetry.agent.simulate import ScriptedSource, SimulationError, load_simulation
     from gateway.telemetry.samples import PodRef
 
     setup_logging(log_level)
@@ -109,7 +109,7 @@ def agent(gateway_url: str, token_file: Path, simulate: Path | None, node_name: 
         in_cluster = bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
         pods = KubePods(node) if (kube_pods if kube_pods is not None else in_cluster) else StaticPods({})
         if pod_resources_socket.exists():
-            from gateway.agent.podresources import KubeletPodResources
+            from gateway.telemetry.agent.podresources import KubeletPodResources
 
             allocations = KubeletPodResources(pod_resources_socket).allocations
     if not 0 < interval <= 300:

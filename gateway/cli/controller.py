@@ -1,4 +1,4 @@
-"""`gpu-gateway controller`: the queue controller as its own process (gateway.controller)."""
+"""`gpu-gateway controller`: the queue controller as its own process (gateway.scheduling.controller)."""
 
 from __future__ import annotations
 
@@ -50,12 +50,12 @@ def controller(state: Path | None, database_url: str | None, policy_dir: Path | 
     from prometheus_client import start_http_server
 
     from gateway.config import StoreSettings
-    from gateway.controller.loop import ControllerSettings
-    from gateway.controller.run import build_controller
     from gateway.errors import GatewayError
     from gateway.logs import setup_logging
     from gateway.metrics import Metrics
     from gateway.policy_bundle import PolicyHolder, default_policy_dir
+    from gateway.scheduling.controller.loop import ControllerSettings
+    from gateway.scheduling.controller.run import build_controller
     from gateway.scheduling.drift import split_target
     from gateway.server import open_store
 

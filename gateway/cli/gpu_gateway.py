@@ -153,7 +153,7 @@ def audit_verify(state: Path | None, database_url: str | None, checkpoints: Path
               help="Where to write the private key (mode 0600); the public key goes to OUT.pub.")
 def audit_keygen(out: Path) -> None:
     """Make an Ed25519 key pair for signed audit checkpoints (`serve --checkpoint-key`)."""
-    from gateway.store.checkpoints import generate_key
+    from gateway.audit.signing.checkpointer import generate_key
 
     if out.exists():
         raise CliError(Exit.DENIED, f"{out} exists; refusing to overwrite a signing key")
@@ -179,9 +179,9 @@ def audit_keygen(out: Path) -> None:
 def audit_list(state: Path | None, database_url: str | None, user: str | None, action: str | None, decision: str | None,
                since: str | None, until: str | None, limit: int | None, grants: bool, output: str) -> None:
     """List audit records, oldest first, as a table (times in UTC) or JSON lines (with `time` beside `ts`)."""
+    from gateway.audit.ports import AuditQuery
     from gateway.audit.records import is_break_glass
     from gateway.cli.render import audit_table
-    from gateway.store.types import AuditQuery
 
     query = AuditQuery(user=user, action=action, decision=decision, since=_parse_time(since),
                        until=_parse_time(until), limit=None if grants else limit)
@@ -210,8 +210,8 @@ def audit_history(kind: str, ref: str, state: Path | None, database_url: str | N
     KIND is the kind or its resource, in any case (PyTorchJob, pytorchjobs). NAME alone
     means a cluster-scoped object.
     """
+    from gateway.audit.ports import AuditQuery
     from gateway.cli.render import history_text
-    from gateway.store.types import AuditQuery
 
     namespace, _, name = ref.rpartition("/")
     if not name:

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import click
 
+from gateway.audit.ports import AuditStore
+from gateway.audit.signing.checkpointer import load_public_key, verify_checkpoints
 from gateway.cli.common import gateway_error
 from gateway.errors import GatewayError
-from gateway.store.base import AuditStore
-from gateway.store.checkpoints import load_public_key, verify_checkpoints
 
 
 def verify_with_checkpoints(store: AuditStore, checkpoints: Path, public_key: Path, output: str) -> int:

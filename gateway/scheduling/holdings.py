@@ -28,7 +28,7 @@ RECORDED = "recorded"
 
 
 class Record(Protocol):
-    """One reservation of the ledger (gateway.store.base.LedgerRow)."""
+    """One reservation of the ledger (gateway.admission.ports.LedgerRow)."""
 
     @property
     def resource(self) -> str: ...
@@ -59,7 +59,7 @@ def utc_time(ts: float) -> str:
 
 def queue_items(rows: Sequence[Mapping[str, Any]], now: float) -> list[dict[str, Any]]:
     """The JSON contract of `gpu-gateway queue -o json` and `GET /api/v1/queue`, one item per
-    waiting workload, `rows` in queue order (gateway.store.base.QueueStore.queue_rows)."""
+    waiting workload, `rows` in queue order (gateway.scheduling.ports.QueueStore.queue_rows)."""
     return [{
         "position": i,
         "resource": r["resource"], "namespace": r["namespace"], "name": r["name"],

@@ -14,10 +14,10 @@ from typing import Any, TypeVar
 
 from gateway.admission.approvals import TARGET_ACTIONS
 from gateway.admission.identity import Grant
+from gateway.admission.ports import Actor, NewApproval, NewGrant
 from gateway.errors import GatewayError
 from gateway.store.migrations import AddColumn, Migration, Row, Subject, statements
 from gateway.store.sql import Ledger, change_record, state_change
-from gateway.store.types import Actor, NewApproval, NewGrant
 
 #: Approvals and break-glass grants. An approval's `target_owner` and `target_team` are NULL in
 #: rows written before them, and for approvals that are not for an existing workload.

@@ -10,11 +10,11 @@ from __future__ import annotations
 import hashlib
 from collections import deque
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
+from gateway.audit.ports import VerifyResult
 from gateway.store.migrations import AddColumn, Migration, Subject, statements
 
 #: The audit chain's tables: the records, and the head (count and last hash) appends extend.
@@ -87,20 +87,6 @@ def canonical(row: Mapping[str, Any]) -> bytes:
 
 def row_hash(prev_hash: str, row: Mapping[str, Any]) -> str:
     return hashlib.sha256(prev_hash.encode() + canonical(row)).hexdigest()
-
-
-@dataclass(frozen=True)
-class VerifyResult:
-    ok: bool
-    rows: int
-    first_bad: int | None = None
-    """Sequence number of the first row that fails (or the position where one is missing)."""
-    problem: str = ""
-
-    def describe(self) -> str:
-        if self.ok:
-            return f"audit chain intact: {self.rows} records verified"
-        return f"audit chain broken at record {self.first_bad}: {self.problem}"
 
 
 def verify_rows(

@@ -21,9 +21,10 @@ from psycopg.rows import dict_row
 
 from gateway.admission.admission import Facts, TargetKey
 from gateway.admission.decision import Decision
+from gateway.admission.ports import LedgerRow
+from gateway.audit.ports import AuditQuery, VerifyResult
 from gateway.errors import StoreError
 from gateway.store.approvals import ApprovalsSQL
-from gateway.store.chain import VerifyResult
 from gateway.store.events import EventsSQL
 from gateway.store.migrations import POSTGRES, Row
 from gateway.store.queue import QueueSQL
@@ -31,7 +32,7 @@ from gateway.store.schema import prepare
 from gateway.store.settings import SettingsSQL
 from gateway.store.sql import Ledger
 from gateway.store.telemetry import TelemetrySQL
-from gateway.store.types import AuditQuery, Job, LedgerRow
+from gateway.store.types import Job
 
 log = logging.getLogger("gateway.store")
 

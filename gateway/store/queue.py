@@ -16,14 +16,14 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar, cast
 
 from gateway.admission.decision import Decision, Reservation
-from gateway.admission.policy import Policy
+from gateway.admission.ports import Actor
 from gateway.admission.scheduling_settings import exhausted, period_start
+from gateway.scheduling.ports import Limits, PassResult, QueueRow, split_key
 from gateway.scheduling.queue import Caps, Held, ReleasePlan, Waiting, plan_release
 from gateway.scheduling.reconcile import FORGET_GRACE_S, PodView, Repair, plan_reconcile
 from gateway.scheduling.reconcile import Held as LedgerHeld
 from gateway.store.migrations import Migration, Subject, statements
 from gateway.store.sql import Ledger
-from gateway.store.types import Actor, Limits, PassResult, QueueRow
 
 #: The waiting workloads, in queue order.
 QUEUE_SCHEMA = Subject("queue", (
@@ -53,11 +53,6 @@ _T = TypeVar("_T")
 
 def waiting_key(row: Mapping[str, Any]) -> str:
     return f"{row['resource']}/{row['namespace']}/{row['name']}"
-
-
-def split_key(key: str) -> tuple[str, str, str]:
-    resource, namespace, name = key.split("/", 2)
-    return resource, namespace, name
 
 
 class QueueSQL:
@@ -198,16 +193,6 @@ def _audit(ledger: Ledger, key: tuple[str, str, str], row: Mapping[str, Any], *,
         "mode": "enforce", "rule": rule, "reason": reason, "policy_version": "",
         "owner": row["owner"], "team": row["team"], "changes": "[]",
     }, now=now, dry_run=False)
-
-
-def limits_from(policy: Policy, capacity: int | None = None) -> Limits:
-    """The pass's `Limits` from the policy in force (gateway.admission.policy.Policy) and the cluster's capacity."""
-    return Limits(
-        role_user_caps={role: lim.max_concurrent_gpus for role, lim in policy.limits.items()},
-        team_caps={t: c for t, c in policy.team_caps.items() if c is not None},
-        default_team_cap=policy.default_team_cap,
-        scheduling=policy.scheduling, capacity=capacity,
-    )
 
 
 def _reconcile_view(ledger: Ledger) -> tuple[list[LedgerHeld], frozenset[str]]:

@@ -14,10 +14,10 @@ import secrets
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from gateway.admission.ports import Actor, ApprovalKey, Setting, SettingChange
 from gateway.errors import GatewayError
 from gateway.store.migrations import Migration, Subject, statements
 from gateway.store.sql import Ledger, state_change
-from gateway.store.types import Actor, ApprovalKey, Setting, SettingChange
 
 #: Run-time settings, each with its revision.
 SETTINGS_SCHEMA = Subject("settings", (

@@ -18,13 +18,15 @@ from gateway.admission.admission import Facts, Target, TargetKey, decide
 from gateway.admission.approvals import WAIVABLE
 from gateway.admission.decision import Decision, Reservation
 from gateway.admission.plan import Approval
+from gateway.admission.ports import Actor, ApprovalKey, LedgerRow
 from gateway.admission.quota import Usage
 from gateway.admission.scheduling_settings import BudgetQuery, spent_budgets
 from gateway.admission.shape import charges_children, gang_pods
+from gateway.audit.ports import AuditQuery, VerifyResult, kind_names, named_by
 from gateway.audit.records import admission_record
-from gateway.store.chain import AUDIT_FIELDS, GENESIS, LATER_FIELDS, VerifyResult, row_hash, verify_rows
+from gateway.store.chain import AUDIT_FIELDS, GENESIS, LATER_FIELDS, row_hash, verify_rows
 from gateway.store.migrations import AddColumn, Migration, Row, Runner, Subject, statements
-from gateway.store.types import Actor, ApprovalKey, AuditQuery, Job, LedgerRow, kind_names, named_by
+from gateway.store.types import Job
 
 #: The ledger's tables: reservations (and what their pods reference), the usage counters, the
 #: intervals GPU-hours are counted from.

@@ -16,9 +16,10 @@ from typing import Any, TypeVar
 
 from gateway.admission.admission import Facts, TargetKey
 from gateway.admission.decision import Decision
+from gateway.admission.ports import LedgerRow
+from gateway.audit.ports import AuditQuery, VerifyResult
 from gateway.errors import StoreError
 from gateway.store.approvals import ApprovalsSQL
-from gateway.store.chain import VerifyResult
 from gateway.store.events import EventsSQL
 from gateway.store.migrations import SQLITE, Row
 from gateway.store.queue import QueueSQL
@@ -26,7 +27,7 @@ from gateway.store.schema import prepare
 from gateway.store.settings import SettingsSQL
 from gateway.store.sql import Ledger
 from gateway.store.telemetry import TelemetrySQL
-from gateway.store.types import AuditQuery, Job, LedgerRow
+from gateway.store.types import Job
 
 log = logging.getLogger("gateway.store")
 

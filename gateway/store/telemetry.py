@@ -16,11 +16,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from typing import Any, TypeVar
 
+from gateway.admission.ports import Actor
 from gateway.store.migrations import Migration, Subject, statements
 from gateway.store.sql import Ledger
-from gateway.store.types import Actor, IngestResult
 from gateway.telemetry.alerts import COLLAPSE, Alert, GpuState, PodUtil, collapse, evaluate_gpu
 from gateway.telemetry.attribution import Owner, attribute, holders
+from gateway.telemetry.ports import IngestResult
 from gateway.telemetry.samples import GpuSample, PodRef
 from gateway.telemetry.settings import TelemetrySettings
 from gateway.telemetry.workload_names import name_prefixes, workload_of

@@ -27,8 +27,9 @@ class GpuProcess:
 
 @dataclass(frozen=True, slots=True)
 class GpuSample:
-    """One reading of one GPU: what NVML reads on the node (gateway.agent.nvml), and, stamped with
-    the node, the time and the interval it stands for, what a report carries to the gateway."""
+    """One reading of one GPU: what NVML reads on the node (gateway.telemetry.agent.nvml), and,
+    stamped with the node, the time and the interval it stands for, what a report carries to the
+    gateway."""
 
     node: str = ""
     """The node it was read on (empty in a reading the agent has not stamped yet)."""

@@ -45,9 +45,9 @@ def pods_of(job: str) -> list[dict]:
 
 
 def test_a_queued_job_starts_gated_and_the_controller_releases_it() -> None:
-    from gateway.controller.kube import Cluster, api_client
-    from gateway.controller.loop import Controller, ControllerSettings
+    from gateway.kube import Cluster, api_client
     from gateway.policy_bundle import PolicyHolder, default_policy_dir
+    from gateway.scheduling.controller.loop import Controller, ControllerSettings
     from gateway.store.postgres import PostgresStore
 
     name = f"e2e-q-{uuid.uuid4().hex[:8]}"

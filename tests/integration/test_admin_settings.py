@@ -221,7 +221,8 @@ def test_gpuctl_roles_quota_and_policy(replicas: tuple[Served, Served], tmp_path
 
 
 def test_a_stored_policy_that_no_longer_compiles_keeps_the_last_good_and_is_audited(service: Any) -> None:
-    from gateway.store.types import Actor, AuditQuery, SettingChange
+    from gateway.admission.ports import Actor, SettingChange
+    from gateway.audit.ports import AuditQuery
 
     good = service.policies.policy.version
     broken = {"policy.csv": "p, intern, fly, own\n", "limits.yaml": "role_order: [intern]\n"}

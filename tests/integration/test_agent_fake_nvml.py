@@ -32,7 +32,7 @@ xid 2 48
 
 READ = """
 import json, dataclasses
-from gateway.agent.nvml import PynvmlSource, NvmlUnavailable
+from gateway.telemetry.agent.nvml import PynvmlSource, NvmlUnavailable
 source = PynvmlSource()
 try:
     # A process as NVML reads it: its pid and memory (the agent resolves its pod afterwards).

@@ -20,8 +20,8 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway.agent.nvml import NvmlUnavailable, PynvmlSource
-from gateway.agent.pods import ProcCgroups, container_of
+from gateway.telemetry.agent.nvml import NvmlUnavailable, PynvmlSource
+from gateway.telemetry.agent.pods import ProcCgroups, container_of
 from gateway.telemetry.report import parse_report
 
 pytestmark = pytest.mark.gpu

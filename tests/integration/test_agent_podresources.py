@@ -14,10 +14,10 @@ import pytest
 from conftest import FIXTURES
 from podresources_wire import list_response
 
-from gateway.agent.agent import Agent
-from gateway.agent.podresources import KubeletPodResources
-from gateway.agent.pods import StaticPods
-from gateway.agent.simulate import ScriptedSource, load_simulation
+from gateway.telemetry.agent.agent import Agent
+from gateway.telemetry.agent.podresources import KubeletPodResources
+from gateway.telemetry.agent.pods import StaticPods
+from gateway.telemetry.agent.simulate import ScriptedSource, load_simulation
 from gateway.telemetry.samples import PodRef
 
 GPU0 = "GPU-00000000-1111-2222-3333-000000000000"

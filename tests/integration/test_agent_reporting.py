@@ -15,11 +15,11 @@ import pytest
 from conftest import FIXTURES
 from served import Served, api_token, start_api_server, stop_server
 
-from gateway.agent.agent import Agent
-from gateway.agent.nvml import NvmlUnavailable, PynvmlSource
-from gateway.agent.pods import StaticPods
-from gateway.agent.reporter import Reporter, Spool, TokenFile
-from gateway.agent.simulate import ScriptedSource, SimulationError, load_simulation, parse_simulation
+from gateway.telemetry.agent.agent import Agent
+from gateway.telemetry.agent.nvml import NvmlUnavailable, PynvmlSource
+from gateway.telemetry.agent.pods import StaticPods
+from gateway.telemetry.agent.reporter import Reporter, Spool, TokenFile
+from gateway.telemetry.agent.simulate import ScriptedSource, SimulationError, load_simulation, parse_simulation
 
 AGENT_USER = "system:serviceaccount:gpu-gateway:gpu-gateway-agent"
 

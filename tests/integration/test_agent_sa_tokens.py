@@ -18,7 +18,7 @@ import pytest
 from oidc_issuer import Issuer, SigningKey, hs256_token, unsigned_token
 from served import API_SECRET, Served, bearer, start_server, stop_server
 
-from gateway.agent.reporter import Reporter, Spool, TokenFile
+from gateway.telemetry.agent.reporter import Reporter, Spool, TokenFile
 from gateway.webhook.tls import ensure_self_signed
 
 AUDIENCE = "gpu-gateway"

@@ -13,10 +13,10 @@ from conftest import INTERN, review
 from postgres_server import PostgresServer, pg_url, postgres  # noqa: F401 - fixtures
 from served import bearer, start_api_server, stop_server
 
+from gateway.admission.ports import Actor
 from gateway.store.approvals import StateConflict
 from gateway.store.base import Store
 from gateway.store.postgres import PostgresStore
-from gateway.store.types import Actor
 from integration.test_approvals import Clock, answer, approve, ask, big_launch, service_on
 
 LEAD = Actor("erin", ("gpu-leads", "team:vision"), "lead")

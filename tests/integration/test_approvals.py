@@ -15,6 +15,7 @@ from postgres_server import PostgresServer, pg_url, postgres  # noqa: F401 - fix
 
 from gateway.admission.approvals import review_refusal
 from gateway.admission.policy import Policy
+from gateway.admission.ports import Actor, NewApproval, NewGrant
 from gateway.audit.records import is_break_glass
 from gateway.metrics import Metrics
 from gateway.policy_bundle import PolicyHolder
@@ -24,7 +25,6 @@ from gateway.store.base import Store
 from gateway.store.postgres import PostgresStore
 from gateway.store.sql import Ledger
 from gateway.store.sqlite import SQLiteStore
-from gateway.store.types import Actor, NewApproval, NewGrant
 
 OTHER_LEAD = ("gpu-leads", "team:nlp")
 NLP_RESEARCHER = ("gpu-researchers", "team:nlp")

@@ -35,10 +35,11 @@ from conftest import (
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from gateway.audit.ports import VerifyResult
 from gateway.metrics import Metrics
 from gateway.policy_bundle import PolicyHolder
 from gateway.service import AdmissionService
-from gateway.store.chain import AUDIT_FIELDS, GENESIS, VerifyResult, row_hash, verify_rows
+from gateway.store.chain import AUDIT_FIELDS, GENESIS, row_hash, verify_rows
 from gateway.store.sqlite import SQLiteStore
 
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC).timestamp()

@@ -31,11 +31,7 @@ from postgres_server import PostgresServer, pg_url, postgres  # noqa: F401 - fix
 from served import start_server, stop_server
 
 from gateway.audit.checkpoints import Verdict
-from gateway.metrics import Metrics
-from gateway.policy_bundle import PolicyHolder
-from gateway.service import AdmissionService
-from gateway.store.chain import GENESIS, row_hash
-from gateway.store.checkpoints import (
+from gateway.audit.signing.checkpointer import (
     FILE_NAME,
     Checkpointer,
     FileSink,
@@ -46,6 +42,10 @@ from gateway.store.checkpoints import (
     sign,
     verify_checkpoints,
 )
+from gateway.metrics import Metrics
+from gateway.policy_bundle import PolicyHolder
+from gateway.service import AdmissionService
+from gateway.store.chain import GENESIS, row_hash
 from gateway.store.postgres import PostgresStore
 from gateway.store.sqlite import SQLiteStore
 

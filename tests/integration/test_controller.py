@@ -19,17 +19,17 @@ from k8s_api_double import FakeApiServer
 from prometheus_client import CollectorRegistry, generate_latest
 from served import start_server, stop_server
 
+from gateway.admission.ports import Actor
 from gateway.admission.scheduling_settings import QUEUE_ANNOTATION, QUOTA_GATE
-from gateway.controller import Controller, ControllerSettings
-from gateway.controller.cache import ClusterView
-from gateway.controller.kube import Cluster, ClusterError, api_client
-from gateway.controller.ledger import LedgerMetrics, LedgerRebuild
+from gateway.kube import Cluster, ClusterError, api_client
 from gateway.metrics import Metrics
 from gateway.policy_bundle import PolicyHolder
+from gateway.scheduling.controller.cache import ClusterView
+from gateway.scheduling.controller.ledger import LedgerMetrics, LedgerRebuild
+from gateway.scheduling.controller.loop import Controller, ControllerSettings
 from gateway.scheduling.reconcile import FORGET_GRACE_S, read_pod
 from gateway.service import AdmissionService
 from gateway.store.sqlite import SQLiteStore
-from gateway.store.types import Actor
 
 
 class Clock:

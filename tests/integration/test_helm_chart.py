@@ -1493,10 +1493,10 @@ def exported_series(tmp_path: Path) -> set[str]:
     """Every series name the gateway's /metrics can carry, from the registries `serve` builds:
     the gateway's own with the ledger, queue and checkpoint collectors, and the controller's,
     which `gpu-gateway controller` (or `serve --controller`) registers beside them."""
+    from gateway.audit.signing.checkpointer import build_checkpointer, generate_key
     from gateway.config import CheckpointSettings, Settings, StoreSettings
-    from gateway.controller.loop import ControllerMetrics
+    from gateway.scheduling.controller.loop import ControllerMetrics
     from gateway.server import build_gateway
-    from gateway.store.checkpoints import build_checkpointer, generate_key
 
     gateway = build_gateway(Settings(store=StoreSettings(path=tmp_path / "state.db")))
     try:

@@ -25,6 +25,8 @@ from gateway.admission.admission import prepare
 from gateway.admission.policy import Policy
 from gateway.admission.review import parse_review
 from gateway.audit.history import changes, keyed_digest
+from gateway.audit.ports import AuditQuery
+from gateway.audit.signing.history_key import KEY_BYTES, history_key_path, load_history_key
 from gateway.config import Settings, StoreSettings
 from gateway.errors import StoreError
 from gateway.metrics import Metrics
@@ -32,9 +34,7 @@ from gateway.policy_bundle import PolicyHolder
 from gateway.server import build_gateway
 from gateway.service import AdmissionService, admission_job
 from gateway.store.base import decide_one
-from gateway.store.history_key import KEY_BYTES, history_key_path, load_history_key
 from gateway.store.sqlite import SQLiteStore
-from gateway.store.types import AuditQuery
 
 T0 = dt.datetime(2026, 11, 20, 10, 0, 0, tzinfo=dt.UTC).timestamp()
 DIGEST = keyed_digest(b"test-key-" * 4)

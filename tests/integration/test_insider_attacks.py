@@ -50,13 +50,13 @@ from conftest import (
     review,
 )
 
+from gateway.admission.ports import Actor
 from gateway.admission.workloads import GpuMatcher
 from gateway.metrics import Metrics
 from gateway.policy_bundle import PolicyHolder
 from gateway.scheduling.reconcile import read_pod
 from gateway.service import AdmissionService
 from gateway.store.sqlite import SQLiteStore
-from gateway.store.types import Actor
 
 EVE = ("gpu-interns", "team:vision")  # another intern in the same team
 KUEUE = "system:serviceaccount:kueue-system:kueue-controller-manager"

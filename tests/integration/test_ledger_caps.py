@@ -25,10 +25,10 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule, run_state_machine_as_test
 
 from gateway.admission.quota import Usage
+from gateway.audit.ports import VerifyResult
 from gateway.metrics import Metrics
 from gateway.policy_bundle import PolicyHolder
 from gateway.service import AdmissionService
-from gateway.store.chain import VerifyResult
 from gateway.store.sqlite import SQLiteStore
 
 # ------------------------------------------------------------------ the capped policy

@@ -14,10 +14,10 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from served import start_server, stop_server
 
+from gateway.audit.signing.checkpointer import Checkpointer, FileSink, HttpSink, generate_key, load_private_key
 from gateway.metrics import Metrics
 from gateway.policy_bundle import PolicyHolder
 from gateway.service import AdmissionService
-from gateway.store.checkpoints import Checkpointer, FileSink, HttpSink, generate_key, load_private_key
 from gateway.store.sqlite import SQLiteStore
 
 T0 = 1_790_000_000.0

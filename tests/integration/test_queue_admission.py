@@ -20,8 +20,8 @@ from gateway.admission.scheduling_settings import QUOTA_GATE, WORKLOAD_ANNOTATIO
 from gateway.errors import ConfigError
 from gateway.metrics import Metrics
 from gateway.policy_bundle import PolicyHolder, load_bundle
+from gateway.scheduling.ports import limits_from
 from gateway.service import AdmissionService
-from gateway.store.queue import limits_from
 from gateway.store.sqlite import SQLiteStore
 
 

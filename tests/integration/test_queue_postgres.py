@@ -14,9 +14,9 @@ from postgres_server import PostgresServer, pg_url, postgres  # noqa: F401 - fix
 
 from gateway.metrics import Metrics
 from gateway.policy_bundle import PolicyHolder
+from gateway.scheduling.ports import limits_from
 from gateway.service import AdmissionService
 from gateway.store.postgres import PostgresStore
-from gateway.store.queue import limits_from
 
 
 def _admit_and_schedule(url: str, policy_dir: str, worker: int, each: int) -> tuple[int, int]:

@@ -30,14 +30,14 @@ from telemetry_helpers import llm_admissions
 
 from gateway.api.context import ApiContext
 from gateway.api.telemetry import telemetry_routes
+from gateway.audit.ports import AuditQuery
 from gateway.auth import build_authenticator
 from gateway.config import AuthSettings
-from gateway.evictor import KubernetesEvictor
 from gateway.metrics import Metrics
 from gateway.policy_bundle import PolicyHolder, compile_bundle
 from gateway.service import AdmissionService
 from gateway.store.sqlite import SQLiteStore
-from gateway.store.types import AuditQuery
+from gateway.telemetry.eviction.evictor import KubernetesEvictor
 
 AGENT = "system:serviceaccount:gpu-gateway:gpu-gateway-agent"
 

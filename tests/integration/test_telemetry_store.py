@@ -14,15 +14,16 @@ from conftest import FIXTURES, POLICIES
 from postgres_server import pg_url, postgres  # noqa: F401 - fixtures
 from telemetry_helpers import llm_admissions
 
-from gateway.agent.agent import Agent
-from gateway.agent.pods import StaticPods
-from gateway.agent.simulate import ScriptedSource, load_simulation
+from gateway.admission.ports import Actor
+from gateway.audit.ports import AuditQuery
 from gateway.metrics import Metrics
 from gateway.policy_bundle import PolicyHolder
 from gateway.service import AdmissionService
 from gateway.store.postgres import PostgresStore
 from gateway.store.sqlite import SQLiteStore
-from gateway.store.types import Actor, AuditQuery
+from gateway.telemetry.agent.agent import Agent
+from gateway.telemetry.agent.pods import StaticPods
+from gateway.telemetry.agent.simulate import ScriptedSource, load_simulation
 from gateway.telemetry.alerts import COLLAPSE, GPU_ERRORS, IDLE, ROGUE
 from gateway.telemetry.report import parse_report
 from gateway.telemetry.settings import TelemetrySettings

@@ -16,12 +16,12 @@ import pytest
 from k8s_api_double import FakeApiServer
 from prometheus_client import CollectorRegistry
 
-from gateway.controller import Controller, ControllerSettings
-from gateway.controller.kube import Cluster, api_client
+from gateway.audit.ports import AuditQuery
+from gateway.kube import Cluster, api_client
 from gateway.policy_bundle import PolicyHolder, default_policy_dir
+from gateway.scheduling.controller.loop import Controller, ControllerSettings
 from gateway.scheduling.drift import fingerprint
 from gateway.store.sqlite import SQLiteStore
-from gateway.store.types import AuditQuery
 
 VALIDATING = ("validatingwebhookconfigurations", "gpu-gateway")
 CONFIG: dict[str, Any] = {

@@ -24,15 +24,15 @@ from postgres_server import pg_url, postgres  # noqa: F401 - fixtures
 from served import API_SECRET, Served, api_token, bearer, start_server, stop_server
 
 from gateway.admission.kinds import KindRegistry
+from gateway.admission.ports import Actor
 from gateway.cli.gpuctl import main as gpuctl_main
 from gateway.metrics import Metrics
 from gateway.policy_bundle import PolicyHolder, load_bundle
 from gateway.scheduling.holdings import queue_items, resource_kinds, workload_items
+from gateway.scheduling.ports import limits_from
 from gateway.service import AdmissionService
 from gateway.store.postgres import PostgresStore
-from gateway.store.queue import limits_from
 from gateway.store.sqlite import SQLiteStore
-from gateway.store.types import Actor
 
 NLP = ("gpu-researchers", "team:nlp")
 LEAD = ("gpu-leads", "team:vision")

@@ -13,9 +13,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.audit.history import MAX_CHANGES, MAX_SHOWN, changes, keyed_digest
+from gateway.audit.ports import kind_names
 from gateway.cli.render import change_text, history_text
 from gateway.errors import RequestError
-from gateway.store.types import kind_names
 
 KEY = b"k" * 32
 digest = keyed_digest(KEY)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from gateway.agent.simulate import parse_simulation
+from gateway.telemetry.agent.simulate import parse_simulation
 from gateway.telemetry.cgroup import parse_cgroup
 
 README = Path(__file__).resolve().parents[2] / "README.md"

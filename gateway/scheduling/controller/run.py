@@ -9,15 +9,15 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from gateway.config import SchedulerSettings
-from gateway.controller.kube import Cluster, api_client
-from gateway.controller.loop import Controller, ControllerSettings
+from gateway.kube import Cluster, api_client
 from gateway.policy_bundle import PolicyHolder
-from gateway.store.base import Store
+from gateway.scheduling.controller.loop import Controller, ControllerSettings
+from gateway.scheduling.ports import ControllerStore
 
 log = logging.getLogger("gateway.controller")
 
 
-def build_controller(scheduler: SchedulerSettings, store: Store, policies: PolicyHolder,
+def build_controller(scheduler: SchedulerSettings, store: ControllerStore, policies: PolicyHolder,
                      registry: CollectorRegistry | None,
                      settings: ControllerSettings | None = None) -> Controller:
     kubeconfig = str(scheduler.kubeconfig) if scheduler.kubeconfig else None

@@ -12,7 +12,7 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
-from gateway.controller.kube import Cluster, ClusterError
+from gateway.kube import Cluster, ClusterError
 
 log = logging.getLogger("gateway.controller")
 

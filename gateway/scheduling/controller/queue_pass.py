@@ -14,10 +14,9 @@ from collections import Counter
 from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client import Counter as PromCounter
 
-from gateway.controller.cache import ClusterView
-from gateway.store.base import QueueStore
-from gateway.store.queue import limits_from
-from gateway.store.types import Actor, PassResult
+from gateway.admission.ports import Actor
+from gateway.scheduling.controller.cache import ClusterView
+from gateway.scheduling.ports import PassResult, QueueStore, limits_from
 
 log = logging.getLogger("gateway.controller")
 

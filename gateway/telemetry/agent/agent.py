@@ -12,10 +12,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from gateway.agent.metrics import AgentMetrics, GpuView
-from gateway.agent.nvml import DeviceSource, NvmlUnavailable
-from gateway.agent.pods import CgroupReader, PodDirectory, container_of
-from gateway.agent.reporter import Reporter
+from gateway.telemetry.agent.metrics import AgentMetrics, GpuView
+from gateway.telemetry.agent.nvml import DeviceSource, NvmlUnavailable
+from gateway.telemetry.agent.pods import CgroupReader, PodDirectory, container_of
+from gateway.telemetry.agent.reporter import Reporter
 from gateway.telemetry.samples import GpuSample, PodRef
 
 log = logging.getLogger("gateway.agent")

@@ -40,10 +40,9 @@ from gateway.audit.checkpoints import (
     checkpoint_from,
     compare_with_chain,
 )
+from gateway.audit.ports import AuditQuery, AuditStore
 from gateway.config import CheckpointSettings
 from gateway.errors import ConfigError, GatewayError
-from gateway.store.base import AuditStore
-from gateway.store.types import AuditQuery
 
 log = logging.getLogger("gateway.checkpoints")
 

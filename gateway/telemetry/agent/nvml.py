@@ -2,7 +2,7 @@
 
 `DeviceSource` is all the agent needs from NVML: a `GpuSample` per GPU (the one type of a GPU
 reading, gateway.telemetry.samples), not yet stamped with node and time; `PynvmlSource` implements it on a real
-driver and `gateway.agent.simulate.ScriptedSource` from a scripted device table. pynvml's
+driver and `gateway.telemetry.agent.simulate.ScriptedSource` from a scripted device table. pynvml's
 exceptions stop here: a GPU NVML cannot read (`GPU is lost`) becomes a reading with `error`
 set, a metric the GPU does not support becomes None, and a missing or failing driver raises
 `NvmlUnavailable` with the reason, which the agent logs and retries on its next tick.

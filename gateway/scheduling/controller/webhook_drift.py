@@ -18,11 +18,11 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Gauge
 
-from gateway.controller.events import kube_event
-from gateway.controller.kube import Cluster, ClusterError
+from gateway.admission.ports import Actor, SettingChange
+from gateway.kube import Cluster, ClusterError
+from gateway.scheduling.controller.events import kube_event
 from gateway.scheduling.drift import KINDS, Drift, compare, fingerprint, split_target
-from gateway.store.base import Store
-from gateway.store.types import Actor, SettingChange
+from gateway.scheduling.ports import ControllerStore
 
 log = logging.getLogger("gateway.controller")
 
@@ -34,7 +34,7 @@ class DriftMetrics:
 
 
 class WebhookDriftWatch:
-    def __init__(self, cluster: Cluster, store: Store, actor: Actor, metrics: DriftMetrics, *,
+    def __init__(self, cluster: Cluster, store: ControllerStore, actor: Actor, metrics: DriftMetrics, *,
                  targets: tuple[str, ...], generation: str, interval_s: float, event_namespace: str,
                  clock: Callable[[], float]) -> None:
         self.cluster = cluster

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 
-from gateway.controller.cache import ClusterView, PodCache
-from gateway.controller.kube import Cluster, ClusterError
+from gateway.kube import Cluster, ClusterError
+from gateway.scheduling.controller.cache import ClusterView, PodCache
+from gateway.scheduling.ports import QueueStore
 from gateway.scheduling.reconcile import PodView, gate_removal_patch, gates_to_remove
-from gateway.store.base import QueueStore
 
 #: Gate-removal PATCHes in flight at once.
 UNGATE_PARALLELISM = 16

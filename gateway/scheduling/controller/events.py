@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from gateway.controller.lease import micro_time
+from gateway.scheduling.controller.lease import micro_time
 
 COMPONENT = "gpu-gateway-controller"
 

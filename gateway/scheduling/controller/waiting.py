@@ -8,12 +8,11 @@ from collections.abc import Callable
 from typing import Any
 
 from gateway.admission.scheduling_settings import QUEUE_ANNOTATION
-from gateway.controller.cache import ClusterView
-from gateway.controller.events import kube_event
-from gateway.controller.kube import Cluster, ClusterError
+from gateway.kube import Cluster, ClusterError
+from gateway.scheduling.controller.cache import ClusterView
+from gateway.scheduling.controller.events import kube_event
+from gateway.scheduling.ports import PassResult, split_key
 from gateway.scheduling.reconcile import PodView
-from gateway.store.queue import split_key
-from gateway.store.types import PassResult
 
 log = logging.getLogger("gateway.controller")
 

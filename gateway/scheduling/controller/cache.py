@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from gateway.admission.policy import Policy
-from gateway.controller.kube import Cluster, ClusterError
+from gateway.kube import Cluster, ClusterError
 from gateway.policy_bundle import PolicyHolder
 from gateway.scheduling.reconcile import PodView, read_pod
 

@@ -91,7 +91,7 @@ class KubePods:
 def _list_node_pods(node: str) -> dict[str, PodRef]:
     from kubernetes import client
 
-    from gateway.controller.kube import api_client
+    from gateway.kube import api_client
 
     pods: Any = client.CoreV1Api(api_client()).list_pod_for_all_namespaces(field_selector=f"spec.nodeName={node}",
                                                               _request_timeout=10)

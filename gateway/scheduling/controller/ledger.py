@@ -10,10 +10,10 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry
 from prometheus_client import Counter as PromCounter
 
-from gateway.controller.cache import ClusterView
+from gateway.admission.ports import Actor
+from gateway.scheduling.controller.cache import ClusterView
+from gateway.scheduling.ports import QueueStore
 from gateway.scheduling.reconcile import Repair
-from gateway.store.base import QueueStore
-from gateway.store.types import Actor
 
 
 class LedgerMetrics:

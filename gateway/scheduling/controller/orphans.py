@@ -9,17 +9,17 @@ from __future__ import annotations
 
 import logging
 
-from gateway.controller.cache import ClusterView
-from gateway.controller.kube import Cluster, ClusterError
+from gateway.kube import Cluster, ClusterError
+from gateway.scheduling.controller.cache import ClusterView
+from gateway.scheduling.ports import ControllerStore, split_key
 from gateway.scheduling.reconcile import Held, orphan_candidates
-from gateway.store.base import Store
-from gateway.store.queue import split_key
 
 log = logging.getLogger("gateway.controller")
 
 
 class OrphanLookup:
-    def __init__(self, cluster: Cluster, store: Store, *, grace_s: float, recheck_s: float, per_pass: int) -> None:
+    def __init__(self, cluster: Cluster, store: ControllerStore, *, grace_s: float, recheck_s: float,
+                 per_pass: int) -> None:
         self.cluster = cluster
         self.store = store
         self.grace_s = grace_s

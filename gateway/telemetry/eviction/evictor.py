@@ -26,7 +26,7 @@ class KubernetesEvictor:
     def _api(self) -> Any:
         from kubernetes import client
 
-        from gateway.controller.kube import api_client
+        from gateway.kube import api_client
 
         with self._lock:
             if self._client is None:

@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from gateway.agent.nvml import NvmlUnavailable
+from gateway.telemetry.agent.nvml import NvmlUnavailable
 from gateway.telemetry.samples import GpuProcess, GpuSample, PodRef
 
 MIB = 2**20

@@ -30,21 +30,21 @@ from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Gauge
 
+from gateway.admission.ports import Actor
 from gateway.admission.scheduling_settings import GATEWAY_SERVICE_ACCOUNT
-from gateway.controller.cache import ClusterView, PodCache
-from gateway.controller.kube import Cluster
-from gateway.controller.lease import LeaderLease
-from gateway.controller.ledger import LedgerMetrics, LedgerRebuild
-from gateway.controller.orphans import OrphanLookup
-from gateway.controller.queue_pass import QueueMetrics, QueuePass
-from gateway.controller.release import GangRelease
-from gateway.controller.waiting import WaitingReport
-from gateway.controller.webhook_drift import DriftMetrics, WebhookDriftWatch
 from gateway.errors import GatewayError
+from gateway.kube import Cluster
 from gateway.policy_bundle import PolicyHolder
+from gateway.scheduling.controller.cache import ClusterView, PodCache
+from gateway.scheduling.controller.lease import LeaderLease
+from gateway.scheduling.controller.ledger import LedgerMetrics, LedgerRebuild
+from gateway.scheduling.controller.orphans import OrphanLookup
+from gateway.scheduling.controller.queue_pass import QueueMetrics, QueuePass
+from gateway.scheduling.controller.release import GangRelease
+from gateway.scheduling.controller.waiting import WaitingReport
+from gateway.scheduling.controller.webhook_drift import DriftMetrics, WebhookDriftWatch
+from gateway.scheduling.ports import ControllerStore, PassResult
 from gateway.scheduling.reconcile import FORGET_GRACE_S, gpu_capacity
-from gateway.store.base import Store
-from gateway.store.types import Actor, PassResult
 
 log = logging.getLogger("gateway.controller")
 
@@ -87,7 +87,8 @@ class ControllerMetrics:
 
 
 class Controller:
-    def __init__(self, cluster: Cluster, store: Store, policies: PolicyHolder, settings: ControllerSettings, *,
+    def __init__(self, cluster: Cluster, store: ControllerStore, policies: PolicyHolder,
+                 settings: ControllerSettings, *,
                  registry: CollectorRegistry | None = None, clock: Callable[[], float] = time.time) -> None:
         import os
         import socket

@@ -1,0 +1,1 @@
+"""Eviction of pods that run rogue GPU processes, through the Kubernetes API (docs/agent.md)."""
