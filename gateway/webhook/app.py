@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 import orjson
@@ -80,33 +80,51 @@ def create_app(
     async def mutate(body: Any) -> dict[str, Any]:
         return service.mutate(body)
 
-    def endpoint(name: str, handler: Any) -> Any:
-        latency = service.metrics.latency.labels(name)
+    routes: list[BaseRoute] = [
+        Route("/mutate", _review_endpoint(service, "mutate", mutate, max_body_bytes), methods=["POST"]),
+        Route("/validate", _review_endpoint(service, "validate", validate, max_body_bytes), methods=["POST"]),
+        *_probe_routes(service, offload_store=offload_store, budget_s=budget),
+        *(api or ()),
+    ]
+    lifespan = _lifespan(service, writer, reload_interval_s=reload_interval_s, offload_store=offload_store)
+    return Starlette(routes=routes, lifespan=lifespan)
 
-        async def review(request: Request) -> Response:
-            started = time.perf_counter()
+
+Handler = Callable[[Any], Awaitable[dict[str, Any]]]
+
+
+def _review_endpoint(service: AdmissionService, name: str, handler: Handler, max_body_bytes: int,
+                     ) -> Callable[[Request], Awaitable[Response]]:
+    """POST of an AdmissionReview: JSON only, bounded, decoded once, timed by `name`."""
+    latency = service.metrics.latency.labels(name)
+
+    async def review(request: Request) -> Response:
+        started = time.perf_counter()
+        try:
+            if "json" not in request.headers.get("content-type", "application/json"):
+                return _error(415, "send application/json")
             try:
-                if "json" not in request.headers.get("content-type", "application/json"):
-                    return _error(415, "send application/json")
-                try:
-                    raw = await _read_body(request, max_body_bytes)
-                except _TooLarge:
-                    service.metrics.errors.labels("too_large").inc()
-                    return _error(413, f"AdmissionReview larger than {max_body_bytes} bytes refused")
-                try:
-                    body = orjson.loads(raw)
-                except orjson.JSONDecodeError as exc:
-                    service.metrics.errors.labels("unreadable").inc()
-                    return _error(400, f"body is not JSON: {exc}")
-                try:
-                    return _Json(await handler(body))
-                except ReviewError as exc:
-                    return _error(400, f"not a readable AdmissionReview: {exc}")
-            finally:
-                latency.observe(time.perf_counter() - started)
+                raw = await _read_body(request, max_body_bytes)
+            except _TooLarge:
+                service.metrics.errors.labels("too_large").inc()
+                return _error(413, f"AdmissionReview larger than {max_body_bytes} bytes refused")
+            try:
+                body = orjson.loads(raw)
+            except orjson.JSONDecodeError as exc:
+                service.metrics.errors.labels("unreadable").inc()
+                return _error(400, f"body is not JSON: {exc}")
+            try:
+                return _Json(await handler(body))
+            except ReviewError as exc:
+                return _error(400, f"not a readable AdmissionReview: {exc}")
+        finally:
+            latency.observe(time.perf_counter() - started)
 
-        return review
+    return review
 
+
+def _probe_routes(service: AdmissionService, *, offload_store: bool, budget_s: float | None) -> list[BaseRoute]:
+    """/healthz (the process answers), /readyz (it can decide: bundle and store), /metrics."""
     async def healthz(_: Request) -> Response:
         return PlainTextResponse("ok")
 
@@ -117,7 +135,7 @@ def create_app(
             ok, detail = service.ready()
         else:  # a stalled database must not stall the probe
             try:
-                ok, detail = await asyncio.wait_for(asyncio.to_thread(service.ready), budget or 2.0)
+                ok, detail = await asyncio.wait_for(asyncio.to_thread(service.ready), budget_s or 2.0)
             except TimeoutError:
                 ok, detail = False, "store unavailable: no answer in time"
         return PlainTextResponse(detail, status_code=200 if ok else 503)
@@ -128,6 +146,14 @@ def create_app(
         body = await asyncio.to_thread(generate_latest, registry) if offload_store else generate_latest(registry)
         return Response(body, media_type=CONTENT_TYPE_LATEST)
 
+    return [Route("/healthz", healthz, methods=["GET"]), Route("/readyz", readyz, methods=["GET"]),
+            Route("/metrics", metrics, methods=["GET"])]
+
+
+def _lifespan(service: AdmissionService, writer: StoreWriter, *, reload_interval_s: float | None,
+              offload_store: bool) -> Callable[[Starlette], contextlib.AbstractAsyncContextManager[None]]:
+    """Start the store writer and the background tasks (policy reload; with `offload_store`,
+    the settings and grants refresh); on shutdown the batch under way commits or rolls back whole."""
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         tasks = []
@@ -144,17 +170,9 @@ def create_app(
         finally:
             for task in tasks:
                 task.cancel()
-            await asyncio.to_thread(writer.close)  # the batch under way commits or rolls back whole
+            await asyncio.to_thread(writer.close)
 
-    routes: list[BaseRoute] = [
-        Route("/mutate", endpoint("mutate", mutate), methods=["POST"]),
-        Route("/validate", endpoint("validate", validate), methods=["POST"]),
-        Route("/healthz", healthz, methods=["GET"]),
-        Route("/readyz", readyz, methods=["GET"]),
-        Route("/metrics", metrics, methods=["GET"]),
-        *(api or ()),
-    ]
-    return Starlette(routes=routes, lifespan=lifespan)
+    return lifespan
 
 
 async def _watch_policy(service: AdmissionService, interval: float) -> None:
