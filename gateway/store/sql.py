@@ -419,13 +419,14 @@ class Ledger:
         )
 
     def count(self, owner: str, team: str, delta: int) -> None:
-        for scope, name in (("user", owner), ("team", team)):
-            if name and delta:
-                self.db.run(
-                    "INSERT INTO usage (scope, name, gpus) VALUES (?, ?, ?) "
-                    "ON CONFLICT (scope, name) DO UPDATE SET gpus = usage.gpus + excluded.gpus",
-                    (scope, name, delta),
-                )
+        """Add `delta` GPUs to the owner's and the team's counters, in one statement."""
+        rows = [(scope, name, delta) for scope, name in (("user", owner), ("team", team)) if name] if delta else []
+        if rows:
+            self.db.run(
+                f"INSERT INTO usage (scope, name, gpus) VALUES {', '.join(['(?, ?, ?)'] * len(rows))} "
+                "ON CONFLICT (scope, name) DO UPDATE SET gpus = usage.gpus + excluded.gpus",
+                [value for row in rows for value in row],
+            )
 
     def rebuild_usage(self) -> None:
         for statement in REBUILD_USAGE:
