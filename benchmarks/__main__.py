@@ -1,7 +1,7 @@
 """``python3 -m benchmarks``: run every benchmark, print figures, ratios and goals.
 
-    python3 -m benchmarks                    # full run (about 2 minutes)
-    python3 -m benchmarks --quick            # smoke run (about 30 s)
+    python3 -m benchmarks                    # full run (about 4 minutes)
+    python3 -m benchmarks --quick            # smoke run (about a minute)
     python3 -m benchmarks --json out.json    # also write the results as JSON
     python3 -m benchmarks --tls              # also the HTTP phases over TLS
     python3 -m benchmarks --profile          # also cProfile the decision pipeline
@@ -22,12 +22,16 @@ from typing import Any
 
 import orjson
 
+from benchmarks import burst as bursts
 from benchmarks import core, http_bench, payloads, service_bench
 from benchmarks.bundle import write_large_bundle
 from gateway.policy_bundle import load_bundle
 
 CORE_GOAL = 50_000.0
 P99_GOAL = 1.5
+CPU_GOAL_US = 120.0
+THROUGHPUT_GOAL = 8_000.0
+BURST_GOAL_S = 2.0
 
 
 def say(text: str = "") -> None:
@@ -37,7 +41,7 @@ def say(text: str = "") -> None:
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python3 -m benchmarks", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="short smoke run (about 30 s)")
+    parser.add_argument("--quick", action="store_true", help="short smoke run (about a minute)")
     parser.add_argument("--json", type=Path, metavar="PATH", help="write the results as JSON here")
     parser.add_argument("--tls", action="store_true", help="also run the HTTP phases over TLS")
     parser.add_argument("--skip-http", action="store_true", help="in-process figures only")
@@ -148,7 +152,7 @@ def run_http(workdir: Path, args: argparse.Namespace) -> list[dict[str, Any]]:
     if args.quick:
         plan = http_bench.HttpPlan(warmup_s=1, closed_rounds=1, closed_s=3, open_rounds=1, open_s=4,
                                    closed_connections=args.connections, open_connections=args.connections,
-                                   rate=args.rate)
+                                   rate=args.rate, burst_rounds=1)
     else:
         plan = http_bench.HttpPlan(closed_connections=args.connections, open_connections=args.connections,
                                    rate=args.rate)
@@ -157,22 +161,30 @@ def run_http(workdir: Path, args: argparse.Namespace) -> list[dict[str, Any]]:
     say("  mix per 20 requests:")
     for m in payloads.http_mix():
         say(f"    {shares[m.kind] * 20:2.0f} {m.kind:10} {m.description}")
+    say("  all-launch stream, alternately:")
+    for m in payloads.launch_stream():
+        say(f"       {m.kind:10} {m.description}")
+    say(f"  burst: a lead's PyTorchJob of {plan.burst_pods:,} one-GPU pods, then the training operator's "
+        f"{plan.burst_pods:,} pod creates at once over {plan.burst_connections} connections "
+        f"(client: {bursts.CLIENT})")
     results = []
     for tls in (False, True) if args.tls else (False,):
         r = http_bench.run_http(workdir / ("tls" if tls else "plain"), plan, tls=tls, log_level=args.log_level,
                                 synchronous=args.gateway_sync, pin=not args.no_pin, say=say)
         for name, ledger in r["ledgers"].items():
-            say(f"  {name} wrote {ledger['audit_rows']:,} audit rows; {ledger['reservations']} reservations "
-                f"({ledger['reserved_gpus']:,} GPUs) still held at the end")
+            say(f"  {name} wrote {ledger['audit_rows']:,} audit rows for the mix; {ledger['reservations']} "
+                f"reservations ({ledger['reserved_gpus']:,} GPUs) still held after it")
+        for name, check in r["launch_ledgers"].items():
+            say(f"  {name}, all-launch: {check['allowed_answers']:,} answered allowed, {check['denied_answers']:,} "
+                f"otherwise; {check['reservations']:,} reservations of their people, {check['charged']:,} charged, "
+                f"{check['reserved_gpus']:,} GPUs: " + ("in step" if check["ok"] else "WRONG"))
         r["mix"] = {m.kind: {"per_20": round(shares[m.kind] * 20), "expect": m.expect,
                              "description": m.description} for m in payloads.http_mix()}
         if r["unexpected_gateway_verdicts"]:
             say(f"  WARNING: unexpected gateway verdicts: {r['unexpected_gateway_verdicts']}")
         results.append(r)
-    fsync = service_bench.fsync_latency(workdir)
-    say(f"  disk after the HTTP phases: write+fsync {fsync['p50_ms']:.2f} ms p50, {fsync['p99_ms']:.2f} ms p99")
     if results:
-        results[-1]["fsync_after"] = fsync
+        results[-1]["fsync_after"] = results[-1]["fsync"]
     return results
 
 
@@ -237,7 +249,81 @@ def summary_rows(results: dict[str, Any], rate: float) -> list[dict[str, Any]]:
                 row(f"{label} {name}: p99 worst round", f"{go['p99_ms_worst']:.2f} ms",
                     f"null {no['p99_ms_worst']:.2f} ms",
                     go["p99_ms_worst"] / no["p99_ms_worst"] if no["p99_ms_worst"] else None)
+        if "launch" in h:
+            _goal_rows(row, h, label, rate)
     return rows
+
+
+def _goal_rows(row: Any, h: dict[str, Any], label: str, rate: float) -> None:
+    """The floor, the all-launch stream, CPU per decision and the burst: goals for the gateway at
+    the production default (synchronous=FULL), figures only for the other settings."""
+    at = f"@{rate:,.0f} req/s"
+    fsync = h["fsync"]["p99_ms"]
+    row(f"{label} state disk write+fsync p50 / p99", f"{h['fsync']['p50_ms']:.2f} / {fsync:.2f} ms")
+    floors = {}
+    for stream, by_server in (("mix", h["summary"]), ("all-launch", h["launch"])):
+        null_p99 = by_server["null"]["open"]["p99_ms"]
+        floors[stream] = null_p99 + fsync
+        row(f"{label} p99 floor {at}, {stream}: null p99 + fsync p99", f"{floors[stream]:.2f} ms",
+            f"null {null_p99:.2f} + fsync {fsync:.2f} ms")
+    nl = h["launch"]["null"]
+    nc, no = nl["closed"], nl["open"]
+    row(f"{label} null webhook: all-launch max throughput", _fmt_rate(nc["rps"]))
+    row(f"{label} null webhook: all-launch p50 / p99 {at}", f"{no['p50_ms']:.2f} / {no['p99_ms']:.2f} ms")
+    burst = h["burst"]
+    nb = burst.get("null")
+    if nb:
+        row(f"{label} null webhook: {nb['pods']:,}-pod burst, time to decide all",
+            f"{nb['seconds']:.2f} s ({_fmt_rate(nb['per_s'])}), p99 {nb['p99_ms']:.1f} ms",
+            f"client {nb['client_cpu_us']:.0f} us CPU/request")
+    for name, sm in h["launch"].items():
+        if name == "null":
+            continue
+        goal = name == http_bench.gateway_name("FULL")
+
+        def judged(ok: bool, goal: bool = goal) -> bool | None:
+            return ok if goal else None
+
+        mix_p99 = h["summary"][name]["open"]["p99_ms"]
+        row(f"{label} {name}: mix p99 {at} vs floor", f"{mix_p99:.2f} ms", f"floor {floors['mix']:.2f} ms",
+            mix_p99 / floors["mix"], "<= floor" if goal else "", judged(mix_p99 <= floors["mix"]))
+        gc_, go = sm["closed"], sm["open"]
+        row(f"{label} {name}: all-launch achieved {at} offered", _fmt_rate(go["rps"]), f"null {_fmt_rate(no['rps'])}",
+            go["rps"] / no["rps"] if no["rps"] else None,
+            f"late slots {go['late_slots'] / max(go['paced_slots'], 1):.1%}")
+        row(f"{label} {name}: all-launch p50 {at}", f"{go['p50_ms']:.2f} ms", f"null {no['p50_ms']:.2f} ms",
+            go["p50_ms"] / no["p50_ms"] if no["p50_ms"] else None)
+        row(f"{label} {name}: all-launch p99 {at} vs floor", f"{go['p99_ms']:.2f} ms",
+            f"floor {floors['all-launch']:.2f} ms", go["p99_ms"] / floors["all-launch"],
+            "<= floor" if goal else "", judged(go["p99_ms"] <= floors["all-launch"]))
+        cpu, null_cpu = go["cpu_us_per_request"], no["cpu_us_per_request"]
+        if cpu is not None and null_cpu is not None:
+            row(f"{label} {name}: CPU per GPU decision (all-launch {at})", f"{cpu:.0f} us",
+                f"null {null_cpu:.0f} us", cpu / null_cpu if null_cpu else None,
+                f"<= {CPU_GOAL_US:.0f} us" if goal else "", judged(cpu <= CPU_GOAL_US))
+        row(f"{label} {name}: all-launch max throughput ({h['connections']['closed']} conns)",
+            _fmt_rate(gc_["rps"]), f"null {_fmt_rate(nc['rps'])}", gc_["rps"] / nc["rps"] if nc["rps"] else None,
+            f">= {THROUGHPUT_GOAL:,.0f}/s" if goal else "", judged(gc_["rps"] >= THROUGHPUT_GOAL))
+        check = h["launch_ledgers"][name]
+        row(f"{label} {name}: all-launch allowed and charged",
+            f"{check['allowed_answers']:,} allowed, {check['denied_answers']:,} denied; {check['charged']:,} charged "
+            f"{payloads.LAUNCH_GPUS} GPUs each", f"+{check['charged'] - check['allowed_answers']} answered past "
+            "wrk's deadline", None, "all", check["ok"])
+        gb = burst.get(name)
+        if not gb:
+            continue
+        of_rounds = f" (median of {gb['rounds']})" if gb["rounds"] > 1 else ""
+        full = gb["pods"] == payloads.BURST_PODS
+        row(f"{label} {name}: {gb['pods']:,}-pod burst, time to decide all{of_rounds}",
+            f"{gb['seconds']:.2f} s ({_fmt_rate(gb['per_s'])})", f"null {nb['seconds']:.2f} s" if nb else "",
+            gb["seconds"] / nb["seconds"] if nb and nb["seconds"] else None,
+            f"<= {BURST_GOAL_S:.0f} s" if goal and full else "", judged(gb["seconds"] <= BURST_GOAL_S, goal and full))
+        row(f"{label} {name}: {gb['pods']:,}-pod burst p99{of_rounds}", f"{gb['p99_ms']:.1f} ms",
+            f"null {nb['p99_ms']:.1f} ms" if nb else "",
+            gb["p99_ms"] / nb["p99_ms"] if nb and nb["p99_ms"] else None)
+        row(f"{label} {name}: burst pods allowed, recorded under the job, uncharged",
+            f"{sum(r['allowed'] for r in gb['runs']):,} / {sum(r['pods'] for r in gb['runs']):,}",
+            "", None, "all", gb["all_allowed"] and gb["ledger_ok"])
 
 
 def print_table(rows: list[dict[str, Any]]) -> None:
@@ -258,9 +344,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.scheduler:
         from benchmarks.scheduler import run as run_scheduler
 
-        results = run_scheduler(quick=args.quick)
+        shim = run_scheduler(quick=args.quick)
         if args.json:
-            args.json.write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2))
+            args.json.write_bytes(orjson.dumps(shim, option=orjson.OPT_INDENT_2))
         return 0
     env = _environment()
     started = time.perf_counter()
@@ -277,7 +363,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.skip_http:
             results["http"] = run_http(workdir, args)
             say()
-    except (http_bench.HttpBenchError, OSError) as exc:
+    except (http_bench.HttpBenchError, bursts.BurstError, OSError) as exc:
         say(f"ERROR: {exc}")
         results["error"] = str(exc)
         failed = True

@@ -10,6 +10,10 @@ hand-trimmed stub. Two consumers:
   creates their pods (recorded, uncharged), owners exec into them, an intern's exec is
   denied, the operator deletes pods and owners delete jobs (released), interns launch
   8,000-GPU jobs (denied), and ConfigMaps and CPU-only pods pass through.
+* `launch_stream`: the all-launch stream, every request a distinct researcher's 8-GPU launch
+  (admitted and charged), the same way (templates filled per request by the wrk script).
+* `launch_burst`: the bodies of a launch's burst: a lead's 4,096-GPU PyTorchJob, then the
+  training operator's creates of its 4,096 one-GPU pods (`benchmarks.burst` sends them).
 * `decision_cases`: concrete bodies plus ledger facts for the in-process decision benchmark.
 """
 
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 import copy
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -312,17 +317,15 @@ def mix_request(i: int, tag: str) -> tuple[str, dict[str, str]]:
     return kind, v
 
 
+def _fill(template: str, values: dict[str, str]) -> bytes:
+    for key, value in values.items():
+        template = template.replace("{{" + key + "}}", value)
+    return template.encode()
+
+
 def mix_bodies(count: int, tag: str) -> list[bytes]:
     """The first `count` request bodies of the mix, as wrk sends them."""
-    templates = {m.kind: m.template for m in http_mix()}
-    out = []
-    for i in range(count):
-        kind, values = mix_request(i, tag)
-        text = templates[kind]
-        for key, value in values.items():
-            text = text.replace("{{" + key + "}}", value)
-        out.append(text.encode())
-    return out
+    return stream_bodies(stream("mix"), count, tag)
 
 
 def mix_shares() -> dict[str, float]:
@@ -330,6 +333,127 @@ def mix_shares() -> dict[str, float]:
     for kind, _ in MIX_SCHEDULE:
         counts[kind] = counts.get(kind, 0) + 1
     return {k: n / len(MIX_SCHEDULE) for k, n in counts.items()}
+
+
+# --------------------------------------------------------------------------- the all-launch stream
+
+#: The all-launch stream, alternately a PyTorchJob (one 8-GPU master) and a Job (one 8-GPU
+#: pod), each by a researcher of its own, admitted and charged (no cap binds: a researcher may
+#: hold 1,024 GPUs, the shipped teams are uncapped).
+LAUNCH_SCHEDULE: tuple[tuple[str, int], ...] = (("ptjob", 0), ("batchjob", 0))
+LAUNCH_GPUS = 8
+
+
+def launch_stream() -> list[MixKind]:
+    """The request kinds of the all-launch stream, with placeholder templates."""
+    rg = researcher_groups("{{team}}")
+    ptjob = pytorchjob("{{name}}", workers=0, gpus=LAUNCH_GPUS)
+    batchjob = job("{{name}}", parallelism=1, gpus=LAUNCH_GPUS)
+    return [
+        MixKind("ptjob", f"a new researcher launches a PyTorchJob: one {LAUNCH_GPUS}-GPU master (admitted, charged)",
+                "allowed", _template(review(ptjob, user="{{user}}", groups=rg, uid="{{uid}}"))),
+        MixKind("batchjob", f"a new researcher launches a Job: one {LAUNCH_GPUS}-GPU pod (admitted, charged)",
+                "allowed", _template(review(batchjob, user="{{user}}", groups=rg, uid="{{uid}}"))),
+    ]
+
+
+def launch_people(tag: str) -> str:
+    """What the names of the all-launch stream's people start with, in a run tagged `tag`."""
+    return f"{tag}-u"
+
+
+def launch_user(tag: str, i: int) -> str:
+    """The person launching request `i` of the all-launch stream tagged `tag` (one per request)."""
+    return f"{launch_people(tag)}{i}"
+
+
+def launch_request(i: int, tag: str) -> tuple[str, dict[str, str]]:
+    """Kind and placeholder values of request `i` of the all-launch stream (as wrk.lua.in computes)."""
+    kind = LAUNCH_SCHEDULE[i % len(LAUNCH_SCHEDULE)][0]
+    return kind, {"uid": f"{tag}-{kind}-{i}", "user": launch_user(tag, i), "team": f"t{i % MIX_TEAMS}",
+                  "name": f"{tag}{kind}{i}"}
+
+
+# --------------------------------------------------------------------------- streams
+
+
+@dataclass(frozen=True)
+class Stream:
+    """A request stream the wrk script sends: its kinds, schedule and per-request values."""
+
+    name: str
+    """`mix` or `launch` (the wrk script's branch)."""
+    kinds: tuple[MixKind, ...]
+    schedule: tuple[tuple[str, int], ...]
+    request: Callable[[int, str], tuple[str, dict[str, str]]]
+    early: int
+    """Leading requests whose verdicts are not checked (they meet objects not created yet)."""
+    max_connections: int | None
+    """Most requests in flight that keep the stream's order meaningful; None: any."""
+
+
+def stream(name: str) -> Stream:
+    """The stream `name`: `mix` (the workload lifecycle mix) or `launch` (all-launch)."""
+    if name == "mix":
+        return Stream("mix", tuple(http_mix()), MIX_SCHEDULE, mix_request, 5 * MIX_LAG * len(MIX_SCHEDULE),
+                      (MIX_LAG - 1) * len(MIX_SCHEDULE))
+    if name == "launch":
+        return Stream("launch", tuple(launch_stream()), LAUNCH_SCHEDULE, launch_request, 0, None)
+    raise ValueError(f"unknown stream {name!r} (mix or launch)")
+
+
+def stream_bodies(s: Stream, count: int, tag: str) -> list[bytes]:
+    """The first `count` request bodies of stream `s`, as wrk sends them."""
+    templates = {m.kind: m.template for m in s.kinds}
+    out = []
+    for i in range(count):
+        kind, values = s.request(i, tag)
+        out.append(_fill(templates[kind], values))
+    return out
+
+
+# --------------------------------------------------------------------------- a launch's burst
+
+
+@dataclass(frozen=True)
+class Burst:
+    """A lead's PyTorchJob of `len(pods)` one-GPU pods and the training operator's creates of them."""
+
+    lead: str
+    team: str
+    job_name: str
+    job_uid: str
+    gpus: int
+    job: bytes
+    """The lead's CREATE of the PyTorchJob (AdmissionReview JSON)."""
+    pods: list[bytes]
+    """The operator's CREATE of each pod, with a controller ownerReference carrying the job's UID."""
+
+
+#: Pods of a launch's burst: one gang the size of the largest launch a lead may make alone.
+BURST_PODS = 4096
+
+
+def launch_burst(tag: str, pods: int = BURST_PODS) -> Burst:
+    """One master and `pods` - 1 workers of one GPU each: `pods` GPUs, within a lead's
+    max_gpus_per_workload (4,096) and the second-person threshold (more than 4,096)."""
+    if pods < 1:
+        raise ValueError("a burst has at least one pod")
+    lead, team, name = f"{tag}-lead", "t0", f"{tag}burst"
+    groups = ["gpu-leads", f"team:{team}", "system:authenticated"]
+    obj = pytorchjob(name, workers=pods - 1, gpus=1)
+    job_body = orjson.dumps(review(obj, user=lead, groups=groups, uid=f"{tag}-launch-0"))
+    child = pod("{{name}}", gpus=1, owner=lead, team=team, job_name=name)
+    child["metadata"]["labels"].update({"training.kubeflow.org/replica-type": "{{type}}",
+                                        "training.kubeflow.org/replica-index": "{{index}}"})
+    template = _template(review(child, user=OPERATOR, groups=OPERATOR_GROUPS, uid="{{uid}}"))
+    bodies = []
+    for i in range(pods):
+        kind, index = ("master", 0) if i == 0 else ("worker", i - 1)
+        bodies.append(_fill(template, {"uid": f"{tag}-podcreate-{i}", "name": f"{name}-{kind}-{index}",
+                                       "type": kind, "index": str(index)}))
+    return Burst(lead=lead, team=team, job_name=name, job_uid=obj["metadata"]["uid"], gpus=pods,
+                 job=job_body, pods=bodies)
 
 
 # --------------------------------------------------------------------------- in-process cases
