@@ -379,9 +379,12 @@ class Ledger:
         its rows). Rows whose reservation goes by another path are ignored by `referrers` (it joins them)."""
         if not fresh:
             self.db.run("DELETE FROM refs WHERE resource = ? AND namespace = ? AND name = ?", key)
-        for ref_resource, ref_name in dict.fromkeys(refs):
-            self.db.run("INSERT INTO refs (namespace, ref_resource, ref_name, resource, name) VALUES (?, ?, ?, ?, ?)",
-                        (key[1], ref_resource, ref_name, key[0], key[2]))
+        rows = list(dict.fromkeys(refs))
+        for start in range(0, len(rows), _KEYS_PER_STATEMENT):  # one statement for a workload's names
+            chunk = rows[start:start + _KEYS_PER_STATEMENT]
+            self.db.run("INSERT INTO refs (namespace, ref_resource, ref_name, resource, name) VALUES "
+                        + ", ".join(["(?, ?, ?, ?, ?)"] * len(chunk)),
+                        [v for kind, name in chunk for v in (key[1], kind, name, key[0], key[2])])
 
     def requeue(self, key: TargetKey, new: Reservation, old: Target) -> None:
         """A queued workload changed size: it waits for its new GPUs and pods (a gang smaller
