@@ -52,6 +52,27 @@ class _Pending:
     outcome: Decision | BaseException | None = None
 
 
+async def _within(loop: asyncio.AbstractEventLoop, future: asyncio.Future[Decision], timeout_s: float) -> bool:
+    """Wait for `future` at most `timeout_s`; whether it is done. Never cancels it. A timer and a
+    plain future, where `asyncio.wait_for(asyncio.shield(...))` would start two tasks per request."""
+    if future.done():
+        return True
+    woken: asyncio.Future[None] = loop.create_future()
+
+    def wake(_: object = None) -> None:
+        if not woken.done():
+            woken.set_result(None)
+
+    timer = loop.call_later(timeout_s, wake)
+    future.add_done_callback(wake)
+    try:
+        await woken
+    finally:
+        timer.cancel()
+        future.remove_done_callback(wake)
+    return future.done()
+
+
 def _consume(future: asyncio.Future[Decision]) -> None:
     """Retrieve the outcome of a future nobody awaits any more (no 'never retrieved' noise)."""
     if not future.cancelled():
@@ -101,22 +122,19 @@ class StoreWriter:
         self._kick(loop)
         if deadline is None:
             return await future
-        try:
-            return await asyncio.wait_for(asyncio.shield(future), max(0.0, deadline - self.clock()))
-        except TimeoutError:
-            with self._claims:
-                if pending.state == _QUEUED:
-                    pending.state = _ABANDONED
-                    raise LateDecision("the decision budget ran out before the database answered; "
-                                       "nothing was written") from None
-        if future.done():
+        if await _within(loop, future, max(0.0, deadline - self.clock())):
             return future.result()
-        try:  # claimed: the commit is under way and its outcome is the answer
-            return await asyncio.wait_for(asyncio.shield(future), self.commit_grace_s)
-        except TimeoutError:
-            log.error("a commit outlived the decision budget and its grace; its outcome is unknown "
-                      "(request %s)", job.request_uid)
-            raise StoreError("the database did not confirm the commit in time; outcome unknown") from None
+        with self._claims:
+            if pending.state == _QUEUED:
+                pending.state = _ABANDONED
+                raise LateDecision("the decision budget ran out before the database answered; "
+                                   "nothing was written")
+        # claimed: the commit is under way and its outcome is the answer
+        if await _within(loop, future, self.commit_grace_s):
+            return future.result()
+        log.error("a commit outlived the decision budget and its grace; its outcome is unknown "
+                  "(request %s)", job.request_uid)
+        raise StoreError("the database did not confirm the commit in time; outcome unknown")
 
     # ------------------------------------------------------------- batches
 
