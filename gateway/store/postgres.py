@@ -155,7 +155,12 @@ class PostgresStore(ApprovalsSQL, SettingsSQL, TelemetrySQL, QueueSQL, EventsSQL
     def _run_batch(self, ledger: Ledger, jobs: Sequence[Job],
                    ready_to_commit: Callable[[], bool] | None) -> list[Decision | BaseException]:
         with _Transaction(ledger):
-            outcomes = [self._run_job(ledger, job) for job in jobs]
+            ledger.chain_begin()
+            try:
+                outcomes = [self._run_job(ledger, job) for job in jobs]
+                ledger.chain_flush()
+            finally:
+                ledger.chain_discard()
             if ready_to_commit is not None and not ready_to_commit():
                 raise _NotCommitted()
             return outcomes
@@ -163,9 +168,11 @@ class PostgresStore(ApprovalsSQL, SettingsSQL, TelemetrySQL, QueueSQL, EventsSQL
     @staticmethod
     def _run_job(ledger: Ledger, job: Job) -> Decision | BaseException:
         ledger.db.run("SAVEPOINT job")
+        mark = ledger.chain_mark()
         try:
             decision = ledger.decide(job)
         except Exception as exc:
+            ledger.chain_restore(mark)
             ledger.db.run("ROLLBACK TO SAVEPOINT job")
             ledger.db.run("RELEASE SAVEPOINT job")
             return StoreError(f"PostgreSQL: {exc}") if isinstance(exc, psycopg.Error) else exc

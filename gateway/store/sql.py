@@ -126,10 +126,37 @@ class Ledger:
     """Reads and writes of the ledger and the audit chain over a `Runner`.
 
     Statements are few per decision, since each costs a round trip (PostgreSQL) or a pass
-    through SQLite's VM: the records a request references are read in one."""
+    through SQLite's VM: the records a request references are read in one, and within a batch
+    of admissions (`chain_begin` .. `chain_flush`) the chain's head is read once and written once.
+    """
 
     def __init__(self, db: Runner) -> None:
         self.db = db
+        self._batch = False
+        self._head: tuple[int, str] | None = None
+        """Within a batch: the chain's head as the records appended so far leave it (None: not read yet)."""
+        self._head_dirty = False
+
+    def chain_begin(self) -> None:
+        """Start a batch in the open transaction (which holds the write lock)."""
+        self._batch, self._head, self._head_dirty = True, None, False
+
+    def chain_mark(self) -> tuple[tuple[int, str] | None, bool]:
+        """The head as it stands, to go back to when a job's savepoint is rolled back."""
+        return self._head, self._head_dirty
+
+    def chain_restore(self, mark: tuple[tuple[int, str] | None, bool]) -> None:
+        self._head, self._head_dirty = mark
+
+    def chain_flush(self) -> None:
+        """Write the head the batch's records leave, before the COMMIT; end the batch."""
+        if self._batch and self._head_dirty and self._head is not None:
+            self.db.run(_SET_HEAD, self._head)
+        self.chain_discard()
+
+    def chain_discard(self) -> None:
+        """End the batch without writing (its transaction is rolled back)."""
+        self._batch, self._head, self._head_dirty = False, None, False
 
     # ------------------------------------------------------------- reads
 
@@ -437,15 +464,21 @@ class Ledger:
 
     def append_audit(self, fields: dict[str, Any], *, now: float, dry_run: bool) -> tuple[int, str]:
         """Append one record to the chain; the head (count, last hash) after it."""
-        head = self.db.one(_HEAD)
-        count, prev = (head["count"], head["last_hash"]) if head else (0, GENESIS)
+        if self._batch and self._head is not None:
+            count, prev = self._head
+        else:
+            head = self.db.one(_HEAD)
+            count, prev = (head["count"], head["last_hash"]) if head else (0, GENESIS)
         row = {**LATER_FIELDS, **fields}
         # ts is hashed as stored: the float column reads an int clock back as a float.
         row.update(seq=count + 1, ts=float(now), dry_run=int(dry_run))
         row["hash"] = row_hash(prev, row)
         row["prev_hash"] = prev
         self.db.run(_INSERT_AUDIT, tuple(row[c] for c in AUDIT_COLUMNS))
-        self.db.run(_SET_HEAD, (row["seq"], row["hash"]))
+        if self._batch:
+            self._head, self._head_dirty = (int(row["seq"]), str(row["hash"])), True
+        else:
+            self.db.run(_SET_HEAD, (row["seq"], row["hash"]))
         return int(row["seq"]), str(row["hash"])
 
     # ------------------------------------------------------------- audit and ledger views

@@ -144,6 +144,7 @@ class SQLiteStore(ApprovalsSQL, SettingsSQL, TelemetrySQL, QueueSQL, EventsSQL):
             except sqlite3.Error as exc:
                 return [StoreError(f"cannot start a transaction on {self.path}: {exc}") for _ in jobs]
             outcomes: list[Decision | BaseException] = []
+            self._ledger.chain_begin()
             try:
                 if len(jobs) == 1:
                     try:
@@ -156,6 +157,7 @@ class SQLiteStore(ApprovalsSQL, SettingsSQL, TelemetrySQL, QueueSQL, EventsSQL):
                 else:
                     for job in jobs:
                         outcomes.append(self._run_job(job, alone=False))
+                self._ledger.chain_flush()
                 if ready_to_commit is not None and not ready_to_commit():
                     self._rollback()
                     return [StoreError("rolled back: the decision budget ran out") for _ in jobs]
@@ -166,6 +168,8 @@ class SQLiteStore(ApprovalsSQL, SettingsSQL, TelemetrySQL, QueueSQL, EventsSQL):
             except BaseException:
                 self._rollback()
                 raise
+            finally:
+                self._ledger.chain_discard()
             return outcomes
 
     def _run_job(self, job: Job, *, alone: bool) -> Decision | BaseException:
@@ -173,9 +177,11 @@ class SQLiteStore(ApprovalsSQL, SettingsSQL, TelemetrySQL, QueueSQL, EventsSQL):
         if alone:
             return self._ledger.decide(job)
         self._db.execute("SAVEPOINT job")
+        mark = self._ledger.chain_mark()
         try:
             decision = self._ledger.decide(job)
         except Exception as exc:
+            self._ledger.chain_restore(mark)
             self._db.execute("ROLLBACK TO job")
             self._db.execute("RELEASE job")
             return StoreError(f"state file {self.path}: {exc}") if isinstance(exc, sqlite3.Error) else exc

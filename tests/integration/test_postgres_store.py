@@ -14,7 +14,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from conftest import INTERN, POLICIES, RESEARCHER, delete_review, make_job, review
+from conftest import INTERN, POLICIES, RESEARCHER, delete_review, make_job, review, store_job
 from postgres_server import PostgresServer, pg_url, postgres  # noqa: F401 - fixtures
 from served import start_server, stop_server
 
@@ -22,6 +22,7 @@ from gateway.errors import StoreError
 from gateway.metrics import Metrics
 from gateway.policy_bundle import PolicyHolder
 from gateway.service import AdmissionService
+from gateway.store import sql
 from gateway.store.postgres import PostgresStore
 from gateway.store.sqlite import SQLiteStore
 
@@ -182,3 +183,21 @@ def test_check_reads_what_is_in_use_from_postgresql_and_writes_nothing(pg_store,
     assert [(c["rule"], c["used"], c["limit"]) for c in result["caps"]] == [
         ("workload-gpu-limit", None, 8), ("user-quota", 16, 16), ("team-quota", 16, None)]
     assert len(list(pg_store.audit_rows())) == records + 1  # the launch's own record, none for the check
+
+
+def test_a_batch_carries_the_chain_head_and_a_failed_job_takes_its_record_back(pg_store, policy, monkeypatch):
+    """As on SQLite (test_store_writer): the head is read once per batch and written once; a job
+    rolled back to its savepoint after appending its record leaves no gap in the chain."""
+    write = sql.Ledger.write
+
+    def write_or_fail(ledger, key, decision, *args, **kw):
+        if key[2] == "b":
+            raise RuntimeError("trouble after the audit record")
+        write(ledger, key, decision, *args, **kw)
+
+    monkeypatch.setattr(sql.Ledger, "write", write_or_fail)
+    outcomes = pg_store.decide_batch([store_job(policy, n) for n in ("a", "b", "c")])
+    assert [getattr(o, "allowed", False) for o in outcomes] == [True, False, True]
+    assert [r["name"] for r in pg_store.audit_rows()] == ["a", "c"]
+    result = pg_store.verify()
+    assert result.ok and result.rows == 2

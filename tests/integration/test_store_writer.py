@@ -54,6 +54,29 @@ def test_a_failing_job_in_a_batch_fails_alone(store: SQLiteStore, policy: Policy
     assert store.verify().ok
 
 
+def test_a_job_failing_after_its_audit_record_leaves_the_chain_whole(store: SQLiteStore, policy: Policy,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Within a batch the chain's head is carried from record to record and written once: a job
+    rolled back after appending its record takes the record and its step of the head with it."""
+    write = sql.Ledger.write
+
+    def write_or_fail(ledger: sql.Ledger, key: Any, decision: Decision, *args: Any, **kw: Any) -> None:
+        if key[2] == "b":
+            raise RuntimeError("disk trouble after the audit record")
+        write(ledger, key, decision, *args, **kw)
+
+    monkeypatch.setattr(sql.Ledger, "write", write_or_fail)
+    outcomes = store.decide_batch([store_job(policy, n) for n in ("a", "b", "c", "d")])
+    assert [isinstance(o, Decision) and o.allowed for o in outcomes] == [True, False, True, True]
+    assert [r["name"] for r in store.audit_rows()] == ["a", "c", "d"]
+    result = store.verify()
+    assert result.ok and result.rows == 3
+    # the next batch goes on from the head the last one wrote
+    monkeypatch.setattr(sql.Ledger, "write", write)
+    store.decide_batch([store_job(policy, "e")])
+    assert store.verify().ok and [r["seq"] for r in store.audit_rows()] == [1, 2, 3, 4]
+
+
 def test_a_closed_store_fails_every_queued_request_closed(service: AdmissionService, store: SQLiteStore) -> None:
     store.close()
     bodies = [review(make_job(gpus=1).named("research", f"j{i}").obj(), user="bob", groups=RESEARCHER).body()
