@@ -979,10 +979,17 @@ def _orphans(plan: Plan) -> bool:
 
 
 def _finally_deleted(plan: Plan) -> bool:
-    """An UPDATE that removes the last finalizer of an object being deleted: the object goes now."""
-    meta = plan.request.obj.get("metadata") if plan.request.obj is not None else None
+    """An UPDATE that removes the last finalizer of an object being deleted: the object goes now.
+    Not a pod still in its grace period (`deletionGracePeriodSeconds` above 0): the API server
+    keeps it, and its containers run, until the kubelet's final DELETE."""
+    req = plan.request
+    meta = req.obj.get("metadata") if req.obj is not None else None
     if not is_object(meta) or not meta.get("deletionTimestamp"):
         return False
+    if req.resource == "pods" and not req.resource_group and _terminates_gracefully(req.obj, None):
+        grace = meta.get("deletionGracePeriodSeconds")
+        if not (isinstance(grace, int) and not isinstance(grace, bool) and grace <= 0):
+            return False
     finalizers = meta.get("finalizers")
     return not finalizers
 

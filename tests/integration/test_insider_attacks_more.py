@@ -104,8 +104,6 @@ def test_force_deleting_a_pod_does_not_free_gpus_its_containers_still_hold(clust
     assert not replacement.allowed or charged(store) >= running, f"{running} GPUs run, {held(store)} charged"
 
 
-@pytest.mark.xfail(strict=True, reason="removing the last finalizer of a pod that is still terminating releases "
-                                       "its record, though the pod object (and its containers) stay until grace 0")
 def test_removing_the_finalizer_of_a_terminating_pod_does_not_free_its_gpus(cluster, store):
     rs, name = running_pod_of(cluster, finalizers=["alice.example.com/hold"])
     assert graceful_delete(cluster, name, "alice", INTERN)
