@@ -5,6 +5,8 @@
     python3 -m benchmarks --json out.json    # also write the results as JSON
     python3 -m benchmarks --tls              # also the HTTP phases over TLS
     python3 -m benchmarks --profile          # also cProfile the decision pipeline
+    python3 -m benchmarks --scheduler        # only the controller's figures (gang release, ledger rebuild)
+    python3 -m benchmarks --replicas         # only two replicas on PostgreSQL against one
 """
 
 from __future__ import annotations
@@ -58,6 +60,9 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--scheduler", action="store_true",
                         help="only the scheduler-shim figures (4,096-pod gang, 100,000-pod ledger rebuild, "
                              "admission latency SQLite vs PostgreSQL; benchmarks/scheduler.py)")
+    parser.add_argument("--replicas", action="store_true",
+                        help="only two gateway replicas on PostgreSQL against one, all-launch closed loop "
+                             "(benchmarks/replicas.py); with --scheduler, both")
     args = parser.parse_args(argv)
     most = (payloads.MIX_LAG - 1) * len(payloads.MIX_SCHEDULE)
     if not 1 <= args.connections <= most:
@@ -339,15 +344,44 @@ def print_table(rows: list[dict[str, Any]]) -> None:
         say("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip())
 
 
+def run_controller_parts(args: argparse.Namespace) -> int:
+    """`--scheduler` and/or `--replicas`: their figures, one summary table, the JSON."""
+    from benchmarks import replicas, scheduler
+
+    started = time.perf_counter()
+    say(f"gpu-gateway benchmarks ({'quick' if args.quick else 'full'} run): Python {platform.python_version()}, "
+        f"{os.cpu_count()} CPUs")
+    results: dict[str, Any] = {"environment": _environment(), "quick": args.quick}
+    rows: list[dict[str, Any]] = []
+    failed = False
+    try:
+        if args.scheduler:
+            results["scheduler"] = scheduler.run(quick=args.quick, say=say)
+            rows += scheduler.summary(results["scheduler"])
+            say()
+        if args.replicas:
+            results["replicas"] = replicas.run(quick=args.quick, log_level=args.log_level, say=say)
+            rows += replicas.summary(results["replicas"])
+            say()
+    except (http_bench.HttpBenchError, OSError) as exc:
+        say(f"ERROR: {exc}")
+        results["error"] = str(exc)
+        failed = True
+    results["summary"] = rows
+    results["elapsed_s"] = round(time.perf_counter() - started, 1)
+    say(f"Summary ({results['elapsed_s']:.0f} s)")
+    print_table(rows)
+    if args.json:
+        args.json.write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2, default=str))
+        say(f"results written to {args.json}")
+    missed = any(r["result"] == "FAIL" for r in rows)
+    return 1 if failed or (args.strict and missed) else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
-    if args.scheduler:
-        from benchmarks.scheduler import run as run_scheduler
-
-        shim = run_scheduler(quick=args.quick)
-        if args.json:
-            args.json.write_bytes(orjson.dumps(shim, option=orjson.OPT_INDENT_2))
-        return 0
+    if args.scheduler or args.replicas:
+        return run_controller_parts(args)
     env = _environment()
     started = time.perf_counter()
     say(f"gpu-gateway benchmarks ({'quick' if args.quick else 'full'} run): Python {env['python']}, "

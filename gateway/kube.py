@@ -1,22 +1,33 @@
 """The API server, through the kubernetes client: the endpoints the controller uses, as raw JSON.
 
 Objects stay plain dicts (`_preload_content=False`): the pure core reads them as the API
-server sends them, and 100,000 pods are not turned into client model objects. Client
-errors become `ClusterError`, with the HTTP status kept.
+server sends them, and 100,000 pods are not turned into client model objects. Writes and
+untyped reads go straight through the client's connection pool (`_request`), kept-alive
+connections reused; many pod PATCHes go out at once (`patch_pods`). Client errors become
+`ClusterError`, with the HTTP status kept.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Iterator, Sequence
 from typing import Any
+from urllib.parse import quote
 
 import orjson
+import urllib3
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from kubernetes.watch.watch import iter_resp_lines
 
 from gateway.errors import GatewayError
+
+#: Connections to the API server kept open, and so the most requests in flight at once (the
+#: gate release's PATCHes, `Cluster.patch_pods`): a connection beyond would be opened anew for
+#: each request. More in flight hides more of the API server's latency; 16 keeps the test
+#: double on 2 CPUs (a thread per connection) at its best.
+POOL_CONNECTIONS = 16
 
 
 class ClusterError(GatewayError):
@@ -102,28 +113,107 @@ class Cluster:
 
     def patch_pod(self, namespace: str, name: str, patch: Any) -> None:
         """A JSON patch (a list of operations) or a merge patch (a dict) of one pod."""
-        kwargs = {}
-        if isinstance(patch, dict):
-            kwargs["_content_type"] = "application/merge-patch+json"
-        self._call(f"patch pod {namespace}/{name}", self.core.patch_namespaced_pod, name, namespace, patch, **kwargs)
+        path, body, content = _pod_patch(namespace, name, patch)
+        self._request(f"patch pod {namespace}/{name}", "PATCH", path, body=body, content_type=content)
+
+    def patch_pods(self, patches: Sequence[tuple[str, str, Any]], *,
+                   in_flight: int = POOL_CONNECTIONS) -> list[ClusterError | None]:
+        """PATCH many pods ((namespace, name, patch) as `patch_pod` takes them), `in_flight` at
+        a time; each one's outcome, in order (None: patched).
+
+        One thread keeps `in_flight` kept-alive connections of the client's pool busy, each
+        sending its next PATCH as soon as it has read the answer to its last: about half the
+        CPU per PATCH of a thread each going through the pool's layers (a 4,096-pod gang
+        release is 4,096 PATCHes). Through an HTTP proxy, one `patch_pod` after another.
+        """
+        results: list[ClusterError | None] = [None] * len(patches)
+        manager = self.api.rest_client.pool_manager
+        if isinstance(manager, urllib3.ProxyManager) or len(patches) < 2 or in_flight < 2:
+            for index, (namespace, name, patch) in enumerate(patches):
+                try:
+                    self.patch_pod(namespace, name, patch)
+                except ClusterError as exc:
+                    results[index] = exc
+            return results
+        pool = manager.connection_from_url(self.api.configuration.host)
+        headers = self._headers("PATCH", "/api/v1/pods")
+        todo = iter(enumerate(patches))
+        sent: deque[tuple[int, Any]] = deque()
+
+        def send(conn: Any) -> None:
+            """Send the next PATCH on `conn` (a connection reconnects on use once closed), or
+            give the connection back when none is left."""
+            for index, (namespace, name, patch) in todo:
+                path, body, content = _pod_patch(namespace, name, patch)
+                try:
+                    conn.request("PATCH", path, body=body, headers={**headers, "Content-Type": content})
+                except Exception as exc:  # connection errors and the like
+                    results[index] = ClusterError(f"patch pod {namespace}/{name}: {exc}")
+                    conn.close()
+                    continue
+                sent.append((index, conn))
+                return
+            pool._put_conn(conn)
+
+        try:
+            for _ in range(min(in_flight, len(patches))):
+                send(pool._get_conn())
+        except Exception as exc:  # a closed pool: nothing more can be sent
+            for index, _ in todo:
+                results[index] = ClusterError(f"patch pod: {exc}")
+        while sent:
+            index, conn = sent.popleft()
+            what = f"patch pod {patches[index][0]}/{patches[index][1]}"
+            try:
+                response = conn.getresponse()
+                response.read()  # the whole answer, so that the connection carries the next request
+            except Exception as exc:
+                results[index] = ClusterError(f"{what}: {exc}")
+                conn.close()
+            else:
+                if not 200 <= response.status < 300:
+                    results[index] = ClusterError(f"{what}: {response.status} {response.reason}", response.status)
+            send(conn)
+        return results
 
     def create_event(self, namespace: str, event: dict[str, Any]) -> None:
-        self._call(f"create event in {namespace}", self.core.create_namespaced_event, namespace, event)
+        self._request(f"create event in {namespace}", "POST", f"/api/v1/namespaces/{quote(namespace, safe='')}/events",
+                      body=orjson.dumps(event), content_type="application/json")
 
     # ---------------------------------------------------------------- any workload
 
-    def _get(self, what: str, path: str) -> Any:
-        """GET a path the typed client has no method for (any workload kind), as JSON."""
+    def _request(self, what: str, method: str, path: str, *, body: bytes | None = None,
+                 content_type: str = "") -> bytes:
+        """One request straight through the client's connection pool (its TLS, proxy and
+        credentials), the answer read whole so that its connection is kept for the next one:
+        about half the CPU of the typed client's methods, which a 4,096-pod gang release
+        (4,096 PATCHes) feels."""
         try:
-            method, url, headers, body, post = self.api.param_serialize(
-                "GET", path, header_params={"Accept": "application/json"}, auth_settings=["BearerToken"])
-            response = self.api.call_api(method, url, header_params=headers, body=body, post_params=post)
-            response.read()  # type: ignore[no-untyped-call]
+            headers = self._headers(method, path)
+            if content_type:
+                headers["Content-Type"] = content_type
+            response = self.api.rest_client.pool_manager.urlopen(
+                method, self.api.configuration.host + path, body=body, headers=headers, preload_content=False)
+            try:
+                data = response.read()
+            finally:
+                response.release_conn()
         except Exception as exc:  # urllib3 connection errors and the like
             raise ClusterError(f"{what}: {exc}") from exc
         if not 200 <= response.status < 300:
             raise ClusterError(f"{what}: {response.status} {response.reason}", response.status)
-        return orjson.loads(response.data) if response.data else {}
+        return bytes(data)
+
+    def _headers(self, method: str, path: str) -> dict[str, str]:
+        """The client's default headers and credentials (a token refreshed when due)."""
+        headers = {**self.api.default_headers, "Accept": "application/json"}
+        self.api.update_params_for_auth(headers, None, ["BearerToken"], path, method, None)
+        return headers
+
+    def _get(self, what: str, path: str) -> Any:
+        """GET a path the typed client has no method for (any workload kind), as JSON."""
+        data = self._request(what, "GET", path)
+        return orjson.loads(data) if data else {}
 
     def _version(self, group: str) -> str:
         """The API server's preferred version of `group` (discovery, cached)."""
@@ -182,6 +272,12 @@ class Cluster:
         return replaced
 
 
+def _pod_patch(namespace: str, name: str, patch: Any) -> tuple[str, bytes, str]:
+    """Path, body and content type of a pod's JSON patch (a list) or merge patch (a dict)."""
+    content = "application/merge-patch+json" if isinstance(patch, dict) else "application/json-patch+json"
+    return f"/api/v1/namespaces/{quote(namespace, safe='')}/pods/{quote(name, safe='')}", orjson.dumps(patch), content
+
+
 def api_client(kubeconfig: str | None = None, *, host: str | None = None) -> client.ApiClient:
     """A client from a kubeconfig, the in-cluster service account, or (tests) a plain `host`."""
     from kubernetes import config
@@ -196,4 +292,6 @@ def api_client(kubeconfig: str | None = None, *, host: str | None = None) -> cli
             config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
         except config.ConfigException:
             config.load_kube_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+    # Every request in flight keeps its connection for the next one (the default pool is 5 per CPU).
+    configuration.connection_pool_maxsize = max(configuration.connection_pool_maxsize or 0, POOL_CONNECTIONS)
     return client.ApiClient(configuration)

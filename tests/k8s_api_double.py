@@ -11,6 +11,10 @@ events as JSON lines, `Status` objects for errors, Lease optimistic concurrency)
 - `GET /api/v1/nodes`; `POST /api/v1/namespaces/NS/events`;
 - `GET|POST|PUT /apis/coordination.k8s.io/v1/namespaces/NS/leases[/NAME]`.
 
+Connections are kept alive (HTTP/1.1) as the API server keeps them, and a paged list is one
+snapshot of the pods' names; `requests`, `authorizations` and `connections` record what it saw.
+The scheduler benchmark runs it in a process of its own (benchmarks/api_double.py).
+
 It is not a Kubernetes: no admission, no scheduling, no validation beyond what the tests need
 (a scheduling gate can only be removed, never added, on update, as the real server enforces).
 The e2e suite (tests/e2e) runs the controller against a real cluster.
@@ -21,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
+import sys
 import threading
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -34,6 +39,11 @@ import orjson
 def _status(code: int, reason: str, message: str) -> dict[str, Any]:
     return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": message,
             "reason": reason, "code": code}
+
+
+def _copy(obj: Any) -> Any:
+    """A deep copy of a JSON object (several times faster than copy.deepcopy)."""
+    return orjson.loads(orjson.dumps(obj))
 
 
 def _merge(target: Any, patch: Any) -> Any:
@@ -52,7 +62,8 @@ def _merge(target: Any, patch: Any) -> Any:
 class FakeApiServer:
     """State and HTTP front of the double. Thread-safe; start() binds 127.0.0.1 on a free port."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, keep_alive: bool = True) -> None:
+        self.keep_alive = keep_alive
         self.lock = threading.Condition()
         self.rv = 100
         self.pods: dict[tuple[str, str], dict[str, Any]] = {}
@@ -66,6 +77,12 @@ class FakeApiServer:
         """(group, resource, namespace, name) -> object, for GETs of workloads other than pods."""
         """(resource, name) -> object; resource validatingwebhookconfigurations or mutatingwebhookconfigurations."""
         self.requests: list[tuple[str, str]] = []
+        self.authorizations: list[str] = []
+        """The Authorization header of each request, in the order of `requests`."""
+        self.connections = 0
+        """Connections accepted so far."""
+        self.listings: dict[int, list[tuple[str, str]]] = {}
+        """The names of the last few paged lists, by the resourceVersion of their first page."""
         self.server: ThreadingHTTPServer | None = None
 
     # ------------------------------------------------------------ test controls
@@ -73,7 +90,7 @@ class FakeApiServer:
     def _bump(self, kind: str, obj: dict[str, Any]) -> None:
         self.rv += 1
         obj["metadata"]["resourceVersion"] = str(self.rv)
-        self.history.append((self.rv, kind, copy.deepcopy(obj)))
+        self.history.append((self.rv, kind, _copy(obj)))
         self.lock.notify_all()
 
     def add_pod(self, pod: dict[str, Any], phase: str = "Pending") -> None:
@@ -128,7 +145,16 @@ class FakeApiServer:
         double = self
 
         class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.0"
+            # Connections are kept alive, as the API server keeps them (a watch closes its own);
+            # `keep_alive=False` answers HTTP/1.0, one request per connection.
+            protocol_version = "HTTP/1.1" if double.keep_alive else "HTTP/1.0"
+            disable_nagle_algorithm = True
+            wbufsize = -1  # an answer's headers and body leave in one write (flushed after each request)
+
+            def setup(self) -> None:
+                super().setup()
+                with double.lock:
+                    double.connections += 1
 
             def log_message(self, *args: Any) -> None:
                 pass
@@ -142,15 +168,17 @@ class FakeApiServer:
                 self.wfile.write(data)
 
             def _body(self) -> Any:
-                length = int(self.headers.get("Content-Length") or 0)
-                return json.loads(self.rfile.read(length) or b"null")
+                return json.loads(self.raw_body or b"null")
 
             def _route(self, method: str) -> None:
+                # The whole body is read first, so that the connection is ready for the next request.
+                self.raw_body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 url = urlparse(self.path)
                 query = {k: v[-1] for k, v in parse_qs(url.query).items()}
                 parts = [p for p in url.path.split("/") if p]
                 with double.lock:
                     double.requests.append((method, self.path))
+                    double.authorizations.append(self.headers.get("Authorization") or "")
                 with contextlib.suppress(BrokenPipeError):
                     double.handle(self, method, parts, query)
 
@@ -167,7 +195,11 @@ class FakeApiServer:
                 self._route("PATCH")
 
         class Server(ThreadingHTTPServer):
-            request_queue_size = 256  # clients open many connections at once (HTTP/1.0: one per request)
+            request_queue_size = 256  # clients open many connections at once
+
+            def handle_error(self, request: Any, client_address: Any) -> None:
+                if not isinstance(sys.exc_info()[1], ConnectionError):  # a client closing its kept connection
+                    super().handle_error(request, client_address)
 
         self.server = Server(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
@@ -224,14 +256,24 @@ class FakeApiServer:
         return h._send(404, _status(404, "NotFound", f"the double does not serve {method} /{'/'.join(parts)}"))
 
     def _list_pods(self, h: Any, query: dict[str, str]) -> None:
+        """A page of the pods in name order. The first page fixes the list's names (a paged
+        list is one snapshot, as the API server serves it); its `continue` token
+        (`list:offset`) names them; a pod deleted meanwhile is left out of later pages."""
         with self.lock:
-            keys = sorted(self.pods)
-            start = int(query.get("continue") or 0)
+            token = query.get("continue") or ""
+            if token:
+                listing, _, offset = token.partition(":")
+                keys, start = self.listings[int(listing)], int(offset)
+            else:
+                keys, start, listing = sorted(self.pods), 0, str(self.rv)
+                self.listings[self.rv] = keys
+                while len(self.listings) > 8:
+                    del self.listings[next(iter(self.listings))]
             limit = int(query.get("limit") or 0) or len(keys) or 1
-            page = [self.pods[k] for k in keys[start:start + limit]]
+            page = [pod for k in keys[start:start + limit] if (pod := self.pods.get(k)) is not None]
             meta: dict[str, Any] = {"resourceVersion": str(self.rv)}
             if start + limit < len(keys):
-                meta["continue"] = str(start + limit)
+                meta["continue"] = f"{listing}:{start + limit}"
             data = orjson.dumps({"kind": "PodList", "apiVersion": "v1", "metadata": meta, "items": page})
         h._send(200, data)
 
@@ -240,7 +282,9 @@ class FakeApiServer:
         timeout = min(float(query.get("timeoutSeconds") or 5), 30.0)
         h.send_response(200)
         h.send_header("Content-Type", "application/json")
+        h.send_header("Connection", "close")  # the stream ends when the connection does
         h.end_headers()
+        h.close_connection = True
         with self.lock:
             if since < self.oldest:
                 line = {"type": "ERROR", "object": _status(410, "Expired",
@@ -279,7 +323,7 @@ class FakeApiServer:
                 return h._send(404, _status(404, "NotFound", f'pods "{name}" not found'))
             try:
                 if "json-patch" in content:
-                    patched = jsonpatch.apply_patch(pod, body)
+                    patched = jsonpatch.apply_patch(_copy(pod), body, in_place=True)
                 elif "merge-patch" in content:
                     patched = _merge(pod, body)
                 else:

@@ -165,14 +165,14 @@ def plan_reconcile(pods: Iterable[PodView], ledger: Iterable[Held], *, waiting: 
             continue
         if h.charged and members and all(p.finished for p in members):
             repairs.append(Repair(h.key, "uncharge", f"all {len(members)} of its pods have finished"))
-    for p in pods:
-        if p.gpus == 0 or p.finished or p.gated or p.deleting or p.key in held:
+    for key, p in by_key.items():
+        if p.gpus == 0 or p.finished or p.gated or p.deleting or key in held:
             continue
         if p.workload and (p.workload in held or p.workload in waiting):
             continue
         # Recorded as unowned: an annotation is what anyone could write, never who owns GPUs.
         claim = f" (its annotation names {p.owner})" if p.owner else ""
-        repairs.append(Repair(p.key, "account", f"a GPU pod {p.phase.lower()} without a reservation{claim}; "
+        repairs.append(Repair(key, "account", f"a GPU pod {p.phase.lower()} without a reservation{claim}; "
                                                 f"recorded without an owner", gpus=p.gpus))
     return repairs
 

@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar, cast
 
 from gateway.admission.decision import Decision, Reservation
+from gateway.admission.plan import Target
 from gateway.admission.ports import Actor
 from gateway.admission.scheduling_settings import exhausted, period_start
 from gateway.scheduling.ports import Limits, PassResult, QueueRow, split_key
@@ -92,8 +93,9 @@ class QueueSQL:
         def work(ledger: Ledger) -> list[Repair]:
             held, waiting = _reconcile_view(ledger)
             repairs = plan_reconcile(pods, held, waiting=waiting, now=now, grace_s=grace_s, absent=absent)
+            records = ledger.targets([split_key(r.key) for r in repairs])
             for repair in repairs:
-                _repair(ledger, repair, now=now, actor=actor)
+                _repair(ledger, repair, records.get(split_key(repair.key)), now=now, actor=actor)
             return repairs
         repairs: list[Repair] = self._write(work)
         return repairs
@@ -196,35 +198,35 @@ def _audit(ledger: Ledger, key: tuple[str, str, str], row: Mapping[str, Any], *,
 
 
 def _reconcile_view(ledger: Ledger) -> tuple[list[LedgerHeld], frozenset[str]]:
-    rows = ledger.db.all("SELECT resource, namespace, name, owner, team, gpus, charged, created_at "
-                         "FROM reservations")
-    held = [LedgerHeld(f"{r['resource']}/{r['namespace']}/{r['name']}", r["owner"], r["team"], int(r["gpus"]),
-                       bool(r["charged"]), float(r["created_at"])) for r in rows]
+    rows = ledger.db.all("SELECT resource || '/' || namespace || '/' || name AS key, owner, team, gpus, charged, "
+                         "created_at FROM reservations")
+    held = [LedgerHeld(r["key"], r["owner"], r["team"], int(r["gpus"]), bool(r["charged"]), float(r["created_at"]))
+            for r in rows]
     waiting = frozenset(waiting_key(r) for r in ledger.db.all("SELECT resource, namespace, name FROM queue"))
     return held, waiting
 
 
-def _repair(ledger: Ledger, repair: Repair, *, now: float, actor: Actor) -> None:
+def _repair(ledger: Ledger, repair: Repair, record: Target | None, *, now: float, actor: Actor) -> None:
+    """Apply and audit one repair; `record` is its key's reservation as this transaction read it."""
     key = split_key(repair.key)
-    row = ledger.db.one("SELECT * FROM reservations WHERE resource = ? AND namespace = ? AND name = ?", key)
     if repair.kind == "account":
-        if row is not None:
+        if record is not None:
             return
         decision = Decision(allowed=True, rule="reconcile", reason=repair.reason,
                             reserve=Reservation(repair.owner, repair.team, "", repair.gpus, True, "{}"))
         owner, team, gpus = repair.owner, repair.team, repair.gpus
     else:
-        if row is None:
+        if record is None:
             return
-        owner, team, gpus = row["owner"], row["team"], int(row["gpus"])
+        owner, team, gpus = record.owner, record.team, record.gpus
         if repair.kind == "forget":
             decision = Decision(allowed=True, rule="reconcile", reason=repair.reason, release=True)
         else:
             # A finished pod holds no GPUs any more; a workload keeps its size for its record.
             kept = 0 if key[0] == "pods" else gpus
             decision = Decision(allowed=True, rule="reconcile", reason=repair.reason, reserve=Reservation(
-                owner, team, row["role"], kept, False, row["shape"], uid=row["uid"], root_uid=row["root_uid"]))
-    ledger.apply(key, decision, now=now, request_uid=f"reconcile-{now:.0f}")
+                owner, team, record.role, kept, False, record.shape, uid=record.uid, root_uid=record.root_uid))
+    ledger.write(key, decision, record, now=now, request_uid=f"reconcile-{now:.0f}")
     ledger.append_audit({
         "request_uid": "", "user": actor.user, "groups": json.dumps(list(actor.groups)), "role": actor.role,
         "action": "reconcile", "kind": key[0], "namespace": key[1], "name": key[2], "object_uid": "",

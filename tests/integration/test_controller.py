@@ -293,3 +293,55 @@ def test_a_reconciler_runs_on_a_view_of_the_cluster_without_the_loop(world) -> N
     assert registry.get_sample_value("gpu_gateway_ledger_repairs_total", {"kind": "account"}) == 1
     assert [(r.name, r.owner, r.gpus, r.charged) for r in world.store.reservations()] == [("rogue", "", 4, True)]
     assert world.double.requests == []
+
+
+def gated_double(pods: int, **kwargs: Any) -> tuple[FakeApiServer, str]:
+    double = FakeApiServer(**kwargs)
+    url = double.start()
+    for i in range(pods):
+        double.add_pod({"metadata": {"name": f"p-{i}", "namespace": "research"},
+                        "spec": {"containers": [{"name": "c", "image": "x"}],
+                                 "schedulingGates": [{"name": QUOTA_GATE}]}})
+    return double, url
+
+
+@pytest.mark.parametrize("keep_alive", [True, False])
+def test_patch_pods_answers_each_outcome_in_order_with_the_clients_credentials(tmp_path: Path,
+                                                                              keep_alive: bool) -> None:
+    """Many PATCHes in flight on kept connections (or one per request where the server closes
+    them): each one's outcome in order, failures kept apart, the kubeconfig's token on each."""
+    double, url = gated_double(40, keep_alive=keep_alive)
+    try:
+        kubeconfig = tmp_path / "kubeconfig"
+        kubeconfig.write_text(json.dumps({
+            "apiVersion": "v1", "kind": "Config", "current-context": "double",
+            "clusters": [{"name": "double", "cluster": {"server": url}}],
+            "users": [{"name": "gateway", "user": {"token": "t-1"}}],
+            "contexts": [{"name": "double", "context": {"cluster": "double", "user": "gateway"}}],
+        }))
+        cluster = Cluster(api_client(str(kubeconfig)))
+        remove = [{"op": "test", "path": "/spec/schedulingGates/0/name", "value": QUOTA_GATE},
+                  {"op": "remove", "path": "/spec/schedulingGates/0"}]
+        patches: list[tuple[str, str, Any]] = [("research", f"p-{i}", remove) for i in range(40)]
+        patches[5] = ("research", "gone", remove)
+        patches[9] = ("research", "p-9", [{**remove[0], "value": "another-gate"}, remove[1]])
+        patches[12] = ("research", "p-12", {"metadata": {"annotations": {"note": "merge patch"}}})
+        outcomes = cluster.patch_pods(patches, in_flight=8)
+        assert [(i, o.status) for i, o in enumerate(outcomes) if o is not None] == [(5, 404), (9, 422)]
+        assert "patch pod research/gone: 404" in str(outcomes[5])
+        still_gated = sorted(name for (_, name), pod in double.pods.items() if pod["spec"]["schedulingGates"])
+        assert still_gated == ["p-12", "p-5", "p-9"]
+        assert double.pod("research", "p-12")["metadata"]["annotations"] == {"note": "merge patch"}
+        assert double.authorizations == ["Bearer t-1"] * 40
+        assert double.connections == (8 if keep_alive else 40)
+    finally:
+        double.stop()
+
+
+def test_patch_pods_without_an_api_server_answers_a_failure_for_each(tmp_path: Path) -> None:
+    double, url = gated_double(0)
+    double.stop()
+    outcomes = Cluster(api_client(host=url)).patch_pods([("research", f"p-{i}", [{"op": "remove", "path": "/x"}])
+                                                          for i in range(3)])
+    assert [(o.status, f"patch pod research/p-{i}:" in str(o)) for i, o in enumerate(outcomes) if o] \
+        == [(0, True)] * 3

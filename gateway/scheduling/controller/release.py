@@ -7,15 +7,10 @@ PATCH is guarded by a `test` of the gate's name (`gate_removal_patch`).
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
-
-from gateway.kube import Cluster, ClusterError
+from gateway.kube import Cluster
 from gateway.scheduling.controller.cache import ClusterView, PodCache
 from gateway.scheduling.ports import QueueStore
-from gateway.scheduling.reconcile import PodView, gate_removal_patch, gates_to_remove
-
-#: Gate-removal PATCHes in flight at once.
-UNGATE_PARALLELISM = 16
+from gateway.scheduling.reconcile import gate_removal_patch, gates_to_remove
 
 
 class GangRelease:
@@ -25,22 +20,19 @@ class GangRelease:
         self.cache = cache
 
     def reconcile(self, view: ClusterView) -> None:
-        """Remove the gate from the released pods, `UNGATE_PARALLELISM` PATCHes at a time (a
-        4,096-pod gang is 4,096 requests); the first unexpected failure is raised after all ran."""
+        """Remove the gate from the released pods, many PATCHes in flight at once
+        (`Cluster.patch_pods`: a 4,096-pod gang is 4,096 requests); the first unexpected
+        failure is raised after all ran."""
         pods = gates_to_remove(view.pods, self.store.charged_workloads())
         if not pods:
             return
-
-        def ungate(pod: PodView) -> ClusterError | None:
-            try:
-                self.cluster.patch_pod(pod.namespace, pod.name, gate_removal_patch(pod))
-            except ClusterError as exc:
-                # Gone or changed meanwhile (404, 409, 422): the next pass sees the pod as it is.
-                return exc if exc.status not in (404, 409, 422) else None
-            self.cache.ungated(pod)
-            return None
-
-        with ThreadPoolExecutor(max_workers=min(UNGATE_PARALLELISM, len(pods))) as pool:
-            failures = [f for f in pool.map(ungate, pods) if f is not None]
+        outcomes = self.cluster.patch_pods([(p.namespace, p.name, gate_removal_patch(p)) for p in pods])
+        failures = []
+        for pod, failure in zip(pods, outcomes, strict=True):
+            if failure is None:
+                self.cache.ungated(pod)
+            elif failure.status not in (404, 409, 422):
+                failures.append(failure)
+            # else gone or changed meanwhile (404, 409, 422): the next pass sees the pod as it is.
         if failures:
             raise failures[0]
