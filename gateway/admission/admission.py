@@ -325,16 +325,23 @@ KUEUE_PRIORITY_LABEL = "kueue.x-k8s.io/priority-class"
 
 
 def _priority_classes(plan: Plan, workload: Workload) -> set[str]:
-    """The priority classes the workload's GPU pods run at, and Kueue's priority-class labels on
-    the object and those pods' templates."""
+    """The priority classes a GPU workload's pods run at (every template's: Kueue ranks a
+    RayCluster by its head, an MPIJob by its launcher), a Kubeflow job's
+    `runPolicy.schedulingPolicy.priorityClass` (its PodGroup's and Kueue's), and Kueue's
+    priority-class labels on the object and its templates."""
     found: set[str] = set()
     obj = plan.request.obj
     spec = obj.get("spec") if is_object(obj) else None
-    if is_object(spec) and isinstance(spec.get("priorityClassName"), str):
-        found.add(spec["priorityClassName"])
+    if is_object(spec):
+        if isinstance(spec.get("priorityClassName"), str):
+            found.add(spec["priorityClassName"])
+        run = spec.get("runPolicy")
+        scheduling = run.get("schedulingPolicy") if is_object(run) else None
+        if is_object(scheduling) and isinstance(scheduling.get("priorityClass"), str):
+            found.add(scheduling["priorityClass"])
     _kueue_priority(obj, found)
     for ps in workload.pod_sets:
-        if ps.template_path is None or ps.gpus_each == 0:
+        if ps.template_path is None:
             continue
         node = plan.node(ps.template_path)
         pod_spec = node.get("spec") if is_object(node) else None

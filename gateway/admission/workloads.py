@@ -635,10 +635,11 @@ def surge_pods(replicas: int, max_surge: Any) -> int:
 #: capped role exceed its caps (a CronJob's Jobs, a DaemonSet's pods, one per node).
 CHARGES_CHILDREN = frozenset({("batch", "CronJob"), ("apps", "DaemonSet"), ("argoproj.io", "CronWorkflow")})
 
-#: Kinds whose pod templates live in another object (a TrainJob's runtime): what their
+#: Kinds whose pod templates live in another object (a TrainJob's runtime, an InferenceService's
+#: ServingRuntime, whose containers KServe merges into the predictor's): what their
 #: controller makes cannot be read from them, so they are recorded even when they ask for no
 #: GPUs, and what the controller makes for them is held to what they were charged for.
-TEMPLATES_ELSEWHERE = frozenset({("trainer.kubeflow.org", "TrainJob")})
+TEMPLATES_ELSEWHERE = frozenset({("trainer.kubeflow.org", "TrainJob"), ("serving.kserve.io", "InferenceService")})
 
 #: Why an adapter's count may be incomplete, for the kinds where it can be.
 CAVEATS: dict[tuple[str, str], Callable[[Mapping[str, Any]], list[str]]] = {

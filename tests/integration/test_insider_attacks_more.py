@@ -234,8 +234,6 @@ def test_an_intern_cannot_scale_a_gpu_root_the_ledger_never_recorded(cluster, st
     assert not cluster.scale("Deployment", "legacy", 100, "alice", INTERN).allowed
 
 
-@pytest.mark.xfail(strict=True, reason="an InferenceService whose model sets CPU resources only is not recorded, "
-                                       "though KServe merges in its ServingRuntime's GPUs; its Deployment is unowned")
 def test_an_inference_service_cannot_take_its_gpus_from_a_serving_runtime_uncharged(cluster, store):
     runtime = {"apiVersion": "serving.kserve.io/v1alpha1", "kind": "ServingRuntime",
                "metadata": {"name": "vllm", "namespace": "research"},
@@ -261,8 +259,6 @@ def test_an_inference_service_cannot_take_its_gpus_from_a_serving_runtime_unchar
 # ================================================================== priorities Kueue and schedulers act on
 
 
-@pytest.mark.xfail(strict=True, reason="runPolicy.schedulingPolicy.priorityClass of a Kubeflow job is not checked; "
-                                       "Kueue (and Volcano's PodGroup) rank the whole job by it")
 def test_an_intern_cannot_take_a_high_priority_through_a_kubeflow_scheduling_policy(cluster, store):
     job = make_pytorchjob(workers=1, gpus=4).named("research", "jump").obj()
     job["metadata"]["labels"] = {"kueue.x-k8s.io/queue-name": "gpu"}
@@ -270,8 +266,6 @@ def test_an_intern_cannot_take_a_high_priority_through_a_kubeflow_scheduling_pol
     assert not cluster.create(job, "alice", INTERN).allowed
 
 
-@pytest.mark.xfail(strict=True, reason="the priority class of a workload's CPU pod template (a Ray head) is not "
-                                       "checked, yet Kueue takes a RayCluster's priority from its head")
 def test_an_intern_cannot_take_a_high_priority_through_a_ray_head_without_gpus(cluster, store):
     head = template(0, "ray-head")
     head["spec"]["priorityClassName"] = "high"
