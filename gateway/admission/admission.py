@@ -629,8 +629,10 @@ def _actor_create(plan: Plan, policy: Policy, facts: Facts) -> Decision:
         violations.append(Violation(GATE_RULE, Mode.ENFORCE,
             "the workload it belongs to waits in the GPU queue, so its GPU pods must carry the "
             "gpu-gateway.io/quota scheduling gate"))
-    reserve = Reservation(parent.owner, parent.team, parent.role, workload.gpus, False,
-                          uid=plan.uid, root_uid=root.uid or parent.uid)
+    # A pod's record holds its own GPUs: a shared DRA claim's are held once, by the root.
+    own = workload.gpus - sum(ps.gpus for ps in workload.pod_sets if ps.shared)
+    reserve = Reservation(parent.owner, parent.team, parent.role, own if is_pod_create(plan) else workload.gpus,
+                          False, uid=plan.uid, root_uid=root.uid or parent.uid)
     if violations:
         return conclude(plan, violations, allow_rule="actor", allow_reason="", gpus=workload.gpus,
                         reserve=reserve, owner=parent.owner, team=parent.team)
@@ -656,14 +658,11 @@ def _allowance(plan: Plan, gpus: int, workload: Workload | None, root: Target, v
             f"allows at most {cap_each} per pod"))
 
 
-def _siblings(plan: Plan, workload: Workload, root: Target, siblings: tuple[int, int], violations: list[Violation],
+def _siblings(plan: Plan, workload: Workload, root: Target, held: int, violations: list[Violation],
               policy: Policy) -> None:
     """A controller's pod and the other pods recorded under its root (terminating ones too)
-    must fit what the root is charged for together. A shared DRA claim's GPUs are in each pod's
-    record but held once by the root, so they are taken off the siblings' sum."""
-    held, pods = siblings
-    shared = sum(ps.gpus for ps in workload.pod_sets if ps.shared)
-    held -= min(held, pods * shared)
+    must fit what the root is charged for together. The pods' records hold their own GPUs, and
+    this pod's shared DRA claims count once, with it."""
     if held + workload.gpus > root.gpus:
         violations.append(violation(policy, "root-allowance",
             f"the pods of the workload {plan.display_ref} belongs to ({root.owner or 'unowned'}'s) already hold "

@@ -91,10 +91,10 @@ class Facts:
     """The record holding the charge of the target (or of the parent): itself when it is a root."""
     by_uid: Mapping[str, Target] = field(default_factory=dict)
     """Records of the objects a person's object names in its ownerReferences, by UID."""
-    pods_under_root: tuple[int, int] = (0, 0)
-    """For a controller's pod: GPUs and number of the other pods recorded under the same root
-    (those that still exist, terminating ones included), which with this one must fit the
-    root's charge."""
+    pods_under_root: int = 0
+    """For a controller's pod: GPUs of the other pods recorded under the same root (those that
+    still exist, terminating ones included; their own GPUs, without shared DRA claims), which
+    with this one must fit the root's charge."""
 
 
 @dataclass(frozen=True, slots=True)

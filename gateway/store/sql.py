@@ -273,21 +273,20 @@ class Ledger:
         if parent_of is not None and (parent is None or not parent.owner or not charges_children(parent.shape)):
             usage = False  # a controller's object is held to its root's charge, not to caps: no usage read
         used = self.usage(target, owner, team) if usage else Usage()
-        siblings = (0, 0)
+        siblings = 0
         if parent_of is not None and root is not None and root.uid and key[0] == "pods":
             siblings = self.pods_under(root.uid, key)
         return Facts(target=target, usage=used, references=found, parent=parent, root=root, by_uid=by_uid,
                      referrers=self.referrers(key) if referrers else (), pods_under_root=siblings)
 
-    def pods_under(self, root_uid: str, key: TargetKey) -> tuple[int, int]:
-        """GPUs and number of the pods recorded under the root with this UID, other than `key`:
-        the pods its controllers made that still exist (terminating ones included; finished
-        ones hold 0)."""
+    def pods_under(self, root_uid: str, key: TargetKey) -> int:
+        """GPUs of the pods recorded under the root with this UID, other than `key`: the pods its
+        controllers made that still exist (terminating ones included; finished ones hold 0)."""
         row = self.db.one(
-            "SELECT COALESCE(SUM(gpus), 0) AS gpus, COUNT(*) AS pods FROM reservations WHERE root_uid = ? "
+            "SELECT COALESCE(SUM(gpus), 0) AS gpus FROM reservations WHERE root_uid = ? "
             "AND resource = 'pods' AND uid <> ? AND NOT (namespace = ? AND name = ?)",
             (root_uid, root_uid, key[1], key[2]))
-        return (int(row["gpus"]), int(row["pods"])) if row is not None else (0, 0)
+        return int(row["gpus"]) if row is not None else 0
 
     def referrers(self, key: TargetKey) -> tuple[tuple[str, str], ...]:
         """(owner, team) of the recorded workloads whose pods reference the object `key` names."""

@@ -171,8 +171,6 @@ def test_a_person_cannot_send_the_kubelets_final_delete_for_a_pod_still_terminat
 # ================================================================== siblings of one root
 
 
-@pytest.mark.xfail(strict=True, reason="the sibling sum takes a shared DRA claim off every recorded pod, also "
-                                       "pods of another template without it: replacements fit without limit")
 def test_a_shared_claim_on_one_template_does_not_hide_the_other_templates_pods(cluster, store):
     assert cluster.create(claim("shared", exactly("gpu.nvidia.com", 8)), "bob", RESEARCHER).allowed
     job = make_pytorchjob(workers=8, gpus=1).named("research", "llm").obj()
