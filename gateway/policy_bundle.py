@@ -81,7 +81,7 @@ def _limits(raw: Mapping[str, Any]) -> dict[str, Any]:
         "role_order", "roles", "teams", "default_team_max_concurrent_gpus", "team_group_prefix",
         "gpu_resources", "not_gpu_resources", "exempt_namespaces", "actors", "unowned_workloads", "modes",
         "safe_capabilities", "allowed_schedulers", "ignored_references", "second_person", "telemetry",
-        "scheduling", "workload_kinds", "dra",
+        "scheduling", "workload_kinds", "dra", "max_gpu_termination_grace_seconds",
     }
     if "trusted_controllers" in raw:
         raise ConfigError("limits.yaml: trusted_controllers was replaced by actors: list each controller's exact "
@@ -144,6 +144,7 @@ def _limits(raw: Mapping[str, Any]) -> dict[str, Any]:
                                                                    tuple(DEFAULT_SAFE_CAPABILITIES))),
         "allowed_schedulers": frozenset(_str_list(raw, "allowed_schedulers", ("default-scheduler",))),
         "ignored_references": _references(_str_list(raw, "ignored_references", ("ConfigMap/kube-root-ca.crt",))),
+        "max_gpu_termination_grace_s": _opt_int(raw, "max_gpu_termination_grace_seconds", "limits.yaml"),
         "second_person": _second_person(raw.get("second_person")),
         "telemetry": _telemetry(raw.get("telemetry")),
         "scheduling": parse_scheduling(raw.get("scheduling")),

@@ -382,6 +382,28 @@ def _size_checks(plan: Plan, policy: Policy, workload: Workload, violations: lis
             _exception(policy, plan, "Ask for an exception ", owner=owner, gpus=workload.gpus)))
 
 
+def _grace_checks(plan: Plan, policy: Policy, workload: Workload, violations: list[Violation]) -> None:
+    """A deleted pod keeps running for its grace period, and a forced delete frees its record at
+    once: a GPU pod's `terminationGracePeriodSeconds` may not pass limits.yaml
+    `max_gpu_termination_grace_seconds`, so that what runs on GPUs after its charge is bounded."""
+    cap = policy.max_gpu_termination_grace_s
+    if cap is None:
+        return
+    for ps in workload.pod_sets:
+        if ps.template_path is None or not ps.gpus_each:
+            continue
+        node = plan.node(ps.template_path)
+        spec = node.get("spec") if is_object(node) else None
+        grace = spec.get("terminationGracePeriodSeconds") if is_object(spec) else None
+        if isinstance(grace, int) and not isinstance(grace, bool) and grace > cap:
+            where = f" (pod template {ps.template_path.lstrip('/').replace('/', '.')})" if ps.template_path else ""
+            violations.append(violation(policy, "grace-period",
+                f"a GPU pod of {plan.display_kind} {plan.display_ref} sets terminationGracePeriodSeconds "
+                f"{grace}{where}; GPU pods may run on at most {cap} s after they are deleted",
+                hint=f"Set terminationGracePeriodSeconds to {cap} or less."))
+            return
+
+
 def _new_unresolved(plan: Plan, policy: Policy) -> tuple[str, ...]:
     """Why GPUs of the new object cannot be counted, less what already held for the old one
     (an UPDATE that leaves an uncountable part as it was grows nothing uncounted)."""
@@ -512,6 +534,7 @@ def _launch(plan: Plan, policy: Policy, facts: Facts) -> Decision:
             f"{workload.gpus} ({workload.describe_gpus()})"))
     _stamp_checks(plan, policy, workload, violations)
     _size_checks(plan, policy, workload, violations)
+    _grace_checks(plan, policy, workload, violations)
     _unresolved_checks(plan, policy, violations)
     access_checks(plan, policy, facts, violations)
     hatch_checks(plan, policy, violations)
@@ -824,6 +847,7 @@ def _modify(plan: Plan, policy: Policy, facts: Facts) -> Decision:
             access_checks(plan, policy, facts, violations)
             hatch_checks(plan, policy, violations)
             _mechanics_checks(plan, policy, facts, violations)
+            _grace_checks(plan, policy, plan.workload, violations)
     if plan.workload is not None and req.sub_resource != "scale":
         _unresolved_checks(plan, policy, violations, target)
         if not ident.is_actor:

@@ -69,6 +69,7 @@ RULES: dict[str, str] = {
                       "controllers made.",
     "unresolved-gpus": "Make its GPUs countable as said (for a kind of your own, register it in limits.yaml "
                        "workload_kinds, see README), or ask an administrator to launch it.",
+    "grace-period": "Lower terminationGracePeriodSeconds of the GPU pods.",
     "claim-growth": "Create a new ResourceClaimTemplate or ResourceClaim with the devices you need and "
                     "reference that one instead.",
 }
@@ -134,6 +135,9 @@ class Policy:
     """Scheduler names a GPU pod may use without the `schedulerName` escape hatch."""
     ignored_references: frozenset[tuple[str, str]] = frozenset({("ConfigMap", "kube-root-ca.crt")})
     """(kind, name) of objects every pod may read (published by the cluster itself)."""
+    max_gpu_termination_grace_s: int | None = None
+    """The longest `terminationGracePeriodSeconds` a GPU pod may set (limits.yaml
+    `max_gpu_termination_grace_seconds`; None: any)."""
     second_person: SecondPerson = field(default_factory=SecondPerson)
     """Requests that need a second person's approval (limits.yaml `second_person`)."""
     scheduling: Scheduling = field(default_factory=Scheduling)

@@ -421,6 +421,24 @@ def test_a_pod_never_scheduled_or_deleted_at_once_frees_its_gpus_with_its_delete
     assert held(store) == {"alice": 8}
 
 
+def test_a_gpu_pods_grace_period_is_bounded_on_launch_and_on_edit(cluster, store):
+    """limits.yaml max_gpu_termination_grace_seconds: what runs on after a delete (or a forced
+    delete, which frees the record at once) is bounded."""
+    dep = deployment("serve")
+    dep["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] = 365 * 24 * 3600
+    answer = cluster.create(dep, "alice", INTERN)
+    assert not answer.allowed and "terminationGracePeriodSeconds" in answer.message
+    dep["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] = 600
+    made = cluster.create(dep, "alice", INTERN)
+    assert made.allowed, made.message
+    longer = copy.deepcopy(made.obj)
+    longer["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] = 7200
+    assert not cluster.update(longer, "alice", INTERN).allowed
+    cpu = make_pod(gpus=0).named("research", "cpu").obj()
+    cpu["spec"]["terminationGracePeriodSeconds"] = 7200
+    assert cluster.create(cpu, "alice", INTERN).allowed, "pods without GPUs hold nothing past their delete"
+
+
 def test_orphaning_a_cronjob_keeps_its_jobs_charged(cluster, store):
     cron = {"apiVersion": "batch/v1", "kind": "CronJob", "metadata": {"name": "nightly", "namespace": "research"},
             "spec": {"schedule": "@hourly", "jobTemplate": {"spec": {"template": {"spec": {
