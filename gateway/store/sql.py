@@ -86,6 +86,9 @@ CREATE INDEX IF NOT EXISTS refs_workload ON refs (resource, namespace, name);
 """),
     )),
     Migration(3, ("CREATE INDEX IF NOT EXISTS reservations_root ON reservations (root_uid, resource)",)),
+    # No query looks reservations up by owner or team (the usage counters answer that), and each
+    # index costs every admission's write.
+    Migration(4, ("DROP INDEX IF EXISTS reservations_owner", "DROP INDEX IF EXISTS reservations_team")),
 ))
 
 
