@@ -197,14 +197,11 @@ class Ledger:
             "q.name IS NOT NULL AS waiting FROM reservations r LEFT JOIN queue q ON q.resource = r.resource "
             "AND q.namespace = r.namespace AND q.name = r.name WHERE r.uid = ?", (uid,)))
 
-    def parent(self, uid: str, key: TargetKey | None) -> Target | None:
-        """The record a controller ownerReference points to: by UID, or, for a record written
-        before UIDs were kept, by its kind, namespace and name."""
-        return self.parent_and_root(uid, key)[0]
-
     def parent_and_root(self, uid: str, key: TargetKey | None) -> tuple[Target | None, Target | None]:
-        """`parent`, and the record holding its charge (itself when it is a root), read in one
-        statement: every pod a controller makes reads both."""
+        """The record a controller ownerReference points to (by UID, or, for a record written
+        before UIDs were kept, by its kind, namespace and name), and the record holding its
+        charge (itself when it is a root), read in one statement: every pod a controller makes
+        reads both."""
         row = self.db.one(
             "SELECT p.owner, p.team, p.role, p.gpus, p.charged, p.shape, p.uid, p.root_uid, "
             "qp.name IS NOT NULL AS waiting, r.owner AS r_owner, r.team AS r_team, r.role AS r_role, "
