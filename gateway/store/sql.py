@@ -246,6 +246,26 @@ class Ledger:
             team_used -= target.gpus if team and target.team == team else 0
         return Usage(user=user, team=team_used)
 
+    def target_and_usage(self, key: TargetKey, owner: str, team: str) -> tuple[Target | None, Usage]:
+        """`target` and `usage` in one statement: the usage is that of the target's owner and
+        team where the ledger holds the target, else of `owner` and `team` (a launch)."""
+        row = self.db.one(
+            "SELECT r.owner, r.team, r.role, r.gpus, r.charged, r.shape, r.uid, r.root_uid, 0 AS waiting, "
+            "(SELECT gpus FROM usage WHERE scope = 'user' AND name = COALESCE(r.owner, ?)) AS used_user, "
+            "(SELECT gpus FROM usage WHERE scope = 'team' AND name = COALESCE(r.team, ?)) AS used_team "
+            "FROM (SELECT 1 AS one) AS o LEFT JOIN reservations r "
+            "ON r.resource = ? AND r.namespace = ? AND r.name = ?", (owner, team, *key))
+        assert row is not None
+        target = _target(row) if row["owner"] is not None else None
+        if target is not None:
+            owner, team = target.owner, target.team
+        user = int(row["used_user"] or 0)
+        team_used = int(row["used_team"] or 0) if team else 0
+        if target is not None and target.charged:
+            user -= target.gpus
+            team_used -= target.gpus if team else 0
+        return target, Usage(user=user, team=team_used)
+
     def facts(self, key: TargetKey, owner: str, team: str, references: Sequence[TargetKey] = (),
               *, usage: bool = True, parent_of: tuple[str, TargetKey | None] | None = None,
               uids: Sequence[str] = (), referrers: bool = False) -> Facts:
@@ -255,7 +275,11 @@ class Ledger:
         (UID and key) names the parent of an actor's new object: its record, and the root's,
         are read, and usage is the parent's owner's. `referrers`: the owners of the recorded
         workloads that reference the target (for the create of a data object)."""
-        target = self.target(key)
+        read_usage: Usage | None = None
+        if usage and parent_of is None:
+            target, read_usage = self.target_and_usage(key, owner, team)
+        else:
+            target = self.target(key)
         parent = root = None
         if parent_of is not None:
             parent, root = self.parent_and_root(*parent_of)
@@ -272,11 +296,12 @@ class Ledger:
         by_uid = {uid: record for uid in uids if (record := self.by_uid(uid)) is not None}
         if parent_of is not None and (parent is None or not parent.owner or not charges_children(parent.shape)):
             usage = False  # a controller's object is held to its root's charge, not to caps: no usage read
-        used = self.usage(target, owner, team) if usage else Usage()
+        if read_usage is None:
+            read_usage = self.usage(target, owner, team) if usage else Usage()
         siblings = 0
         if parent_of is not None and root is not None and root.uid and key[0] == "pods":
             siblings = self.pods_under(root.uid, key)
-        return Facts(target=target, usage=used, references=found, parent=parent, root=root, by_uid=by_uid,
+        return Facts(target=target, usage=read_usage, references=found, parent=parent, root=root, by_uid=by_uid,
                      referrers=self.referrers(key) if referrers else (), pods_under_root=siblings)
 
     def pods_under(self, root_uid: str, key: TargetKey) -> int:
