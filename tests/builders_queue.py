@@ -75,6 +75,20 @@ def launch_job(service: AdmissionService, name: str, pods: int, gpus: int = 8) -
     return job, created
 
 
+GARBAGE_COLLECTOR = ("system:serviceaccount:kube-system:generic-garbage-collector", ("system:serviceaccounts",))
+
+
+def delete_job(service: AdmissionService, job: dict[str, Any], pods: list[dict[str, Any]]) -> None:
+    """bob deletes `job`; the garbage collector then deletes its `pods`, which never ran on a
+    node (the API server removes them at once). Until they are gone they hold the Job's GPUs."""
+    assert service.validate(review(None, old=job, user="bob", groups=RESEARCHER, operation="DELETE").body())[
+        "response"]["allowed"]
+    user, groups = GARBAGE_COLLECTOR
+    for pod in pods:
+        assert service.validate(review(None, old=pod, user=user, groups=groups, operation="DELETE").body())[
+            "response"]["allowed"]
+
+
 def review_body(obj: dict[str, Any] | None, **kw: Any) -> dict[str, Any]:
     """The AdmissionReview body of `obj` (conftest.review), for callers without the Review type."""
     return review(obj, **kw).body()

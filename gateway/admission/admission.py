@@ -620,6 +620,10 @@ def _actor_create(plan: Plan, policy: Policy, facts: Facts) -> Decision:
             reason=f"created by controller {ident.user} for {plan.parent.describe()}, which has no recorded owner",
             reserve=Reservation("", "", "", workload.gpus, False, uid=plan.uid, root_uid=root.uid or parent.uid),
         )
+    if parent is not None and facts.root is None and not parent.is_root and workload.gpus:
+        return conclude(plan, [violation(policy, "root-allowance",
+            f"{plan.parent.describe()} was made from a workload the ledger no longer holds (it was deleted); "
+            f"nothing it makes may hold GPUs")], allow_rule="actor", allow_reason="", gpus=workload.gpus)
     if parent is None or root is None:
         # Made for an object the ledger does not know (created before the gateway, or while it
         # was unreachable): admitted and recorded as unowned, so that it is visible and decided
@@ -1050,20 +1054,53 @@ def _touch(plan: Plan, policy: Policy, facts: Facts) -> Decision:
     if ident.is_actor:
         if violations:
             return conclude(plan, violations, allow_rule="actor", allow_reason="", gpus=target.gpus)
-        return Decision(allowed=True, rule="actor", action=action, gpus=target.gpus,
-                        reason=f"controller {ident.user} for {target.owner or 'nobody recorded'}", release=release,
-                        owner=target.owner, team=target.team)
+        return _held_on(plan, Decision(
+            allowed=True, rule="actor", action=action, gpus=target.gpus,
+            reason=f"controller {ident.user} for {target.owner or 'nobody recorded'}", release=release,
+            owner=target.owner, team=target.team))
     if not target.owner:
         _unowned(plan, policy, target.gpus, violations)
-        return conclude(plan, violations, allow_rule="unowned-workload", gpus=target.gpus, release=release,
-                        allow_reason=f"{ident.describe()} may change workloads with no recorded owner",
-                        approvals=facts.approvals)
+        return _held_on(plan, conclude(
+            plan, violations, allow_rule="unowned-workload", gpus=target.gpus, release=release,
+            allow_reason=f"{ident.describe()} may change workloads with no recorded owner",
+            approvals=facts.approvals))
     _ownership(plan, policy, target, action.value, violations)
     if action is Action.KILL:
         _second_person(plan, policy, target.gpus, target.owner or "?", violations, target.team)
     rel = relation(ident, target.owner, target.team)
-    return conclude(
+    return _held_on(plan, conclude(
         plan, violations, allow_rule="ownership", gpus=target.gpus, release=release,
         allow_reason=f"{ident.describe()} may {action.value} {_SCOPE_PHRASE[rel] if rel != 'any' else 'any workload'}",
         owner=target.owner, team=target.team, approvals=facts.approvals,
-    )
+    ))
+
+
+def _held_on(plan: Plan, decision: Decision) -> Decision:
+    """A released pod's record kept for the seconds its containers may still run (`hold_s`)."""
+    if not decision.release:
+        return decision
+    hold = _runs_on_after_delete(plan)
+    return replace(decision, hold_s=hold) if hold else decision
+
+
+def _runs_on_after_delete(plan: Plan) -> int:
+    """Seconds a pod's containers may run after this DELETE removes the object at once: a force
+    delete (grace 0) of a pod on a node that has not finished leaves the kubelet to stop them
+    with the pod's own grace period (the object is gone: nothing else shows they run). Not for
+    the kubelet's own final DELETE of a pod on its node, sent once the containers have stopped."""
+    req = plan.request
+    pod = req.old_obj
+    if req.resource != "pods" or req.resource_group or req.sub_resource or not is_object(pod):
+        return 0
+    spec, status = pod.get("spec"), pod.get("status")
+    if not is_object(spec) or not isinstance(spec.get("nodeName"), str) or not spec["nodeName"]:
+        return 0
+    if is_object(status) and status.get("phase") in ("Succeeded", "Failed"):
+        return 0
+    ident = plan.identity
+    if ident.user == f"system:node:{spec['nodeName']}" and "system:nodes" in ident.groups:
+        return 0
+    grace = spec.get("terminationGracePeriodSeconds", 30)
+    if not isinstance(grace, int) or isinstance(grace, bool):
+        return 30
+    return max(grace, 0)

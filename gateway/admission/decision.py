@@ -90,6 +90,10 @@ class Decision:
     """Set on an admitted launch or modify: the ledger row to write (replacing any old one)."""
     release: bool = False
     """True on an admitted kill of a recorded target: the ledger row to drop."""
+    hold_s: int = 0
+    """With `release`: the object is gone at once, but its containers may run this many seconds
+    more (a pod deleted with grace 0 gets its own grace period from the kubelet), so the row,
+    and its charge, stay until then."""
     owner: str = ""
     team: str = ""
     use_approval: str = ""

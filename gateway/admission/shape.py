@@ -95,6 +95,31 @@ def surges(shape: str) -> bool:
     return isinstance(rule, dict) and bool(rule.get("surge")) and rule.get("surge") not in ("0%", "0")
 
 
+#: The GPUs a root asks for while its charge is held above them: set when a scale-down or an
+#: edit leaves pods that still run (terminating) above the new size; gone once they have ended.
+ASKS = "asks"
+
+
+def held_charge(shape: str, asked: int, held: int) -> tuple[int, str]:
+    """The charge of a root that asks for `asked` GPUs while the pods recorded under it hold
+    `held`, and its shape: the charge never drops below what its pods still hold (they run
+    out their grace period after a scale-down), and the shape keeps what it asks for."""
+    data = dict(parse(shape))
+    if held > asked:
+        data[ASKS] = asked
+        return held, _dump(data)
+    if ASKS not in data:
+        return asked, shape
+    data.pop(ASKS)
+    return asked, _dump(data)
+
+
+def asked(shape: str) -> int | None:
+    """What a root whose charge is held above its size asks for (`held_charge`); None when not held."""
+    value = parse(shape).get(ASKS)
+    return value if _is_int(value) else None
+
+
 def gang_pods(shape: str | Mapping[str, Any]) -> int:
     """GPU pods of the workload at its recorded size (`shape` stored, or parsed)."""
     data = parse(shape) if isinstance(shape, str) else shape

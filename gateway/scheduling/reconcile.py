@@ -101,6 +101,8 @@ class Held:
     charged: bool
     created_at: float = 0.0
     """When the reservation was made, or released from the queue (0: long ago)."""
+    hold_until: float | None = None
+    """For a pod deleted at once whose containers may still run: until when its record stays."""
 
 
 #: How old a pod reservation must be before its missing pod makes the controller forget it:
@@ -152,7 +154,11 @@ def plan_reconcile(pods: Iterable[PodView], ledger: Iterable[Held], *, waiting: 
         if h.key.startswith("pods/"):
             pod = by_key.get(h.key)
             if pod is None:
-                if now - h.created_at >= grace_s:
+                if h.hold_until is not None:
+                    if now >= h.hold_until:
+                        repairs.append(Repair(h.key, "forget", "the pod was deleted at once and its grace period "
+                                                               "for stopping its containers is over"))
+                elif now - h.created_at >= grace_s:
                     repairs.append(Repair(h.key, "forget", "the pod does not exist in the cluster (its DELETE "
                                                            "was not seen, or it was refused after admission)"))
             elif pod.finished and (h.charged or h.gpus):

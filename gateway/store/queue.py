@@ -199,8 +199,9 @@ def _audit(ledger: Ledger, key: tuple[str, str, str], row: Mapping[str, Any], *,
 
 def _reconcile_view(ledger: Ledger) -> tuple[list[LedgerHeld], frozenset[str]]:
     rows = ledger.db.all("SELECT resource || '/' || namespace || '/' || name AS key, owner, team, gpus, charged, "
-                         "created_at FROM reservations")
-    held = [LedgerHeld(r["key"], r["owner"], r["team"], int(r["gpus"]), bool(r["charged"]), float(r["created_at"]))
+                         "created_at, hold_until FROM reservations")
+    held = [LedgerHeld(r["key"], r["owner"], r["team"], int(r["gpus"]), bool(r["charged"]), float(r["created_at"]),
+                       None if r["hold_until"] is None else float(r["hold_until"]))
             for r in rows]
     waiting = frozenset(waiting_key(r) for r in ledger.db.all("SELECT resource, namespace, name FROM queue"))
     return held, waiting

@@ -21,7 +21,7 @@ from gateway.admission.plan import Approval
 from gateway.admission.ports import Actor, ApprovalKey, LedgerRow
 from gateway.admission.quota import Usage
 from gateway.admission.scheduling_settings import BudgetQuery, spent_budgets
-from gateway.admission.shape import charges_children, gang_pods
+from gateway.admission.shape import asked, charges_children, gang_pods, held_charge
 from gateway.audit.ports import AuditQuery, VerifyResult, kind_names, named_by
 from gateway.audit.records import admission_record
 from gateway.store.chain import AUDIT_FIELDS, GENESIS, LATER_FIELDS, row_hash, verify_rows
@@ -89,6 +89,8 @@ CREATE INDEX IF NOT EXISTS refs_workload ON refs (resource, namespace, name);
     # No query looks reservations up by owner or team (the usage counters answer that), and each
     # index costs every admission's write.
     Migration(4, ("DROP INDEX IF EXISTS reservations_owner", "DROP INDEX IF EXISTS reservations_team")),
+    # A pod deleted at once whose containers may still run: its record stays until then.
+    Migration(5, (AddColumn("reservations", "hold_until", "{float}"),)),
 ))
 
 
@@ -304,13 +306,13 @@ class Ledger:
         return Facts(target=target, usage=read_usage, references=found, parent=parent, root=root, by_uid=by_uid,
                      referrers=self.referrers(key) if referrers else (), pods_under_root=siblings)
 
-    def pods_under(self, root_uid: str, key: TargetKey) -> int:
+    def pods_under(self, root_uid: str, key: TargetKey | None) -> int:
         """GPUs of the pods recorded under the root with this UID, other than `key`: the pods its
         controllers made that still exist (terminating ones included; finished ones hold 0)."""
         row = self.db.one(
             "SELECT COALESCE(SUM(gpus), 0) AS gpus FROM reservations WHERE root_uid = ? "
             "AND resource = 'pods' AND uid <> ? AND NOT (namespace = ? AND name = ?)",
-            (root_uid, root_uid, key[1], key[2]))
+            (root_uid, root_uid, *(key[1:] if key is not None else ("", ""))))
         return int(row["gpus"]) if row is not None else 0
 
     def referrers(self, key: TargetKey) -> tuple[tuple[str, str], ...]:
@@ -393,16 +395,30 @@ class Ledger:
         """`apply` over `old`, the record of `key` as this transaction read it."""
         if not decision.release and decision.reserve is None:
             return
+        if decision.release and decision.hold_s > 0 and old is not None:
+            # Gone from the API, still running on its node: the record keeps its charge (and the
+            # root's pods their sum) until the grace period is over; the reconcile drops it then.
+            self.db.run("UPDATE reservations SET hold_until = ? WHERE resource = ? AND namespace = ? AND name = ?",
+                        (now + decision.hold_s, *key))
+            return
+        r = decision.reserve
+        if r is not None and r.charged and old is not None and old.charged and r.uid and r.uid == r.root_uid \
+                and (r.gpus < old.gpus or asked(old.shape) is not None):
+            gpus, shape = held_charge(r.shape, r.gpus, self.pods_under(r.uid, None))
+            r = replace(r, gpus=gpus, shape=shape)
         if old is not None and old.charged:
             self.count(old.owner, old.team, -old.gpus)
             self.db.run("UPDATE usage_intervals SET ended_at = ? WHERE resource = ? AND namespace = ? "
                         "AND name = ? AND ended_at IS NULL", (now, *key))
         if decision.release:
+            if old is not None and old.charged and old.uid and old.is_root:
+                self.charge_pods_of(old, now=now)
             self.db.run("DELETE FROM reservations WHERE resource = ? AND namespace = ? AND name = ?", key)
             self.db.run("DELETE FROM queue WHERE resource = ? AND namespace = ? AND name = ?", key)
             self.db.run("DELETE FROM refs WHERE resource = ? AND namespace = ? AND name = ?", key)
+            if old is not None and key[0] == "pods" and not old.is_root:
+                self.settle(old.root_uid, now=now)
             return
-        r = decision.reserve
         assert r is not None
         if r.refs is not None:
             self.set_refs(key, r.refs, fresh=old is None)
@@ -417,12 +433,44 @@ class Ledger:
             "ON CONFLICT (resource, namespace, name) DO UPDATE SET owner = excluded.owner, "
             "team = excluded.team, role = excluded.role, gpus = excluded.gpus, charged = excluded.charged, "
             "shape = excluded.shape, request_uid = excluded.request_uid, uid = excluded.uid, "
-            "root_uid = excluded.root_uid, created_at = CASE WHEN excluded.uid <> '' "
+            "root_uid = excluded.root_uid, hold_until = NULL, created_at = CASE WHEN excluded.uid <> '' "
             "AND reservations.uid = excluded.uid THEN reservations.created_at ELSE excluded.created_at END",
             (*key, r.owner, r.team, r.role, r.gpus, int(r.charged), r.shape, now, request_uid, r.uid, r.root_uid),
         )
         if not r.charged and old is not None:  # a queued workload changed: it waits for its new size
             self.requeue(key, r, old)
+        if old is not None and key[0] == "pods" and not old.is_root and r.gpus < old.gpus:
+            self.settle(old.root_uid, now=now)
+
+    def charge_pods_of(self, root: Target, *, now: float) -> None:
+        """The root `root` is gone while pods recorded under it may still run (they run out their
+        grace period after the root's deletion): each such pod's record now holds its own GPUs
+        as a charge on the same owner, until the pod is gone."""
+        rows = self.db.all(
+            "SELECT resource, namespace, name, owner, team, role, gpus FROM reservations WHERE root_uid = ? "
+            "AND uid <> ? AND resource = 'pods' AND charged = 0 AND gpus > 0", (root.uid, root.uid))
+        for row in rows:
+            self.db.run("UPDATE reservations SET charged = 1 WHERE resource = ? AND namespace = ? AND name = ?",
+                        (row["resource"], row["namespace"], row["name"]))
+            self.count(row["owner"], row["team"], int(row["gpus"]))
+            self.db.run("INSERT INTO usage_intervals (resource, namespace, name, owner, team, role, gpus, "
+                        "started_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                        (row["resource"], row["namespace"], row["name"], row["owner"], row["team"], row["role"],
+                         int(row["gpus"]), now))
+
+    def settle(self, root_uid: str, *, now: float) -> None:
+        """A pod under the root `root_uid` ended or let go of its GPUs: a charge held above what
+        the root asks for (`held_charge`) comes down to what its pods still hold."""
+        row = self.db.one("SELECT resource, namespace, name, owner, team, role, gpus, charged, shape, uid, "
+                          "root_uid, 0 AS waiting FROM reservations WHERE uid = ?", (root_uid,)) if root_uid else None
+        root = _target(row)
+        if row is None or root is None or not root.charged or asked(root.shape) is None:
+            return
+        lowered = Reservation(root.owner, root.team, root.role, asked(root.shape) or 0, True, root.shape,
+                              uid=root.uid, root_uid=root.root_uid)
+        if held_charge(root.shape, lowered.gpus, self.pods_under(root.uid, None))[0] < root.gpus:
+            self.write((row["resource"], row["namespace"], row["name"]), Decision(
+                allowed=True, rule="reconcile", reason="", reserve=lowered), root, now=now, request_uid="")
 
     def set_refs(self, key: TargetKey, refs: Sequence[tuple[str, str]], *, fresh: bool = False) -> None:
         """Keep (resource key, name) of what the workload `key` references, and nothing else.

@@ -242,8 +242,12 @@ def test_each_job_of_a_cronjob_is_charged_to_its_owner_whatever_the_concurrency_
     pod = cluster.pod_of(first.obj, first.obj["spec"]["template"], JOB_CONTROLLER)
     assert pod.allowed
     assert held(store) == {"alice": 16}
-    # a finished Job deleted frees its GPUs for the next one
+    # a Job deleted frees its GPUs for the next one once its pods are gone: until the garbage
+    # collector deletes them, they hold the Job's GPUs as a charge of their own
     assert cluster.delete("Job", first.obj["metadata"]["name"], CRONJOB_CONTROLLER, SYSTEM).allowed
+    assert held(store) == {"alice": 16}
+    assert not cluster.job_of(made.obj).allowed
+    assert cluster.delete("Pod", pod.obj["metadata"]["name"], GC, SYSTEM).allowed  # never scheduled: gone at once
     assert cluster.job_of(made.obj).allowed
 
 

@@ -417,13 +417,17 @@ def test_a_pod_never_scheduled_or_deleted_at_once_frees_its_gpus_with_its_delete
     body["request"]["options"] = {"apiVersion": "meta.k8s.io/v1", "kind": "DeleteOptions", "gracePeriodSeconds": 0}
     assert cluster.service.validate(body)["response"]["allowed"]  # kubectl delete --grace-period=0 --force
     del cluster.objects[("Pod", "research", forced)]
+    # The object is gone, but the kubelet stops its containers with the pod's grace period
+    # (30 s here): its record holds the root's 8 GPUs until then.
+    assert not pods_of(cluster, rs, 1)[0].allowed
+    reconcile(cluster, store, now=time.time() + 31)  # the controller, once that grace is over
     assert pods_of(cluster, rs, 1)[0].allowed
     assert held(store) == {"alice": 8}
 
 
 def test_a_gpu_pods_grace_period_is_bounded_on_launch_and_on_edit(cluster, store):
-    """limits.yaml max_gpu_termination_grace_seconds: what runs on after a delete (or a forced
-    delete, which frees the record at once) is bounded."""
+    """limits.yaml max_gpu_termination_grace_seconds: what runs on after a delete (graceful, or
+    forced: the record is then held for the pod's grace period) is bounded."""
     dep = deployment("serve")
     dep["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] = 365 * 24 * 3600
     answer = cluster.create(dep, "alice", INTERN)
@@ -980,11 +984,12 @@ def test_the_job_controller_replaces_a_failed_pod_of_a_job(cluster, store):
     assert held(store) == {"bob": 16}
 
 
-def reconcile(cluster: Cluster, store: SQLiteStore) -> None:
-    """One pass of the gateway's controller over the pods the cluster lists."""
+def reconcile(cluster: Cluster, store: SQLiteStore, *, now: float | None = None) -> None:
+    """One pass of the gateway's controller over the pods the cluster lists (at `now`)."""
     pods = [view for (kind, _, _), obj in cluster.objects.items()
             if kind == "Pod" and (view := read_pod(obj, GpuMatcher())) is not None]
-    store.reconcile(pods, now=time.time(), actor=Actor("system:serviceaccount:gpu-gateway:controller"))
+    store.reconcile(pods, now=time.time() if now is None else now,
+                    actor=Actor("system:serviceaccount:gpu-gateway:controller"))
 
 
 def test_the_hpa_of_an_elastic_pytorchjob_scales_it_within_max_replicas(cluster, store):

@@ -91,9 +91,6 @@ def running_pod_of(cluster: Cluster, name: str = "serve", **kw: Any) -> tuple[di
 # ================================================================== pod deletes that release too early
 
 
-@pytest.mark.xfail(strict=True, reason="a force delete (grace 0) releases a running pod's GPUs, but the kubelet "
-                                       "still gives its containers spec.terminationGracePeriodSeconds"
-                                       " (bounded: limits.yaml max_gpu_termination_grace_seconds)")
 def test_force_deleting_a_pod_does_not_free_gpus_its_containers_still_hold(cluster, store):
     rs, name = running_pod_of(cluster)
     # The object goes at once; the kubelet kills the containers with the pod's own grace period
@@ -118,9 +115,6 @@ def test_removing_the_finalizer_of_a_terminating_pod_does_not_free_its_gpus(clus
     assert not replacement.allowed, f"two 8-GPU pods run on an 8-GPU charge: {held(store)}"
 
 
-@pytest.mark.xfail(strict=True, reason="deleting the root releases its charge at once, while its pods run out "
-                                       "their grace period (SIGTERM trapped) charged to nobody"
-                                       " (bounded: limits.yaml max_gpu_termination_grace_seconds)")
 def test_deleting_the_root_keeps_its_terminating_pods_charged(cluster, store):
     rs, name = running_pod_of(cluster)
     assert delete(cluster, "Deployment", "serve", "alice", INTERN).allowed  # background propagation
@@ -128,15 +122,16 @@ def test_deleting_the_root_keeps_its_terminating_pods_charged(cluster, store):
                   "generic-garbage-collector", SYSTEM).allowed
     assert graceful_delete(cluster, name, "system:serviceaccount:kube-system:generic-garbage-collector", SYSTEM)
     assert running_gpus(cluster) == 8
-    # alice's cap counts nothing now: two more 8-GPU workloads on top of the one still running
+    # the pod runs out its grace period: its 8 GPUs stay alice's until it is gone
+    assert held(store) == {"alice": 8}
     assert cluster.create(deployment("again"), "alice", INTERN).allowed
-    assert cluster.create(deployment("more"), "alice", INTERN).allowed
-    assert charged(store) >= running_gpus(cluster) + 16, f"{running_gpus(cluster) + 16} GPUs run, {held(store)} charged"
+    assert not cluster.create(deployment("more"), "alice", INTERN).allowed, "24 GPUs on a 16-GPU cap"
+    assert charged(store) >= running_gpus(cluster) + 8, f"{running_gpus(cluster) + 8} GPUs run, {held(store)} charged"
+    # the kubelet's final DELETE, once the containers have stopped, releases them
+    assert force_delete(cluster, name, *KUBELET)
+    assert held(store) == {"alice": 8}
 
 
-@pytest.mark.xfail(strict=True, reason="scaling the root down releases its charge at once, while the pods its "
-                                       "ReplicaSet deletes run out their grace period charged to nobody"
-                                       " (bounded: limits.yaml max_gpu_termination_grace_seconds)")
 def test_scaling_the_root_down_keeps_its_terminating_pods_charged(cluster, store):
     rs, name = running_pod_of(cluster)
     down = cluster.get("Deployment", "serve")
@@ -146,9 +141,14 @@ def test_scaling_the_root_down_keeps_its_terminating_pods_charged(cluster, store
     rs_down["spec"]["replicas"] = 0
     assert cluster.update(rs_down, DEPLOYMENT_CONTROLLER, SYSTEM).allowed
     assert graceful_delete(cluster, name, REPLICASET_CONTROLLER, SYSTEM)
+    assert held(store) == {"alice": 8}, "the terminating pod still holds what the root was charged"
     assert cluster.create(deployment("b"), "alice", INTERN).allowed
-    assert cluster.create(deployment("c"), "alice", INTERN).allowed
-    assert charged(store) >= running_gpus(cluster) + 16, f"{running_gpus(cluster) + 16} GPUs run, {held(store)} charged"
+    assert not cluster.create(deployment("c"), "alice", INTERN).allowed, "24 GPUs on a 16-GPU cap"
+    assert charged(store) >= running_gpus(cluster) + 8, f"{running_gpus(cluster) + 8} GPUs run, {held(store)} charged"
+    # the pod is gone (the kubelet's final DELETE): the charge comes down to the root's size, 0
+    assert force_delete(cluster, name, *KUBELET)
+    assert held(store) == {"alice": 8}
+    assert records(store)["serve"].gpus == 0 and "asks" not in records(store)["serve"].extra
 
 
 def test_a_terminating_pod_keeps_its_root_from_growing_back_past_its_charge(cluster, store):
@@ -169,6 +169,37 @@ def test_a_person_cannot_send_the_kubelets_final_delete_for_a_pod_still_terminat
     assert delete(cluster, "Pod", name, "alice", INTERN, stays=True).allowed  # a second graceful DELETE
     assert records(store)[name].gpus == 8
     assert not pods_of(cluster, rs, 1)[0].allowed
+
+
+def test_a_pod_forced_out_cannot_be_replaced_at_once_under_its_own_name(cluster, store):
+    """A bare pod force-deleted and created again by name: the first one's containers may still run."""
+    pod = make_pod(gpus=8).named("research", "solo").obj()
+    pod["spec"]["terminationGracePeriodSeconds"] = GRACE
+    assert cluster.create(pod, "alice", INTERN).allowed
+    scheduled(cluster, "solo")
+    assert force_delete(cluster, "solo", "alice", INTERN)
+    assert held(store) == {"alice": 8}
+    again = cluster.create(pod, "alice", INTERN)
+    assert not again.allowed and "may still exist" in again.message
+    assert held(store) == {"alice": 8}
+
+
+def test_only_the_pods_own_node_sends_the_final_delete_that_frees_at_once(cluster, store):
+    rs, name = running_pod_of(cluster)
+    assert graceful_delete(cluster, name, "alice", INTERN)
+    # another node's identity (NodeRestriction would refuse it anyway): held for the grace period
+    assert force_delete(cluster, name, "system:node:gpu-node-2", ("system:nodes",))
+    assert records(store)[name].gpus == 8
+    assert not pods_of(cluster, rs, 1)[0].allowed
+
+
+def test_a_replicaset_left_by_a_deleted_root_makes_no_gpu_pods(cluster, store):
+    made = cluster.create(deployment("serve"), "alice", INTERN).obj
+    rs = cluster.replicaset_of(made, replicas=1).obj
+    assert delete(cluster, "Deployment", "serve", "alice", INTERN).allowed  # background: the GC comes later
+    assert held(store) == {}
+    answer = pods_of(cluster, rs, 1)[0]
+    assert not answer.allowed and "no longer holds" in answer.message
 
 
 # ================================================================== siblings of one root

@@ -12,8 +12,8 @@ from typing import Any
 
 import jsonpatch
 import pytest
-from builders_queue import ACTOR, GATEWAY, JOB_CONTROLLER, launch_job, mutated, queue_policies, validate
-from conftest import POLICIES, RESEARCHER, delete_review, make_job, make_pod, review
+from builders_queue import ACTOR, GATEWAY, JOB_CONTROLLER, delete_job, launch_job, mutated, queue_policies, validate
+from conftest import POLICIES, RESEARCHER, make_job, make_pod, review
 from served import start_server, stop_server
 
 from gateway.admission.scheduling_settings import QUOTA_GATE, WORKLOAD_ANNOTATION
@@ -54,14 +54,14 @@ def test_a_queue_mode_launch_waits_with_every_pod_gated(queued) -> None:
 def test_a_second_launch_over_the_cap_waits_and_goes_when_the_first_is_deleted(queued) -> None:
     service, store = queued
     limits = limits_from(service.policies.policy)
-    first, _ = launch_job(service, "first", pods=3)   # 24 of 32
+    first, first_pods = launch_job(service, "first", pods=3)   # 24 of 32
     store.run_queue(limits, now=service.clock(), actor=ACTOR)
     launch_job(service, "second", pods=2)             # 16 more: over 32
     result = store.run_queue(limits, now=service.clock(), actor=ACTOR)
     assert result.plan.released == ()
     [row] = store.queue_rows()
     assert row["position"] == 1 and "user bob holds 24 of 32" in row["reason"]
-    assert service.validate(delete_review(first, user="bob", groups=RESEARCHER).body())["response"]["allowed"]
+    delete_job(service, first, first_pods)
     result = store.run_queue(limits, now=service.clock(), actor=ACTOR)
     assert [w.key for w in result.plan.released] == ["jobs.batch/research/second"]
     assert store.gpus_by_user()["bob"] == 16
@@ -230,7 +230,7 @@ def test_a_spent_gpu_hour_budget_denies_or_queues_by_mode(tmp_path: Path, mode: 
     service = AdmissionService(PolicyHolder(policies), store, metrics=Metrics(), clock=clock)
     limits = limits_from(service.policies.policy)
     try:
-        launch_job(service, "first", pods=1)  # 8 GPUs
+        first, first_pods = launch_job(service, "first", pods=1)  # 8 GPUs
         store.run_queue(limits, now=clock.now, actor=ACTOR)
         assert store.gpus_by_user()["bob"] == 8
         clock.now += 1800  # half an hour of 8 GPUs: 4 GPU-hours, the whole budget
@@ -245,8 +245,7 @@ def test_a_spent_gpu_hour_budget_denies_or_queues_by_mode(tmp_path: Path, mode: 
         result = store.run_queue(limits, now=clock.now, actor=ACTOR)
         assert result.plan.released == ()
         assert "cannot start: the GPU-hour budget of user bob is spent" in result.plan.held[0].reason
-        first = make_job(gpus=8, parallelism=1).named("research", "first").obj()
-        assert service.validate(delete_review(first, user="bob", groups=RESEARCHER).body())["response"]["allowed"]
+        delete_job(service, first, first_pods)
         clock.now += 8 * 86400  # the rolling week has moved past the hours `first` used
         result = store.run_queue(limits, now=clock.now, actor=ACTOR)
         assert [w.key for w in result.plan.released] == ["jobs.batch/research/second"]

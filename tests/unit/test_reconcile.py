@@ -140,3 +140,12 @@ def test_repairs_make_the_ledger_agree_with_the_pods(pods, ledger) -> None:
     for name, (phase, gated, gpu) in seen.items():
         if gpu and not gated and phase not in ("Succeeded", "Failed"):
             assert f"pods/research/{name}" in after
+
+
+def test_a_pod_deleted_at_once_keeps_its_record_until_its_grace_period_is_over():
+    """A force delete leaves the kubelet to stop the containers: the record (`hold_until`) stays
+    while they may run, however old it is, and goes once that time is past."""
+    ghost = Held("pods/research/p", "bob", "vision", 8, True, created_at=0.0, hold_until=1_000.0)
+    assert plan_reconcile([], [ghost], now=999.0) == []
+    [repair] = plan_reconcile([], [ghost], now=1_000.0)
+    assert repair.kind == "forget" and "grace period" in repair.reason

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 from typing import Any
 
 import pytest
@@ -11,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.admission.actors import Actors, ActorSpec, OwnerRef, controller_ref, name_error, parse_actors
-from gateway.admission.shape import charges_children, gang_pods, max_gpus_per_pod, scaled, shape_of
+from gateway.admission.shape import asked, charges_children, gang_pods, held_charge, max_gpus_per_pod, scaled, shape_of
 from gateway.admission.workloads import GpuMatcher, read_workload, scale_rule
 
 MATCH = GpuMatcher()
@@ -132,3 +133,19 @@ def test_an_actor_creates_only_its_kinds():
     spec = ActorSpec("x", frozenset({"Pod", "apps/ReplicaSet"}))
     assert spec.may_create("", "Pod") and spec.may_create("apps", "ReplicaSet")
     assert not spec.may_create("batch", "Job") and not spec.may_create("example.com", "Pod")
+
+
+@settings(max_examples=300, deadline=None)
+@given(asks=st.integers(0, 10_000), held=st.integers(0, 10_000), later=st.integers(0, 10_000))
+def test_a_roots_charge_never_drops_below_what_its_pods_hold(asks, held, later):
+    """held_charge: charge = max(asked, held); the shape keeps what it asks for while held above
+    it, and settling again as pods go ends where the root asks, with the shape as it was."""
+    base = shape_of(read_workload(obj("apps/v1", "Deployment", {"replicas": 2, "template": template(8)}),
+                                  "apps", "Deployment", MATCH))
+    charge, shape = held_charge(base, asks, held)
+    assert charge == max(asks, held)
+    assert asked(shape) == (asks if held > asks else None)
+    settled, again = held_charge(shape, asked(shape) if asked(shape) is not None else asks, min(later, held))
+    assert settled == max(asks, min(later, held))
+    if settled == asks:
+        assert again == base or (asked(again) is None and json.loads(again) == json.loads(base))
