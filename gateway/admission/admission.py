@@ -455,7 +455,7 @@ def _priority_check(plan: Plan, policy: Policy, workload: Workload, violations: 
     bad = sorted(_priority_classes(plan, workload) - allowed - (admitted or frozenset()))
     if not bad:
         return
-    names = ", ".join(_class_names(allowed)) or "none"
+    names = ", ".join(repr(c) if c else "(none)" for c in sorted(allowed)) or "none"
     if plan.identity.is_actor:
         root = f", nor was the workload it belongs to admitted with {'it' if len(bad) == 1 else 'them'}"
         violations.append(violation(policy, "priority-class",
@@ -471,10 +471,6 @@ def _priority_check(plan: Plan, policy: Policy, workload: Workload, violations: 
         f"{ident.describe()} may not use priority class {', '.join(bad)} (allowed: {names})",
         _exception(policy, plan, "Use a priority class the role may use, or ask for an exception ",
                    owner=owner, gpus=workload.gpus)))
-
-
-def _class_names(classes: Iterable[str]) -> list[str]:
-    return [repr(c) if c else "(none)" for c in sorted(classes)]
 
 
 def _quota_checks(
@@ -890,8 +886,8 @@ def _modify(plan: Plan, policy: Policy, facts: Facts) -> Decision:
     # priority classes are the new ones where they were checked against the owner's role (a
     # person's change), else those recorded: a controller's edit cannot widen what its pods may carry.
     if plan.workload is not None:
-        classes = _priority_classes(plan, plan.workload) if not ident.is_actor and target.owner \
-            else admitted_classes(target.shape)
+        checked = not ident.is_actor and bool(target.owner)
+        classes = _priority_classes(plan, plan.workload) if checked else admitted_classes(target.shape)
         shape = shape_of(req, plan.workload, classes)
     else:
         shape = scaled_shape or target.shape
