@@ -7,7 +7,7 @@ the same transaction that will write the reservation, so caps hold under concurr
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -38,7 +38,7 @@ from gateway.admission.policy import OWNER_ANNOTATION, RULES, TEAM_ANNOTATION, P
 from gateway.admission.quota import CapFigure, Usage, check_caps
 from gateway.admission.review import AdmissionRequest
 from gateway.admission.scheduling_settings import WORKLOAD_ANNOTATION
-from gateway.admission.shape import charges_children, max_gpus_per_pod, scaled, surges
+from gateway.admission.shape import admitted_classes, charges_children, max_gpus_per_pod, scaled, surges
 from gateway.admission.shape import shape_of as _shape_json
 from gateway.admission.verdict import admit, conclude, denial, overruled, violation
 from gateway.admission.workloads import (
@@ -213,14 +213,16 @@ def _unreadable(plan: Plan, why: str) -> Decision:
     )
 
 
-def shape_of(req: AdmissionRequest, workload: Workload) -> str:
+def shape_of(req: AdmissionRequest, workload: Workload, priority_classes: Iterable[str] | None = None) -> str:
     """JSON kept with a reservation (admission/shape.py): pod sets by path, how `/scale` moves them,
-    and whether each child is charged on its own (a CronJob's Jobs)."""
+    whether each child is charged on its own (a CronJob's Jobs), and the priority classes the
+    workload was admitted with (given only where they were checked against its owner's role)."""
     try:
         rule = scale_rule(req.obj or {}, req.kind.group, req.kind.kind, _own_pod_sets(workload))
     except WorkloadError:
         rule = None
-    return _shape_json(workload, rule, charge_children=charges_children_of(req, workload))
+    return _shape_json(workload, rule, charge_children=charges_children_of(req, workload),
+                       priority_classes=priority_classes)
 
 
 def _own_pod_sets(workload: Workload) -> Workload:
@@ -368,11 +370,12 @@ def _exception(policy: Policy, plan: Plan, lead: str, *, owner: Identity | None 
 
 
 def _size_checks(plan: Plan, policy: Policy, workload: Workload, violations: list[Violation],
-                 owner: Identity | None = None) -> None:
+                 owner: Identity | None = None, admitted: frozenset[str] | None = None) -> None:
     """Priority class and per-workload limit of the requester's role, or of `owner`'s when the
-    request is made for someone else (an actor's child, a change to another person's workload)."""
+    request is made for someone else (an actor's child, a change to another person's workload).
+    `admitted`: see `_priority_check`."""
     ident = owner or plan.identity
-    _priority_check(plan, policy, workload, violations, ident)
+    _priority_check(plan, policy, workload, violations, ident, admitted)
     cap = policy.role_limits(ident.role).max_gpus_per_workload
     if cap is not None and workload.gpus > cap:
         verb = "launch" if plan.action is Action.LAUNCH and owner is None else "run"
@@ -441,17 +444,33 @@ def _unresolved_checks(plan: Plan, policy: Policy, violations: list[Violation], 
 
 
 def _priority_check(plan: Plan, policy: Policy, workload: Workload, violations: list[Violation],
-                    ident: Identity) -> None:
+                    ident: Identity, admitted: frozenset[str] | None = None) -> None:
+    """The priority classes of the workload's pods must be ones `ident`'s role may use. A
+    controller's GPU object is checked against its root owner's role and may also carry the
+    classes the root was `admitted` with (an approved exception let the root's templates carry
+    them, and the controller copies them); None when the root's record keeps none."""
     allowed = policy.role_limits(ident.role).priority_classes
-    if allowed is not None:
-        bad = sorted(_priority_classes(plan, workload) - allowed)
-        if bad:
-            names = ", ".join(repr(c) if c else "(none)" for c in sorted(allowed)) or "none"
-            owner = None if ident == plan.identity else ident
-            violations.append(violation(policy, "priority-class",
-                f"{ident.describe()} may not use priority class {', '.join(bad)} (allowed: {names})",
-                _exception(policy, plan, "Use a priority class the role may use, or ask for an exception ",
-                           owner=owner, gpus=workload.gpus)))
+    if allowed is None:
+        return
+    bad = sorted(_priority_classes(plan, workload) - allowed - (admitted or frozenset()))
+    if not bad:
+        return
+    names = ", ".join(repr(c) if c else "(none)" for c in sorted(allowed)) or "none"
+    if plan.identity.is_actor:
+        root = f", nor was the workload it belongs to admitted with {'it' if len(bad) == 1 else 'them'}"
+        violations.append(violation(policy, "priority-class",
+            f"controller {plan.identity.user} makes {plan.display_kind} {plan.display_ref} for {ident.user}: "
+            f"{ident.describe()} may not use priority class {', '.join(c or '(none)' for c in bad)} "
+            f"(allowed: {names}){root}",
+            hint=f"Its priority class comes from the workload it belongs to: give that workload a class "
+                 f"{ident.user}'s role may use, or have {ident.user} ask for an exception for it "
+                 f"(gpuctl request modify KIND NAMESPACE/NAME --gpus N --reason ...)."))
+        return
+    owner = None if ident == plan.identity else ident
+    violations.append(violation(policy, "priority-class",
+        f"{ident.describe()} may not use priority class {', '.join(bad)} (allowed: {names})",
+        _exception(policy, plan, "Use a priority class the role may use, or ask for an exception ",
+                   owner=owner, gpus=workload.gpus)))
 
 
 def _quota_checks(
@@ -510,7 +529,7 @@ def _launch(plan: Plan, policy: Policy, facts: Facts) -> Decision:
     req, ident, workload = plan.request, plan.identity, plan.workload
     assert workload is not None
     if ident.is_actor and req.operation == "CREATE":
-        return _shaped(_actor_create(plan, policy, facts), req, workload)
+        return _shaped(_actor_create(plan, policy, facts), plan, workload)
     if facts.target is not None and (facts.target.owner != ident.user or _other_object(plan, facts.target)):
         # The ledger holds this name for someone else, or for another object: it exists (the
         # API server will refuse the create) or its deletion was never seen. Never hand the
@@ -551,8 +570,10 @@ def _launch(plan: Plan, policy: Policy, facts: Facts) -> Decision:
     if denied is not None and not facts.approvals and not queueing:
         return denied  # nothing lifts it: no reservation to build
     # The ledger may keep this reservation (an admit, an approval, a wait in the queue): its shape too.
+    classes = _priority_classes(plan, workload)
     reserve = Reservation(plan.owner, plan.team, ident.role or "", workload.gpus, not per_child,
-                          shape_of(req, workload), uid=plan.uid, root_uid=plan.uid, refs=referenced_names(plan))
+                          shape_of(req, workload, classes), uid=plan.uid, root_uid=plan.uid,
+                          refs=referenced_names(plan))
     if denied is not None:
         decided = overruled(plan, denied, facts.approvals, reserve=reserve)
     else:
@@ -562,18 +583,21 @@ def _launch(plan: Plan, policy: Policy, facts: Facts) -> Decision:
             gpus=workload.gpus, reserve=reserve, owner=plan.owner, team=plan.team,
         )
     if queueing:
-        decided = queued(plan, policy, decided, reserve, _priority_classes(plan, workload)) or decided
+        decided = queued(plan, policy, decided, reserve, classes) or decided
     return decided
 
 
-def _shaped(decision: Decision, req: AdmissionRequest, workload: Workload) -> Decision:
+def _shaped(decision: Decision, plan: Plan, workload: Workload) -> Decision:
     """The decision (just built by `_actor_create`, so it is changed in place) with its
     reservation's shape, built only where the ledger will keep it: a controller's pods come in
-    bursts of thousands, so the generic `dataclasses.replace` is not used here."""
+    bursts of thousands, so the generic `dataclasses.replace` is not used here. A child charged
+    on its own (a CronJob's Job, its classes checked against its owner's role) keeps its
+    priority classes, which its pods may carry."""
     r = decision.reserve
     if decision.allowed and r is not None:
-        decision.reserve = Reservation(r.owner, r.team, r.role, r.gpus, r.charged, shape_of(req, workload), r.uid,
-                                       r.root_uid, r.refs)
+        classes = _priority_classes(plan, workload) if r.charged else None
+        decision.reserve = Reservation(r.owner, r.team, r.role, r.gpus, r.charged,
+                                       shape_of(plan.request, workload, classes), r.uid, r.root_uid, r.refs)
     return decision
 
 
@@ -640,7 +664,7 @@ def _actor_create(plan: Plan, policy: Policy, facts: Facts) -> Decision:
     access_checks(plan, policy, facts, violations, identity=owner)
     if charges_children(parent.shape):
         # A CronJob's Job: a charge of its own on the CronJob's owner, within their caps.
-        _size_checks(plan, policy, workload, violations, owner=owner)
+        _size_checks(plan, policy, workload, violations, owner=owner, admitted=admitted_classes(parent.shape))
         _quota_checks(policy, facts, asked=workload.gpus, owner=parent.owner, owner_role=parent.role,
                       team=parent.team, violations=violations)
         reserve = Reservation(parent.owner, parent.team, parent.role, workload.gpus, True,
@@ -649,6 +673,7 @@ def _actor_create(plan: Plan, policy: Policy, facts: Facts) -> Decision:
                         allow_reason=f"controller {ident.user} creates {workload.gpus} GPUs {for_whom}, "
                                      f"charged to {parent.owner}",
                         owner=parent.owner, team=parent.team)
+    _priority_check(plan, policy, workload, violations, _owner_identity(root), admitted_classes(root.shape))
     _allowance(plan, workload.gpus, workload, root, violations, policy)
     if not violations and is_pod_create(plan) and workload.gpus:
         _siblings(plan, workload, root, facts.pods_under_root, violations, policy)
@@ -861,8 +886,15 @@ def _modify(plan: Plan, policy: Policy, facts: Facts) -> Decision:
                 _priority_check(plan, policy, plan.workload, violations, _owner_identity(target))
     if new_gpus > old_gpus:
         _growth(plan, policy, facts, target, new_gpus, violations)
-    # A scale keeps the recorded pod sets (their GPUs per pod do not change), at the new count.
-    shape = shape_of(req, plan.workload) if plan.workload is not None else scaled_shape or target.shape
+    # A scale keeps the recorded pod sets (their GPUs per pod do not change), at the new count. The
+    # priority classes are the new ones where they were checked against the owner's role (a
+    # person's change), else those recorded: a controller's edit cannot widen what its pods may carry.
+    if plan.workload is not None:
+        checked = not ident.is_actor and bool(target.owner)
+        classes = _priority_classes(plan, plan.workload) if checked else admitted_classes(target.shape)
+        shape = shape_of(req, plan.workload, classes)
+    else:
+        shape = scaled_shape or target.shape
     reserve = Reservation(owner, team, target.role, new_gpus, target.charged, shape,
                           uid=target.uid or plan.uid, root_uid=target.root_uid or target.uid or plan.uid,
                           refs=referenced_names(plan) if plan.workload is not None and req.sub_resource != "scale"

@@ -2,17 +2,19 @@
 
 A reservation's shape is JSON: its pod sets by template path (`[path, count, GPUs per pod]`),
 how the `/scale` subresource moves them, whether the workload's children are charged one
-by one (a CronJob's Jobs), and for a pod the GPUs each DRA claim template it names was counted
-for (`claims`, checked when the resourceclaim controller makes the pod's claims). It lets the
-gateway decide later requests that do not carry the workload (a `/scale`, a controller's
-child) from the ledger alone.
+by one (a CronJob's Jobs), for a pod the GPUs each DRA claim template it names was counted
+for (`claims`, checked when the resourceclaim controller makes the pod's claims), and for a
+workload that holds its own charge the priority classes it was admitted with
+(`priority_classes`, which its controllers' GPU objects may carry). It lets the gateway decide
+later requests that do not carry the workload (a `/scale`, a controller's child) from the
+ledger alone.
 """
 
 from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, TypeGuard
 
 import orjson
@@ -23,13 +25,17 @@ from gateway.admission.workloads import Workload, surge_pods
 CHARGE_CHILDREN = "children"
 
 
-def shape_of(workload: Workload, scale: Any = None, *, charge_children: bool = False) -> str:
-    """The JSON kept with a reservation. `scale` is the kind's `ScaleRule`, if it has one."""
+def shape_of(workload: Workload, scale: Any = None, *, charge_children: bool = False,
+             priority_classes: Iterable[str] | None = None) -> str:
+    """The JSON kept with a reservation. `scale` is the kind's `ScaleRule`, if it has one;
+    `priority_classes`, those the workload was admitted with (None: none recorded)."""
     shape: dict[str, Any] = {"sets": [[ps.template_path, ps.count, ps.gpus_each] for ps in workload.pod_sets]}
     if scale is not None:
         shape["scale"] = {"moves": [list(m) for m in scale.moves], "surge": scale.surge, "floor": scale.floor}
     if charge_children:
         shape["charge"] = CHARGE_CHILDREN
+    if priority_classes is not None:
+        shape["priority_classes"] = sorted(priority_classes)
     claims = _pod_claims(workload)
     if claims:
         shape["claims"] = {"": claims}
@@ -87,6 +93,16 @@ def max_gpus_per_pod(shape: str) -> int:
 
 def charges_children(shape: str) -> bool:
     return parse(shape).get("charge") == CHARGE_CHILDREN
+
+
+@functools.lru_cache(maxsize=4096)
+def admitted_classes(shape: str) -> frozenset[str] | None:
+    """The priority classes the workload was admitted with ("" for none set); None where the
+    shape records none (written before they were kept, or damaged): nothing beyond the role's."""
+    value = parse(shape).get("priority_classes")
+    if not isinstance(value, list) or not all(isinstance(c, str) for c in value):
+        return None
+    return frozenset(value)
 
 
 def surges(shape: str) -> bool:

@@ -10,14 +10,27 @@ the others record attempts it stops.
 from __future__ import annotations
 
 import copy
+import json
+import sqlite3
+from contextlib import closing
 from typing import Any
 
 import pytest
 from builders_dra import claim, exactly, naming
-from cluster_sim import DEPLOYMENT_CONTROLLER, HPA, REPLICASET_CONTROLLER, SYSTEM, TRAINING_OPERATOR, Cluster
+from cluster_sim import (
+    DEPLOYMENT_CONTROLLER,
+    HPA,
+    JOB_CONTROLLER,
+    REPLICASET_CONTROLLER,
+    SYSTEM,
+    TRAINING_OPERATOR,
+    Cluster,
+)
 from conftest import INTERN, RESEARCHER, container, make_pod, make_pytorchjob, review
 
+from gateway.admission.admission import KUEUE_PRIORITY_LABEL as KUEUE_PRIORITY
 from gateway.service import AdmissionService
+from integration.test_approvals import Clock, approve, ask, service_on
 from integration.test_insider_attacks import (
     KUEUE,
     charged,
@@ -335,8 +348,6 @@ def test_an_intern_cannot_take_a_high_priority_on_a_bare_gpu_pod_or_its_kueue_la
     assert held(store) == {}
 
 
-@pytest.mark.xfail(strict=True, reason="a controller's GPU pod is not checked for a priority class its owner "
-                                       "may not use (only templates are): one set from an unread field passes")
 def test_a_controllers_pod_may_not_carry_a_priority_class_its_owner_may_not_use(cluster, store):
     made = cluster.create(deployment("serve"), "alice", INTERN).obj
     rs = cluster.replicaset_of(made, replicas=1).obj
@@ -344,3 +355,101 @@ def test_a_controllers_pod_may_not_carry_a_priority_class_its_owner_may_not_use(
     high["spec"]["priorityClassName"] = "high"
     answer = cluster.pod_of(rs, high, REPLICASET_CONTROLLER)
     assert not answer.allowed, "the pod's priority is checked against alice's role, not its template's"
+    assert "user alice (role intern) may not use priority class high" in answer.message
+    [audited] = [r for r in store.audit_rows() if r["decision"] == "denied"]
+    assert audited["rule"] == "priority-class" and audited["action"] == "launch"
+    assert held(store) == {"alice": 8}
+
+
+def test_a_controllers_pods_may_carry_the_priority_class_an_approval_let_the_root_use(policy_dir, store):
+    clock = Clock()
+    cluster = Cluster(service_on(store, policy_dir, clock))
+    dep = deployment("serve")
+    dep["spec"]["template"]["spec"]["priorityClassName"] = "high"
+    assert not cluster.create(dep, "alice", INTERN).allowed
+    approve(store, clock, ask(store, clock, kind="Deployment", name="serve", gpus=8))
+    made = cluster.create(dep, "alice", INTERN)
+    assert made.allowed, made.message
+    rs = cluster.replicaset_of(made.obj, replicas=1)
+    assert rs.allowed, rs.message
+    [pod] = pods_of(cluster, rs.obj, 1)
+    assert pod.allowed, pod.message
+    assert held(store) == {"alice": 8}
+    # the exception covers the class the root was admitted with, not any other
+    other = copy.deepcopy(rs.obj["spec"]["template"])
+    other["spec"]["priorityClassName"] = "system-cluster-critical"
+    assert delete(cluster, "Pod", pod.obj["metadata"]["name"], REPLICASET_CONTROLLER, SYSTEM).allowed
+    denied = cluster.pod_of(rs.obj, other, REPLICASET_CONTROLLER)
+    assert not denied.allowed and "priority class system-cluster-critical" in denied.message
+
+
+def test_a_cronjobs_jobs_and_pods_may_carry_the_priority_class_an_approval_let_it_use(policy_dir, store):
+    clock = Clock()
+    cluster = Cluster(service_on(store, policy_dir, clock))
+    cron = {"apiVersion": "batch/v1", "kind": "CronJob", "metadata": {"name": "nightly", "namespace": "research"},
+            "spec": {"schedule": "@hourly", "jobTemplate": {"spec": {"template": {"spec": {
+                "restartPolicy": "Never", "priorityClassName": "high", "containers": [container(8)]}}}}}}
+    approve(store, clock, ask(store, clock, kind="CronJob", name="nightly", gpus=8))
+    assert cluster.create(cron, "alice", INTERN).allowed
+    job = cluster.job_of(cluster.get("CronJob", "nightly"))
+    assert job.allowed, job.message
+    [pod] = [cluster.pod_of(job.obj, job.obj["spec"]["template"], JOB_CONTROLLER)]
+    assert pod.allowed, pod.message
+    assert held(store) == {"alice": 8}
+
+
+def test_an_operators_pod_may_not_carry_a_kueue_priority_its_owner_may_not_use(cluster, store):
+    job = cluster.create(make_pytorchjob(workers=1, gpus=4).named("research", "llm").obj(), "alice", INTERN)
+    assert job.allowed, job.message
+    worker = job.obj["spec"]["pytorchReplicaSpecs"]["Worker"]["template"]
+    answer = cluster.pod_of(job.obj, worker, TRAINING_OPERATOR, labels={KUEUE_PRIORITY: "high"})
+    assert not answer.allowed
+    assert "alice" in answer.message and "priority class high" in answer.message
+    assert cluster.pod_of(job.obj, worker, TRAINING_OPERATOR).allowed
+    assert held(store) == {"alice": 8}
+
+
+def test_a_root_recorded_without_its_priority_classes_holds_its_pods_to_the_owners_role(cluster, store):
+    """A record written before the classes were kept: nothing beyond the owner's role passes."""
+    made = cluster.create(deployment("serve"), "alice", INTERN).obj
+    rs = cluster.replicaset_of(made, replicas=1).obj
+    [root] = [r for r in store.reservations() if r.name == "serve"]
+    assert root.extra["priority_classes"] == [""]
+    legacy = {k: v for k, v in root.extra.items() if k != "priority_classes"}
+    with closing(sqlite3.connect(store.path)) as db, db:
+        db.execute("UPDATE reservations SET shape = ? WHERE name = 'serve'", (json.dumps(legacy),))
+    high = copy.deepcopy(rs["spec"]["template"])
+    high["spec"]["priorityClassName"] = "high"
+    assert not cluster.pod_of(rs, high, REPLICASET_CONTROLLER).allowed
+    low = copy.deepcopy(rs["spec"]["template"])
+    low["spec"]["priorityClassName"] = "low"
+    assert cluster.pod_of(rs, low, REPLICASET_CONTROLLER).allowed
+    assert held(store) == {"alice": 8}
+
+
+def test_a_controllers_pod_may_carry_its_roots_template_priority_class(cluster, store):
+    dep = deployment("serve")
+    dep["spec"]["template"]["spec"]["priorityClassName"] = "low"
+    dep["spec"]["template"].setdefault("metadata", {}).setdefault("labels", {})[KUEUE_PRIORITY] = "low"
+    made = cluster.create(dep, "alice", INTERN)
+    assert made.allowed, made.message
+    rs = cluster.replicaset_of(made.obj, replicas=1)
+    assert rs.allowed, rs.message
+    [pod] = pods_of(cluster, rs.obj, 1)
+    assert pod.allowed, pod.message
+    assert pod.obj["spec"]["priorityClassName"] == "low"
+    assert held(store) == {"alice": 8}
+
+
+def test_a_controllers_edit_of_the_root_does_not_widen_the_priority_classes_its_pods_may_carry(cluster, store):
+    job = make_pytorchjob(workers=1, gpus=4).named("research", "llm").obj()
+    assert cluster.create(job, "alice", INTERN).allowed
+    edited = cluster.get("PyTorchJob", "llm")
+    edited["spec"]["pytorchReplicaSpecs"]["Worker"]["template"]["spec"]["priorityClassName"] = "high"
+    changed = cluster.update(edited, KUEUE, SYSTEM)
+    if changed.allowed:
+        cluster.objects[("PyTorchJob", "research", "llm")] = changed.obj
+    made = cluster.get("PyTorchJob", "llm")
+    worker = made["spec"]["pytorchReplicaSpecs"]["Worker"]["template"]
+    answer = cluster.pod_of(made, worker, TRAINING_OPERATOR)
+    assert not answer.allowed and "priority class high" in answer.message

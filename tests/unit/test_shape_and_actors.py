@@ -12,7 +12,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.admission.actors import Actors, ActorSpec, OwnerRef, controller_ref, name_error, parse_actors
-from gateway.admission.shape import asked, charges_children, gang_pods, held_charge, max_gpus_per_pod, scaled, shape_of
+from gateway.admission.shape import (
+    admitted_classes,
+    asked,
+    charges_children,
+    gang_pods,
+    held_charge,
+    max_gpus_per_pod,
+    scaled,
+    shape_of,
+)
 from gateway.admission.workloads import GpuMatcher, read_workload, scale_rule
 
 MATCH = GpuMatcher()
@@ -84,7 +93,19 @@ def test_a_damaged_shape_never_crashes(garbage):
     assert max_gpus_per_pod(garbage) == 0
     assert gang_pods(garbage) == 0
     assert not charges_children(garbage)
+    assert admitted_classes(garbage) is None
     scaled(garbage, 3, 0, None)
+
+
+def test_the_priority_classes_a_workload_was_admitted_with_survive_a_scale():
+    o = obj("apps/v1", "Deployment", {"replicas": 1, "template": template(8)})
+    workload = read_workload(o, "apps", "Deployment", MATCH)
+    shape = shape_of(workload, scale_rule(o, "apps", "Deployment", workload), priority_classes={"high", ""})
+    assert admitted_classes(shape) == {"", "high"}
+    result = scaled(shape, 3, 8, 1)
+    assert result is not None and admitted_classes(result[1]) == {"", "high"}
+    assert admitted_classes(shape_of(workload)) is None  # none recorded: only the role's classes pass
+    assert admitted_classes('{"sets":[],"priority_classes":["high",7]}') is None
 
 
 def test_a_cronjob_charges_its_children():
