@@ -33,13 +33,14 @@ RETRY_S = 30.0
 
 class RootListing:
     def __init__(self, cluster: Cluster, store: ControllerStore, actor: Actor, metrics: LedgerMetrics, *,
-                 resync_s: float, retry_s: float = RETRY_S) -> None:
+                 resync_s: float, retry_s: float = RETRY_S, page_size: int = 500) -> None:
         self.cluster = cluster
         self.store = store
         self.actor = actor
         self.metrics = metrics
         self.resync_s = resync_s
         self.retry_s = retry_s
+        self.page_size = page_size
         self._due = float("-inf")
         self._not_served: set[str] = set()
         self._kinds: tuple[RootKind, ...] = ()
@@ -56,7 +57,8 @@ class RootListing:
         for kind in kinds:
             key = kind.resource_key
             try:
-                found = [root for page in self.cluster.workload_pages(key) for obj in page
+                found = [root for page in self.cluster.workload_pages(key, limit=self.page_size)
+                         for obj in page
                          if (root := read_root(obj, kind, view.policy)) is not None]
             except ClusterError as exc:
                 if exc.status != 404:
