@@ -150,6 +150,10 @@ class SchedulerSettings:
     """Run the controller inside `serve` (one active replica through the Lease)."""
     kubeconfig: Path | None = None
     """Cluster access for the controller; default: in-cluster service account, then ~/.kube/config."""
+    await_listing: bool = False
+    """A controller records the GPU workloads that predate the gateway (`--await-workload-listing`;
+    set by `controller`): until it has listed a kind, `serve` refuses a `/scale` of a workload of
+    that kind the ledger does not know (gateway/scheduling/roots.py)."""
 
 
 @dataclass(frozen=True)

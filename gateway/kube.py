@@ -222,6 +222,21 @@ class Cluster:
             self._versions[group] = str((found.get("preferredVersion") or {}).get("version") or "v1")
         return self._versions[group]
 
+    def workload_pages(self, resource_key: str, *, limit: int = 500) -> Iterator[list[dict[str, Any]]]:
+        """Every object of a workload kind (`resource.group`, as ledger keys name it) in every
+        namespace, a page of at most `limit` at a time. A kind the API server does not serve (its
+        CRD is not installed) ends in ClusterError with status 404."""
+        resource, _, group = resource_key.partition(".")
+        base = f"/apis/{group}/{self._version(group)}" if group else "/api/v1"
+        token = ""
+        while True:
+            query = f"?limit={limit}" + (f"&continue={quote(token, safe='')}" if token else "")
+            page = self._get(f"list {resource_key}", f"{base}/{resource}{query}")
+            yield page.get("items") or []
+            token = str((page.get("metadata") or {}).get("continue") or "")
+            if not token:
+                return
+
     def object_exists(self, resource_key: str, namespace: str, name: str) -> bool:
         """Whether the object a ledger key names (`resource.group`, namespace, name) exists."""
         resource, _, group = resource_key.partition(".")

@@ -54,17 +54,19 @@ CONTROLLER_CALLS: tuple[ApiCall, ...] = (
 )
 
 def workload_gets(resources: Iterable[tuple[str, str]]) -> tuple[ApiCall, ...]:
-    """One `get` per workload kind the gateway decides, by (group, plural resource), not pods
-    (which it lists): a reservation without pods whose object the API server does not have is
-    freed (gateway/scheduling/reconcile.py)."""
+    """A `get` and a `list` per workload kind the gateway decides, by (group, plural resource),
+    not pods (listed and watched above): a reservation without pods whose object the API server
+    does not have is freed (gateway/scheduling/reconcile.py), and the GPU workloads that predate
+    the gateway are recorded (gateway/scheduling/roots.py)."""
     return tuple(
-        ApiCall("controller", group, resource, _verbs("get"),
-                "free the reservation of a workload that never came to exist (refused after admission)")
+        ApiCall("controller", group, resource, _verbs("get", "list"),
+                "free the reservation of a workload that never came to exist (refused after admission); "
+                "record the GPU workloads created before the gateway")
         for group, resource in sorted(set(resources)) if (group, resource) != ("", "pods")
     )
 
 
-#: The gets for the built-in kinds (admission/workloads.py ADAPTERS).
+#: The gets and lists for the built-in kinds (admission/workloads.py ADAPTERS).
 CONTROLLER_WORKLOAD_GETS: tuple[ApiCall, ...] = workload_gets((g, k.lower() + "s") for g, k in ADAPTERS)
 
 AGENT_CALLS: tuple[ApiCall, ...] = (
@@ -80,7 +82,7 @@ API_CALLS: tuple[ApiCall, ...] = CONTROLLER_CALLS + CONTROLLER_WORKLOAD_GETS + A
 
 
 def api_calls(kinds: KindRegistry) -> tuple[ApiCall, ...]:
-    """Every call, with a `get` for each kind the policy bundle registers (limits.yaml
+    """Every call, with a `get` and a `list` for each kind the policy bundle registers (limits.yaml
     `workload_kinds`) too: the chart grants them from the bundle it installs."""
     extra = workload_gets((k.group, k.resource) for k in kinds)
     return API_CALLS + tuple(c for c in extra if c not in CONTROLLER_WORKLOAD_GETS)

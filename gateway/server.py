@@ -56,7 +56,8 @@ def build_gateway(settings: Settings) -> Gateway:
     metrics.watch_queue(store.queue_rows)
     digest = keyed_digest(load_history_key(settings.store.path))
     service = AdmissionService(policies, store, failure_mode=settings.failure_mode, metrics=metrics,
-                               digest=digest, gateway_user=settings.scheduler.service_account)
+                               digest=digest, gateway_user=settings.scheduler.service_account,
+                               await_listing=settings.scheduler.await_listing)
     api = api_routes(ApiContext(authenticator, lambda: service.policies.policy, store, service.runtime,
                                 metrics=metrics, agent_authenticator=agent_authenticator,
                                 telemetry=lambda: service.policies.telemetry))

@@ -49,9 +49,10 @@ class _Staged:
 
 
 def admission_job(plan: Plan, policy: Policy, *, now: float, digest: Digest,
-                  stated: StatedFacts | None = None) -> Job:
+                  stated: StatedFacts | None = None, await_listing: bool = False) -> Job:
     """The store job that decides a prepared request: what the store reads for it and the
-    audit record it writes. The what-if builds the same job, with what it `stated`."""
+    audit record it writes. The what-if builds the same job, with what it `stated`.
+    `await_listing`: a controller lists the workloads that predate the gateway (`AdmissionService`)."""
     req = plan.request
     return Job(
         key=plan.key or (req.resource_key, req.namespace, req.name),
@@ -70,6 +71,7 @@ def admission_job(plan: Plan, policy: Policy, *, now: float, digest: Digest,
         uids=plan.reach_uids,
         parent=(plan.parent.uid, (plan.parent.resource_key, req.namespace, plan.parent.name))
         if plan.parent is not None else None,
+        roots=await_listing and req.sub_resource == "scale",
         stated=stated,
     )
 
@@ -85,12 +87,17 @@ class AdmissionService:
         clock: Callable[[], float] = time.time,
         digest: Digest | None = None,
         gateway_user: str = GATEWAY_SERVICE_ACCOUNT,
+        await_listing: bool = False,
     ) -> None:
         """`digest` hashes ConfigMap and Secret values in the audit log's changes; the server
         passes the installation's keyed digest. Without one, a key of this process is used,
         so digests compare only within its lifetime. `gateway_user` is the gateway's own
-        identity, the only one that may remove the queue's scheduling gate."""
+        identity, the only one that may remove the queue's scheduling gate. `await_listing`:
+        a controller records the GPU workloads that predate the gateway (gateway/scheduling/roots.py);
+        until it has listed a kind, a `/scale` of a workload of that kind the ledger does not
+        hold is refused, since it may be one of them."""
         self.gateway_user = gateway_user
+        self.await_listing = await_listing
         self.policies = policies
         self.store = store
         self.failure_mode = failure_mode
@@ -205,7 +212,7 @@ class AdmissionService:
             plan = replace(plan, early=gate)
         if plan.early is not None and not plan.early.audited:
             return self._answer(plan, plan.early)
-        job = admission_job(plan, policy, now=now, digest=self.digest)
+        job = admission_job(plan, policy, now=now, digest=self.digest, await_listing=self.await_listing)
         return _Staged(plan, job)
 
     # ------------------------------------------------------------- answers

@@ -21,7 +21,15 @@ from typing import Any
 
 import jsonpatch
 from conftest import review
+from prometheus_client import CollectorRegistry
 
+from gateway.admission.ports import Actor
+from gateway.admission.scheduling_settings import GATEWAY_SERVICE_ACCOUNT
+from gateway.scheduling.controller.cache import ClusterView
+from gateway.scheduling.controller.ledger import LedgerMetrics
+from gateway.scheduling.controller.roots import RootListing
+from gateway.scheduling.reconcile import Repair
+from gateway.scheduling.roots import root_kinds
 from gateway.service import AdmissionService
 
 DEPLOYMENT_CONTROLLER = "system:serviceaccount:kube-system:deployment-controller"
@@ -120,6 +128,18 @@ class Cluster:
         return Answer(response["allowed"], response.get("status", {}).get("message", ""), obj,
                       response.get("warnings", []))
 
+    # ------------------------------------------------------------- the gateway's controller
+
+    def list_roots(self) -> list[Repair]:
+        """The gateway controller's listing of the workloads that predate the gateway, as a real
+        install runs it when the controller starts: the same reconciler (its pure selection and
+        its store write) over `objects`, as the API server's lists would answer. The roots recorded."""
+        policy = self.service.policies.policy
+        listing = RootListing(_Lists(self.objects, policy), self.service.store,
+                              Actor(GATEWAY_SERVICE_ACCOUNT, (), "controller"),
+                              LedgerMetrics(CollectorRegistry()), resync_s=300.0)
+        return listing.reconcile(ClusterView((), 0, policy, self.service.clock()))
+
     # ------------------------------------------------------------- controllers
 
     def child(self, parent: dict[str, Any], api_version: str, kind: str, template: dict[str, Any],
@@ -171,3 +191,16 @@ def _set_replicas(obj: dict[str, Any], replicas: int) -> None:
         obj["spec"]["pytorchReplicaSpecs"]["Worker"]["replicas"] = replicas
     else:
         obj["spec"]["replicas"] = replicas
+
+
+class _Lists:
+    """The API server's list of every object of a workload kind, over a `Cluster`'s objects."""
+
+    def __init__(self, objects: dict[tuple[str, str, str], dict[str, Any]], policy: Any) -> None:
+        self.objects = objects
+        self.kinds = {k.resource_key: k for k in root_kinds(policy.kinds)}
+
+    def workload_pages(self, resource_key: str, *, limit: int = 500) -> Any:
+        kind = self.kinds[resource_key]
+        yield [copy.deepcopy(obj) for obj in self.objects.values() if obj["kind"] == kind.kind
+               and obj.get("apiVersion", "").rpartition("/")[0] == kind.group]

@@ -9,6 +9,9 @@ events as JSON lines, `Status` objects for errors, Lease optimistic concurrency)
   410 Expired for a compacted version and BOOKMARK events when asked);
 - `PATCH /api/v1/namespaces/NS/pods/NAME` (JSON patch, with `test` operations, and merge patch);
 - `GET /api/v1/nodes`; `POST /api/v1/namespaces/NS/events`;
+- `GET /apis/GROUP/v1/RESOURCE` and `GET /api/v1/RESOURCE` (every object of a workload kind, with
+  `limit`/`continue`) for the kinds `add_workload` served; any other kind answers 404, as a
+  kind whose CRD is not installed does; `GET` of one workload by namespace and name;
 - `GET|POST|PUT /apis/coordination.k8s.io/v1/namespaces/NS/leases[/NAME]`.
 
 Connections are kept alive (HTTP/1.1) as the API server keeps them, and a paged list is one
@@ -75,6 +78,8 @@ class FakeApiServer:
         self.webhook_configurations: dict[tuple[str, str], dict[str, Any]] = {}
         self.workloads: dict[tuple[str, str, str, str], dict[str, Any]] = {}
         """(group, resource, namespace, name) -> object, for GETs of workloads other than pods."""
+        self.served: set[tuple[str, str]] = set()
+        """(group, resource) of the workload kinds listed; any other answers 404 (no CRD)."""
         """(resource, name) -> object; resource validatingwebhookconfigurations or mutatingwebhookconfigurations."""
         self.requests: list[tuple[str, str]] = []
         self.authorizations: list[str] = []
@@ -134,6 +139,15 @@ class FakeApiServer:
                 "status": {"allocatable": {"cpu": "96", "memory": "1056Gi", "nvidia.com/gpu": str(gpus)},
                            "capacity": {"cpu": "96", "memory": "1056Gi", "nvidia.com/gpu": str(gpus)}},
             })
+
+    def add_workload(self, group: str, resource: str, obj: dict[str, Any]) -> None:
+        """An object of a workload kind, which the double then lists (`served`)."""
+        with self.lock:
+            obj = copy.deepcopy(obj)
+            meta = obj.setdefault("metadata", {})
+            meta.setdefault("uid", str(uuid.uuid4()))
+            self.workloads[(group, resource, meta["namespace"], meta["name"])] = obj
+            self.served.add((group, resource))
 
     def pod(self, namespace: str, name: str) -> dict[str, Any]:
         with self.lock:
@@ -233,6 +247,13 @@ class FakeApiServer:
         if len(parts) == 2 and parts[0] == "apis" and method == "GET":  # discovery of one group
             return h._send(200, {"kind": "APIGroup", "apiVersion": "v1", "name": parts[1],
                                  "preferredVersion": {"groupVersion": f"{parts[1]}/v1", "version": "v1"}})
+        kind = None
+        if len(parts) == 3 and parts[:2] == ["api", "v1"]:
+            kind = ("", parts[2])
+        elif len(parts) == 4 and parts[0] == "apis":
+            kind = (parts[1], parts[3])
+        if kind is not None and method == "GET":
+            return self._list_workloads(h, kind, query)
         workload = None
         if len(parts) == 6 and parts[:3] == ["api", "v1", "namespaces"] and parts[4] != "pods":
             workload = ("", parts[4], parts[3], parts[5])
@@ -276,6 +297,20 @@ class FakeApiServer:
                 meta["continue"] = f"{listing}:{start + limit}"
             data = orjson.dumps({"kind": "PodList", "apiVersion": "v1", "metadata": meta, "items": page})
         h._send(200, data)
+
+    def _list_workloads(self, h: Any, kind: tuple[str, str], query: dict[str, str]) -> None:
+        """A page of a served kind's objects in (namespace, name) order; `continue` is the offset."""
+        with self.lock:
+            if kind not in self.served:
+                return h._send(404, _status(404, "NotFound", "the server could not find the requested resource"))
+            keys = sorted(k for k in self.workloads if k[:2] == kind)
+            start = int(query.get("continue") or 0)
+            limit = int(query.get("limit") or 0) or len(keys) or 1
+            meta: dict[str, Any] = {"resourceVersion": str(self.rv)}
+            if start + limit < len(keys):
+                meta["continue"] = str(start + limit)
+            items = [_copy(self.workloads[k]) for k in keys[start:start + limit]]
+        h._send(200, {"kind": "List", "apiVersion": "v1", "metadata": meta, "items": items})
 
     def _watch(self, h: Any, query: dict[str, str]) -> None:
         since = int(query.get("resourceVersion") or 0)

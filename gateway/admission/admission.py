@@ -52,8 +52,8 @@ from gateway.admission.workloads import (
 )
 from gateway.errors import WorkloadError
 
-__all__ = ["Facts", "Plan", "Target", "TargetKey", "caps_checked", "classify", "decide", "prepare",
-           "shape_of"]
+__all__ = ["Facts", "Plan", "Target", "TargetKey", "caps_checked", "classify", "decide", "kind_charges_children",
+           "object_shape", "prepare", "shape_of"]
 
 _POD_SUBRESOURCES = {
     ("CONNECT", "exec"): Action.EXEC,
@@ -217,11 +217,18 @@ def shape_of(req: AdmissionRequest, workload: Workload, priority_classes: Iterab
     """JSON kept with a reservation (admission/shape.py): pod sets by path, how `/scale` moves them,
     whether each child is charged on its own (a CronJob's Jobs), and the priority classes the
     workload was admitted with (given only where they were checked against its owner's role)."""
+    return object_shape(req.obj or {}, req.kind.group, req.kind.kind, workload, priority_classes)
+
+
+def object_shape(obj: Mapping[str, Any], group: str, kind: str, workload: Workload,
+                 priority_classes: Iterable[str] | None = None) -> str:
+    """`shape_of` for an object of API `group` and `kind` read outside a request (the controller's
+    listing of the workloads that predate the gateway, gateway/scheduling/roots.py)."""
     try:
-        rule = scale_rule(req.obj or {}, req.kind.group, req.kind.kind, _own_pod_sets(workload))
+        rule = scale_rule(obj, group, kind, _own_pod_sets(workload))
     except WorkloadError:
         rule = None
-    return _shape_json(workload, rule, charge_children=charges_children_of(req, workload),
+    return _shape_json(workload, rule, charge_children=kind_charges_children(group, kind, workload),
                        priority_classes=priority_classes)
 
 
@@ -235,7 +242,12 @@ def _own_pod_sets(workload: Workload) -> Workload:
 def charges_children_of(req: AdmissionRequest, workload: Workload) -> bool:
     """Whether what controllers make from this workload is charged piece by piece: kinds whose
     size is not in the object (CronJob, DaemonSet), and workloads whose GPUs cannot be read."""
-    return (req.kind.group, req.kind.kind) in CHARGES_CHILDREN or bool(workload.unresolved)
+    return kind_charges_children(req.kind.group, req.kind.kind, workload)
+
+
+def kind_charges_children(group: str, kind: str, workload: Workload) -> bool:
+    """`charges_children_of` for a workload of API `group` and `kind`."""
+    return (group, kind) in CHARGES_CHILDREN or bool(workload.unresolved)
 
 
 # ------------------------------------------------------------------ decide
@@ -837,8 +849,19 @@ def _modify(plan: Plan, policy: Policy, facts: Facts) -> Decision:
     after = _new_gpus(plan, target)
     if after is None:
         if target is None:
-            # Every GPU workload is in the ledger from its create on (at any size), so a scale
-            # of one it does not know is of a workload without GPU templates.
+            # Every GPU workload is in the ledger from its create on (at any size), and those
+            # that predate the gateway from the controller's listing on (scheduling/roots.py),
+            # so a scale of one it does not know is of a workload without GPU templates, once
+            # that listing is done.
+            if not facts.roots_listed:
+                return conclude(plan, [violation(policy, "unowned-workload",
+                    f"the gateway does not know {plan.display_kind} {plan.display_ref}, and has not yet listed the "
+                    f"workloads that predate it; retry in a moment",
+                    hint="The gateway's controller records the workloads created before the gateway when it "
+                         "starts; a scale of one it does not know waits until it has.")],
+                    allow_rule="unowned-workload", gpus=0,
+                    allow_reason="scale of a workload the gateway did not admit, before it listed those that "
+                                 "predate it")
             return _pass(Action.MODIFY, "scale of a workload the gateway did not admit")
         return _unreadable(plan, "cannot compute the GPUs after this scale")
     new_gpus, scaled_shape = after

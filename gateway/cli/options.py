@@ -149,18 +149,27 @@ _SCHEDULER = [
     click.option("--kubeconfig", type=click.Path(dir_okay=False, exists=True, path_type=Path),
                  help="Cluster access for the controller (default: in-cluster, then $KUBECONFIG or ~/.kube/config)."),
 ]
-_CONTROLLER = click.option("--controller", is_flag=True,
-                           help="Also run the queue controller (one active replica through a Lease; "
-                                "docs/scheduler.md).")
+_CONTROLLER = [
+    click.option("--controller", is_flag=True,
+                 help="Also run the queue controller (one active replica through a Lease; docs/scheduler.md); "
+                      "implies --await-workload-listing."),
+    click.option("--await-workload-listing", "await_listing", is_flag=True,
+                 envvar="GPU_GATEWAY_AWAIT_WORKLOAD_LISTING", show_envvar=True,
+                 help="A controller runs (`gpu-gateway controller`) and records the GPU workloads that predate "
+                      "the gateway: until it has listed them, a /scale of a workload the ledger does not know "
+                      "is refused (rule unowned-workload)."),
+]
 
 
 def scheduler_options(*, with_controller_flag: bool) -> Decorator:
     """The scheduler flags, passed as `scheduler=SchedulerSettings(...)`; with `with_controller_flag`,
-    also `--controller` (run the controller inside `serve`)."""
-    def build(*, service_account: str, kubeconfig: Path | None, controller: bool = True) -> SchedulerSettings:
-        return SchedulerSettings(service_account=service_account, controller=controller, kubeconfig=kubeconfig)
+    also `--controller` (run the controller inside `serve`) and `--await-workload-listing`."""
+    def build(*, service_account: str, kubeconfig: Path | None, controller: bool = True,
+              await_listing: bool = False) -> SchedulerSettings:
+        return SchedulerSettings(service_account=service_account, controller=controller, kubeconfig=kubeconfig,
+                                 await_listing=await_listing or controller)
 
-    return option_group("scheduler", [_CONTROLLER, *_SCHEDULER] if with_controller_flag else _SCHEDULER, build)
+    return option_group("scheduler", [*_CONTROLLER, *_SCHEDULER] if with_controller_flag else _SCHEDULER, build)
 
 
 # ------------------------------------------------------------------ where a read-only command reads the ledger

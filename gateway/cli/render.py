@@ -15,7 +15,8 @@ _COLUMNS = (("seq", "#"), ("time", "TIME"), ("user", "USER"), ("role", "ROLE"), 
 _WIDE_COLUMNS = (("owner", "OWNER"), ("team", "TEAM"), ("reason", "REASON"))
 
 #: The kinds people know for the run-time settings the audit records as `Setting KIND/NAME`.
-_SETTING_KINDS = {"binding": "RoleBinding", "quota": "Quota", "policy": "Policy", "webhook": "WebhookBaseline"}
+_SETTING_KINDS = {"binding": "RoleBinding", "quota": "Quota", "policy": "Policy", "webhook": "WebhookBaseline",
+                  "roots": "WorkloadListing"}
 
 
 def _time(ts: float) -> str:

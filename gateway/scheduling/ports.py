@@ -4,7 +4,7 @@ roles the controller's reconcilers use together. Pure: `gateway.store` implement
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol, TypedDict
 
@@ -83,6 +83,12 @@ class QueueStore(Protocol):
     def reconcile(self, pods: Sequence[PodView], *, now: float, actor: Actor,
                   absent: frozenset[str] = frozenset(), grace_s: float = FORGET_GRACE_S) -> list[Repair]:
         """Make the ledger agree with the cluster's `pods` (gateway.scheduling.reconcile)."""
+        ...
+
+    def record_roots(self, roots: Sequence[Repair], listed: Collection[str], *, now: float,
+                     actor: Actor) -> list[Repair]:
+        """Record the GPU roots the ledger does not hold, without an owner, and the kinds listed
+        (gateway.scheduling.roots); returns the roots recorded."""
         ...
 
     def charged_workloads(self) -> dict[str, str]: ...

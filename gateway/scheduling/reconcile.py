@@ -115,11 +115,18 @@ class Repair:
     key: str
     kind: str
     """`forget` (drop the record of a pod that is gone), `uncharge` (keep the owner's record,
-    free its GPUs: finished), or `account` (charge a GPU pod the ledger does not hold)."""
+    free its GPUs: finished), `account` (charge a GPU pod the ledger does not hold), or `root`
+    (record a GPU workload that predates the gateway, without an owner: scheduling/roots.py)."""
     reason: str
     owner: str = ""
     team: str = ""
     gpus: int = 0
+    charged: bool = True
+    """For a new record (`account`, `root`): whether its GPUs count as in use."""
+    shape: str = "{}"
+    """For a new record: its shape (admission/shape.py), pod sets by path."""
+    uid: str = ""
+    """For a new record: the object's UID (a `root` is its own root)."""
 
 
 def orphan_candidates(pods: Iterable[PodView], ledger: Iterable[Held], *, waiting: frozenset[str] = frozenset(),

@@ -12,19 +12,21 @@ drop: admissions on other replicas can never slip between the decision and its w
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any, TypeVar, cast
 
 from gateway.admission.decision import Decision, Reservation
 from gateway.admission.plan import Target
-from gateway.admission.ports import Actor
+from gateway.admission.ports import Actor, SettingChange
 from gateway.admission.scheduling_settings import exhausted, period_start
 from gateway.scheduling.ports import Limits, PassResult, QueueRow, split_key
 from gateway.scheduling.queue import Caps, Held, ReleasePlan, Waiting, plan_release
 from gateway.scheduling.reconcile import FORGET_GRACE_S, PodView, Repair, plan_reconcile
 from gateway.scheduling.reconcile import Held as LedgerHeld
+from gateway.scheduling.roots import unknown_roots
 from gateway.store.migrations import Migration, Subject, statements
-from gateway.store.sql import Ledger
+from gateway.store.settings import put_setting
+from gateway.store.sql import ROOTS_LISTED, Ledger
 
 #: The waiting workloads, in queue order.
 QUEUE_SCHEMA = Subject("queue", (
@@ -99,6 +101,29 @@ class QueueSQL:
             return repairs
         repairs: list[Repair] = self._write(work)
         return repairs
+
+    def record_roots(self, roots: Sequence[Repair], listed: Collection[str], *, now: float,
+                     actor: Actor) -> list[Repair]:
+        """Record, in one transaction, the `roots` (gateway.scheduling.roots.read_root) whose keys
+        the ledger does not hold, each without an owner and audited; and add `listed` (the kinds
+        whose objects were all listed, as ledger resource keys) to the `roots/listed` setting,
+        which closes the window in which a `/scale` of an unknown workload of such a kind is
+        refused (`Ledger.roots_listed`). Returns the roots recorded."""
+        def work(ledger: Ledger) -> list[Repair]:
+            held = {r["key"] for r in ledger.db.all(
+                "SELECT resource || '/' || namespace || '/' || name AS key FROM reservations")}
+            new = unknown_roots(roots, held)
+            for root in new:
+                _repair(ledger, root, None, now=now, actor=actor)
+            before = ledger.roots_listed_kinds()
+            after = before | frozenset(listed)
+            if after != before:
+                put_setting(ledger, SettingChange(*ROOTS_LISTED, sorted(after),
+                                                  "the workloads of these kinds that predate the gateway are listed"),
+                            actor, now)
+            return new
+        recorded: list[Repair] = self._write(work)
+        return recorded
 
     def charged_workloads(self) -> dict[str, str]:
         """Workload key → owner of every charged reservation (its gated pods may start)."""
@@ -210,11 +235,12 @@ def _reconcile_view(ledger: Ledger) -> tuple[list[LedgerHeld], frozenset[str]]:
 def _repair(ledger: Ledger, repair: Repair, record: Target | None, *, now: float, actor: Actor) -> None:
     """Apply and audit one repair; `record` is its key's reservation as this transaction read it."""
     key = split_key(repair.key)
-    if repair.kind == "account":
+    if repair.kind in ("account", "root"):
         if record is not None:
             return
         decision = Decision(allowed=True, rule="reconcile", reason=repair.reason,
-                            reserve=Reservation(repair.owner, repair.team, "", repair.gpus, True, "{}"))
+                            reserve=Reservation(repair.owner, repair.team, "", repair.gpus, repair.charged,
+                                                repair.shape, uid=repair.uid, root_uid=repair.uid))
         owner, team, gpus = repair.owner, repair.team, repair.gpus
     else:
         if record is None:
@@ -230,7 +256,7 @@ def _repair(ledger: Ledger, repair: Repair, record: Target | None, *, now: float
     ledger.write(key, decision, record, now=now, request_uid=f"reconcile-{now:.0f}")
     ledger.append_audit({
         "request_uid": "", "user": actor.user, "groups": json.dumps(list(actor.groups)), "role": actor.role,
-        "action": "reconcile", "kind": key[0], "namespace": key[1], "name": key[2], "object_uid": "",
+        "action": "reconcile", "kind": key[0], "namespace": key[1], "name": key[2], "object_uid": repair.uid,
         "gpus": gpus, "decision": "allowed", "mode": "enforce", "rule": f"reconcile-{repair.kind}",
         "reason": repair.reason, "policy_version": "", "owner": owner, "team": team, "changes": "[]",
     }, now=now, dry_run=False)

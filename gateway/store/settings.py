@@ -36,9 +36,10 @@ CREATE TABLE IF NOT EXISTS settings (
 
 _T = TypeVar("_T")
 
-#: Setting kinds (gateway.admission.overrides), the stored policy bundle, and the controller's
-#: baselines of the webhook configurations (gateway.scheduling.drift).
-KINDS = ("binding", "quota", "policy", "webhook")
+#: Setting kinds (gateway.admission.overrides), the stored policy bundle, the controller's
+#: baselines of the webhook configurations (gateway.scheduling.drift), and the workload kinds
+#: it has listed (gateway.scheduling.roots).
+KINDS = ("binding", "quota", "policy", "webhook", "roots")
 
 
 class ApprovalRequired(GatewayError):

@@ -123,6 +123,10 @@ _SET_HEAD = (
 )
 
 
+#: The setting (kind, name) naming the workload kinds (ledger resource keys) whose objects the
+#: controller has listed completely (gateway.scheduling.roots), written by `record_roots`.
+ROOTS_LISTED = ("roots", "listed")
+
 #: Keys looked up by one statement (`Ledger.targets`): far below SQLite's 32,766 parameters.
 _KEYS_PER_STATEMENT = 100
 
@@ -225,6 +229,13 @@ class Ledger:
             return parent, None
         return parent, Target(row["r_owner"], row["r_team"], row["r_role"], row["r_gpus"], bool(row["r_charged"]),
                               row["r_shape"], row["r_uid"], row["r_root_uid"], waiting=bool(row["r_waiting"]))
+
+    def roots_listed_kinds(self) -> frozenset[str]:
+        """The kinds (ledger resource keys) whose workloads that predate the gateway the
+        controller has listed, and so recorded (setting `roots/listed`)."""
+        row = self.db.one("SELECT value FROM settings WHERE kind = ? AND name = ?", ROOTS_LISTED)
+        value = json.loads(row["value"]) if row is not None and row["value"] is not None else []
+        return frozenset(str(k) for k in value) if isinstance(value, list) else frozenset()
 
     def recorded_owner(self, kind: str, namespace: str, name: str) -> tuple[str, str]:
         """The owner and team the ledger records for the workload an approval names by its kind
@@ -338,6 +349,8 @@ class Ledger:
                            parent_of=job.parent, uids=job.uids, referrers=job.referrers)
         if job.budget is not None:
             facts = replace(facts, spent_budgets=self.spent_budgets(job.budget, job.now))
+        if job.roots and facts.target is None:
+            facts = replace(facts, roots_listed=job.key[0] in self.roots_listed_kinds())
         decision = decide(job.plan, job.policy, job.stated.over(facts) if job.stated else facts)
         if not decision.allowed and decision.rule in WAIVABLE and job.approval_key is not None:
             approvals = self.live_approvals(job.approval_key, job.now)

@@ -50,5 +50,8 @@ class Job:
     parent: tuple[str, TargetKey | None] | None = None
     """For an actor's create: the UID (and, for records from before UIDs were kept, the key) of
     the parent its controller ownerReference names: read into `Facts.parent` and `Facts.root`."""
+    roots: bool = False
+    """For a `/scale` where a controller lists the workloads that predate the gateway: read,
+    if the ledger does not hold the target, whether its kind is listed (`Facts.roots_listed`)."""
     stated: StatedFacts | None = None
     """A what-if's statements, laid over the facts read (never set on an admission)."""

@@ -14,11 +14,14 @@ from typing import Any
 import jsonpatch
 import pytest
 from builders_queue import JOB_CONTROLLER, job_pods, launch_job, mutated, queue_policies, review_body, validate
-from conftest import RESEARCHER, make_job, make_pod
+from cluster_sim import HPA, SYSTEM
+from cluster_sim import Cluster as SimCluster
+from conftest import RESEARCHER, make_deployment, make_job, make_pod, make_pytorchjob
 from k8s_api_double import FakeApiServer
 from prometheus_client import CollectorRegistry, generate_latest
 from served import start_server, stop_server
 
+from gateway.admission.policy import OWNER_ANNOTATION, TEAM_ANNOTATION
 from gateway.admission.ports import Actor
 from gateway.admission.scheduling_settings import QUEUE_ANNOTATION, QUOTA_GATE
 from gateway.kube import Cluster, ClusterError, api_client
@@ -345,3 +348,72 @@ def test_patch_pods_without_an_api_server_answers_a_failure_for_each(tmp_path: P
                                                           for i in range(3)])
     assert [(o.status, f"patch pod research/p-{i}:" in str(o)) for i, o in enumerate(outcomes) if o] \
         == [(0, True)] * 3
+
+
+# ================================================================== workloads that predate the gateway
+
+
+def _legacy_world(world: Any) -> None:
+    """What ran before the gateway was installed: a GPU Deployment parked at 0 replicas, with the
+    ReplicaSet its controller made; a CPU Deployment and a CPU Job; a suspended GPU PyTorchJob
+    (a CRD). No RayCluster CRD is installed: listing that kind answers 404."""
+    legacy = make_deployment(gpus=8, replicas=0).named("research", "legacy").obj()
+    legacy["metadata"]["uid"] = "uid-legacy"
+    world.double.add_workload("apps", "deployments", legacy)
+    rs = {"apiVersion": "apps/v1", "kind": "ReplicaSet",
+          "metadata": {"name": "legacy-5d8f", "namespace": "research", "uid": "uid-legacy-rs",
+                       "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": "legacy",
+                                            "uid": "uid-legacy", "controller": True}]},
+          "spec": {"replicas": 0, "selector": legacy["spec"]["selector"], "template": legacy["spec"]["template"]}}
+    world.double.add_workload("apps", "replicasets", rs)
+    world.double.add_workload("apps", "deployments", make_deployment(gpus=0, replicas=3).named("research", "web").obj())
+    world.double.add_workload("batch", "jobs", make_job(gpus=0).named("research", "etl").obj())
+    llm = make_pytorchjob(workers=2, gpus=8).named("research", "llm").obj()
+    llm["spec"]["runPolicy"] = {"suspend": True}
+    world.double.add_workload("kubeflow.org", "pytorchjobs", llm)
+
+
+def test_the_controller_records_gpu_workloads_that_predate_the_gateway_as_unowned(world) -> None:
+    _legacy_world(world)
+    ctl = world.controller()
+    ctl.roots.page_size = 1  # every kind is listed page by page
+    ctl.run_once()
+    recorded = {f"{r.resource}/{r.name}": (r.owner, r.gpus, r.charged) for r in world.store.reservations()}
+    # What can run now is charged: nothing while parked or suspended; both are known from now on.
+    assert recorded == {"deployments.apps/legacy": ("", 0, True), "pytorchjobs.kubeflow.org/llm": ("", 0, True)}
+    audited = [r for r in world.store.audit_rows() if r["action"] == "reconcile"]
+    assert sorted((r["kind"], r["name"], r["rule"], r["owner"], r["object_uid"]) for r in audited) == [
+        ("deployments.apps", "legacy", "reconcile-root", "", "uid-legacy"),
+        ("pytorchjobs.kubeflow.org", "llm", "reconcile-root", "", world.double.workloads[
+            ("kubeflow.org", "pytorchjobs", "research", "llm")]["metadata"]["uid"])]
+    assert 'gpu_gateway_ledger_repairs_total{kind="root"} 2.0' in generate_latest(ctl.registry).decode()
+    assert ("GET", "/apis/apps/v1/deployments?limit=1&continue=1") in world.double.requests
+    assert any(path.startswith("/apis/ray.io/v1/rayclusters") for _, path in world.double.requests), \
+        "a kind without its CRD is asked for, answers 404, and the pass goes on"
+    # A later listing (each full resync) records nothing twice.
+    world.clock.offset += ctl.settings.resync_s + 1
+    ctl.run_once()
+    assert len([r for r in world.store.audit_rows() if r["action"] == "reconcile"]) == 2
+    assert world.store.verify().ok
+
+
+def test_after_the_listing_a_legacy_gpu_root_is_decided_as_unowned_until_an_admin_assigns_it(world) -> None:
+    _legacy_world(world)
+    service = AdmissionService(world.service.policies, world.store, metrics=Metrics(), await_listing=True)
+    cluster = SimCluster(service)
+    for (_, resource, namespace, name), obj in world.double.workloads.items():
+        if resource == "deployments":
+            cluster.objects[("Deployment", namespace, name)] = obj
+    # Before the controller's listing, the gateway cannot tell a CPU Deployment from a legacy GPU one.
+    assert "has not yet listed" in cluster.scale("Deployment", "web", 10, HPA, SYSTEM).message
+    world.controller().run_once()
+    assert cluster.scale("Deployment", "web", 10, HPA, SYSTEM).allowed
+    assert not cluster.scale("Deployment", "legacy", 100, HPA, SYSTEM).allowed, "800 GPUs for nobody"
+    # An administrator assigns it an owner (reassign): from then on it is bob's, within bob's caps.
+    owned = cluster.get("Deployment", "legacy")
+    owned["metadata"].setdefault("annotations", {}).update({OWNER_ANNOTATION: "bob", TEAM_ANNOTATION: "vision"})
+    assert cluster.update(owned, "root", ("gpu-admins",)).allowed
+    [record] = [r for r in world.store.reservations() if r.name == "legacy"]
+    assert (record.owner, record.team) == ("bob", "vision")
+    assert cluster.scale("Deployment", "legacy", 2, HPA, SYSTEM).allowed
+    assert world.store.gpus_by_user()["bob"] == 24, "2 replicas and a rolling update's surge pod, 8 GPUs each"

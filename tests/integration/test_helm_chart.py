@@ -369,6 +369,17 @@ def test_gateway_args_are_flags_of_gpu_gateway_serve(rendered):
         assert {a.split("=", 1)[0] for a in args[1:]} <= known and flag in args
 
 
+def test_the_gateway_awaits_the_controller_s_workload_listing_only_when_a_controller_runs(rendered):
+    """Without a controller nothing would ever list the workloads that predate the gateway, and
+    every /scale of a workload the ledger does not know (each HPA scale of a CPU Deployment)
+    would be refused for good."""
+    for name, awaits in (("defaults", False), ("postgresql-3-replicas", False),
+                         ("postgresql-ha-hard-anti-affinity-controller", True), ("everything", True)):
+        (container,) = one(rendered[name], "Deployment", f"{RELEASE}-gpu-gateway")["spec"]["template"]["spec"][
+            "containers"]
+        assert ("--await-workload-listing" in container["args"]) is awaits, name
+
+
 @pytest.mark.parametrize("command, combination", [("controller", "postgresql-ha-hard-anti-affinity-controller"),
                                                   ("agent", "agent-on"), ("agent", "agent-on-with-pod-resources")])
 def test_controller_and_agent_args_are_flags_of_their_commands(rendered, command, combination):
@@ -1296,13 +1307,15 @@ def test_gpus_in_a_registered_kind_s_locations_route_it(case):
 
 
 def test_every_registered_kind_is_routed_and_granted(default_docs, rendered):
-    """Every kind of the bundle's workload_kinds is sent to the webhooks and the controller may get it."""
+    """Every kind of the bundle's workload_kinds is sent to the webhooks and the controller may get
+    and list it (its listing records the GPU workloads that predate the gateway)."""
     rules = [r for w in one(default_docs, "ValidatingWebhookConfiguration")["webhooks"] for r in w["rules"]]
     grants = _granted(rendered["everything"])
     for kind in bundle().kinds:
         assert any(kind.group in r["apiGroups"] and {kind.resource, "*"} & set(r["resources"])
                    and "CREATE" in r["operations"] for r in rules), kind
         assert ("controller", kind.group, kind.resource, "get", False, False) in grants, kind
+        assert ("controller", kind.group, kind.resource, "list", False, False) in grants, kind
 
 
 def test_a_kind_registered_in_an_overridden_bundle_is_routed():

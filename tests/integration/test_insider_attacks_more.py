@@ -26,9 +26,12 @@ from cluster_sim import (
     TRAINING_OPERATOR,
     Cluster,
 )
-from conftest import INTERN, RESEARCHER, container, make_pod, make_pytorchjob, review
+from conftest import ADMIN, INTERN, RESEARCHER, container, make_deployment, make_pod, make_pytorchjob, review
 
 from gateway.admission.admission import KUEUE_PRIORITY_LABEL as KUEUE_PRIORITY
+from gateway.audit.ports import AuditQuery
+from gateway.metrics import Metrics
+from gateway.policy_bundle import PolicyHolder
 from gateway.service import AdmissionService
 from integration.test_approvals import Clock, approve, ask, service_on
 from integration.test_insider_attacks import (
@@ -259,24 +262,84 @@ def test_a_controllers_pods_from_templates_of_different_sizes_fit_the_root_toget
 # ================================================================== parents the ledger does not know
 
 
-@pytest.mark.xfail(strict=True, reason="an HPA (any actor) may scale a GPU root the ledger has no record of: "
-                                       "its controllers' children are then admitted as unowned, charged to nobody")
+def legacy_deployment(cluster: Cluster, name: str = "legacy", *, gpus: int = 8) -> None:
+    """A Deployment parked at 0 replicas before the gateway was installed (or while it was down):
+    no pods, no ledger record, and a `/scale` of it carries no template."""
+    legacy = deployment(name, gpus=gpus, replicas=0)
+    legacy["metadata"]["uid"] = f"uid-{name}-from-before-the-gateway"
+    cluster.objects[("Deployment", "research", name)] = legacy
+
+
+def audited_scales(store: Any, name: str) -> list[dict[str, Any]]:
+    return [r for r in store.audit_rows(AuditQuery(action="modify", name=name))]
+
+
 def test_an_autoscaler_cannot_grow_a_gpu_root_the_ledger_never_recorded(cluster, store):
-    # a Deployment parked at 0 replicas before the gateway was installed (or while it was down)
-    legacy = deployment("legacy", replicas=0)
-    legacy["metadata"]["uid"] = "uid-from-before-the-gateway"
-    cluster.objects[("Deployment", "research", "legacy")] = legacy
+    legacy_deployment(cluster)
+    [root] = cluster.list_roots()  # the controller's listing when it starts
+    assert root.key == "deployments.apps/research/legacy" and root.uid == "uid-legacy-from-before-the-gateway"
     answer = cluster.scale("Deployment", "legacy", 100, HPA, SYSTEM)
     assert not answer.allowed, "800 GPUs for nobody"
+    assert "no recorded owner" in answer.message
+    [record] = audited_scales(store, "legacy")
+    assert (record["user"], record["owner"], record["decision"], record["rule"]) == (
+        HPA, "", "denied", "unowned-workload")
 
 
-@pytest.mark.xfail(strict=True, reason="a /scale of a GPU root the ledger never recorded passes as 'no GPUs' (the "
-                                       "Scale object shows no template), so an intern grows someone's legacy workload")
 def test_an_intern_cannot_scale_a_gpu_root_the_ledger_never_recorded(cluster, store):
-    legacy = deployment("legacy", replicas=0)
-    legacy["metadata"]["uid"] = "uid-from-before-the-gateway"
-    cluster.objects[("Deployment", "research", "legacy")] = legacy
-    assert not cluster.scale("Deployment", "legacy", 100, "alice", INTERN).allowed
+    legacy_deployment(cluster)
+    cluster.list_roots()
+    answer = cluster.scale("Deployment", "legacy", 100, "alice", INTERN)
+    assert not answer.allowed
+    assert "belongs to nobody recorded" in answer.message
+    [record] = audited_scales(store, "legacy")
+    assert (record["user"], record["owner"], record["decision"]) == ("alice", "", "denied")
+
+
+def test_an_admin_may_scale_a_gpu_root_the_ledger_recorded_unowned_audited(cluster, store):
+    legacy_deployment(cluster)
+    cluster.list_roots()
+    assert cluster.scale("Deployment", "legacy", 2, "root", ADMIN).allowed
+    [record] = audited_scales(store, "legacy")
+    assert (record["user"], record["owner"], record["decision"], record["gpus"]) == ("root", "", "allowed", 16)
+    assert "unowned" in record["reason"]
+    assert records(store)["legacy"].owner == "" and records(store)["legacy"].gpus == 16
+
+
+def test_a_scale_of_an_unknown_workload_waits_for_the_controller_s_listing(policy_dir, store):
+    """Before the controller has listed the workloads that predate the gateway, the ledger's not
+    knowing a workload says nothing about its GPUs: a scale of it is refused, whoever asks."""
+    cluster = Cluster(AdmissionService(PolicyHolder(policy_dir), store, metrics=Metrics(), await_listing=True))
+    legacy_deployment(cluster)
+    web = make_deployment(gpus=0, replicas=2).named("research", "web").obj()
+    web["metadata"]["uid"] = "uid-web-from-before-the-gateway"
+    cluster.objects[("Deployment", "research", "web")] = web
+    for user, groups in ((HPA, SYSTEM), ("alice", INTERN), ("root", ADMIN)):
+        for name in ("legacy", "web"):
+            answer = cluster.scale("Deployment", name, 3, user, groups)
+            assert not answer.allowed and "has not yet listed the workloads that predate it" in answer.message
+    assert [r.key for r in cluster.list_roots()] == ["deployments.apps/research/legacy"]
+    assert cluster.scale("Deployment", "web", 10, HPA, SYSTEM).allowed, "a CPU Deployment scales as before"
+    assert not cluster.scale("Deployment", "legacy", 10, HPA, SYSTEM).allowed
+    assert cluster.list_roots() == [], "a second listing records nothing again"
+
+
+def test_the_listing_leaves_controllers_children_and_cpu_workloads_alone(cluster, store):
+    legacy_deployment(cluster)
+    made = cluster.create(deployment("serve", replicas=1), "bob", RESEARCHER)
+    assert made.allowed and made.obj is not None
+    child = cluster.replicaset_of(made.obj, 1)
+    assert child.allowed
+    orphan = copy.deepcopy(child.obj)
+    assert orphan is not None
+    orphan["metadata"]["name"] = "serve-legacy-rs"
+    cluster.objects[("ReplicaSet", "research", "serve-legacy-rs")] = orphan  # a controller's, unknown
+    web = make_deployment(gpus=0, replicas=2).named("research", "web").obj()
+    cluster.objects[("Deployment", "research", "web")] = web
+    before = {k: (r.owner, r.gpus, r.charged) for k, r in records(store).items()}
+    assert [r.key for r in cluster.list_roots()] == ["deployments.apps/research/legacy"]
+    after = {k: (r.owner, r.gpus, r.charged) for k, r in records(store).items()}
+    assert after == {**before, "legacy": ("", 0, True)}
 
 
 def test_an_inference_service_cannot_take_its_gpus_from_a_serving_runtime_uncharged(cluster, store):

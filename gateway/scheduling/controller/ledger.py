@@ -1,6 +1,6 @@
 """Ledger rebuild: make the ledger agree with the cluster's pods, in one store transaction.
 
-The repairs (forget, uncharge, account) are decided by scheduling/reconcile.py
+The repairs (forget, uncharge, account; and root, by roots.py) are decided by scheduling/reconcile.py
 `plan_reconcile` inside the store's transaction (store/queue.py), each one audited with
 action `reconcile`; `gpu_gateway_ledger_repairs_total{kind}` counts them.
 """

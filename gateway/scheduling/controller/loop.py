@@ -4,15 +4,20 @@ One pass (`Controller.sync`), run only while this replica holds the Lease:
 
 1. bring the pod cache up to date (cache.py) and read the cluster's GPU capacity from the
    nodes' allocatable GPUs: the pass's `ClusterView`, which every reconciler below reads;
-2. orphans.py: look up the workload reservations without pods in the API server;
-3. ledger.py: rebuild the ledger from the pods (scheduling/reconcile.py), in one store
+2. roots.py: at the first pass, every `resync_s` and when the policy registers another kind,
+   list the objects of every workload kind the gateway decides and record the GPU workloads
+   the ledger does not hold (created before the gateway, or while its webhook was
+   unreachable) without an owner (scheduling/roots.py), in one store transaction that also
+   marks those kinds listed;
+3. orphans.py: look up the workload reservations without pods in the API server;
+4. ledger.py: rebuild the ledger from the pods (scheduling/reconcile.py), in one store
    transaction, forgetting the orphans the lookup found absent;
-4. queue_pass.py: run the queue (scheduling/queue.py through store/queue.py), in one store
+5. queue_pass.py: run the queue (scheduling/queue.py through store/queue.py), in one store
    transaction;
-5. release.py: remove the gate from every pod of a workload the ledger now holds charged;
-6. waiting.py: annotate the waiting workloads' pods with their position and reason, and emit
+6. release.py: remove the gate from every pod of a workload the ledger now holds charged;
+7. waiting.py: annotate the waiting workloads' pods with their position and reason, and emit
    an Event when either changes;
-7. webhook_drift.py: at most every `drift_interval_s`, compare the gateway's webhook
+8. webhook_drift.py: at most every `drift_interval_s`, compare the gateway's webhook
    configurations with the installation's baseline (scheduling/drift.py): an edit or a
    deletion raises a metric, an Event and an audit record.
 
@@ -41,6 +46,7 @@ from gateway.scheduling.controller.ledger import LedgerMetrics, LedgerRebuild
 from gateway.scheduling.controller.orphans import OrphanLookup
 from gateway.scheduling.controller.queue_pass import QueueMetrics, QueuePass
 from gateway.scheduling.controller.release import GangRelease
+from gateway.scheduling.controller.roots import RootListing
 from gateway.scheduling.controller.waiting import WaitingReport
 from gateway.scheduling.controller.webhook_drift import DriftMetrics, WebhookDriftWatch
 from gateway.scheduling.ports import ControllerStore, PassResult
@@ -59,7 +65,8 @@ class ControllerSettings:
     interval_s: float = 2.0
     """Time between passes (a pass also waits up to this long for watch events)."""
     resync_s: float = 300.0
-    """Full relist of the pods (and so a full ledger rebuild against a fresh list) at least this often."""
+    """Full relist of the pods (and so a full ledger rebuild against a fresh list), and of the
+    workloads that predate the gateway, at least this often."""
     holder: str = ""
     """This replica's Lease holder identity (default: identity@hostname-pid)."""
     webhooks: tuple[str, ...] = ()
@@ -108,6 +115,7 @@ class Controller:
         self.pods = PodCache(cluster, policies, resync_s=settings.resync_s, clock=clock, stop=self._stop)
         self.orphans = OrphanLookup(cluster, store, grace_s=settings.forget_grace_s,
                                     recheck_s=settings.orphan_recheck_s, per_pass=settings.orphan_lookups_per_pass)
+        self.roots = RootListing(cluster, store, self.actor, self.metrics.ledger, resync_s=settings.resync_s)
         self.ledger = LedgerRebuild(store, self.actor, self.metrics.ledger, grace_s=settings.forget_grace_s)
         self.queue = QueuePass(store, self.actor, self.metrics.queue)
         self.release = GangRelease(cluster, store, self.pods)
@@ -123,6 +131,7 @@ class Controller:
         """One pass (module docstring). The caller holds the Lease."""
         self.pods.refresh(wait_s)
         view = self.observe()
+        self.roots.reconcile(view)
         absent = self.orphans.reconcile(view)
         self.ledger.reconcile(view, absent=absent)
         result = self.queue.reconcile(view)

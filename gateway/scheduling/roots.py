@@ -1,0 +1,92 @@
+"""Workloads that predate the gateway: which listed objects the ledger records as unowned. Pure.
+
+A GPU workload created before the gateway was installed (or while its webhook was unreachable)
+has no ledger record, and a `/scale` of it carries no template: without a record it would pass
+as "no GPUs". The controller lists the objects of every workload kind the gateway decides
+(`root_kinds`: the built-in adapters and limits.yaml `workload_kinds`; not pods) and this module
+says which of them the ledger must hold:
+
+- `read_root` reads one listed object with the admission's own code (`read_workload`, and
+  `object_shape` for the pod sets by path and how `/scale` moves them): a root is an object
+  without a controller ownerReference (a Deployment's ReplicaSets, a CronJob's Jobs and every
+  pod belong to their controller's root) whose templates ask for GPUs at any count (0
+  replicas, suspended) or whose GPUs cannot all be counted;
+- `unknown_roots` keeps those whose key the ledger does not hold, as `root` repairs: recorded
+  without an owner (the unowned account), charged for what can run now as a launch would be,
+  the UID kept, and decided from then on under limits.yaml `unowned_workloads` until an
+  administrator assigns an owner (`gpuctl reassign`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.admission.actors import controller_ref, kind_plural, object_uid
+from gateway.admission.admission import kind_charges_children, object_shape
+from gateway.admission.kinds import KindRegistry
+from gateway.admission.pointer import is_object
+from gateway.admission.policy import Policy
+from gateway.admission.workloads import ADAPTERS, read_workload
+from gateway.errors import WorkloadError
+from gateway.scheduling.reconcile import Repair
+
+
+@dataclass(frozen=True, slots=True)
+class RootKind:
+    """A workload kind whose objects may be roots: its API group, kind and plural resource."""
+
+    group: str
+    kind: str
+    resource: str
+
+    @property
+    def resource_key(self) -> str:
+        """The ledger's kind key: `resource.group` (`deployments.apps`), as admission writes it."""
+        return f"{self.resource}.{self.group}" if self.group else self.resource
+
+
+def root_kinds(kinds: KindRegistry) -> tuple[RootKind, ...]:
+    """Every workload kind the gateway decides but pods: the built-in adapters' and the
+    registered ones (limits.yaml `workload_kinds`), in a stable order."""
+    found = {(group, kind): kind_plural(kind.lower()) for group, kind in ADAPTERS if (group, kind) != ("", "Pod")}
+    found.update({(spec.group, spec.kind): spec.resource for spec in kinds})
+    return tuple(RootKind(group, kind, resource) for (group, kind), resource in sorted(found.items()))
+
+
+def read_root(obj: Mapping[str, Any], kind: RootKind, policy: Policy) -> Repair | None:
+    """The record a listed object of `kind` needs if the ledger does not hold it; None for an
+    object a controller made, one without GPU templates, or one that cannot be read (admission
+    refuses what it cannot read, so it never runs GPUs unseen)."""
+    meta = obj.get("metadata")
+    if not is_object(meta) or controller_ref(obj) is not None:
+        return None
+    namespace, name = meta.get("namespace"), meta.get("name")
+    if not isinstance(namespace, str) or not isinstance(name, str) or not namespace or not name:
+        return None
+    if namespace in policy.exempt_namespaces:
+        return None
+    try:
+        workload = read_workload(obj, kind.group, kind.kind, policy.gpu, namespace, name, kinds=policy.kinds)
+    except (WorkloadError, TypeError, ValueError):
+        return None
+    if not workload.gpu_capable and not workload.unresolved:
+        return None
+    charged = not kind_charges_children(kind.group, kind.kind, workload)
+    gpus = workload.gpus
+    what = f"{kind.kind} {namespace}/{name}"
+    return Repair(
+        f"{kind.resource_key}/{namespace}/{name}", "root",
+        f"{what} ({workload.describe_gpus()}) predates the gateway's records; recorded without an owner",
+        gpus=gpus, charged=charged, shape=object_shape(obj, kind.group, kind.kind, workload), uid=object_uid(obj),
+    )
+
+
+def unknown_roots(roots: Iterable[Repair], held: Collection[str]) -> list[Repair]:
+    """The roots whose key (`resource/namespace/name`) the ledger does not hold, each once."""
+    out: dict[str, Repair] = {}
+    for root in roots:
+        if root.key not in held and root.key not in out:
+            out[root.key] = root
+    return list(out.values())
