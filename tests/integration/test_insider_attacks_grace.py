@@ -148,6 +148,19 @@ def test_a_statefulset_pod_is_made_again_once_the_forced_ones_grace_is_over(clus
     assert held(store) == {"alice": 8}, "the old pod's record and the new one's are one charge, not two"
 
 
+def test_a_statefulset_pod_deleted_gracefully_comes_back_under_its_name_once_the_kubelet_removed_it(cluster, store):
+    sts = cluster.create(statefulset("db"), "alice", INTERN).obj
+    assert sts_pod(cluster, sts, 0).allowed
+    scheduled(cluster, "db-0")
+    assert graceful_delete(cluster, "db-0", "alice", INTERN)
+    assert held(store) == {"alice": 8}
+    kubelet_final_delete(cluster, "db-0")
+    again = sts_pod(cluster, sts, 0)
+    assert again.allowed, again.message
+    assert records(store)["db-0"].owner == "alice" and records(store)["db-0"].gpus == 8
+    assert held(store) == {"alice": 8}, "one pod, one charge"
+
+
 def test_a_statefulset_scaled_down_and_up_does_not_run_its_pod_twice_after_a_force_delete(cluster, store):
     """HPA scales db to 1: db-1 terminates for its grace period; HPA scales back to 2; alice
     force-deletes the terminating db-1 so that the controller may make db-1 again at once."""
