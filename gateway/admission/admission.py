@@ -656,6 +656,10 @@ def _actor_create(plan: Plan, policy: Policy, facts: Facts) -> Decision:
             reason=f"created by controller {ident.user} for {plan.parent.describe()}, which has no recorded owner",
             reserve=Reservation("", "", "", workload.gpus, False, uid=plan.uid, root_uid=root.uid or parent.uid),
         )
+    if parent is None and facts.parent_gone and workload.gpus:
+        return conclude(plan, [violation(policy, "root-allowance",
+            f"{plan.parent.describe()} was a workload the ledger recorded, and it was deleted; nothing made "
+            f"for it may hold GPUs")], allow_rule="actor", allow_reason="", gpus=workload.gpus)
     if parent is not None and facts.root is None and not parent.is_root and workload.gpus:
         return conclude(plan, [violation(policy, "root-allowance",
             f"{plan.parent.describe()} was made from a workload the ledger no longer holds (it was deleted); "
@@ -881,9 +885,10 @@ def _modify(plan: Plan, policy: Policy, facts: Facts) -> Decision:
     if req.sub_resource != "scale" and _finally_deleted(plan):
         if not ident.is_actor:
             _ownership(plan, policy, target, "modify", violations)
-        return conclude(plan, violations, allow_rule="actor" if ident.is_actor else "ownership", gpus=old_gpus,
-                        allow_reason=f"the last finalizer of {plan.display_kind} {plan.display_ref} is removed: "
-                                     f"it is gone", release=True, owner=target.owner, team=target.team)
+        return _held_on(plan, policy, conclude(
+            plan, violations, allow_rule="actor" if ident.is_actor else "ownership", gpus=old_gpus,
+            allow_reason=f"the last finalizer of {plan.display_kind} {plan.display_ref} is removed: it is gone",
+            release=True, owner=target.owner, team=target.team), pod=req.obj)
     owner, team = target.owner, target.team
     if ident.is_actor and plan.parent is not None and facts.parent is not None \
             and facts.parent.owner != target.owner:
@@ -1109,13 +1114,13 @@ def _touch(plan: Plan, policy: Policy, facts: Facts) -> Decision:
     if ident.is_actor:
         if violations:
             return conclude(plan, violations, allow_rule="actor", allow_reason="", gpus=target.gpus)
-        return _held_on(plan, Decision(
+        return _held_on(plan, policy, Decision(
             allowed=True, rule="actor", action=action, gpus=target.gpus,
             reason=f"controller {ident.user} for {target.owner or 'nobody recorded'}", release=release,
             owner=target.owner, team=target.team))
     if not target.owner:
         _unowned(plan, policy, target.gpus, violations)
-        return _held_on(plan, conclude(
+        return _held_on(plan, policy, conclude(
             plan, violations, allow_rule="unowned-workload", gpus=target.gpus, release=release,
             allow_reason=f"{ident.describe()} may change workloads with no recorded owner",
             approvals=facts.approvals))
@@ -1123,29 +1128,45 @@ def _touch(plan: Plan, policy: Policy, facts: Facts) -> Decision:
     if action is Action.KILL:
         _second_person(plan, policy, target.gpus, target.owner or "?", violations, target.team)
     rel = relation(ident, target.owner, target.team)
-    return _held_on(plan, conclude(
+    return _held_on(plan, policy, conclude(
         plan, violations, allow_rule="ownership", gpus=target.gpus, release=release,
         allow_reason=f"{ident.describe()} may {action.value} {_SCOPE_PHRASE[rel] if rel != 'any' else 'any workload'}",
         owner=target.owner, team=target.team, approvals=facts.approvals,
     ))
 
 
-def _held_on(plan: Plan, decision: Decision) -> Decision:
-    """A released pod's record kept for the seconds its containers may still run (`hold_s`)."""
+#: How long an evicted GPU pod's record is held when limits.yaml sets no
+#: `max_gpu_termination_grace_seconds` (the Eviction does not carry the pod).
+UNBOUNDED_GRACE_HOLD_S = 3600
+
+
+def _held_on(plan: Plan, policy: Policy, decision: Decision, pod: Any = None) -> Decision:
+    """An admitted delete of a pod whose containers may run on after its object is gone: the
+    record is kept (`hold_s`) for as long as they may. `pod`: the pod as this request leaves it
+    (default: the request's old object)."""
+    req = plan.request
+    if not decision.allowed or req.resource != "pods" or req.resource_group:
+        return decision
+    if req.sub_resource == "eviction":
+        # An Eviction may ask for grace 0 (`deleteOptions`), and the API server then removes
+        # the pod at once; the request does not carry the pod, so the bound limits.yaml sets
+        # on every GPU pod's grace period is held (the record goes sooner with a final DELETE).
+        bound = policy.max_gpu_termination_grace_s
+        return replace(decision, hold_s=UNBOUNDED_GRACE_HOLD_S if bound is None else bound)
     if not decision.release:
         return decision
-    hold = _runs_on_after_delete(plan)
+    hold = _runs_on_after_delete(plan, req.old_obj if pod is None else pod)
     return replace(decision, hold_s=hold) if hold else decision
 
 
-def _runs_on_after_delete(plan: Plan) -> int:
-    """Seconds a pod's containers may run after this DELETE removes the object at once: a force
-    delete (grace 0) of a pod on a node that has not finished leaves the kubelet to stop them
-    with the pod's own grace period (the object is gone: nothing else shows they run). Not for
-    the kubelet's own final DELETE of a pod on its node, sent once the containers have stopped."""
+def _runs_on_after_delete(plan: Plan, pod: Any) -> int:
+    """Seconds a pod's containers may run after its object is gone at once: a force delete
+    (grace 0) of a pod on a node that has not finished, or the removal of the last finalizer
+    of one, leaves the kubelet to stop them with the pod's own grace period (nothing else shows
+    they run). Not for the kubelet's own final DELETE of a pod on its node, sent once the
+    containers have stopped."""
     req = plan.request
-    pod = req.old_obj
-    if req.resource != "pods" or req.resource_group or req.sub_resource or not is_object(pod):
+    if req.sub_resource or not is_object(pod):
         return 0
     spec, status = pod.get("spec"), pod.get("status")
     if not is_object(spec) or not isinstance(spec.get("nodeName"), str) or not spec["nodeName"]:

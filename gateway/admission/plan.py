@@ -95,6 +95,9 @@ class Facts:
     """For a controller's pod: GPUs of the other pods recorded under the same root (those that
     still exist, terminating ones included; their own GPUs, without shared DRA claims), which
     with this one must fit the root's charge."""
+    parent_gone: bool = False
+    """For an actor's create whose parent the ledger does not hold: the parent was a recorded
+    workload, deleted lately (not one that predates the gateway)."""
     roots_listed: bool = True
     """For a `/scale` of a target the ledger does not hold, where a controller lists the
     workloads that predate the gateway: whether it has listed those of the target's kind. Until

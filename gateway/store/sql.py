@@ -91,7 +91,18 @@ CREATE INDEX IF NOT EXISTS refs_workload ON refs (resource, namespace, name);
     Migration(4, ("DROP INDEX IF EXISTS reservations_owner", "DROP INDEX IF EXISTS reservations_team")),
     # A pod deleted at once whose containers may still run: its record stays until then.
     Migration(5, (AddColumn("reservations", "hold_until", "{float}"),)),
+    # The UIDs of recorded workloads deleted lately (GONE_PARENT_TTL_S).
+    Migration(6, statements("""
+CREATE TABLE IF NOT EXISTS gone_parents (
+    uid     TEXT PRIMARY KEY,
+    gone_at {float} NOT NULL
+);
+""")),
 ))
+
+#: How long the UID of a deleted workload is remembered: a controller acting on a stale cache
+#: (or a person copying the ownerReference) may name it after the DELETE.
+GONE_PARENT_TTL_S = 86400.0
 
 
 #: `usage` holds the charged GPUs per user and per team, kept in step with `reservations`
@@ -294,9 +305,12 @@ class Ledger:
         else:
             target = self.target(key)
         parent = root = None
+        parent_gone = False
         if parent_of is not None:
             parent, root = self.parent_and_root(*parent_of)
             anchor = parent
+            parent_gone = parent is None and bool(parent_of[0]) and self.db.one(
+                "SELECT 1 AS gone FROM gone_parents WHERE uid = ?", (parent_of[0],)) is not None
         else:
             anchor = root = target
             if usage and target is not None and not target.is_root:
@@ -315,7 +329,8 @@ class Ledger:
         if parent_of is not None and root is not None and root.uid and key[0] == "pods":
             siblings = self.pods_under(root.uid, key)
         return Facts(target=target, usage=read_usage, references=found, parent=parent, root=root, by_uid=by_uid,
-                     referrers=self.referrers(key) if referrers else (), pods_under_root=siblings)
+                     referrers=self.referrers(key) if referrers else (), pods_under_root=siblings,
+                     parent_gone=parent_gone)
 
     def pods_under(self, root_uid: str, key: TargetKey | None) -> int:
         """GPUs of the pods recorded under the root with this UID, other than `key`: the pods its
@@ -401,18 +416,20 @@ class Ledger:
     def apply(self, key: TargetKey, decision: Decision, *, now: float, request_uid: str) -> None:
         """Write the reservation change, keeping the usage counters in step. A change to the same
         object (same UID) keeps `created_at`: the time it was admitted (or released from the queue)."""
-        if decision.release or decision.reserve is not None:
+        if decision.release or decision.reserve is not None or decision.hold_s:
             self.write(key, decision, self.target(key), now=now, request_uid=request_uid)
 
     def write(self, key: TargetKey, decision: Decision, old: Target | None, *, now: float, request_uid: str) -> None:
         """`apply` over `old`, the record of `key` as this transaction read it."""
-        if not decision.release and decision.reserve is None:
+        if decision.hold_s > 0 and decision.reserve is None:
+            # Gone from the API (or about to be: an eviction), still running on its node: the
+            # record keeps its charge (and the root's pods their sum) until the grace period is
+            # over; the reconcile drops it then, or with the pod's final DELETE if it is seen.
+            if old is not None:
+                self.db.run("UPDATE reservations SET hold_until = ? WHERE resource = ? AND namespace = ? "
+                            "AND name = ?", (now + decision.hold_s, *key))
             return
-        if decision.release and decision.hold_s > 0 and old is not None:
-            # Gone from the API, still running on its node: the record keeps its charge (and the
-            # root's pods their sum) until the grace period is over; the reconcile drops it then.
-            self.db.run("UPDATE reservations SET hold_until = ? WHERE resource = ? AND namespace = ? AND name = ?",
-                        (now + decision.hold_s, *key))
+        if not decision.release and decision.reserve is None:
             return
         r = decision.reserve
         if r is not None and r.charged and old is not None and old.charged and r.uid and r.uid == r.root_uid \
@@ -426,6 +443,12 @@ class Ledger:
         if decision.release:
             if old is not None and old.charged and old.uid and old.is_root:
                 self.charge_pods_of(old, now=now)
+            if old is not None and old.uid and key[0] != "pods":
+                # Its controllers may still act on it from their caches: what they make for it
+                # now names a UID the ledger must not take for one it never knew.
+                self.db.run("INSERT INTO gone_parents (uid, gone_at) VALUES (?, ?) ON CONFLICT (uid) DO NOTHING",
+                            (old.uid, now))
+                self.db.run("DELETE FROM gone_parents WHERE gone_at < ?", (now - GONE_PARENT_TTL_S,))
             self.db.run("DELETE FROM reservations WHERE resource = ? AND namespace = ? AND name = ?", key)
             self.db.run("DELETE FROM queue WHERE resource = ? AND namespace = ? AND name = ?", key)
             self.db.run("DELETE FROM refs WHERE resource = ? AND namespace = ? AND name = ?", key)

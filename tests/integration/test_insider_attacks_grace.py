@@ -260,10 +260,6 @@ def test_force_deleted_bare_pods_still_count_against_the_users_cap_until_their_g
     assert held(store) == {"alice": 16}
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "an Eviction with deleteOptions.gracePeriodSeconds 0 removes the pod at once, and the controller "
-    "forgets its record after its 30 s forget grace, not the pod's grace period: a replacement runs "
-    "beside the old containers"))
 def test_an_eviction_with_grace_zero_does_not_free_gpus_its_containers_still_hold(cluster, store):
     """`Eviction.deleteOptions.gracePeriodSeconds: 0` (no disruption budget in the way): the
     API server removes the pod at once; the kubelet still gives its containers the pod's grace."""
@@ -283,9 +279,6 @@ def test_an_eviction_with_grace_zero_does_not_free_gpus_its_containers_still_hol
     assert not later.allowed or charged(store) >= running, f"{running} GPUs run, {held(store)} charged"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "a force delete (grace 0) of a pod a finalizer holds is not held for the pod's grace period: the "
-    "UPDATE removing the finalizer frees its record while the kubelet still runs its containers"))
 def test_removing_the_finalizer_of_a_force_deleted_pod_does_not_free_its_gpus(cluster, store):
     """A force delete of a pod with a finalizer leaves it (deletionGracePeriodSeconds 0): the
     kubelet then kills it with the pod's own grace period. The UPDATE that removes the last
@@ -427,10 +420,6 @@ def test_a_job_left_by_a_deleted_cronjob_makes_no_uncharged_gpu_pods(cluster, st
         assert records(store)[pod.obj["metadata"]["name"]].owner == "alice"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "a controller's child created just after its root's DELETE names a UID the ledger has just forgotten,"
-    " so it and its pods are admitted as unowned, charged to nobody, until the garbage collector and "
-    "their grace period end"))
 def test_a_replicaset_made_after_its_deployment_was_deleted_runs_no_uncharged_pods(cluster, store):
     """The deployment controller acts on its cache: its ReplicaSet of a Deployment deleted a
     moment before arrives with the deleted UID, and the ReplicaSet controller makes its pods
