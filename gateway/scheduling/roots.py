@@ -14,7 +14,8 @@ says which of them the ledger must hold:
 - `unknown_roots` keeps those whose key the ledger does not hold, as `root` repairs: recorded
   without an owner (the unowned account), charged for what can run now as a launch would be,
   the UID kept, and decided from then on under limits.yaml `unowned_workloads` until an
-  administrator assigns an owner (`gpuctl reassign`).
+  administrator assigns an owner (an UPDATE of its `gpu-gateway.io/owner` annotation by a role
+  that may `reassign`).
 """
 
 from __future__ import annotations
