@@ -650,11 +650,20 @@ def _actor_create(plan: Plan, policy: Policy, facts: Facts) -> Decision:
         return conclude(plan, violations, allow_rule="actor", allow_reason="", gpus=workload.gpus)
     assert plan.parent is not None
     parent, root = facts.parent, facts.root or facts.parent
+    # A pod's record holds its own GPUs: a shared DRA claim's are held once, by the root.
+    own = workload.gpus - sum(ps.gpus for ps in workload.pod_sets if ps.shared)
     if parent is not None and root is not None and not parent.owner:
+        # Unowned (it predates the gateway): still held to what its root is recorded for.
+        _allowance(plan, workload.gpus, workload, root, violations, policy)
+        if not violations and is_pod_create(plan) and workload.gpus:
+            _siblings(plan, workload, root, facts.pods_under_root, violations, policy)
+        if violations:
+            return conclude(plan, violations, allow_rule="unowned-workload", allow_reason="", gpus=workload.gpus)
         return Decision(
             allowed=True, rule="unowned-workload", action=plan.action, gpus=workload.gpus, audited=True,
             reason=f"created by controller {ident.user} for {plan.parent.describe()}, which has no recorded owner",
-            reserve=Reservation("", "", "", workload.gpus, False, uid=plan.uid, root_uid=root.uid or parent.uid),
+            reserve=Reservation("", "", "", own if is_pod_create(plan) else workload.gpus, False, uid=plan.uid,
+                                root_uid=root.uid or parent.uid),
         )
     if parent is None and facts.parent_gone and workload.gpus:
         return conclude(plan, [violation(policy, "root-allowance",
@@ -697,8 +706,6 @@ def _actor_create(plan: Plan, policy: Policy, facts: Facts) -> Decision:
         violations.append(Violation(GATE_RULE, Mode.ENFORCE,
             "the workload it belongs to waits in the GPU queue, so its GPU pods must carry the "
             "gpu-gateway.io/quota scheduling gate"))
-    # A pod's record holds its own GPUs: a shared DRA claim's are held once, by the root.
-    own = workload.gpus - sum(ps.gpus for ps in workload.pod_sets if ps.shared)
     reserve = Reservation(parent.owner, parent.team, parent.role, own if is_pod_create(plan) else workload.gpus,
                           False, uid=plan.uid, root_uid=root.uid or parent.uid)
     if violations:
@@ -912,8 +919,14 @@ def _modify(plan: Plan, policy: Policy, facts: Facts) -> Decision:
             label_checks(plan, policy, owner, team, stamped_paths(req.obj, plan.workload, plan.templates), violations)
             if target.owner and new_gpus <= old_gpus:  # growth checks it with the size
                 _priority_check(plan, policy, plan.workload, violations, _owner_identity(target))
-    if new_gpus > old_gpus:
-        _growth(plan, policy, facts, target, new_gpus, violations)
+    role = _recorded_role(plan, policy, target, owner)
+    if owner != target.owner and new_gpus > old_gpus:
+        violations.append(violation(policy, "owner-annotation",
+            f"a reassignment moves {plan.display_kind} {plan.display_ref} as it is; grow it in a "
+            f"change of its own, decided against {owner}'s caps"))
+    elif new_gpus > old_gpus:
+        _growth(plan, policy, facts, target if role == target.role else replace(target, role=role), new_gpus,
+                violations)
     # A scale keeps the recorded pod sets (their GPUs per pod do not change), at the new count. The
     # priority classes are the new ones where they were checked against the owner's role (a
     # person's change), else those recorded: a controller's edit cannot widen what its pods may carry.
@@ -923,7 +936,7 @@ def _modify(plan: Plan, policy: Policy, facts: Facts) -> Decision:
         shape = shape_of(req, plan.workload, classes)
     else:
         shape = scaled_shape or target.shape
-    reserve = Reservation(owner, team, target.role, new_gpus, target.charged, shape,
+    reserve = Reservation(owner, team, role, new_gpus, target.charged, shape,
                           uid=target.uid or plan.uid, root_uid=target.root_uid or target.uid or plan.uid,
                           refs=referenced_names(plan) if plan.workload is not None and req.sub_resource != "scale"
                           else None)
@@ -939,6 +952,21 @@ def _modify(plan: Plan, policy: Policy, facts: Facts) -> Decision:
                      f"({old_gpus} → {new_gpus} GPUs)",
         gpus=new_gpus, reserve=reserve, owner=owner, team=team, approvals=facts.approvals,
     )
+
+
+def _recorded_role(plan: Plan, policy: Policy, target: Target, owner: str) -> str:
+    """The role a workload's record holds its owner to after this change: the owner's own role
+    when they make the change themselves (not one a break-glass grant lends them), the new
+    owner's when it is handed to someone else (`Policy.assigned_role`: their groups are not in
+    the request), else the recorded one. Never the empty role of an unowned record (no caps)."""
+    ident = plan.identity
+    if ident.is_actor:
+        return target.role
+    if owner == ident.user and ident.role and not ident.grant:
+        return ident.role
+    if owner != target.owner:
+        return policy.assigned_role(owner)
+    return target.role
 
 
 def _growth(plan: Plan, policy: Policy, facts: Facts, target: Target, new_gpus: int,

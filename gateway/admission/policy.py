@@ -214,6 +214,18 @@ class Policy:
     def role_limits(self, role: str | None) -> RoleLimits:
         return self.limits.get(role or "", _NO_LIMITS)
 
+    def assigned_role(self, user: str) -> str:
+        """The role a workload handed to `user` (reassign) is held to: their own binding when
+        policy.csv binds `user:NAME` to a role (their groups are not in the request), else the
+        role with the lowest cap on concurrent GPUs, so that no reassignment lifts a cap."""
+        rank = {r: i for i, r in enumerate(self.role_order)}
+        bound = [r for r in self.bindings.get(f"user:{user}", ()) if r in rank]
+        if bound:
+            return min(bound, key=rank.__getitem__)
+        capped = [(cap, -rank.get(role, -1), role) for role, limits in self.limits.items()
+                  if (cap := limits.max_concurrent_gpus) is not None]
+        return min(capped)[2] if capped else (self.role_order[-1] if self.role_order else "")
+
     def user_cap(self, user: str, role: str | None) -> int | None:
         if user in self.user_caps:
             return self.user_caps[user]

@@ -127,6 +127,11 @@ class Repair:
     """For a new record: its shape (admission/shape.py), pod sets by path."""
     uid: str = ""
     """For a new record: the object's UID (a `root` is its own root)."""
+    root_uid: str = ""
+    """For a new `root` record that a listed workload controls (a legacy Deployment's
+    ReplicaSet): the UID of the record holding the charge; "" for a root of its own."""
+    parent_uid: str = ""
+    """For a listed object: the UID its controller ownerReference names ("" when none)."""
 
 
 def orphan_candidates(pods: Iterable[PodView], ledger: Iterable[Held], *, waiting: frozenset[str] = frozenset(),

@@ -21,7 +21,7 @@ says which of them the ledger must hold:
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from gateway.admission.actors import controller_ref, kind_plural, object_uid
@@ -29,6 +29,7 @@ from gateway.admission.admission import kind_charges_children, object_shape
 from gateway.admission.kinds import KindRegistry
 from gateway.admission.pointer import is_object
 from gateway.admission.policy import Policy
+from gateway.admission.shape import charges_children
 from gateway.admission.workloads import ADAPTERS, read_workload
 from gateway.errors import WorkloadError
 from gateway.scheduling.reconcile import Repair
@@ -61,8 +62,9 @@ def read_root(obj: Mapping[str, Any], kind: RootKind, policy: Policy) -> Repair 
     object a controller made, one without GPU templates, or one that cannot be read (admission
     refuses what it cannot read, so it never runs GPUs unseen)."""
     meta = obj.get("metadata")
-    if not is_object(meta) or controller_ref(obj) is not None:
+    if not is_object(meta):
         return None
+    parent = controller_ref(obj)
     namespace, name = meta.get("namespace"), meta.get("name")
     if not isinstance(namespace, str) or not isinstance(name, str) or not namespace or not name:
         return None
@@ -81,13 +83,46 @@ def read_root(obj: Mapping[str, Any], kind: RootKind, policy: Policy) -> Repair 
         f"{kind.resource_key}/{namespace}/{name}", "root",
         f"{what} ({workload.describe_gpus()}) predates the gateway's records; recorded without an owner",
         gpus=gpus, charged=charged, shape=object_shape(obj, kind.group, kind.kind, workload), uid=object_uid(obj),
+        parent_uid=parent.uid if parent is not None else "",
     )
 
 
-def unknown_roots(roots: Iterable[Repair], held: Collection[str]) -> list[Repair]:
-    """The roots whose key (`resource/namespace/name`) the ledger does not hold, each once."""
+def unknown_roots(roots: Iterable[Repair], held: Collection[str],
+                  recorded_roots: Mapping[str, tuple[str, str, str]] | None = None) -> list[Repair]:
+    """The listed GPU objects (`read_root`) whose key (`resource/namespace/name`) the ledger does
+    not hold, each once. One a controller made (a legacy Deployment's ReplicaSet) is recorded
+    under the root of its controller, found among the listed objects or the ledger's records
+    (`recorded_roots`: UID → the UID of the record holding its charge and that record's owner
+    and team, for the records whose children are not charged one by one), held to that root's
+    charge and charged nothing itself; one whose controller is neither (a ConfigMap, a kind
+    without a CRD, an object that does not exist) is a root of its own."""
+    listed = {r.uid: r for r in roots if r.uid}
+    recorded = recorded_roots or {}
     out: dict[str, Repair] = {}
-    for root in roots:
-        if root.key not in held and root.key not in out:
-            out[root.key] = root
+    for repair in roots:
+        if repair.key in held or repair.key in out:
+            continue
+        root_uid, owner, team = _root_of(repair, listed, recorded)
+        if root_uid and root_uid != repair.uid:
+            repair = replace(repair, charged=False, root_uid=root_uid, owner=owner, team=team,
+                             reason=f"{repair.reason}, held to the charge of the workload that controls it"
+                                    f"{f' ({owner})' if owner else ''}")
+        out[repair.key] = repair
     return list(out.values())
+
+
+def _root_of(repair: Repair, listed: Mapping[str, Repair],
+             recorded: Mapping[str, tuple[str, str, str]]) -> tuple[str, str, str]:
+    """The UID of the root `repair`'s controller chain leads to, with its owner and team (its own
+    UID, unowned, when the chain leads nowhere)."""
+    seen = {repair.uid}
+    current = repair
+    while current.parent_uid:
+        if current.parent_uid in recorded:
+            return recorded[current.parent_uid]
+        parent = listed.get(current.parent_uid)
+        if parent is None or parent.uid in seen or charges_children(parent.shape):
+            break  # a CronJob's Job is charged on its own
+        seen.add(parent.uid)
+        current = parent
+    return (current.uid if current is not repair else repair.uid), "", ""

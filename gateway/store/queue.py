@@ -19,6 +19,7 @@ from gateway.admission.decision import Decision, Reservation
 from gateway.admission.plan import Target
 from gateway.admission.ports import Actor, SettingChange
 from gateway.admission.scheduling_settings import exhausted, period_start
+from gateway.admission.shape import charges_children
 from gateway.scheduling.ports import Limits, PassResult, QueueRow, split_key
 from gateway.scheduling.queue import Caps, Held, ReleasePlan, Waiting, plan_release
 from gateway.scheduling.reconcile import FORGET_GRACE_S, PodView, Repair, plan_reconcile
@@ -110,9 +111,12 @@ class QueueSQL:
         which closes the window in which a `/scale` of an unknown workload of such a kind is
         refused (`Ledger.roots_listed`). Returns the roots recorded."""
         def work(ledger: Ledger) -> list[Repair]:
-            held = {r["key"] for r in ledger.db.all(
-                "SELECT resource || '/' || namespace || '/' || name AS key FROM reservations")}
-            new = unknown_roots(roots, held)
+            rows = ledger.db.all("SELECT resource || '/' || namespace || '/' || name AS key, uid, root_uid, shape, "
+                                 "owner, team FROM reservations")
+            held = {r["key"] for r in rows}
+            roots_of = {r["uid"]: (r["root_uid"] or r["uid"], r["owner"], r["team"]) for r in rows
+                        if r["uid"] and not charges_children(r["shape"])}
+            new = unknown_roots(roots, held, roots_of)
             for root in new:
                 _repair(ledger, root, None, now=now, actor=actor)
             before = ledger.roots_listed_kinds()
@@ -240,7 +244,7 @@ def _repair(ledger: Ledger, repair: Repair, record: Target | None, *, now: float
             return
         decision = Decision(allowed=True, rule="reconcile", reason=repair.reason,
                             reserve=Reservation(repair.owner, repair.team, "", repair.gpus, repair.charged,
-                                                repair.shape, uid=repair.uid, root_uid=repair.uid))
+                                                repair.shape, uid=repair.uid, root_uid=repair.root_uid or repair.uid))
         owner, team, gpus = repair.owner, repair.team, repair.gpus
     else:
         if record is None:

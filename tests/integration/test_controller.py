@@ -379,21 +379,26 @@ def test_the_controller_records_gpu_workloads_that_predate_the_gateway_as_unowne
     ctl.roots.page_size = 1  # every kind is listed page by page
     ctl.run_once()
     recorded = {f"{r.resource}/{r.name}": (r.owner, r.gpus, r.charged) for r in world.store.reservations()}
-    # What can run now is charged: nothing while parked or suspended; both are known from now on.
-    assert recorded == {"deployments.apps/legacy": ("", 0, True), "pytorchjobs.kubeflow.org/llm": ("", 0, True)}
+    # What can run now is charged: nothing while parked or suspended; both are known from now on,
+    # and the Deployment's ReplicaSet under it, held to its charge.
+    assert recorded == {"deployments.apps/legacy": ("", 0, True), "pytorchjobs.kubeflow.org/llm": ("", 0, True),
+                        "replicasets.apps/legacy-5d8f": ("", 0, False)}
+    rs = world.store._read(lambda ledger: ledger.target(("replicasets.apps", "research", "legacy-5d8f")))
+    assert rs is not None and rs.root_uid == "uid-legacy"
     audited = [r for r in world.store.audit_rows() if r["action"] == "reconcile"]
     assert sorted((r["kind"], r["name"], r["rule"], r["owner"], r["object_uid"]) for r in audited) == [
         ("deployments.apps", "legacy", "reconcile-root", "", "uid-legacy"),
         ("pytorchjobs.kubeflow.org", "llm", "reconcile-root", "", world.double.workloads[
-            ("kubeflow.org", "pytorchjobs", "research", "llm")]["metadata"]["uid"])]
-    assert 'gpu_gateway_ledger_repairs_total{kind="root"} 2.0' in generate_latest(ctl.registry).decode()
+            ("kubeflow.org", "pytorchjobs", "research", "llm")]["metadata"]["uid"]),
+        ("replicasets.apps", "legacy-5d8f", "reconcile-root", "", "uid-legacy-rs")]
+    assert 'gpu_gateway_ledger_repairs_total{kind="root"} 3.0' in generate_latest(ctl.registry).decode()
     assert ("GET", "/apis/apps/v1/deployments?limit=1&continue=1") in world.double.requests
     assert any(path.startswith("/apis/ray.io/v1/rayclusters") for _, path in world.double.requests), \
         "a kind without its CRD is asked for, answers 404, and the pass goes on"
     # A later listing (each full resync) records nothing twice.
     world.clock.offset += ctl.settings.resync_s + 1
     ctl.run_once()
-    assert len([r for r in world.store.audit_rows() if r["action"] == "reconcile"]) == 2
+    assert len([r for r in world.store.audit_rows() if r["action"] == "reconcile"]) == 3
     assert world.store.verify().ok
 
 
@@ -415,5 +420,12 @@ def test_after_the_listing_a_legacy_gpu_root_is_decided_as_unowned_until_an_admi
     assert cluster.update(owned, "root", ("gpu-admins",)).allowed
     [record] = [r for r in world.store.reservations() if r.name == "legacy"]
     assert (record.owner, record.team) == ("bob", "vision")
+    # The request does not carry bob's groups: until bob acts on it himself, it is held to the
+    # role with the lowest caps (intern: 8 GPUs per workload).
+    denied = cluster.scale("Deployment", "legacy", 2, HPA, SYSTEM)
+    assert not denied.allowed and "role intern" in denied.message
+    mine = cluster.get("Deployment", "legacy")
+    mine["metadata"].setdefault("labels", {})["app"] = "legacy"
+    assert cluster.update(mine, "bob", RESEARCHER).allowed  # his own change records his role
     assert cluster.scale("Deployment", "legacy", 2, HPA, SYSTEM).allowed
     assert world.store.gpus_by_user()["bob"] == 24, "2 replicas and a rolling update's surge pod, 8 GPUs each"

@@ -324,7 +324,7 @@ def test_a_scale_of_an_unknown_workload_waits_for_the_controller_s_listing(polic
     assert cluster.list_roots() == [], "a second listing records nothing again"
 
 
-def test_the_listing_leaves_controllers_children_and_cpu_workloads_alone(cluster, store):
+def test_the_listing_holds_controllers_children_to_their_root_and_leaves_cpu_workloads_alone(cluster, store):
     legacy_deployment(cluster)
     made = cluster.create(deployment("serve", replicas=1), "bob", RESEARCHER)
     assert made.allowed and made.obj is not None
@@ -337,9 +337,11 @@ def test_the_listing_leaves_controllers_children_and_cpu_workloads_alone(cluster
     web = make_deployment(gpus=0, replicas=2).named("research", "web").obj()
     cluster.objects[("Deployment", "research", "web")] = web
     before = {k: (r.owner, r.gpus, r.charged) for k, r in records(store).items()}
-    assert [r.key for r in cluster.list_roots()] == ["deployments.apps/research/legacy"]
+    # the unknown ReplicaSet of bob's Deployment is recorded under it (its owner's, charged nothing)
+    assert {r.key for r in cluster.list_roots()} == {"deployments.apps/research/legacy",
+                                                      "replicasets.apps/research/serve-legacy-rs"}
     after = {k: (r.owner, r.gpus, r.charged) for k, r in records(store).items()}
-    assert after == {**before, "legacy": ("", 0, True)}
+    assert after == {**before, "legacy": ("", 0, True), "serve-legacy-rs": ("bob", 8, False)}
 
 
 def test_an_inference_service_cannot_take_its_gpus_from_a_serving_runtime_uncharged(cluster, store):

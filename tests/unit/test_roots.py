@@ -44,8 +44,6 @@ def cronjob(gpus: int) -> dict[str, Any]:
     (DEPLOYMENTS, make_deployment(gpus=8, replicas=0).named("research", "parked").obj(), (0, True)),
     (DEPLOYMENTS, make_deployment(gpus=8, replicas=2).named("research", "serve").obj(), (24, True)),
     (DEPLOYMENTS, make_deployment(gpus=0, replicas=5).named("research", "web").obj(), None),
-    (REPLICASETS, owned(make_deployment(gpus=8, replicas=2).named("research", "serve-5d8f").obj()
-                        | {"kind": "ReplicaSet"}), None),
     (JOBS, make_job(gpus=4).named("research", "train").obj(), (4, True)),
     (CRONJOBS, cronjob(4), (4, False)),  # each Job it makes is charged when made
     (PYTORCHJOBS, suspended(make_pytorchjob(workers=2, gpus=8).named("research", "llm").obj()), (0, True)),
@@ -90,3 +88,27 @@ def test_unknown_roots_are_those_the_ledger_does_not_hold_each_once(names: list[
     new = unknown_roots(roots, held_keys)
     assert [r.key for r in new] == list(dict.fromkeys(r.key for r in roots if r.key not in held_keys))
     assert all(r.uid == next(x.uid for x in roots if x.key == r.key) for r in new), "the first listed wins"
+
+
+def test_what_a_listed_workload_controls_is_held_to_its_root_and_an_odd_owner_makes_a_root(policy: Policy) -> None:
+    """A legacy Deployment's ReplicaSet is recorded under the Deployment (charged nothing itself);
+    one whose controller is no listed or recorded workload (a ConfigMap, a kind without a CRD, an
+    object that does not exist) is a root of its own; a CronJob's Job is charged on its own."""
+    dep = make_deployment(gpus=8, replicas=2).named("research", "serve").obj()
+    dep["metadata"]["uid"] = "uid-dep"
+    rs = owned(make_deployment(gpus=8, replicas=2).named("research", "serve-5d8f").obj() | {"kind": "ReplicaSet"})
+    rs["metadata"]["uid"] = "uid-rs"
+    stray = make_deployment(gpus=8, replicas=1).named("research", "stray").obj() | {"kind": "ReplicaSet"}
+    stray["metadata"]["uid"] = "uid-stray"
+    stray["metadata"]["ownerReferences"] = [{"apiVersion": "v1", "kind": "ConfigMap", "name": "cm",
+                                             "uid": "uid-cm", "controller": True}]
+    listed = [r for r in (read_root(dep, DEPLOYMENTS, policy), read_root(rs, REPLICASETS, policy),
+                          read_root(stray, REPLICASETS, policy)) if r is not None]
+    assert [r.parent_uid for r in listed] == ["", rs["metadata"]["ownerReferences"][0]["uid"], "uid-cm"]
+    rs["metadata"]["ownerReferences"][0]["uid"] = "uid-dep"
+    listed[1] = read_root(rs, REPLICASETS, policy)
+    new = {r.key.rsplit("/", 1)[1]: (r.charged, r.root_uid) for r in unknown_roots(listed, set())}
+    assert new == {"serve": (True, ""), "serve-5d8f": (False, "uid-dep"), "stray": (True, "")}
+    # the Deployment recorded earlier (by admission): the ReplicaSet goes under its record's root
+    alone = unknown_roots(listed[1:2], {"deployments.apps/research/serve"}, {"uid-dep": ("uid-dep", "bob", "vision")})
+    assert [(r.charged, r.root_uid, r.owner, r.team) for r in alone] == [(False, "uid-dep", "bob", "vision")]
