@@ -29,6 +29,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from gateway.admission.actors import controller_ref
 from gateway.admission.pointer import is_object
 from gateway.admission.policy import OWNER_ANNOTATION, TEAM_ANNOTATION
 from gateway.admission.scheduling_settings import QUOTA_GATE, WORKLOAD_ANNOTATION
@@ -52,6 +53,8 @@ class PodView:
     gate_index: int | None
     """Index of the quota gate in spec.schedulingGates, None when not gated."""
     deleting: bool = False
+    parent_uid: str = ""
+    """The UID its controller ownerReference names ("" when none)."""
 
     @property
     def key(self) -> str:
@@ -87,6 +90,7 @@ def read_pod(pod: Mapping[str, Any], gpu: GpuMatcher) -> PodView | None:
         owner=str(ann.get(OWNER_ANNOTATION) or ""), team=str(ann.get(TEAM_ANNOTATION) or ""),
         workload=str(ann.get(WORKLOAD_ANNOTATION) or ""), gate_index=index,
         deleting=bool(meta.get("deletionTimestamp")),
+        parent_uid=parent.uid if (parent := controller_ref(pod)) is not None else "",
     )
 
 
@@ -191,7 +195,8 @@ def plan_reconcile(pods: Iterable[PodView], ledger: Iterable[Held], *, waiting: 
         # Recorded as unowned: an annotation is what anyone could write, never who owns GPUs.
         claim = f" (its annotation names {p.owner})" if p.owner else ""
         repairs.append(Repair(key, "account", f"a GPU pod {p.phase.lower()} without a reservation{claim}; "
-                                                f"recorded without an owner", gpus=p.gpus))
+                                                f"recorded without an owner", gpus=p.gpus, uid=p.uid,
+                              parent_uid=p.parent_uid))
     return repairs
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import replace
 from typing import Any, TypeVar, cast
 
 from gateway.admission.decision import Decision, Reservation
@@ -95,7 +96,8 @@ class QueueSQL:
         (with `absent` and `grace_s` as it takes them), each applied and audited."""
         def work(ledger: Ledger) -> list[Repair]:
             held, waiting = _reconcile_view(ledger)
-            repairs = plan_reconcile(pods, held, waiting=waiting, now=now, grace_s=grace_s, absent=absent)
+            repairs = _under_roots(ledger, plan_reconcile(pods, held, waiting=waiting, now=now, grace_s=grace_s,
+                                                          absent=absent))
             records = ledger.targets([split_key(r.key) for r in repairs])
             for repair in repairs:
                 _repair(ledger, repair, records.get(split_key(repair.key)), now=now, actor=actor)
@@ -234,6 +236,26 @@ def _reconcile_view(ledger: Ledger) -> tuple[list[LedgerHeld], frozenset[str]]:
             for r in rows]
     waiting = frozenset(waiting_key(r) for r in ledger.db.all("SELECT resource, namespace, name FROM queue"))
     return held, waiting
+
+
+def _under_roots(ledger: Ledger, repairs: list[Repair]) -> list[Repair]:
+    """A GPU pod found running without a record, whose controller the ledger knows (a legacy
+    ReplicaSet the listing recorded under its root): recorded under that root, charged nothing
+    itself, so that the pods its controller makes next fit the root's charge beside it."""
+    parents = {r.parent_uid for r in repairs if r.kind == "account" and r.parent_uid}
+    if not parents:
+        return repairs
+    found = {uid: record for uid in parents
+             if (record := ledger.by_uid(uid)) is not None and not charges_children(record.shape)}
+    out = []
+    for r in repairs:
+        parent = found.get(r.parent_uid) if r.kind == "account" else None
+        if parent is not None:
+            r = replace(r, charged=False, owner=parent.owner, team=parent.team,
+                        root_uid=parent.root_uid or parent.uid,
+                        reason=f"{r.reason}, under the workload its controller belongs to")
+        out.append(r)
+    return out
 
 
 def _repair(ledger: Ledger, repair: Repair, record: Target | None, *, now: float, actor: Actor) -> None:

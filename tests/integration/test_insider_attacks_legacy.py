@@ -49,6 +49,7 @@ from integration.test_insider_attacks import (
     deployment,
     held,
     pods_of,
+    reconcile,
     records,
     running_gpus,
 )
@@ -500,3 +501,23 @@ def test_a_researchers_workload_assigned_to_an_intern_is_held_to_her_caps_from_t
     assert not by_her.allowed and not by_hpa.allowed, (
         f"an intern's workload grown to {held(store)} under a researcher's caps")
     assert "user alice (role intern)" in by_hpa.message
+
+
+def test_a_legacy_replicasets_running_pod_holds_its_place_under_the_listed_root(cluster, store):
+    """The pod it ran before the gateway: the controller finds it running without a record and
+    records it under the root its ReplicaSet belongs to, so the ReplicaSet's replacement, made
+    while it still terminates, does not fit beside it."""
+    dep = predating(cluster, deployment("legacy", replicas=1))
+    rs = predating(cluster, legacy_replicaset(dep, 1))
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "legacy-5d8f9-old", "namespace": "research"},
+           "spec": copy.deepcopy(rs["spec"]["template"]["spec"]) | {"nodeName": "gpu-node-1"},
+           "status": {"phase": "Running"}}
+    predating(cluster, controlled_by(pod, "apps/v1", "ReplicaSet", rs["metadata"]["name"], rs["metadata"]["uid"]))
+    cluster.list_roots()
+    reconcile(cluster, store)
+    old = records(store)["legacy-5d8f9-old"]
+    assert (old.gpus, old.charged) == (8, False), "held under the legacy Deployment's 8-GPU charge"
+    assert delete(cluster, "Pod", "legacy-5d8f9-old", "bob", RESEARCHER, stays=True).allowed
+    replacement = cluster.pod_of(rs, rs["spec"]["template"], REPLICASET_CONTROLLER)
+    assert not replacement.allowed and "already hold" in replacement.message
+    assert_all_charged(cluster, store)
