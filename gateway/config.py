@@ -154,6 +154,23 @@ class SchedulerSettings:
     """A controller records the GPU workloads that predate the gateway (`--await-workload-listing`;
     set by `controller`): until it has listed a kind, `serve` refuses a `/scale` of a workload of
     that kind the ledger does not know (gateway/scheduling/roots.py)."""
+    lease_namespace: str = "gpu-gateway"
+    """Where the controller's Lease lives (one active replica holds it)."""
+    lease_name: str = "gpu-gateway-controller"
+    interval_s: float = 2.0
+    """Time between the controller's passes."""
+    forget_grace_s: float = 30.0
+    """A reservation whose object is not in the cluster is freed once it is this old."""
+    webhooks: tuple[str, ...] = ()
+    """Webhook configurations of this installation to watch for drift (`validating/NAME`, `mutating/NAME`)."""
+    webhook_generation: str = ""
+    """The installation's generation: a new one records new webhook baselines instead of an alarm."""
+
+    def __post_init__(self) -> None:
+        if not self.interval_s > 0:
+            raise ConfigError("--interval must be more than 0 seconds")
+        if self.forget_grace_s < 0:
+            raise ConfigError("--forget-grace must be 0 seconds or more")
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from kubernetes.watch.watch import iter_resp_lines
 
-from gateway.errors import GatewayError
+from gateway.errors import ConfigError, GatewayError
 
 #: Connections to the API server kept open, and so the most requests in flight at once (the
 #: gate release's PATCHes, `Cluster.patch_pods`): a connection beyond would be opened anew for
@@ -298,15 +298,19 @@ def api_client(kubeconfig: str | None = None, *, host: str | None = None) -> cli
     from kubernetes import config
 
     configuration = client.Configuration()
-    if host is not None:
-        configuration.host = host
-    elif kubeconfig is not None:
-        config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)  # type: ignore[no-untyped-call]
-    else:
-        try:
-            config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
-        except config.ConfigException:
-            config.load_kube_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+    try:
+        if host is not None:
+            configuration.host = host
+        elif kubeconfig is not None:
+            config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)  # type: ignore[no-untyped-call]
+        else:
+            try:
+                config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+            except config.ConfigException:
+                config.load_kube_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+    except config.ConfigException as exc:
+        raise ConfigError(f"no access to the Kubernetes API (not in a cluster, and no usable kubeconfig: "
+                          f"give --kubeconfig or set KUBECONFIG): {exc}") from exc
     # Every request in flight keeps its connection for the next one (the default pool is 5 per CPU).
     configuration.connection_pool_maxsize = max(configuration.connection_pool_maxsize or 0, POOL_CONNECTIONS)
     return client.ApiClient(configuration)

@@ -3,7 +3,10 @@
 The Helm chart (deploy/helm/gpu-gateway) grants exactly these and nothing more; a test reads
 the rendered ClusterRoles and Roles and compares. A component that starts making a new call
 adds it here first, so the grant and its reason are reviewed together. The admission server
-(`gpu-gateway serve`) calls the API only to evict rogue pods, when the policy asks for it.
+(`gpu-gateway serve`) calls the API only to evict rogue pods, when the policy asks for it, and
+makes every controller call when it runs the controller itself (`serve --controller`, the chart's
+default with SQLite): the chart then binds the controller's roles to the gateway's service
+account (`in_process`).
 With the node agent enabled it also reads the service-account issuer's discovery document and
 JWKS (the non-resource URLs /.well-known/openid-configuration and /openid/v1/jwks, to verify the
 agents' tokens): Kubernetes grants those to every service account through its default
@@ -13,7 +16,7 @@ ClusterRoleBinding system:service-account-issuer-discovery, so the chart grants 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from gateway.admission.kinds import KindRegistry
 from gateway.admission.workloads import ADAPTERS
@@ -86,3 +89,9 @@ def api_calls(kinds: KindRegistry) -> tuple[ApiCall, ...]:
     `workload_kinds`) too: the chart grants them from the bundle it installs."""
     extra = workload_gets((k.group, k.resource) for k in kinds)
     return API_CALLS + tuple(c for c in extra if c not in CONTROLLER_WORKLOAD_GETS)
+
+
+def in_process(calls: Iterable[ApiCall], component: str = "gateway") -> tuple[ApiCall, ...]:
+    """The controller's calls as `component` makes them when it runs the controller in its own
+    process (`serve --controller`), under its own service account."""
+    return tuple(replace(c, component=component) for c in calls if c.component == "controller")

@@ -220,6 +220,18 @@ class FakeApiServer:
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
         return f"http://127.0.0.1:{self.server.server_address[1]}"
 
+    def write_kubeconfig(self, path: Any) -> Any:
+        """A kubeconfig at `path` (a pathlib.Path) that reaches this double, for a process of its own."""
+        assert self.server is not None, "start() the double first"
+        host, port = self.server.server_address[:2]
+        path.write_text(json.dumps({
+            "apiVersion": "v1", "kind": "Config", "current-context": "double",
+            "clusters": [{"name": "double", "cluster": {"server": f"http://{host}:{port}"}}],
+            "users": [{"name": "gateway", "user": {"token": "not-checked-by-the-double"}}],
+            "contexts": [{"name": "double", "context": {"cluster": "double", "user": "gateway"}}],
+        }))
+        return path
+
     def stop(self) -> None:
         if self.server is not None:
             self.server.shutdown()

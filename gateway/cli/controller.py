@@ -19,28 +19,13 @@ from gateway.config import SchedulerSettings
               help="PostgreSQL database (instead of --state; also from GPU_GATEWAY_DATABASE_URL).")
 @click.option("--policy-dir", type=click.Path(file_okay=False, exists=True, path_type=Path),
               help="Policy bundle; default: the bundled policies/.")
-@click.option("--lease-namespace", default="gpu-gateway", show_default=True)
-@click.option("--lease-name", default="gpu-gateway-controller", show_default=True)
-@click.option("--interval", type=float, default=2.0, show_default=True, metavar="SECONDS",
-              help="Time between passes.")
 @click.option("--metrics-port", type=int, default=9090, show_default=True, help="Serve /metrics here (0: off).")
 @click.option("--metrics-host", default="0.0.0.0", show_default=True)
 @click.option("--once", is_flag=True, help="Run one pass (if this replica gets the Lease) and exit.")
 @click.option("--log-level", default="INFO", show_default=True)
-@click.option("--watch-webhook", "webhooks", multiple=True, metavar="KIND/NAME",
-              help="A webhook configuration of this installation to watch for drift (validating/NAME or "
-                   "mutating/NAME; repeatable): an edit or deletion raises a metric, an Event and an audit record.")
-@click.option("--forget-grace", type=float, default=30.0, show_default=True, metavar="SECONDS",
-              help="A reservation whose object is not in the cluster is freed once it is this old "
-                   "(an object refused after admission, a crash after the commit, a missed DELETE).")
-@click.option("--webhook-generation", default="", metavar="DIGEST",
-              help="The installation's generation (the chart passes a digest of what it renders): a new "
-                   "one records new webhook baselines instead of raising an alarm.")
 @scheduler_options(with_controller_flag=False)
-def controller(state: Path | None, database_url: str | None, policy_dir: Path | None, lease_namespace: str,
-               lease_name: str, interval: float, metrics_port: int, metrics_host: str, once: bool, log_level: str,
-               webhooks: tuple[str, ...], forget_grace: float, webhook_generation: str,
-               scheduler: SchedulerSettings) -> None:
+def controller(state: Path | None, database_url: str | None, policy_dir: Path | None, metrics_port: int,
+               metrics_host: str, once: bool, log_level: str, scheduler: SchedulerSettings) -> None:
     """Run the queue controller: rebuild the ledger from the cluster, release whole gangs, report waits.
 
     One replica is active at a time (a coordination.k8s.io Lease); the others wait to take over.
@@ -54,17 +39,10 @@ def controller(state: Path | None, database_url: str | None, policy_dir: Path | 
     from gateway.logs import setup_logging
     from gateway.metrics import Metrics
     from gateway.policy_bundle import PolicyHolder, default_policy_dir
-    from gateway.scheduling.controller.loop import ControllerSettings
     from gateway.scheduling.controller.run import build_controller
-    from gateway.scheduling.drift import split_target
     from gateway.server import open_store
 
     setup_logging(log_level.upper())
-    for target in webhooks:
-        try:
-            split_target(target)
-        except ValueError as exc:
-            raise click.BadParameter(str(exc), param_hint="--watch-webhook") from None
     if (state is None) == (database_url is None):
         raise click.UsageError("give exactly one of --state PATH and --database-url URL")
     try:
@@ -73,10 +51,7 @@ def controller(state: Path | None, database_url: str | None, policy_dir: Path | 
         metrics = Metrics()
         metrics.watch_team_gpus(store.gpus_by_team)
         metrics.watch_queue(store.queue_rows)
-        settings = ControllerSettings(identity=scheduler.service_account, lease_namespace=lease_namespace,
-                                      lease_name=lease_name, interval_s=interval, webhooks=webhooks,
-                                      webhook_generation=webhook_generation, forget_grace_s=forget_grace)
-        ctl = build_controller(scheduler, store, policies, metrics.registry, settings)
+        ctl = build_controller(scheduler, store, policies, metrics.registry)
         if once:
             result = ctl.run_once()
             click.echo("not the leader: another replica holds the lease" if result is None else

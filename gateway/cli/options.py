@@ -149,6 +149,25 @@ _SCHEDULER = [
     click.option("--kubeconfig", type=click.Path(dir_okay=False, exists=True, path_type=Path),
                  help="Cluster access for the controller (default: in-cluster, then $KUBECONFIG or ~/.kube/config)."),
 ]
+#: How the controller runs, in `controller` and in `serve --controller` alike.
+_CONTROLLER_RUN = [
+    click.option("--lease-namespace", default=SchedulerSettings.lease_namespace, show_default=True,
+                 help="Namespace of the controller's Lease (one active replica holds it)."),
+    click.option("--lease-name", default=SchedulerSettings.lease_name, show_default=True,
+                 help="Name of the controller's Lease."),
+    click.option("--interval", "interval_s", type=float, default=SchedulerSettings.interval_s, show_default=True,
+                 metavar="SECONDS", help="Time between the controller's passes."),
+    click.option("--forget-grace", "forget_grace_s", type=float, default=SchedulerSettings.forget_grace_s,
+                 show_default=True, metavar="SECONDS",
+                 help="A reservation whose object is not in the cluster is freed once it is this old "
+                      "(an object refused after admission, a crash after the commit, a missed DELETE)."),
+    click.option("--watch-webhook", "webhooks", multiple=True, metavar="KIND/NAME",
+                 help="A webhook configuration of this installation to watch for drift (validating/NAME or "
+                      "mutating/NAME; repeatable): an edit or deletion raises a metric, an Event and an audit record."),
+    click.option("--webhook-generation", default="", metavar="DIGEST",
+                 help="The installation's generation (the chart passes a digest of what it renders): a new "
+                      "one records new webhook baselines instead of raising an alarm."),
+]
 _CONTROLLER = [
     click.option("--controller", is_flag=True,
                  help="Also run the queue controller (one active replica through a Lease; docs/scheduler.md); "
@@ -162,14 +181,23 @@ _CONTROLLER = [
 
 
 def scheduler_options(*, with_controller_flag: bool) -> Decorator:
-    """The scheduler flags, passed as `scheduler=SchedulerSettings(...)`; with `with_controller_flag`,
-    also `--controller` (run the controller inside `serve`) and `--await-workload-listing`."""
+    """The scheduler and controller flags, passed as `scheduler=SchedulerSettings(...)`; with
+    `with_controller_flag`, also `--controller` (run the controller inside `serve`) and
+    `--await-workload-listing`."""
     def build(*, service_account: str, kubeconfig: Path | None, controller: bool = True,
-              await_listing: bool = False) -> SchedulerSettings:
-        return SchedulerSettings(service_account=service_account, controller=controller, kubeconfig=kubeconfig,
-                                 await_listing=await_listing or controller)
+              await_listing: bool = False, webhooks: tuple[str, ...], **run: Any) -> SchedulerSettings:
+        from gateway.scheduling.drift import split_target
 
-    return option_group("scheduler", [*_CONTROLLER, *_SCHEDULER] if with_controller_flag else _SCHEDULER, build)
+        for target in webhooks:
+            try:
+                split_target(target)
+            except ValueError as exc:
+                raise ConfigError(f"--watch-webhook: {exc}") from None
+        return SchedulerSettings(service_account=service_account, controller=controller, kubeconfig=kubeconfig,
+                                 await_listing=await_listing or controller, webhooks=tuple(webhooks), **run)
+
+    flags = [*_CONTROLLER, *_SCHEDULER] if with_controller_flag else _SCHEDULER
+    return option_group("scheduler", [*flags, *_CONTROLLER_RUN], build)
 
 
 # ------------------------------------------------------------------ where a read-only command reads the ledger

@@ -23,7 +23,7 @@ pytest.importorskip("celpy", reason="a CEL evaluator (pip cel-python)")
 
 import kubernetes_validate
 from builders_workloads import CORE_FILES, CRD_FILES, group_kind, load_any
-from conftest import POLICIES, review
+from conftest import POLICIES, make_pod, review
 from helm_chart import (
     KUBERNETES,
     NAMESPACE,
@@ -46,7 +46,7 @@ from gateway.admission.owned_data import DATA_KINDS
 from gateway.admission.review import parse_review
 from gateway.admission.workloads import ADAPTERS, read_workload
 from gateway.cli.gpu_gateway import main as cli
-from gateway.kube_access import api_calls
+from gateway.kube_access import api_calls, in_process
 from gateway.policy_bundle import load_bundle
 
 POSTGRES = {"database": {"type": "postgresql", "postgresql": {"existingSecret": "gpu-gateway-db"}}}
@@ -54,6 +54,8 @@ COMBINATIONS: dict[str, dict[str, Any]] = {
     "defaults": {},
     "sqlite-1-replica": {"gateway": {"replicas": 1}, "database": {"type": "sqlite"}},
     "postgresql-3-replicas": {"gateway": {"replicas": 3}, **POSTGRES},
+    "postgresql-no-controller": {**POSTGRES, "controller": {"enabled": False}},
+    "controller-off": {"controller": {"enabled": False}},
     "postgresql-ha-hard-anti-affinity-controller": {
         "gateway": {"replicas": 2, "podAntiAffinity": "hard"}, **POSTGRES, "controller": {"enabled": True}},
     "cert-manager-own-ca": {"tls": {"source": "certManager"}},
@@ -262,7 +264,8 @@ def test_gateway_deployment_defaults_are_safe(default_docs):
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert container["readinessProbe"]["httpGet"]["scheme"] == "HTTPS"
     assert container["resources"]["requests"]["cpu"] and container["resources"]["requests"]["memory"]
-    assert pod["automountServiceAccountToken"] is False
+    # The controller runs inside the one process that owns the SQLite file, with a token to the API.
+    assert "--controller" in container["args"] and pod["automountServiceAccountToken"] is True
     claim = pod["volumes"][[v["name"] for v in pod["volumes"]].index("state")]["persistentVolumeClaim"]
     assert one(default_docs, "PersistentVolumeClaim", claim["claimName"])
     assert "--state=/var/lib/gpu-gateway/gpu-gateway.db" in container["args"]
@@ -271,7 +274,7 @@ def test_gateway_deployment_defaults_are_safe(default_docs):
 
 def test_ha_runs_on_postgresql_from_a_secret_with_anti_affinity_and_a_pdb(rendered):
     docs = rendered["postgresql-3-replicas"]
-    deployment = one(docs, "Deployment")
+    deployment = one(docs, "Deployment", f"{RELEASE}-gpu-gateway")
     pod = deployment["spec"]["template"]["spec"]
     (container,) = pod["containers"]
     assert deployment["spec"]["replicas"] == 3
@@ -335,7 +338,6 @@ def test_values_schema_rejects_bad_values(values, where):
 
 @pytest.mark.parametrize("values, message", [
     (POSTGRES | {"database": {"type": "postgresql"}}, "existingSecret"),
-    ({"controller": {"enabled": True}}, "controller.enabled needs database.type=postgresql"),
     ({"tls": {"source": "secret"}}, "tls.secret.name"),
     ({"checkpoints": {"enabled": True}}, "checkpoints.existingSecret"),
     ({"adminApi": {"auth": {"oidc": {"issuer": "https://login.example.com"}}}}, "needs adminApi.auth.oidc.audience"),
@@ -373,11 +375,52 @@ def test_the_gateway_awaits_the_controller_s_workload_listing_only_when_a_contro
     """Without a controller nothing would ever list the workloads that predate the gateway, and
     every /scale of a workload the ledger does not know (each HPA scale of a CPU Deployment)
     would be refused for good."""
-    for name, awaits in (("defaults", False), ("postgresql-3-replicas", False),
-                         ("postgresql-ha-hard-anti-affinity-controller", True), ("everything", True)):
+    for name, awaits in (("defaults", True), ("postgresql-3-replicas", True), ("controller-off", False),
+                         ("postgresql-no-controller", False), ("everything", True)):
         (container,) = one(rendered[name], "Deployment", f"{RELEASE}-gpu-gateway")["spec"]["template"]["spec"][
             "containers"]
-        assert ("--await-workload-listing" in container["args"]) is awaits, name
+        # `--controller` implies it: the listing is this process's own.
+        assert bool({"--await-workload-listing", "--controller"} & set(container["args"])) is awaits, name
+
+
+def _controller_pieces(docs: list[dict[str, Any]]) -> tuple[list[str], list[str], set[str]]:
+    """The gateway's args, the names of the Deployments, and the service accounts the controller's roles bind."""
+    (container,) = one(docs, "Deployment", f"{RELEASE}-gpu-gateway")["spec"]["template"]["spec"]["containers"]
+    bound = {s["name"] for b in docs if b["kind"] in ("ClusterRoleBinding", "RoleBinding")
+             and b["roleRef"]["name"] == f"{RELEASE}-gpu-gateway-controller" for s in b["subjects"]}
+    return container["args"], sorted(d["metadata"]["name"] for d in of_kind(docs, "Deployment")), bound
+
+
+def test_the_controller_runs_inside_the_sqlite_gateway_and_apart_on_postgresql(rendered):
+    """SQLite (the default): `serve --controller` in the one process that owns the file, as the
+    gateway's service account, with the separate controller's flags; PostgreSQL: the controller's
+    own Deployment and service account as before; controller.enabled=false: neither."""
+    gateway, controller = f"{RELEASE}-gpu-gateway", f"{RELEASE}-gpu-gateway-controller"
+    args, deployments, bound = _controller_pieces(rendered["defaults"])
+    assert deployments == [gateway] and bound == {gateway}
+    assert {"--controller", "--lease-name=gpu-gateway-controller", f"--lease-namespace={NAMESPACE}",
+            f"--service-account=system:serviceaccount:{NAMESPACE}:{gateway}",
+            f"--watch-webhook=validating/{gateway}", f"--watch-webhook=mutating/{gateway}"} <= set(args)
+    assert one(rendered["defaults"], "Deployment")["spec"]["strategy"]["type"] == "Recreate"
+    assert [a for a in args if a.startswith("--webhook-generation=")]
+    assert {d["metadata"]["name"] for d in of_kind(rendered["defaults"], "ServiceAccount")} == {gateway}
+
+    args, deployments, bound = _controller_pieces(rendered["postgresql-3-replicas"])
+    assert deployments == [gateway, controller] and bound == {controller}
+    assert "--controller" not in args
+    assert f"--service-account=system:serviceaccount:{NAMESPACE}:{controller}" in args
+    (ctl,) = one(rendered["postgresql-3-replicas"], "Deployment", controller)["spec"]["template"]["spec"]["containers"]
+    assert f"--service-account=system:serviceaccount:{NAMESPACE}:{controller}" in ctl["args"]
+    # The separate controller and the in-process one are run with the same controller flags.
+    in_process = set(_controller_pieces(rendered["defaults"])[0])
+    for arg in ctl["args"][2:]:
+        if not arg.startswith("--webhook-generation="):
+            assert arg.replace(f":{controller}", f":{gateway}") in in_process, arg
+
+    for name in ("controller-off", "postgresql-no-controller"):
+        args, deployments, bound = _controller_pieces(rendered[name])
+        assert deployments == [gateway] and bound == set() and "--controller" not in args, name
+        assert not [d for d in rendered[name] if d["metadata"]["name"] == controller], name
 
 
 @pytest.mark.parametrize("command, combination", [("controller", "postgresql-ha-hard-anti-affinity-controller"),
@@ -442,7 +485,9 @@ def test_with_the_agent_the_gateway_trusts_the_agents_service_account_tokens(ren
     assert ca["configMap"] == {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}
     assert {"name": "issuer-access", "mountPath": "/var/run/secrets/gpu-gateway/issuer", "readOnly": True} in \
         pod["containers"][0]["volumeMounts"]
-    assert not {g for g in _granted(rendered["agent-on"]) if g[0] == "gateway"}
+    # Nothing granted for it: the gateway's roles are the controller's it runs, and no more.
+    assert {g for g in _granted(rendered["agent-on"]) if g[0] == "gateway"} == _used("gateway") - {
+        g for g in _used("gateway") if g[2] == "pods/eviction"}
     off = one(rendered["agent-off"], "Deployment")["spec"]["template"]["spec"]
     assert not [a for a in off["containers"][0]["args"] if a.startswith("--agent-token")]
     assert not [v for v in off["volumes"] if v["name"] == "issuer-access"]
@@ -1364,13 +1409,16 @@ def _granted(docs: list[dict[str, Any]]) -> set[tuple[str, str, str, str, bool, 
     return grants
 
 
-def _used() -> set[tuple[str, str, str, str, bool, bool]]:
-    """Every API call the code makes with the default bundle (its registered kinds included)."""
+def _used(component: str | None = None) -> set[tuple[str, str, str, str, bool, bool]]:
+    """Every API call the code makes with the default bundle (its registered kinds included), the
+    controller's also as the gateway makes them running it in-process; or only `component`'s."""
+    calls = api_calls(bundle().kinds)
     return {(c.component, c.group, c.resource, verb, c.own_namespace, c.named)
-            for c in api_calls(bundle().kinds) for verb in c.verbs}
+            for c in calls + in_process(calls) for verb in c.verbs if component in (None, c.component)}
 
 
 def test_rbac_grants_exactly_the_api_calls_the_code_makes(rendered):
+    """PostgreSQL with its own controller, and SQLite with the controller in the gateway that also evicts."""
     docs = rendered["everything"] + rendered["policy-evicts-rogue-pods"]
     used = _used()
     granted = _granted(docs)
@@ -1387,15 +1435,24 @@ def test_rbac_never_grants_what_admission_cannot_see(rendered):
             assert verb not in ("impersonate", "escalate", "bind", "delete", "deletecollection"), (name, component)
 
 
-def test_the_gateway_itself_has_no_kubernetes_api_access_unless_it_evicts(rendered):
+def test_the_gateway_has_kubernetes_api_access_only_to_evict_or_to_run_the_controller(rendered):
+    eviction = {("", "pods/eviction", "create")}
+    as_controller = {g[1:] for g in _used("controller")}
     for name, docs in rendered.items():
         evicts = name == "policy-evicts-rogue-pods"
-        grants = {g[1:4] for g in _granted(docs) if g[0] == "gateway"}
-        assert grants == ({("", "pods/eviction", "create")} if evicts else set()), name
+        runs_controller = "--controller" in one(docs, "Deployment", f"{RELEASE}-gpu-gateway")["spec"]["template"][
+            "spec"]["containers"][0]["args"]
+        postgresql = COMBINATIONS[name].get("database", {}).get("type") == "postgresql"
+        assert runs_controller is (name != "controller-off" and not postgresql), name
+        grants = {g[1:] for g in _granted(docs) if g[0] == "gateway"}
+        assert {g[:3] for g in grants - as_controller} == (eviction if evicts else set()), name
+        # Running the controller, the gateway's account has every call the controller makes.
+        assert (grants & as_controller) == (as_controller if runs_controller else set()), name
+        token = evicts or runs_controller
         account = one(docs, "ServiceAccount", f"{RELEASE}-gpu-gateway")
-        assert account["automountServiceAccountToken"] is evicts
+        assert account["automountServiceAccountToken"] is token
         pod = one(docs, "Deployment", f"{RELEASE}-gpu-gateway")["spec"]["template"]["spec"]
-        assert pod["automountServiceAccountToken"] is evicts
+        assert pod["automountServiceAccountToken"] is token
 
 
 def test_rbac_of_every_combination_is_within_the_code_s_calls(rendered):
@@ -1596,10 +1653,14 @@ def test_monitoring_is_off_by_default_and_follows_what_is_installed(rendered):
         kinds = {d["kind"] for d in docs}
         assert "PrometheusRule" not in kinds and "PodMonitor" not in kinds
         assert not [d for d in of_kind(docs, "ConfigMap") if d["metadata"]["name"].endswith("-dashboard")]
-    # Without the controller nothing checks for drift; without checkpoints there is no age to watch.
-    assert set(_alert_rules(rendered["alerts-and-dashboard-on-sqlite"])) == {
-        "GpuGatewayPolicyNotLoaded", "GpuGatewayDecisionErrors", "GpuGatewayDecisionLatencyHigh",
-        "GpuGatewayQueuedTooLong"}
+    # Without checkpoints there is no age to watch; the controller inside the SQLite gateway checks
+    # for drift (its metrics on the gateway's /metrics), and without a controller nothing does.
+    alerts = {"GpuGatewayPolicyNotLoaded", "GpuGatewayDecisionErrors", "GpuGatewayDecisionLatencyHigh",
+              "GpuGatewayQueuedTooLong"}
+    assert set(_alert_rules(rendered["alerts-and-dashboard-on-sqlite"])) == alerts | {"GpuGatewayWebhookDrift"}
+    assert "PodMonitor" not in {d["kind"] for d in rendered["alerts-and-dashboard-on-sqlite"]}
+    off = render(COMBINATIONS["alerts-and-dashboard-on-sqlite"] | {"controller": {"enabled": False}})
+    assert set(_alert_rules(off)) == alerts
     docs = rendered["everything"]
     rule = one(docs, "PrometheusRule")
     assert rule["metadata"]["labels"]["release"] == "prometheus"
@@ -1765,6 +1826,18 @@ def _pod_volumes(root: Path, docs: list[dict[str, Any]], pod: dict[str, Any]) ->
     return mounts
 
 
+@pytest.fixture
+def api_double(tmp_path: Path) -> Any:
+    """The Kubernetes API (tests/k8s_api_double.py) for the controller inside the rendered gateway:
+    the path of a kubeconfig that reaches it (the pod's in-cluster access, here)."""
+    from k8s_api_double import FakeApiServer
+
+    double = FakeApiServer()
+    double.start()
+    yield str(double.write_kubeconfig(tmp_path / "kubeconfig"))
+    double.stop()
+
+
 def _run_rendered_gateway(root: Path, docs: list[dict[str, Any]], env: dict[str, str] | None = None) -> tuple[Any, int]:
     """Start `gpu-gateway serve` with the exact arguments of the rendered Deployment, its volumes
     laid out under `root` where the pod mounts them, `$(VAR)` expanded from `env` as the
@@ -1826,7 +1899,7 @@ def _api_server_trust(docs: list[dict[str, Any]]) -> tuple[Any, dict[str, str]]:
     return trust, {"sni_hostname": f"{service['name']}.{service['namespace']}.svc"}
 
 
-def test_the_rendered_gateway_serves_its_webhooks_as_the_api_server_calls_them(tmp_path):
+def test_the_rendered_gateway_serves_its_webhooks_as_the_api_server_calls_them(tmp_path, api_double):
     """The chart's Deployment arguments run the real gateway; the API server's view holds: the
     caBundle of the webhook configuration verifies the served certificate for the Service's
     DNS name, the readiness probe path answers, and each webhook path decides a request it routes."""
@@ -1835,7 +1908,7 @@ def test_the_rendered_gateway_serves_its_webhooks_as_the_api_server_calls_them(t
     import httpx
 
     docs = rendered_as("defaults")
-    proc, port = _run_rendered_gateway(tmp_path / "pod", docs)
+    proc, port = _run_rendered_gateway(tmp_path / "pod", docs, {"KUBECONFIG": api_double})
     validating = {w["name"]: w for w in one(docs, "ValidatingWebhookConfiguration")["webhooks"]}
     mutating = {w["name"]: w for w in one(docs, "MutatingWebhookConfiguration")["webhooks"]}
     trust, sni = _api_server_trust(docs)
@@ -1872,7 +1945,89 @@ def test_the_rendered_gateway_serves_its_webhooks_as_the_api_server_calls_them(t
         assert proc.wait(timeout=30) == 0
 
 
-def test_notes_shared_secret_steps_let_gpuctl_log_in_to_the_rendered_gateway(tmp_path):
+def test_the_rendered_gateway_runs_the_controller_that_frees_a_force_deleted_pod(tmp_path):
+    """The default install's gateway, with the exact rendered arguments, runs the controller against
+    the API server (tests/k8s_api_double.py): it takes the chart's Lease as the gateway's service
+    account, and forgets the record of a GPU pod force-deleted once the pod's grace period is over."""
+    import signal
+    import time
+
+    import httpx
+    from k8s_api_double import FakeApiServer
+
+    from gateway.store.sqlite import SQLiteStore
+
+    double = FakeApiServer()
+    double.start()
+    double.add_node("gpu-1", 64)
+    docs = rendered_as("defaults")
+    proc, port = _run_rendered_gateway(tmp_path / "pod", docs,
+                                       {"KUBECONFIG": str(double.write_kubeconfig(tmp_path / "kubeconfig"))})
+    log = tmp_path / "pod" / "server.log"
+    trust, sni = _api_server_trust(docs)
+    hooks = {w["name"]: w for c in docs if c["kind"].endswith("WebhookConfiguration") for w in c["webhooks"]}
+
+    def wait_for(what: str, done: Any) -> None:
+        deadline = time.monotonic() + 60
+        while not done():
+            assert proc.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, f"{what} never happened: {log.read_text()[-3000:]}"
+            time.sleep(0.2)
+
+    store = None
+    try:
+        with httpx.Client(base_url=f"https://127.0.0.1:{port}", verify=trust, timeout=10) as client:
+            def send(kind: str, body: dict[str, Any]) -> dict[str, Any]:
+                (name,) = routed_to(docs, kind, body, GOVERNED_NS)
+                answer = client.post(hooks[name]["clientConfig"]["service"]["path"], json=body, extensions=sni)
+                return dict(answer.json()["response"])
+
+            _wait_ready(proc, client, "/readyz", sni, log)
+            lease = (NAMESPACE, "gpu-gateway-controller")
+            wait_for("the Lease", lambda: lease in double.leases)
+            holder = double.leases[lease]["spec"]["holderIdentity"]
+            assert holder.startswith(f"system:serviceaccount:{NAMESPACE}:{RELEASE}-gpu-gateway@"), holder
+
+            pod = make_pod(gpus=4).named("research", "train").obj()
+            pod["spec"]["terminationGracePeriodSeconds"] = 1
+            launch = review(pod, user="bob", groups=("gpu-researchers", "team:vision")).body()
+            answer = send("MutatingWebhookConfiguration", launch)
+            if "patch" in answer:
+                import base64
+
+                import jsonpatch
+
+                pod = jsonpatch.apply_patch(pod, json.loads(base64.b64decode(answer["patch"])))
+            verdict = send("ValidatingWebhookConfiguration",
+                           review(pod, user="bob", groups=("gpu-researchers", "team:vision")).body())
+            assert verdict["allowed"], verdict
+            pod["spec"].pop("schedulingGates", None)  # released (or never gated): scheduled, it runs
+            pod["spec"]["nodeName"] = "gpu-1"
+            double.add_pod(pod, phase="Running")
+            store = SQLiteStore(next((tmp_path / "pod" / "volumes").glob("*/gpu-gateway.db")))
+            assert [(r.name, r.owner, r.gpus) for r in store.reservations()] == [("train", "bob", 4)]
+
+            # kubectl delete pod train --grace-period=0 --force: the object goes at once, the
+            # kubelet stops its containers within its grace period; the record is held until then.
+            delete = review(None, old=double.pod("research", "train"), user="bob",
+                            groups=("gpu-researchers", "team:vision"), operation="DELETE").body()
+            delete["request"]["options"] = {"apiVersion": "meta.k8s.io/v1", "kind": "DeleteOptions",
+                                            "gracePeriodSeconds": 0}
+            assert send("ValidatingWebhookConfiguration", delete)["allowed"]
+            double.delete_pod("research", "train")
+            wait_for("the forgetting", lambda: not store.reservations())
+        forgotten = [r for r in store.audit_rows() if r["rule"] == "reconcile-forget"]
+        assert [r["name"] for r in forgotten] == ["train"], forgotten
+        assert "grace period" in forgotten[0]["reason"] and forgotten[0]["action"] == "reconcile"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+        if store is not None:
+            store.close()
+        double.stop()
+
+
+def test_notes_shared_secret_steps_let_gpuctl_log_in_to_the_rendered_gateway(tmp_path, api_double):
     """NOTES.txt followed on a default install: the Secret its kubectl line creates, its --set
     flags and adminApi.dnsNames={localhost}; the rendered gateway then accepts a token signed
     with that secret, and `gpuctl login` verifies the chart's CA for localhost."""
@@ -1900,7 +2055,7 @@ def test_notes_shared_secret_steps_let_gpuctl_log_in_to_the_rendered_gateway(tmp
                  "data": {secret_key: base64.b64encode(secret_value).decode()}})
     ca = tmp_path / "ca.crt"  # as `kubectl get secret ... -o jsonpath='{.data.ca\\.crt}' | base64 -d`
     ca.write_bytes(base64.b64decode(one(docs, "Secret", f"{RELEASE}-gpu-gateway-tls")["data"]["ca.crt"]))
-    proc, port = _run_rendered_gateway(tmp_path / "pod", docs)
+    proc, port = _run_rendered_gateway(tmp_path / "pod", docs, {"KUBECONFIG": api_double})
     server = f"https://localhost:{port}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("GPUCTL_")} | {
         "GPUCTL_CONFIG": str(tmp_path / "gpuctl.json")}

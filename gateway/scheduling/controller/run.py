@@ -17,13 +17,19 @@ from gateway.scheduling.ports import ControllerStore
 log = logging.getLogger("gateway.controller")
 
 
+def controller_settings(scheduler: SchedulerSettings) -> ControllerSettings:
+    """The loop's settings from the command line's (the same flags for `controller` and `serve`)."""
+    return ControllerSettings(identity=scheduler.service_account, lease_namespace=scheduler.lease_namespace,
+                              lease_name=scheduler.lease_name, interval_s=scheduler.interval_s,
+                              webhooks=scheduler.webhooks, webhook_generation=scheduler.webhook_generation,
+                              forget_grace_s=scheduler.forget_grace_s)
+
+
 def build_controller(scheduler: SchedulerSettings, store: ControllerStore, policies: PolicyHolder,
-                     registry: CollectorRegistry | None,
-                     settings: ControllerSettings | None = None) -> Controller:
+                     registry: CollectorRegistry | None) -> Controller:
     kubeconfig = str(scheduler.kubeconfig) if scheduler.kubeconfig else None
     cluster = Cluster(api_client(kubeconfig))
-    settings = settings or ControllerSettings(identity=scheduler.service_account)
-    return Controller(cluster, store, policies, settings, registry=registry)
+    return Controller(cluster, store, policies, controller_settings(scheduler), registry=registry)
 
 
 def start_controller(scheduler: SchedulerSettings, service: Any) -> Controller:

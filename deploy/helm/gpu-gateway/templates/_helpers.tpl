@@ -67,9 +67,6 @@ app.kubernetes.io/component: {{ .component }}
 {{- if and (eq .Values.database.type "postgresql") (not .Values.database.postgresql.existingSecret) -}}
 {{- fail "database.type=postgresql needs database.postgresql.existingSecret (a Secret with the connection URL)" -}}
 {{- end -}}
-{{- if and .Values.controller.enabled (ne .Values.database.type "postgresql") -}}
-{{- fail "controller.enabled needs database.type=postgresql: the controller and the gateway share the ledger" -}}
-{{- end -}}
 {{- if and (eq .Values.tls.source "secret") (or (not .Values.tls.secret.name) (not .Values.tls.secret.caBundle)) -}}
 {{- fail "tls.source=secret needs tls.secret.name and tls.secret.caBundle" -}}
 {{- end -}}
@@ -89,6 +86,41 @@ app.kubernetes.io/component: {{ .component }}
 {{- if and .Values.checkpoints.enabled (not .Values.checkpoints.existingSecret) -}}
 {{- fail "checkpoints.enabled needs checkpoints.existingSecret (a Secret with the Ed25519 signing key)" -}}
 {{- end -}}
+{{- end -}}
+
+{{/*
+Where the controller runs: "gateway" (inside `serve`, the one process that owns the SQLite
+file), "deployment" (its own Deployment beside the gateways sharing PostgreSQL) or "" (off).
+*/}}
+{{- define "gpu-gateway.controllerMode" -}}
+{{- if .Values.controller.enabled -}}{{ ternary "gateway" "deployment" (eq .Values.database.type "sqlite") }}{{- end -}}
+{{- end -}}
+
+{{/* The service account the controller runs as; its identity alone may lift the quota gate. */}}
+{{- define "gpu-gateway.controllerAccount" -}}
+{{- include "gpu-gateway.fullname" . }}{{ if eq (include "gpu-gateway.controllerMode" .) "deployment" }}-controller{{ end -}}
+{{- end -}}
+
+{{/* The controller's flags, the same for `gpu-gateway controller` and `serve --controller`. */}}
+{{- define "gpu-gateway.controllerArgs" -}}
+{{- $fullname := include "gpu-gateway.fullname" . -}}
+- --lease-name={{ .Values.controller.leaseName }}
+- --lease-namespace={{ .Release.Namespace }}
+# The identity that patches the pods is the only one that may lift the gpu-gateway.io/quota gate.
+- --service-account=system:serviceaccount:{{ .Release.Namespace }}:{{ include "gpu-gateway.controllerAccount" . }}
+# Drift of the installation's webhook configurations raises a metric, an Event and an audit
+# record; a new chart rendering (an upgrade) records new baselines instead.
+- --watch-webhook=validating/{{ $fullname }}
+- --watch-webhook=mutating/{{ $fullname }}
+- --webhook-generation={{ include (print .Template.BasePath "/webhooks.yaml") . | sha256sum | trunc 16 }}
+{{- range .Values.controller.extraArgs }}
+- {{ . | quote }}
+{{- end }}
+{{- end -}}
+
+{{/* The gateway's service account needs a token: it evicts rogue pods, or runs the controller. */}}
+{{- define "gpu-gateway.gatewayToken" -}}
+{{- or (dig "telemetry" "evict_rogue_pods" false (include "gpu-gateway.limits" . | fromJson)) (eq (include "gpu-gateway.controllerMode" .) "gateway") -}}
 {{- end -}}
 
 {{/* The policy bundle's limits.yaml as values: the chart-side copy, or the override. */}}
