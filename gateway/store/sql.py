@@ -97,6 +97,7 @@ CREATE TABLE IF NOT EXISTS gone_parents (
     uid     TEXT PRIMARY KEY,
     gone_at {float} NOT NULL
 );
+CREATE INDEX IF NOT EXISTS gone_parents_age ON gone_parents (gone_at);
 """)),
 ))
 
@@ -482,17 +483,16 @@ class Ledger:
         """The root `root` is gone while pods recorded under it may still run (they run out their
         grace period after the root's deletion): each such pod's record now holds its own GPUs
         as a charge on the same owner, until the pod is gone."""
-        rows = self.db.all(
-            "SELECT resource, namespace, name, owner, team, role, gpus FROM reservations WHERE root_uid = ? "
-            "AND uid <> ? AND resource = 'pods' AND charged = 0 AND gpus > 0", (root.uid, root.uid))
-        for row in rows:
-            self.db.run("UPDATE reservations SET charged = 1 WHERE resource = ? AND namespace = ? AND name = ?",
-                        (row["resource"], row["namespace"], row["name"]))
+        pods = "FROM reservations WHERE root_uid = ? AND uid <> ? AND resource = 'pods' AND charged = 0 AND gpus > 0"
+        held = self.db.all(f"SELECT owner, team, SUM(gpus) AS gpus {pods} GROUP BY owner, team", (root.uid, root.uid))
+        if not held:
+            return
+        for row in held:
             self.count(row["owner"], row["team"], int(row["gpus"]))
-            self.db.run("INSERT INTO usage_intervals (resource, namespace, name, owner, team, role, gpus, "
-                        "started_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                        (row["resource"], row["namespace"], row["name"], row["owner"], row["team"], row["role"],
-                         int(row["gpus"]), now))
+        self.db.run("INSERT INTO usage_intervals (resource, namespace, name, owner, team, role, gpus, started_at) "
+                    f"SELECT resource, namespace, name, owner, team, role, gpus, ? {pods}", (now, root.uid, root.uid))
+        self.db.run("UPDATE reservations SET charged = 1 WHERE root_uid = ? AND uid <> ? AND resource = 'pods' "
+                    "AND charged = 0 AND gpus > 0", (root.uid, root.uid))
 
     def settle(self, root_uid: str, *, now: float) -> None:
         """A pod under the root `root_uid` ended or let go of its GPUs: a charge held above what
