@@ -201,3 +201,26 @@ def test_a_batch_carries_the_chain_head_and_a_failed_job_takes_its_record_back(p
     assert [r["name"] for r in pg_store.audit_rows()] == ["a", "c"]
     result = pg_store.verify()
     assert result.ok and result.rows == 2
+
+
+def test_what_still_runs_stays_charged_on_postgresql(pg_store: PostgresStore) -> None:
+    """The ledger's hold of a force-deleted pod, the charge a deleted root's pods take over, and
+    the deleted root's UID refusing a stale child, on PostgreSQL as on SQLite."""
+    from cluster_sim import GC, SYSTEM, Cluster
+    from integration.test_insider_attacks import delete, deployment, held, pods_of
+    from integration.test_insider_attacks_more import force_delete, scheduled
+
+    cluster = Cluster(service_on(pg_store))
+    made = cluster.create(deployment("serve"), "alice", INTERN)
+    assert made.allowed, made.message
+    rs = cluster.replicaset_of(made.obj, replicas=1).obj
+    [pod] = pods_of(cluster, rs, 1)
+    name = pod.obj["metadata"]["name"]
+    scheduled(cluster, name)
+    assert force_delete(cluster, name, "alice", INTERN)
+    assert not pods_of(cluster, rs, 1)[0].allowed, "the forced pod's containers still hold the root's 8 GPUs"
+    assert delete(cluster, "Deployment", "serve", "alice", INTERN).allowed
+    assert held(pg_store) == {"alice": 8}, "the pod still running took over the deleted root's charge"
+    assert delete(cluster, "ReplicaSet", rs["metadata"]["name"], GC, SYSTEM).allowed
+    stale = cluster.replicaset_of(made.obj, replicas=1)  # a stale cache's, for the deleted Deployment
+    assert not stale.allowed and "was deleted" in stale.message, stale.message
