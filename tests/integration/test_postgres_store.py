@@ -207,6 +207,7 @@ def test_what_still_runs_stays_charged_on_postgresql(pg_store: PostgresStore) ->
     """The ledger's hold of a force-deleted pod, the charge a deleted root's pods take over, and
     the deleted root's UID refusing a stale child, on PostgreSQL as on SQLite."""
     from cluster_sim import GC, SYSTEM, Cluster
+
     from integration.test_insider_attacks import delete, deployment, held, pods_of
     from integration.test_insider_attacks_more import force_delete, scheduled
 
