@@ -215,23 +215,12 @@ def test_gpu_gateway_controller_once_runs_a_pass_through_a_kubeconfig(world, tmp
     assert world.store.gpus_by_user()["bob"] == 16
 
 
-def write_kubeconfig(world: Any, path: Path) -> Path:
-    host, port = world.double.server.server_address[:2]
-    path.write_text(json.dumps({
-        "apiVersion": "v1", "kind": "Config", "current-context": "double",
-        "clusters": [{"name": "double", "cluster": {"server": f"http://{host}:{port}"}}],
-        "users": [{"name": "gateway", "user": {"token": "not-checked-by-the-double"}}],
-        "contexts": [{"name": "double", "context": {"cluster": "double", "user": "gateway"}}],
-    }))
-    return path
-
-
 def test_serve_with_the_controller_flag_releases_what_it_queued(world, tmp_path: Path) -> None:
     """One `serve --controller` process: /mutate gates, /validate queues, its controller releases."""
     world.double.add_node("gpu-1", 64)
     (tmp_path / "served").mkdir()
     served = start_server(tmp_path / "served", "--controller", "--kubeconfig",
-                          str(write_kubeconfig(world, tmp_path / "kubeconfig")), tls=False,
+                          str(world.double.write_kubeconfig(tmp_path / "kubeconfig")), tls=False,
                           policy_dir=tmp_path / "policies")
     try:
         with served.client() as client:

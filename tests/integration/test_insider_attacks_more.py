@@ -426,6 +426,17 @@ def test_a_controllers_pod_may_not_carry_a_priority_class_its_owner_may_not_use(
     assert held(store) == {"alice": 8}
 
 
+def deployed(cluster: Cluster, dep: dict[str, Any]) -> tuple[Any, Any]:
+    """alice's `dep` admitted, its ReplicaSet and its one pod made by their controllers."""
+    made = cluster.create(dep, "alice", INTERN)
+    assert made.allowed, made.message
+    rs = cluster.replicaset_of(made.obj, replicas=1)
+    assert rs.allowed, rs.message
+    [pod] = pods_of(cluster, rs.obj, 1)
+    assert pod.allowed, pod.message
+    return rs, pod
+
+
 def test_a_controllers_pods_may_carry_the_priority_class_an_approval_let_the_root_use(policy_dir, store):
     clock = Clock()
     cluster = Cluster(service_on(store, policy_dir, clock))
@@ -433,12 +444,7 @@ def test_a_controllers_pods_may_carry_the_priority_class_an_approval_let_the_roo
     dep["spec"]["template"]["spec"]["priorityClassName"] = "high"
     assert not cluster.create(dep, "alice", INTERN).allowed
     approve(store, clock, ask(store, clock, kind="Deployment", name="serve", gpus=8))
-    made = cluster.create(dep, "alice", INTERN)
-    assert made.allowed, made.message
-    rs = cluster.replicaset_of(made.obj, replicas=1)
-    assert rs.allowed, rs.message
-    [pod] = pods_of(cluster, rs.obj, 1)
-    assert pod.allowed, pod.message
+    rs, pod = deployed(cluster, dep)
     assert held(store) == {"alice": 8}
     # the exception covers the class the root was admitted with, not any other
     other = copy.deepcopy(rs.obj["spec"]["template"])
@@ -496,12 +502,7 @@ def test_a_controllers_pod_may_carry_its_roots_template_priority_class(cluster, 
     dep = deployment("serve")
     dep["spec"]["template"]["spec"]["priorityClassName"] = "low"
     dep["spec"]["template"].setdefault("metadata", {}).setdefault("labels", {})[KUEUE_PRIORITY] = "low"
-    made = cluster.create(dep, "alice", INTERN)
-    assert made.allowed, made.message
-    rs = cluster.replicaset_of(made.obj, replicas=1)
-    assert rs.allowed, rs.message
-    [pod] = pods_of(cluster, rs.obj, 1)
-    assert pod.allowed, pod.message
+    _, pod = deployed(cluster, dep)
     assert pod.obj["spec"]["priorityClassName"] == "low"
     assert held(store) == {"alice": 8}
 
