@@ -42,8 +42,17 @@ class AddColumn:
     declaration: str
 
 
-Step = str | AddColumn
-"""A statement (`{float}` and `{seq}` name the backend's 64-bit float and sequence types) or a column to add."""
+@dataclass(frozen=True, slots=True)
+class ByDialect:
+    """Statements written apart for each backend (triggers: SQLite's and PostgreSQL's differ)."""
+
+    sqlite: tuple[str, ...]
+    postgres: tuple[str, ...]
+
+
+Step = str | AddColumn | ByDialect
+"""A statement (`{float}` and `{seq}` name the backend's 64-bit float and sequence types), a
+column to add, or statements per backend."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +83,7 @@ class Dialect:
     """What differs between the backends' DDL: timestamps need a 64-bit float (`ts` is hashed
     as stored); `columns_sql` lists a table's columns as rows with a `name`."""
 
+    name: str
     float_type: str
     seq_type: str
     columns_sql: str
@@ -82,8 +92,8 @@ class Dialect:
         return statement.format(float=self.float_type, seq=self.seq_type)
 
 
-SQLITE = Dialect("REAL", "INTEGER", "SELECT name FROM pragma_table_info(?)")
-POSTGRES = Dialect("DOUBLE PRECISION", "BIGINT",
+SQLITE = Dialect("sqlite", "REAL", "INTEGER", "SELECT name FROM pragma_table_info(?)")
+POSTGRES = Dialect("postgres", "DOUBLE PRECISION", "BIGINT",
                    "SELECT column_name AS name FROM information_schema.columns "
                    "WHERE table_schema = current_schema() AND table_name = ?")
 
@@ -122,6 +132,10 @@ def upgrade(db: Runner, subjects: Iterable[Subject], dialect: Dialect) -> dict[s
 def _apply(db: Runner, step: Step, dialect: Dialect) -> None:
     if isinstance(step, str):
         db.run(dialect.render(step))
+        return
+    if isinstance(step, ByDialect):
+        for statement in step.sqlite if dialect.name == "sqlite" else step.postgres:
+            db.run(statement)
         return
     present = {str(r["name"]) for r in db.all(dialect.columns_sql, (step.table,))}
     if step.column not in present:

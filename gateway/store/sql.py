@@ -25,8 +25,20 @@ from gateway.admission.shape import asked, charges_children, gang_pods, held_cha
 from gateway.audit.ports import AuditQuery, VerifyResult, kind_names, named_by
 from gateway.audit.records import admission_record
 from gateway.store.chain import AUDIT_FIELDS, GENESIS, LATER_FIELDS, row_hash, verify_rows
-from gateway.store.migrations import AddColumn, Migration, Row, Runner, Subject, statements
+from gateway.store.migrations import AddColumn, ByDialect, Migration, Row, Runner, Subject, statements
 from gateway.store.types import Job
+
+#: `root_pods` holds, per root UID, the GPUs of the pods recorded under it (`pods_under`), so that
+#: a controller's pod create reads one row however large its gang. Triggers on `reservations`
+#: keep it, so every write keeps it in step, a previous release's included (a rollback).
+_UNDER_A_ROOT = "{row}.resource = 'pods' AND {row}.root_uid <> '' AND {row}.uid <> {row}.root_uid"
+_TAKE_OLD = ("UPDATE root_pods SET gpus = gpus - OLD.gpus WHERE root_uid = OLD.root_uid AND "
+             + _UNDER_A_ROOT.format(row="OLD"))
+_ADD_NEW = ("INSERT INTO root_pods (root_uid, gpus) VALUES (NEW.root_uid, NEW.gpus) "
+            "ON CONFLICT (root_uid) DO UPDATE SET gpus = root_pods.gpus + excluded.gpus")
+_ADD_NEW_IF = ("INSERT INTO root_pods (root_uid, gpus) SELECT NEW.root_uid, NEW.gpus WHERE "
+               + _UNDER_A_ROOT.format(row="NEW")
+               + " ON CONFLICT (root_uid) DO UPDATE SET gpus = root_pods.gpus + excluded.gpus")
 
 #: The ledger's tables: reservations (and what their pods reference), the usage counters, the
 #: intervals GPU-hours are counted from.
@@ -99,6 +111,28 @@ CREATE TABLE IF NOT EXISTS gone_parents (
 );
 CREATE INDEX IF NOT EXISTS gone_parents_age ON gone_parents (gone_at);
 """)),
+    # The GPUs of the pods recorded under each root, kept by triggers (ROOT_PODS).
+    Migration(7, ("CREATE TABLE IF NOT EXISTS root_pods (root_uid TEXT PRIMARY KEY, gpus INTEGER NOT NULL)",
+                  ByDialect(sqlite=(
+                      "DROP TRIGGER IF EXISTS root_pods_insert", "DROP TRIGGER IF EXISTS root_pods_update",
+                      "DROP TRIGGER IF EXISTS root_pods_delete",
+                      "CREATE TRIGGER root_pods_insert AFTER INSERT ON reservations "
+                      "WHEN NEW.resource = 'pods' AND NEW.root_uid <> '' AND NEW.uid <> NEW.root_uid BEGIN "
+                      f"{_ADD_NEW}; END",
+                      "CREATE TRIGGER root_pods_update AFTER UPDATE OF resource, gpus, uid, root_uid ON reservations "
+                      f"BEGIN {_TAKE_OLD}; {_ADD_NEW_IF}; END",
+                      "CREATE TRIGGER root_pods_delete AFTER DELETE ON reservations "
+                      "WHEN OLD.resource = 'pods' AND OLD.root_uid <> '' AND OLD.uid <> OLD.root_uid BEGIN "
+                      f"{_TAKE_OLD}; DELETE FROM root_pods WHERE root_uid = OLD.root_uid AND gpus = 0; END",
+                  ), postgres=(
+                      "CREATE OR REPLACE FUNCTION gpu_gateway_root_pods() RETURNS trigger LANGUAGE plpgsql AS $$ "
+                      "BEGIN IF TG_OP <> 'INSERT' THEN "
+                      f"{_TAKE_OLD}; END IF; IF TG_OP = 'DELETE' THEN DELETE FROM root_pods WHERE root_uid = "
+                      f"OLD.root_uid AND gpus = 0; ELSE {_ADD_NEW_IF}; END IF; RETURN NULL; END $$",
+                      "DROP TRIGGER IF EXISTS root_pods_sum ON reservations",
+                      "CREATE TRIGGER root_pods_sum AFTER INSERT OR UPDATE OR DELETE ON reservations "
+                      "FOR EACH ROW EXECUTE FUNCTION gpu_gateway_root_pods()",
+                  )))),
 ))
 
 #: How long the UID of a deleted workload is remembered: a controller acting on a stale cache
@@ -114,6 +148,9 @@ REBUILD_USAGE = (
     "SELECT 'user', owner, SUM(gpus) FROM reservations WHERE charged = 1 GROUP BY owner",
     "INSERT INTO usage (scope, name, gpus) "
     "SELECT 'team', team, SUM(gpus) FROM reservations WHERE charged = 1 AND team != '' GROUP BY team",
+    "DELETE FROM root_pods",
+    "INSERT INTO root_pods (root_uid, gpus) SELECT root_uid, SUM(gpus) FROM reservations r WHERE "
+    + _UNDER_A_ROOT.format(row="r") + " GROUP BY root_uid",
 )
 
 
@@ -337,9 +374,10 @@ class Ledger:
         """GPUs of the pods recorded under the root with this UID, other than `key`: the pods its
         controllers made that still exist (terminating ones included; finished ones hold 0)."""
         row = self.db.one(
-            "SELECT COALESCE(SUM(gpus), 0) AS gpus FROM reservations WHERE root_uid = ? "
-            "AND resource = 'pods' AND uid <> ? AND NOT (namespace = ? AND name = ?)",
-            (root_uid, root_uid, *(key[1:] if key is not None else ("", ""))))
+            "SELECT COALESCE((SELECT gpus FROM root_pods WHERE root_uid = ?), 0) - COALESCE((SELECT gpus "
+            "FROM reservations WHERE resource = 'pods' AND namespace = ? AND name = ? AND root_uid = ? "
+            "AND uid <> ?), 0) AS gpus",
+            (root_uid, *(key[1:] if key is not None else ("", "")), root_uid, root_uid))
         return int(row["gpus"]) if row is not None else 0
 
     def referrers(self, key: TargetKey) -> tuple[tuple[str, str], ...]:

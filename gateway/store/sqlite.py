@@ -68,6 +68,7 @@ class SQLiteStore(ApprovalsSQL, SettingsSQL, TelemetrySQL, QueueSQL, EventsSQL):
                 self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=10)
                 self._db.execute("PRAGMA journal_mode=WAL")
                 self._db.execute(f"PRAGMA synchronous={synchronous}")
+                self._db.execute("PRAGMA temp_store=MEMORY")
                 self._db.row_factory = sqlite3.Row
                 self._db.execute("BEGIN IMMEDIATE")
                 try:
