@@ -203,6 +203,29 @@ def test_a_batch_carries_the_chain_head_and_a_failed_job_takes_its_record_back(p
     assert result.ok and result.rows == 2
 
 
+def test_a_database_error_in_a_pipelined_write_fails_its_own_job_alone(pg_store, policy, monkeypatch):
+    """The batch runs in pipeline mode: a write's error reaches the client only at the next sync.
+    Each job ends with one, so a statement PostgreSQL refuses in job b fails b alone (rolled back
+    to its savepoint, its audit record with it), and a and c are decided and committed."""
+    write = sql.Ledger.write
+
+    def write_then_refused(ledger, key, decision, *args, **kw):
+        write(ledger, key, decision, *args, **kw)
+        if key[2] == "b":
+            ledger.db.run("INSERT INTO usage (scope, name, gpus) VALUES (?, ?, ?)", ("user", None, 1))
+
+    monkeypatch.setattr(sql.Ledger, "write", write_then_refused)
+    outcomes = pg_store.decide_batch([store_job(policy, n) for n in ("a", "b", "c")])
+    assert [getattr(o, "allowed", False) for o in outcomes] == [True, False, True]
+    assert isinstance(outcomes[1], StoreError) and "null value" in str(outcomes[1]), outcomes[1]
+    assert [r["name"] for r in pg_store.audit_rows()] == ["a", "c"]
+    assert {r.name for r in pg_store.reservations()} == {"a", "c"}
+    result = pg_store.verify()
+    assert result.ok and result.rows == 2
+    monkeypatch.setattr(sql.Ledger, "write", write)
+    assert getattr(pg_store.decide_batch([store_job(policy, "d")])[0], "allowed", False), "the connection is sound"
+
+
 def test_what_still_runs_stays_charged_on_postgresql(pg_store: PostgresStore) -> None:
     """The ledger's hold of a force-deleted pod, the charge a deleted root's pods take over, and
     the deleted root's UID refusing a stale child, on PostgreSQL as on SQLite."""
