@@ -49,19 +49,21 @@ def _pg(sql: str) -> str:
 
 
 class _Runner:
-    """`sql.Runner` over one psycopg connection."""
+    """`sql.Runner` over one psycopg connection, through one cursor: each statement's result
+    is read, if at all, before the next one runs (a new cursor per statement cost about as
+    much as the statement's own client-side work)."""
 
     def __init__(self, conn: psycopg.Connection[dict[str, Any]]) -> None:
-        self._conn = conn
+        self._cursor = conn.cursor()
 
     def one(self, sql: str, args: Sequence[Any] = ()) -> Row | None:
-        return self._conn.execute(_pg(sql), tuple(args)).fetchone()
+        return self._cursor.execute(_pg(sql), tuple(args)).fetchone()
 
     def all(self, sql: str, args: Sequence[Any] = ()) -> list[Row]:
-        return list(self._conn.execute(_pg(sql), tuple(args)).fetchall())
+        return list(self._cursor.execute(_pg(sql), tuple(args)).fetchall())
 
     def run(self, sql: str, args: Sequence[Any] = ()) -> None:
-        self._conn.execute(_pg(sql), tuple(args))
+        self._cursor.execute(_pg(sql), tuple(args))
 
 
 class PostgresStore(ApprovalsSQL, SettingsSQL, TelemetrySQL, QueueSQL, EventsSQL):
