@@ -78,7 +78,9 @@ GC_YOUNG_THRESHOLD = 10_000
 def settle_heap() -> None:
     """Once started, before serving: what is loaded (modules, the policy, the app) is moved out of
     the cyclic collector's sight (`gc.freeze`), so that no later pass walks it again, and passes
-    over young objects come less often. The collector still runs; only the server process does this."""
+    over young objects come less often. The collector still runs; only the server process does this.
+    A frozen object let go later (the first policy, after a reload) is freed by its reference
+    count; one held in a cycle stays, which bounds what can stay to the start-up heap."""
     gc.collect()
     gc.freeze()
     _, older, oldest = gc.get_threshold()
