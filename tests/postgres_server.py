@@ -19,6 +19,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -100,3 +101,18 @@ def postgres() -> Iterator[PostgresServer]:
 def pg_url(postgres: PostgresServer) -> str:
     """A fresh database on the session's server."""
     return postgres.new_database()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def each_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
+    """A fresh store on each backend: a SQLite file, then a new database on the session's
+    PostgreSQL (import `pg_url` and `postgres` beside it). Closed after the test."""
+    from gateway.store.postgres import PostgresStore
+    from gateway.store.sqlite import SQLiteStore
+
+    store: Any = (SQLiteStore(tmp_path / "state.db") if request.param == "sqlite"
+                  else PostgresStore(request.getfixturevalue("pg_url")))
+    try:
+        yield store
+    finally:
+        store.close()

@@ -8,14 +8,12 @@ change its GPUs, updates of other columns, deletes), not only the ones today's c
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from postgres_server import pg_url, postgres  # noqa: F401 - fixtures
+from postgres_server import each_store, pg_url, postgres  # noqa: F401 - fixtures
 
 from gateway.store.sql import Ledger
 from gateway.store.sqlite import SQLiteStore
@@ -63,23 +61,10 @@ def _recounted(ledger: Ledger) -> dict[str, int]:
     return {r["root_uid"]: int(r["gpus"]) for r in rows if r["gpus"]}
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
-    if request.param == "sqlite":
-        opened: Any = SQLiteStore(tmp_path / "state.db")
-    else:
-        from gateway.store.postgres import PostgresStore
-
-        opened = PostgresStore(request.getfixturevalue("pg_url"))
-    try:
-        yield opened
-    finally:
-        opened.close()
-
-
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(steps=st.lists(writes, max_size=25))
-def test_the_counter_equals_the_recount_after_any_writes(store: Any, steps: list[tuple[Any, ...]]) -> None:
+def test_the_counter_equals_the_recount_after_any_writes(each_store: Any,  # noqa: F811
+                                                         steps: list[tuple[Any, ...]]) -> None:
     def run(ledger: Ledger) -> tuple[dict[str, int], dict[str, int]]:
         ledger.db.run("DELETE FROM reservations")
         ledger.db.run("DELETE FROM root_pods")
@@ -87,18 +72,18 @@ def test_the_counter_equals_the_recount_after_any_writes(store: Any, steps: list
             _apply(ledger, write)
         return _kept(ledger), _recounted(ledger)
 
-    kept, recounted = store._write(run)
+    kept, recounted = each_store._write(run)
     assert kept == recounted
 
 
-def test_pods_under_excludes_the_asking_pod_and_the_root_itself(store: Any) -> None:
+def test_pods_under_excludes_the_asking_pod_and_the_root_itself(each_store: Any) -> None:  # noqa: F811
     def run(ledger: Ledger) -> tuple[int, int, int]:
         for name, gpus, uid in (("p1", 2, "pod-1"), ("p2", 3, "pod-2"), ("root", 8, "root-a")):
             ledger.db.run(_UPSERT, ("pods", name, gpus, uid, "root-a"))
         return (ledger.pods_under("root-a", None), ledger.pods_under("root-a", ("pods", "ns", "p1")),
                 ledger.pods_under("root-b", ("pods", "ns", "p1")))
 
-    assert store._write(run) == (5, 3, 0)
+    assert each_store._write(run) == (5, 3, 0)
 
 
 def test_opening_the_store_recounts_a_counter_left_wrong(tmp_path: Path) -> None:

@@ -20,7 +20,7 @@ import pytest
 from click.testing import CliRunner, Result
 from cluster_sim import Cluster
 from conftest import POLICIES, RESEARCHER, container, make_deployment, make_job, make_pytorchjob, review
-from postgres_server import pg_url, postgres  # noqa: F401 - fixtures
+from postgres_server import each_store, pg_url, postgres  # noqa: F401 - fixtures
 from served import API_SECRET, Served, api_token, bearer, start_server, stop_server
 
 from gateway.admission.kinds import KindRegistry
@@ -31,7 +31,6 @@ from gateway.policy_bundle import PolicyHolder, load_bundle
 from gateway.scheduling.holdings import queue_items, resource_kinds, workload_items
 from gateway.scheduling.ports import limits_from
 from gateway.service import AdmissionService
-from gateway.store.postgres import PostgresStore
 from gateway.store.sqlite import SQLiteStore
 
 NLP = ("gpu-researchers", "team:nlp")
@@ -252,19 +251,8 @@ def test_gpuctl_describe(server: Served, tmp_path: Path) -> None:
 # ------------------------------------------------------------------ since
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
-    """Each backend: the ledger's upsert is SQL both must read the same way."""
-    if request.param == "sqlite":
-        store: Any = SQLiteStore(tmp_path / "state.db")
-    else:
-        store = PostgresStore(request.getfixturevalue("pg_url"))
-    yield store
-    store.close()
-
-
-def test_since_is_when_it_was_admitted_or_released_not_when_it_last_changed(policy_dir: Path, any_store: Any) -> None:
-    store = any_store
+def test_since_is_when_it_was_admitted_or_released_not_when_it_last_changed(policy_dir: Path, each_store: Any) -> None:  # noqa: F811
+    store = each_store
     limits = policy_dir / "limits.yaml"
     limits.write_text(limits.read_text().replace("  roles: {}\n  teams: {}", "  roles: {}\n  teams: {nlp: queue}"))
     now = [1_000.0]
