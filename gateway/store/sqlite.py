@@ -11,6 +11,7 @@ import logging
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -135,59 +136,55 @@ class SQLiteStore(ApprovalsSQL, SettingsSQL, TelemetrySQL, QueueSQL, EventsSQL):
                      ready_to_commit: Callable[[], bool] | None = None) -> list[Decision | BaseException]:
         """Decide several requests in one transaction (one disk sync), in order.
 
-        Each job runs inside its own savepoint and sees the writes of the jobs before it,
-        so caps hold exactly as if they ran one by one; a job that fails is rolled back alone.
+        Each job sees the writes of the jobs before it, so caps hold exactly as if they ran
+        one by one. A job that fails is its own failure: the transaction is rolled back and
+        the batch decided again without it (the jobs are deterministic: their clock is their
+        own). That is rare, so no job pays for a savepoint of its own (two statements each).
         If the commit fails, every job fails with a StoreError.
         """
+        failed: dict[int, BaseException] = {}
         with self._lock:
-            try:
-                self._db.execute("BEGIN IMMEDIATE")
-            except sqlite3.Error as exc:
-                return [StoreError(f"cannot start a transaction on {self.path}: {exc}") for _ in jobs]
-            outcomes: list[Decision | BaseException] = []
-            self._ledger.chain_begin()
-            try:
-                if len(jobs) == 1:
-                    try:
-                        outcomes.append(self._run_job(jobs[0], alone=True))
-                    except Exception as exc:
-                        if isinstance(exc, sqlite3.Error):
-                            raise
-                        self._rollback()
-                        return [exc]
-                else:
-                    for job in jobs:
-                        outcomes.append(self._run_job(job, alone=False))
-                self._ledger.chain_flush()
-                if ready_to_commit is not None and not ready_to_commit():
-                    self._rollback()
-                    return [StoreError("rolled back: the decision budget ran out") for _ in jobs]
-                self._db.execute("COMMIT")
-            except sqlite3.Error as exc:
-                self._rollback()
-                return [StoreError(f"state file {self.path}: {exc}") for _ in jobs]
-            except BaseException:
-                self._rollback()
-                raise
-            finally:
-                self._ledger.chain_discard()
-            return outcomes
+            while True:
+                live = [i for i in range(len(jobs)) if i not in failed]
+                decided = self._try_batch([jobs[i] for i in live], ready_to_commit) if live else []
+                if isinstance(decided, _JobFailed):
+                    failed[live[decided.index]] = decided.error
+                    continue
+                outcomes = dict(zip(live, decided, strict=True)) | failed
+                return [outcomes[i] for i in range(len(jobs))]
 
-    def _run_job(self, job: Job, *, alone: bool) -> Decision | BaseException:
-        """Run one job; in a batch, inside a savepoint so that its failure is its own."""
-        if alone:
-            return self._ledger.decide(job)
-        self._db.execute("SAVEPOINT job")
-        mark = self._ledger.chain_mark()
+    def _try_batch(self, jobs: Sequence[Job], ready_to_commit: Callable[[], bool] | None
+                   ) -> list[Decision | BaseException] | _JobFailed:
+        """One transaction over `jobs`: their decisions (or, for a store failure, an error each),
+        or the first job that failed, the transaction rolled back."""
         try:
-            decision = self._ledger.decide(job)
-        except Exception as exc:
-            self._ledger.chain_restore(mark)
-            self._db.execute("ROLLBACK TO job")
-            self._db.execute("RELEASE job")
-            return StoreError(f"state file {self.path}: {exc}") if isinstance(exc, sqlite3.Error) else exc
-        self._db.execute("RELEASE job")
-        return decision
+            self._db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            return [StoreError(f"cannot start a transaction on {self.path}: {exc}") for _ in jobs]
+        decisions: list[Decision | BaseException] = []
+        self._ledger.chain_begin()
+        try:
+            for index, job in enumerate(jobs):
+                try:
+                    decisions.append(self._ledger.decide(job))
+                except Exception as exc:
+                    self._rollback()
+                    error = StoreError(f"state file {self.path}: {exc}") if isinstance(exc, sqlite3.Error) else exc
+                    return _JobFailed(index, error)
+            self._ledger.chain_flush()
+            if ready_to_commit is not None and not ready_to_commit():
+                self._rollback()
+                return [StoreError("rolled back: the decision budget ran out") for _ in jobs]
+            self._db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self._rollback()
+            return [StoreError(f"state file {self.path}: {exc}") for _ in jobs]
+        except BaseException:
+            self._rollback()
+            raise
+        finally:
+            self._ledger.chain_discard()
+        return decisions
 
     def _rollback(self) -> None:
         """Roll back, tolerating a transaction SQLite already rolled back itself (I/O errors)."""
@@ -270,3 +267,11 @@ class SQLiteStore(ApprovalsSQL, SettingsSQL, TelemetrySQL, QueueSQL, EventsSQL):
             self._checkpoints = None
         with self._lock:
             self._db.close()
+
+
+@dataclass(frozen=True, slots=True)
+class _JobFailed:
+    """The job at `index` of a batch failed with `error`; the batch's transaction was rolled back."""
+
+    index: int
+    error: BaseException

@@ -77,6 +77,42 @@ def test_a_job_failing_after_its_audit_record_leaves_the_chain_whole(store: SQLi
     assert store.verify().ok and [r["seq"] for r in store.audit_rows()] == [1, 2, 3, 4]
 
 
+def test_a_database_error_after_a_jobs_writes_fails_that_job_alone_and_keeps_none_of_them(
+        store: SQLiteStore, policy: Policy, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No job has a savepoint: a failure rolls the batch back and the others are decided again
+    without it. What the failed jobs wrote first (record, charge, usage) is gone; the others
+    are decided as if alone, caps included, and their chain follows on."""
+    write = sql.Ledger.write
+
+    def write_then_refused(ledger: sql.Ledger, key: Any, decision: Decision, *args: Any, **kw: Any) -> None:
+        write(ledger, key, decision, *args, **kw)
+        if key[2] in ("b", "d"):
+            ledger.db.run("INSERT INTO usage (scope, name, gpus) VALUES (?, ?, ?)", ("user", None, 1))
+
+    monkeypatch.setattr(sql.Ledger, "write", write_then_refused)
+    outcomes = store.decide_batch([store_job(policy, n) for n in ("a", "b", "c", "d", "e")])
+    assert [isinstance(o, Decision) and o.allowed for o in outcomes] == [True, False, True, False, True]
+    assert all("NOT NULL" in str(outcomes[i]) for i in (1, 3)), outcomes
+    assert {r.name for r in store.reservations()} == {"a", "c", "e"}
+    assert [r["name"] for r in store.audit_rows()] == ["a", "c", "e"]
+    assert store.gpus_by_user() == {"x": 3}, "the usage counters hold the three jobs kept, and only them"
+    assert store.verify().ok
+    monkeypatch.setattr(sql.Ledger, "write", write)
+    assert all(isinstance(o, Decision) for o in store.decide_batch([store_job(policy, "f")]))
+    assert store.verify().ok and len(list(store.audit_rows())) == 4
+
+
+def test_every_job_of_a_batch_failing_leaves_nothing(store: SQLiteStore, policy: Policy,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    def fail(plan: Plan, policy: Policy, facts: Facts) -> Decision:
+        raise RuntimeError(f"bug deciding {plan.request.name}")
+
+    monkeypatch.setattr(sql, "decide", fail)
+    outcomes = store.decide_batch([store_job(policy, n) for n in ("a", "b", "c")])
+    assert [str(o) for o in outcomes] == ["bug deciding a", "bug deciding b", "bug deciding c"]
+    assert store.reservations() == [] and list(store.audit_rows()) == []
+
+
 def test_a_closed_store_fails_every_queued_request_closed(service: AdmissionService, store: SQLiteStore) -> None:
     store.close()
     bodies = [review(make_job(gpus=1).named("research", f"j{i}").obj(), user="bob", groups=RESEARCHER).body()
