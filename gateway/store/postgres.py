@@ -25,6 +25,7 @@ from gateway.admission.ports import LedgerRow
 from gateway.audit.ports import AuditQuery, VerifyResult
 from gateway.errors import StoreError
 from gateway.store.approvals import ApprovalsSQL
+from gateway.store.batch import JobFailed, Outcome, decide_each
 from gateway.store.events import EventsSQL
 from gateway.store.migrations import POSTGRES, Row
 from gateway.store.queue import QueueSQL
@@ -144,47 +145,43 @@ class PostgresStore(ApprovalsSQL, SettingsSQL, TelemetrySQL, QueueSQL, EventsSQL
 
     def decide_batch(self, jobs: Sequence[Job], *,
                      ready_to_commit: Callable[[], bool] | None = None) -> list[Decision | BaseException]:
-        """Decide several requests in one transaction, in order, each in its own savepoint.
-
-        A job that fails is rolled back alone; if the transaction itself fails (connection
-        lost, timeout) or `ready_to_commit` refuses the commit, every job fails with a StoreError.
+        """Decide several requests in one transaction, in order; a job that fails fails alone
+        (`gateway.store.batch`). If the transaction itself fails (connection lost, timeout) or
+        `ready_to_commit` refuses the commit, every job fails with a StoreError.
         """
         try:
-            return self._with_ledger(lambda ledger: self._run_batch(ledger, jobs, ready_to_commit), "cannot decide")
+            return self._with_ledger(
+                lambda ledger: decide_each(jobs, lambda live: self._try_batch(ledger, live, ready_to_commit)),
+                "cannot decide")
         except StoreError as exc:
             return [exc for _ in jobs]
 
-    def _run_batch(self, ledger: Ledger, jobs: Sequence[Job],
-                   ready_to_commit: Callable[[], bool] | None) -> list[Decision | BaseException]:
-        """In pipeline mode: the statements whose results nobody reads (BEGIN, the lock, the
-        writes, the savepoints) go out with the next read or sync instead of a round trip each,
-        and each job ends with a sync, so that an error is its own."""
+    def _try_batch(self, ledger: Ledger, jobs: Sequence[Job],
+                   ready_to_commit: Callable[[], bool] | None) -> list[Outcome] | JobFailed:
+        """One transaction over `jobs`, in pipeline mode: the statements whose results nobody
+        reads (BEGIN, the lock, the writes) go out with the next read or sync instead of a
+        round trip each, and each job ends with a sync, so that an error is known to be its own."""
         assert self._conn is not None
-        with self._conn.pipeline() as pipeline, _Transaction(ledger):
-            ledger.chain_begin()
-            try:
-                outcomes = [self._run_job(ledger, job, pipeline.sync) for job in jobs]
-                ledger.chain_flush()
-            finally:
-                ledger.chain_discard()
-            if ready_to_commit is not None and not ready_to_commit():
-                raise _NotCommitted()
-            return outcomes
-
-    @staticmethod
-    def _run_job(ledger: Ledger, job: Job, sync: Callable[[], None]) -> Decision | BaseException:
-        ledger.db.run("SAVEPOINT job")
-        mark = ledger.chain_mark()
         try:
-            decision = ledger.decide(job)
-            sync()  # this job's writes answered: a failure of one of them is this job's
-        except Exception as exc:
-            ledger.chain_restore(mark)
-            ledger.db.run("ROLLBACK TO SAVEPOINT job")
-            ledger.db.run("RELEASE SAVEPOINT job")
-            return StoreError(f"PostgreSQL: {exc}") if isinstance(exc, psycopg.Error) else exc
-        ledger.db.run("RELEASE SAVEPOINT job")
-        return decision
+            with self._conn.pipeline() as pipeline, _Transaction(ledger):
+                decisions: list[Outcome] = []
+                ledger.chain_begin()
+                try:
+                    for index, job in enumerate(jobs):
+                        try:
+                            decisions.append(ledger.decide(job))
+                            pipeline.sync()  # this job's writes answered: a refusal is this job's
+                        except Exception as exc:
+                            raise _Failed(JobFailed(index, StoreError(f"PostgreSQL: {exc}")
+                                                    if isinstance(exc, psycopg.Error) else exc)) from exc
+                    ledger.chain_flush()
+                finally:
+                    ledger.chain_discard()
+                if ready_to_commit is not None and not ready_to_commit():
+                    raise _NotCommitted()
+                return decisions
+        except _Failed as failed:  # rolled back by _Transaction
+            return failed.job
 
     # ------------------------------------------------------------- audit
 
@@ -235,6 +232,14 @@ class PostgresStore(ApprovalsSQL, SettingsSQL, TelemetrySQL, QueueSQL, EventsSQL
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
+
+
+class _Failed(Exception):
+    """Raised inside a batch's transaction to roll it back for the job that failed."""
+
+    def __init__(self, job: JobFailed) -> None:
+        super().__init__(str(job.error))
+        self.job = job
 
 
 class _NotCommitted(StoreError):

@@ -11,7 +11,6 @@ import logging
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -21,6 +20,7 @@ from gateway.admission.ports import LedgerRow
 from gateway.audit.ports import AuditQuery, VerifyResult
 from gateway.errors import StoreError
 from gateway.store.approvals import ApprovalsSQL
+from gateway.store.batch import JobFailed, Outcome, decide_each
 from gateway.store.events import EventsSQL
 from gateway.store.migrations import SQLITE, Row
 from gateway.store.queue import QueueSQL
@@ -137,31 +137,21 @@ class SQLiteStore(ApprovalsSQL, SettingsSQL, TelemetrySQL, QueueSQL, EventsSQL):
         """Decide several requests in one transaction (one disk sync), in order.
 
         Each job sees the writes of the jobs before it, so caps hold exactly as if they ran
-        one by one. A job that fails is its own failure: the transaction is rolled back and
-        the batch decided again without it (the jobs are deterministic: their clock is their
-        own). That is rare, so no job pays for a savepoint of its own (two statements each).
-        If the commit fails, every job fails with a StoreError.
+        one by one; a job that fails fails alone (`gateway.store.batch`). If the commit
+        fails, every job fails with a StoreError.
         """
-        failed: dict[int, BaseException] = {}
         with self._lock:
-            while True:
-                live = [i for i in range(len(jobs)) if i not in failed]
-                decided = self._try_batch([jobs[i] for i in live], ready_to_commit) if live else []
-                if isinstance(decided, _JobFailed):
-                    failed[live[decided.index]] = decided.error
-                    continue
-                outcomes = dict(zip(live, decided, strict=True)) | failed
-                return [outcomes[i] for i in range(len(jobs))]
+            return decide_each(jobs, lambda live: self._try_batch(live, ready_to_commit))
 
     def _try_batch(self, jobs: Sequence[Job], ready_to_commit: Callable[[], bool] | None
-                   ) -> list[Decision | BaseException] | _JobFailed:
+                   ) -> list[Outcome] | JobFailed:
         """One transaction over `jobs`: their decisions (or, for a store failure, an error each),
         or the first job that failed, the transaction rolled back."""
         try:
             self._db.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
             return [StoreError(f"cannot start a transaction on {self.path}: {exc}") for _ in jobs]
-        decisions: list[Decision | BaseException] = []
+        decisions: list[Outcome] = []
         self._ledger.chain_begin()
         try:
             for index, job in enumerate(jobs):
@@ -170,7 +160,7 @@ class SQLiteStore(ApprovalsSQL, SettingsSQL, TelemetrySQL, QueueSQL, EventsSQL):
                 except Exception as exc:
                     self._rollback()
                     error = StoreError(f"state file {self.path}: {exc}") if isinstance(exc, sqlite3.Error) else exc
-                    return _JobFailed(index, error)
+                    return JobFailed(index, error)
             self._ledger.chain_flush()
             if ready_to_commit is not None and not ready_to_commit():
                 self._rollback()
@@ -268,10 +258,3 @@ class SQLiteStore(ApprovalsSQL, SettingsSQL, TelemetrySQL, QueueSQL, EventsSQL):
         with self._lock:
             self._db.close()
 
-
-@dataclass(frozen=True, slots=True)
-class _JobFailed:
-    """The job at `index` of a batch failed with `error`; the batch's transaction was rolled back."""
-
-    index: int
-    error: BaseException

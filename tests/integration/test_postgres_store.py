@@ -187,7 +187,8 @@ def test_check_reads_what_is_in_use_from_postgresql_and_writes_nothing(pg_store,
 
 def test_a_batch_carries_the_chain_head_and_a_failed_job_takes_its_record_back(pg_store, policy, monkeypatch):
     """As on SQLite (test_store_writer): the head is read once per batch and written once; a job
-    rolled back to its savepoint after appending its record leaves no gap in the chain."""
+    that fails after appending its record (the batch rolled back and decided again without it)
+    leaves no gap in the chain."""
     write = sql.Ledger.write
 
     def write_or_fail(ledger, key, decision, *args, **kw):
@@ -205,8 +206,9 @@ def test_a_batch_carries_the_chain_head_and_a_failed_job_takes_its_record_back(p
 
 def test_a_database_error_in_a_pipelined_write_fails_its_own_job_alone(pg_store, policy, monkeypatch):
     """The batch runs in pipeline mode: a write's error reaches the client only at the next sync.
-    Each job ends with one, so a statement PostgreSQL refuses in job b fails b alone (rolled back
-    to its savepoint, its audit record with it), and a and c are decided and committed."""
+    Each job ends with one, so a statement PostgreSQL refuses in job b fails b alone (the batch
+    rolled back and decided again without it: its audit record goes too), and a and c are
+    decided and committed."""
     write = sql.Ledger.write
 
     def write_then_refused(ledger, key, decision, *args, **kw):
