@@ -25,7 +25,7 @@ from gateway.admission.ports import LedgerRow
 from gateway.audit.ports import AuditQuery, VerifyResult
 from gateway.errors import StoreError
 from gateway.store.approvals import ApprovalsSQL
-from gateway.store.batch import JobFailed, Outcome, decide_each
+from gateway.store.batch import JobFailed, Outcome, decide_each, decide_jobs
 from gateway.store.events import EventsSQL
 from gateway.store.migrations import POSTGRES, Row
 from gateway.store.queue import QueueSQL
@@ -151,29 +151,26 @@ class PostgresStore(ApprovalsSQL, SettingsSQL, TelemetrySQL, QueueSQL, EventsSQL
         """
         try:
             return self._with_ledger(
-                lambda ledger: decide_each(jobs, lambda live: self._try_batch(ledger, live, ready_to_commit)),
+                lambda ledger: decide_each(jobs, lambda live, isolate: self._try_batch(ledger, live, ready_to_commit,
+                                                                                       isolate)),
                 "cannot decide")
         except StoreError as exc:
             return [exc for _ in jobs]
 
-    def _try_batch(self, ledger: Ledger, jobs: Sequence[Job],
-                   ready_to_commit: Callable[[], bool] | None) -> list[Outcome] | JobFailed:
-        """One transaction over `jobs`, in pipeline mode: the statements whose results nobody
-        reads (BEGIN, the lock, the writes) go out with the next read or sync instead of a
-        round trip each, and each job ends with a sync, so that an error is known to be its own."""
+    def _try_batch(self, ledger: Ledger, jobs: Sequence[Job], ready_to_commit: Callable[[], bool] | None,
+                   isolate: bool) -> list[Outcome] | JobFailed:
+        """One transaction over `jobs` (`gateway.store.batch.decide_jobs`), in pipeline mode: the
+        statements whose results nobody reads (BEGIN, the lock, the writes) go out with the next
+        read or sync instead of a round trip each, and each job ends with a sync, so that an
+        error is known to be its own."""
         assert self._conn is not None
         try:
             with self._conn.pipeline() as pipeline, _Transaction(ledger):
-                decisions: list[Outcome] = []
                 ledger.chain_begin()
                 try:
-                    for index, job in enumerate(jobs):
-                        try:
-                            decisions.append(ledger.decide(job))
-                            pipeline.sync()  # this job's writes answered: a refusal is this job's
-                        except Exception as exc:
-                            raise _Failed(JobFailed(index, StoreError(f"PostgreSQL: {exc}")
-                                                    if isinstance(exc, psycopg.Error) else exc)) from exc
+                    decisions = decide_jobs(ledger, jobs, isolate=isolate, sync=pipeline.sync, error=_job_error)
+                    if isinstance(decisions, JobFailed):
+                        raise _Failed(decisions)
                     ledger.chain_flush()
                 finally:
                     ledger.chain_discard()
@@ -232,6 +229,10 @@ class PostgresStore(ApprovalsSQL, SettingsSQL, TelemetrySQL, QueueSQL, EventsSQL
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
+
+
+def _job_error(exc: Exception) -> BaseException:
+    return StoreError(f"PostgreSQL: {exc}") if isinstance(exc, psycopg.Error) else exc
 
 
 class _Failed(Exception):

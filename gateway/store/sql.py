@@ -199,6 +199,13 @@ class Ledger:
         """Start a batch in the open transaction (which holds the write lock)."""
         self._batch, self._head, self._head_dirty = True, None, False
 
+    def chain_mark(self) -> tuple[tuple[int, str] | None, bool]:
+        """The head as it stands, to go back to when a job's savepoint is rolled back."""
+        return self._head, self._head_dirty
+
+    def chain_restore(self, mark: tuple[tuple[int, str] | None, bool]) -> None:
+        self._head, self._head_dirty = mark
+
     def chain_flush(self) -> None:
         """Write the head the batch's records leave, before the COMMIT; end the batch."""
         if self._batch and self._head_dirty and self._head is not None:

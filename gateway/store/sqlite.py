@@ -20,7 +20,7 @@ from gateway.admission.ports import LedgerRow
 from gateway.audit.ports import AuditQuery, VerifyResult
 from gateway.errors import StoreError
 from gateway.store.approvals import ApprovalsSQL
-from gateway.store.batch import JobFailed, Outcome, decide_each
+from gateway.store.batch import JobFailed, Outcome, decide_each, decide_jobs
 from gateway.store.events import EventsSQL
 from gateway.store.migrations import SQLITE, Row
 from gateway.store.queue import QueueSQL
@@ -141,26 +141,22 @@ class SQLiteStore(ApprovalsSQL, SettingsSQL, TelemetrySQL, QueueSQL, EventsSQL):
         fails, every job fails with a StoreError.
         """
         with self._lock:
-            return decide_each(jobs, lambda live: self._try_batch(live, ready_to_commit))
+            return decide_each(jobs, lambda live, isolate: self._try_batch(live, ready_to_commit, isolate))
 
-    def _try_batch(self, jobs: Sequence[Job], ready_to_commit: Callable[[], bool] | None
-                   ) -> list[Outcome] | JobFailed:
-        """One transaction over `jobs`: their decisions (or, for a store failure, an error each),
-        or the first job that failed, the transaction rolled back."""
+    def _try_batch(self, jobs: Sequence[Job], ready_to_commit: Callable[[], bool] | None,
+                   isolate: bool) -> list[Outcome] | JobFailed:
+        """One transaction over `jobs` (`gateway.store.batch.decide_jobs`): their outcomes, or
+        the first job that failed, the transaction rolled back."""
         try:
             self._db.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
             return [StoreError(f"cannot start a transaction on {self.path}: {exc}") for _ in jobs]
-        decisions: list[Outcome] = []
         self._ledger.chain_begin()
         try:
-            for index, job in enumerate(jobs):
-                try:
-                    decisions.append(self._ledger.decide(job))
-                except Exception as exc:
-                    self._rollback()
-                    error = StoreError(f"state file {self.path}: {exc}") if isinstance(exc, sqlite3.Error) else exc
-                    return JobFailed(index, error)
+            decisions = decide_jobs(self._ledger, jobs, isolate=isolate, sync=_answered, error=self._job_error)
+            if isinstance(decisions, JobFailed):
+                self._rollback()
+                return decisions
             self._ledger.chain_flush()
             if ready_to_commit is not None and not ready_to_commit():
                 self._rollback()
@@ -175,6 +171,9 @@ class SQLiteStore(ApprovalsSQL, SettingsSQL, TelemetrySQL, QueueSQL, EventsSQL):
         finally:
             self._ledger.chain_discard()
         return decisions
+
+    def _job_error(self, exc: Exception) -> BaseException:
+        return StoreError(f"state file {self.path}: {exc}") if isinstance(exc, sqlite3.Error) else exc
 
     def _rollback(self) -> None:
         """Roll back, tolerating a transaction SQLite already rolled back itself (I/O errors)."""
@@ -258,3 +257,6 @@ class SQLiteStore(ApprovalsSQL, SettingsSQL, TelemetrySQL, QueueSQL, EventsSQL):
         with self._lock:
             self._db.close()
 
+
+def _answered() -> None:
+    """SQLite answers each statement as it runs: nothing to wait for."""

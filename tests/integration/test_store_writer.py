@@ -79,9 +79,10 @@ def test_a_job_failing_after_its_audit_record_leaves_the_chain_whole(store: SQLi
 
 def test_a_database_error_after_a_jobs_writes_fails_that_job_alone_and_keeps_none_of_them(
         store: SQLiteStore, policy: Policy, monkeypatch: pytest.MonkeyPatch) -> None:
-    """No job has a savepoint: a failure rolls the batch back and the others are decided again
-    without it. What the failed jobs wrote first (record, charge, usage) is gone; the others
-    are decided as if alone, caps included, and their chain follows on."""
+    """No job has a savepoint at first: b's failure rolls the batch back, and the others are
+    decided again, each in a savepoint, where d fails alone. What the failed jobs wrote first
+    (record, charge, usage) is gone; the others are decided as if alone, caps included, and
+    their chain follows on."""
     write = sql.Ledger.write
 
     def write_then_refused(ledger: sql.Ledger, key: Any, decision: Decision, *args: Any, **kw: Any) -> None:
