@@ -111,7 +111,7 @@ CREATE TABLE IF NOT EXISTS gone_parents (
 );
 CREATE INDEX IF NOT EXISTS gone_parents_age ON gone_parents (gone_at);
 """)),
-    # The GPUs of the pods recorded under each root, kept by triggers (ROOT_PODS).
+    # The GPUs of the pods recorded under each root, kept by triggers (`root_pods`, above).
     Migration(7, ("CREATE TABLE IF NOT EXISTS root_pods (root_uid TEXT PRIMARY KEY, gpus INTEGER NOT NULL)",
                   ByDialect(sqlite=(
                       "DROP TRIGGER IF EXISTS root_pods_insert", "DROP TRIGGER IF EXISTS root_pods_update",
