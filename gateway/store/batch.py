@@ -13,6 +13,7 @@ were. Failures are rare, so the usual batch pays nothing for this.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -59,6 +60,7 @@ def decide_jobs(ledger: Ledger, jobs: Sequence[Job], *, isolate: bool, sync: Cal
             decisions.append(ledger.decide(job))
             sync()
         except Exception as exc:
+            _resync(sync)
             return JobFailed(index, error(exc))
     return decisions
 
@@ -71,9 +73,17 @@ def _decide_in_savepoint(ledger: Ledger, job: Job, sync: Callable[[], None],
         decision = ledger.decide(job)
         sync()
     except Exception as exc:
+        _resync(sync)
         ledger.chain_restore(mark)
         ledger.db.run("ROLLBACK TO SAVEPOINT job")
         ledger.db.run("RELEASE SAVEPOINT job")
         return error(exc)
     ledger.db.run("RELEASE SAVEPOINT job")
     return decision
+
+
+def _resync(sync: Callable[[], None]) -> None:
+    """After a job failed: a pipeline the database aborted runs nothing more, the rollback
+    included, until a sync. The sync may report the same failure again: it is known already."""
+    with contextlib.suppress(Exception):
+        sync()

@@ -179,6 +179,21 @@ class PostgresStore(ApprovalsSQL, SettingsSQL, TelemetrySQL, QueueSQL, EventsSQL
                 return decisions
         except _Failed as failed:  # rolled back by _Transaction
             return failed.job
+        finally:
+            self._leave_no_transaction()
+
+    def _leave_no_transaction(self) -> None:
+        """No connection stays inside a transaction after a batch (an aborted one would refuse
+        every later statement): roll it back, or drop the connection if that fails too."""
+        conn = self._conn
+        if conn is None or conn.closed or conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
+            return
+        try:
+            conn.execute("ROLLBACK")
+        except psycopg.Error as exc:
+            log.warning("dropping a PostgreSQL connection left inside a transaction: %s", exc)
+            conn.close()
+            self._conn = None
 
     # ------------------------------------------------------------- audit
 
