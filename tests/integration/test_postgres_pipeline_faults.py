@@ -66,3 +66,24 @@ def test_a_replica_still_decides_after_a_batch_with_a_job_refused_at_a_read(pg_u
         assert store.verify().ok
     finally:
         store.close()
+
+
+def test_a_batch_failing_outside_any_job_leaves_the_connection_ready(pg_url: str, policy: Any,  # noqa: F811
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A refusal after the jobs (here, as the chain's head is written) aborts the pipeline,
+    whose rollback is then skipped. The batch fails closed, and the connection must not carry
+    the aborted transaction into the next batch: that one is decided."""
+    store = PostgresStore(pg_url)
+    try:
+        def refused_flush(self: sql.Ledger) -> None:
+            self.db.run("SELECT 1/0")
+            self.db.one("SELECT 1 AS x")
+
+        monkeypatch.setattr(sql.Ledger, "chain_flush", refused_flush)
+        assert all(isinstance(o, BaseException) for o in store.decide_batch([store_job(policy, "a")]))
+        monkeypatch.undo()
+        (later,) = store.decide_batch([store_job(policy, "later")])
+        assert isinstance(later, Decision) and later.allowed, later
+        assert {r.name for r in store.reservations()} == {"later"} and store.verify().ok
+    finally:
+        store.close()
