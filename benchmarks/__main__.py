@@ -7,6 +7,7 @@
     python3 -m benchmarks --profile          # also cProfile the decision pipeline
     python3 -m benchmarks --scheduler        # only the controller's figures (gang release, ledger rebuild)
     python3 -m benchmarks --replicas         # only two replicas on PostgreSQL against one
+    python3 -m benchmarks --all              # every figure of the three above, one summary
 """
 
 from __future__ import annotations
@@ -63,6 +64,8 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--replicas", action="store_true",
                         help="only two gateway replicas on PostgreSQL against one, all-launch closed loop "
                              "(benchmarks/replicas.py); with --scheduler, both")
+    parser.add_argument("--all", action="store_true",
+                        help="the admission figures, then --scheduler's and --replicas', in one summary")
     args = parser.parse_args(argv)
     most = (payloads.MIX_LAG - 1) * len(payloads.MIX_SCHEDULE)
     if not 1 <= args.connections <= most:
@@ -344,33 +347,48 @@ def print_table(rows: list[dict[str, Any]]) -> None:
         say("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip())
 
 
-def run_controller_parts(args: argparse.Namespace) -> int:
-    """`--scheduler` and/or `--replicas`: their figures, one summary table, the JSON."""
+def controller_parts(args: argparse.Namespace, results: dict[str, Any], *, scheduler_part: bool,
+                     replicas_part: bool) -> tuple[list[dict[str, Any]], bool]:
+    """Run the scheduler's and/or the replicas' benchmarks into `results`: their summary rows,
+    and whether one failed to run."""
     from benchmarks import replicas, scheduler
 
-    started = time.perf_counter()
-    say(f"gpu-gateway benchmarks ({'quick' if args.quick else 'full'} run): Python {platform.python_version()}, "
-        f"{os.cpu_count()} CPUs")
-    results: dict[str, Any] = {"environment": _environment(), "quick": args.quick}
     rows: list[dict[str, Any]] = []
-    failed = False
     try:
-        if args.scheduler:
+        if scheduler_part:
             results["scheduler"] = scheduler.run(quick=args.quick, say=say)
             rows += scheduler.summary(results["scheduler"])
             say()
-        if args.replicas:
+        if replicas_part:
             results["replicas"] = replicas.run(quick=args.quick, log_level=args.log_level, say=say)
             rows += replicas.summary(results["replicas"])
             say()
     except (http_bench.HttpBenchError, OSError) as exc:
         say(f"ERROR: {exc}")
         results["error"] = str(exc)
-        failed = True
+        return rows, True
+    return rows, False
+
+
+def run_controller_parts(args: argparse.Namespace) -> int:
+    """`--scheduler` and/or `--replicas`: their figures, one summary table, the JSON."""
+    started = time.perf_counter()
+    say(f"gpu-gateway benchmarks ({'quick' if args.quick else 'full'} run): Python {platform.python_version()}, "
+        f"{os.cpu_count()} CPUs")
+    results: dict[str, Any] = {"environment": _environment(), "quick": args.quick}
+    rows, failed = controller_parts(args, results, scheduler_part=args.scheduler, replicas_part=args.replicas)
+    return _finish(args, results, rows, started, failed)
+
+
+def _finish(args: argparse.Namespace, results: dict[str, Any], rows: list[dict[str, Any]], started: float,
+            failed: bool) -> int:
+    """The summary table and the JSON; the exit status."""
     results["summary"] = rows
     results["elapsed_s"] = round(time.perf_counter() - started, 1)
     say(f"Summary ({results['elapsed_s']:.0f} s)")
     print_table(rows)
+    if getattr(args, "keep", False) and "workdir" in results:
+        say(f"work dir kept: {results['workdir']}")
     if args.json:
         args.json.write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2, default=str))
         say(f"results written to {args.json}")
@@ -405,17 +423,11 @@ def main(argv: list[str] | None = None) -> int:
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
     rows = summary_rows(results, args.rate)
-    results["summary"] = rows
-    results["elapsed_s"] = round(time.perf_counter() - started, 1)
-    say(f"Summary ({results['elapsed_s']:.0f} s)")
-    print_table(rows)
-    if args.keep:
-        say(f"work dir kept: {workdir}")
-    if args.json:
-        args.json.write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2, default=str))
-        say(f"results written to {args.json}")
-    missed = any(r["result"] == "FAIL" for r in rows)
-    return 1 if failed or (args.strict and missed) else 0
+    if args.all:
+        more, more_failed = controller_parts(args, results, scheduler_part=True, replicas_part=True)
+        rows += more
+        failed = failed or more_failed
+    return _finish(args, results, rows, started, failed)
 
 
 if __name__ == "__main__":
