@@ -387,7 +387,7 @@ def _finish(args: argparse.Namespace, results: dict[str, Any], rows: list[dict[s
     results["elapsed_s"] = round(time.perf_counter() - started, 1)
     say(f"Summary ({results['elapsed_s']:.0f} s)")
     print_table(rows)
-    if getattr(args, "keep", False) and "workdir" in results:
+    if args.keep and "workdir" in results:
         say(f"work dir kept: {results['workdir']}")
     if args.json:
         args.json.write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2, default=str))
