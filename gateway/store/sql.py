@@ -182,12 +182,13 @@ _KEYS_PER_STATEMENT = 100
 #: `Ledger.target_and_usage`: the first row is the target's (all NULL where the ledger holds none),
 #: with the usage of its owner and team (`part` 0); with `_AND_REFERENCES`, the records of the
 #: referenced objects follow (`part` 1).
+_TARGET_ROW = ("SELECT 0 AS part, r.resource, r.namespace, r.name, r.owner, r.team, r.role, r.gpus, r.charged, "
+               "r.shape, r.uid, r.root_uid, 0 AS waiting, ")
+_OF_TARGET = "FROM (SELECT 1 AS one) AS o LEFT JOIN reservations r ON r.resource = ? AND r.namespace = ? AND r.name = ?"
 _TARGET_AND_USAGE = (
-    "SELECT 0 AS part, r.resource, r.namespace, r.name, r.owner, r.team, r.role, r.gpus, r.charged, r.shape, "
-    "r.uid, r.root_uid, 0 AS waiting, "
-    "(SELECT gpus FROM usage WHERE scope = 'user' AND name = COALESCE(r.owner, ?)) AS used_user, "
-    "(SELECT gpus FROM usage WHERE scope = 'team' AND name = COALESCE(r.team, ?)) AS used_team "
-    "FROM (SELECT 1 AS one) AS o LEFT JOIN reservations r ON r.resource = ? AND r.namespace = ? AND r.name = ?")
+    _TARGET_ROW + "(SELECT gpus FROM usage WHERE scope = 'user' AND name = COALESCE(r.owner, ?)) AS used_user, "
+    "(SELECT gpus FROM usage WHERE scope = 'team' AND name = COALESCE(r.team, ?)) AS used_team " + _OF_TARGET)
+_TARGET_ALONE = _TARGET_ROW + "NULL AS used_user, NULL AS used_team " + _OF_TARGET
 _AND_REFERENCES = (
     " UNION ALL SELECT 1 AS part, resource, namespace, name, owner, team, role, gpus, charged, shape, uid, "
     "root_uid, 0 AS waiting, NULL AS used_user, NULL AS used_team FROM reservations WHERE ")
@@ -321,20 +322,24 @@ class Ledger:
             team_used -= target.gpus if team and target.team == team else 0
         return Usage(user=user, team=team_used)
 
-    def target_and_usage(self, key: TargetKey, owner: str, team: str, references: Sequence[TargetKey] = (),
-                         ) -> tuple[Target | None, Usage, dict[TargetKey, Target]]:
-        """`target`, `usage` and `targets(references)` in one statement (a launch reads all three,
-        and each statement costs a round trip or a pass through SQLite's VM):
-        the usage is that of the target's owner and team where the ledger holds the target, else
-        of `owner` and `team` (a launch). At most `_KEYS_PER_STATEMENT` references."""
+    def target_and_usage(self, key: TargetKey, references: Sequence[TargetKey] = (), *,
+                         usage_of: tuple[str, str] | None = None,
+                         ) -> tuple[Target | None, Usage | None, dict[TargetKey, Target]]:
+        """`target`, `targets(references)` and, given `usage_of` (owner, team), `usage` in one
+        statement: a launch reads all three, a controller's pod the first two, and each statement
+        costs a round trip or a pass through SQLite's VM. The usage is that of the target's owner
+        and team where the ledger holds the target, else of `usage_of`. At most
+        `_KEYS_PER_STATEMENT` references."""
         refs = list(dict.fromkeys(references))
         assert len(refs) <= _KEYS_PER_STATEMENT
-        sql = _TARGET_AND_USAGE
+        owner, team = usage_of or ("", "")
+        sql = _TARGET_AND_USAGE if usage_of is not None else _TARGET_ALONE
         if refs:
             sql += _AND_REFERENCES + " OR ".join(["(resource = ? AND namespace = ? AND name = ?)"] * len(refs))
         row: Row | None = None
         found: dict[TargetKey, Target] = {}
-        for each in self.db.all(sql, (owner, team, *key, *(part for ref in refs for part in ref))):
+        args = (owner, team, *key) if usage_of is not None else key
+        for each in self.db.all(sql, (*args, *(part for ref in refs for part in ref))):
             if each["part"] == 0:
                 row = each
                 continue
@@ -343,6 +348,8 @@ class Ledger:
             found[(each["resource"], each["namespace"], each["name"])] = record
         assert row is not None
         target = _target(row) if row["owner"] is not None else None
+        if usage_of is None:
+            return target, None, found
         if target is not None:
             owner, team = target.owner, target.team
         user = int(row["used_user"] or 0)
@@ -361,15 +368,9 @@ class Ledger:
         (UID and key) names the parent of an actor's new object: its record, and the root's,
         are read, and usage is the parent's owner's. `referrers`: the owners of the recorded
         workloads that reference the target (for the create of a data object)."""
-        read_usage: Usage | None = None
-        found: dict[TargetKey, Target] | None = None
-        if usage and parent_of is None:
-            merged = len(references) <= _KEYS_PER_STATEMENT  # a launch's: read with its target
-            target, read_usage, found = self.target_and_usage(key, owner, team, references if merged else ())
-            if not merged:
-                found = None
-        else:
-            target = self.target(key)
+        merged = len(references) <= _KEYS_PER_STATEMENT  # the usual: read with the target
+        target, read_usage, found = self.target_and_usage(
+            key, references if merged else (), usage_of=(owner, team) if usage and parent_of is None else None)
         parent = root = None
         parent_gone = False
         if parent_of is not None:
@@ -385,8 +386,8 @@ class Ledger:
                 root = self.by_uid(target.root_uid)
         if anchor is not None:
             owner, team = anchor.owner, anchor.team
-        if found is None:
-            found = self.targets(references) if references else {}
+        if not merged:
+            found = self.targets(references)
         by_uid = {uid: record for uid in uids if (record := self.by_uid(uid)) is not None}
         if parent_of is not None and (parent is None or not parent.owner or not charges_children(parent.shape)):
             usage = False  # a controller's object is held to its root's charge, not to caps: no usage read

@@ -1,7 +1,8 @@
 """A launch reads its target, its owner's and team's usage and the records of what it references
-in one statement (`Ledger.target_and_usage`); `Ledger.facts` falls back to one read each past
-`_KEYS_PER_STATEMENT` references. Whatever the ledger holds, on the real SQLite file and a real
-PostgreSQL, the one statement answers what the separate reads answer.
+in one statement, a controller's pod its target and references (`Ledger.target_and_usage`);
+`Ledger.facts` falls back to one read each past `_KEYS_PER_STATEMENT` references. Whatever the
+ledger holds, on the real SQLite file and a real PostgreSQL, the one statement answers what the
+separate reads answer.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ records = st.dictionaries(
     st.tuples(st.sampled_from(("u1", "u2")), st.sampled_from(("t1", "", "t2")), st.integers(0, 64), st.booleans()),
     max_size=12)
 reads = st.tuples(st.sampled_from(KEYS), st.sampled_from(("u1", "u2", "u3")), st.sampled_from(("t1", "", "t3")),
-                  st.lists(st.sampled_from(KEYS), max_size=6))
+                  st.lists(st.sampled_from(KEYS), max_size=6), st.booleans())
 
 
 def _fill(ledger: Ledger, held: dict[tuple[str, str, str], tuple[str, str, int, bool]]) -> None:
@@ -42,15 +43,15 @@ def _fill(ledger: Ledger, held: dict[tuple[str, str, str], tuple[str, str, int, 
 @given(held=records, read=reads)
 def test_one_statement_reads_what_the_separate_reads_read(each_store: Any, held: Any,  # noqa: F811
                                                           read: Any) -> None:
-    key, owner, team, references = read
+    key, owner, team, references, with_usage = read
 
     def run(ledger: Ledger) -> tuple[Any, Any]:
         _fill(ledger, held)
-        target, usage, found = ledger.target_and_usage(key, owner, team, references)
+        merged = ledger.target_and_usage(key, references, usage_of=(owner, team) if with_usage else None)
         separate = ledger.target(key)
         anchor_owner, anchor_team = (separate.owner, separate.team) if separate is not None else (owner, team)
-        expected_usage = ledger.usage(separate, anchor_owner, anchor_team)
-        return (target, usage, found), (separate, expected_usage, ledger.targets(references))
+        expected_usage = ledger.usage(separate, anchor_owner, anchor_team) if with_usage else None
+        return merged, (separate, expected_usage, ledger.targets(references))
 
     merged, separate = each_store._write(run)
     assert merged == separate
