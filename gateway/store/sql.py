@@ -189,6 +189,22 @@ _TARGET_AND_USAGE = (
     _TARGET_ROW + "(SELECT gpus FROM usage WHERE scope = 'user' AND name = COALESCE(r.owner, ?)) AS used_user, "
     "(SELECT gpus FROM usage WHERE scope = 'team' AND name = COALESCE(r.team, ?)) AS used_team " + _OF_TARGET)
 _TARGET_ALONE = _TARGET_ROW + "NULL AS used_user, NULL AS used_team " + _OF_TARGET
+
+#: `Ledger.parent_and_root`: a controller's parent by UID, its root (itself when it holds its own
+#: charge), and `Ledger.pods_under` that root for the pod asking (its namespace and name first).
+_ROOT_UID = "CASE WHEN p.root_uid IN ('', p.uid) THEN p.uid ELSE r.uid END"
+_PARENT_AND_ROOT = (
+    "SELECT p.owner, p.team, p.role, p.gpus, p.charged, p.shape, p.uid, p.root_uid, "
+    "qp.name IS NOT NULL AS waiting, r.owner AS r_owner, r.team AS r_team, r.role AS r_role, "
+    "r.gpus AS r_gpus, r.charged AS r_charged, r.shape AS r_shape, r.uid AS r_uid, "
+    "r.root_uid AS r_root_uid, qr.name IS NOT NULL AS r_waiting, "
+    f"COALESCE((SELECT gpus FROM root_pods WHERE root_uid = {_ROOT_UID}), 0) - COALESCE((SELECT o.gpus "
+    "FROM reservations o WHERE o.resource = 'pods' AND o.namespace = ? AND o.name = ? "
+    f"AND o.root_uid = {_ROOT_UID} AND o.uid <> {_ROOT_UID}), 0) AS siblings "
+    "FROM reservations p LEFT JOIN queue qp ON qp.resource = p.resource AND qp.namespace = p.namespace "
+    "AND qp.name = p.name LEFT JOIN reservations r ON r.uid = p.root_uid AND p.root_uid <> '' "
+    "AND p.root_uid <> p.uid LEFT JOIN queue qr ON qr.resource = r.resource AND qr.namespace = r.namespace "
+    "AND qr.name = r.name WHERE p.uid = ?")
 _AND_REFERENCES = (
     " UNION ALL SELECT 1 AS part, resource, namespace, name, owner, team, role, gpus, charged, shape, uid, "
     "root_uid, 0 AS waiting, NULL AS used_user, NULL AS used_team FROM reservations WHERE ")
@@ -266,32 +282,26 @@ class Ledger:
             "q.name IS NOT NULL AS waiting FROM reservations r LEFT JOIN queue q ON q.resource = r.resource "
             "AND q.namespace = r.namespace AND q.name = r.name WHERE r.uid = ?", (uid,)))
 
-    def parent_and_root(self, uid: str, key: TargetKey | None) -> tuple[Target | None, Target | None]:
+    def parent_and_root(self, uid: str, key: TargetKey | None, pod: TargetKey | None = None,
+                        ) -> tuple[Target | None, Target | None, int | None]:
         """The record a controller ownerReference points to (by UID, or, for a record written
-        before UIDs were kept, by its kind, namespace and name), and the record holding its
-        charge (itself when it is a root), read in one statement: every pod a controller makes
-        reads both."""
-        row = self.db.one(
-            "SELECT p.owner, p.team, p.role, p.gpus, p.charged, p.shape, p.uid, p.root_uid, "
-            "qp.name IS NOT NULL AS waiting, r.owner AS r_owner, r.team AS r_team, r.role AS r_role, "
-            "r.gpus AS r_gpus, r.charged AS r_charged, r.shape AS r_shape, r.uid AS r_uid, "
-            "r.root_uid AS r_root_uid, qr.name IS NOT NULL AS r_waiting "
-            "FROM reservations p LEFT JOIN queue qp ON qp.resource = p.resource AND qp.namespace = p.namespace "
-            "AND qp.name = p.name LEFT JOIN reservations r ON r.uid = p.root_uid AND p.root_uid <> '' "
-            "AND p.root_uid <> p.uid LEFT JOIN queue qr ON qr.resource = r.resource AND qr.namespace = r.namespace "
-            "AND qr.name = r.name WHERE p.uid = ?", (uid,)) if uid else None
+        before UIDs were kept, by its kind, namespace and name), the record holding its charge
+        (itself when it is a root), and, for the pod `pod`, `pods_under` that root (None where
+        not read), in one statement: every pod a controller makes reads all three."""
+        row = self.db.one(_PARENT_AND_ROOT, (*(pod[1:] if pod is not None else ("", "")), uid)) if uid else None
         if row is None:
             legacy = self.target(key) if key is not None else None
             found = legacy if legacy is not None and not legacy.uid else None
-            return found, found
+            return found, found, None
         parent = _target(row)
         assert parent is not None
+        siblings = int(row["siblings"]) if pod is not None else None
         if parent.is_root:
-            return parent, parent
+            return parent, parent, siblings
         if row["r_uid"] is None:
-            return parent, None
+            return parent, None, None
         return parent, Target(row["r_owner"], row["r_team"], row["r_role"], row["r_gpus"], bool(row["r_charged"]),
-                              row["r_shape"], row["r_uid"], row["r_root_uid"], waiting=bool(row["r_waiting"]))
+                              row["r_shape"], row["r_uid"], row["r_root_uid"], waiting=bool(row["r_waiting"])), siblings
 
     def roots_listed_kinds(self) -> frozenset[str]:
         """The kinds (ledger resource keys) whose workloads that predate the gateway the
@@ -372,9 +382,10 @@ class Ledger:
         target, read_usage, found = self.target_and_usage(
             key, references if merged else (), usage_of=(owner, team) if usage and parent_of is None else None)
         parent = root = None
+        siblings_read: int | None = None
         parent_gone = False
         if parent_of is not None:
-            parent, root = self.parent_and_root(*parent_of)
+            parent, root, siblings_read = self.parent_and_root(*parent_of, pod=key if key[0] == "pods" else None)
             anchor = parent
             parent_gone = parent is None and bool(parent_of[0]) and self.db.one(
                 "SELECT 1 AS gone FROM gone_parents WHERE uid = ?", (parent_of[0],)) is not None
@@ -395,7 +406,7 @@ class Ledger:
             read_usage = self.usage(target, owner, team) if usage else Usage()
         siblings = 0
         if parent_of is not None and root is not None and root.uid and key[0] == "pods":
-            siblings = self.pods_under(root.uid, key)
+            siblings = siblings_read if siblings_read is not None else self.pods_under(root.uid, key)
         return Facts(target=target, usage=read_usage, references=found, parent=parent, root=root, by_uid=by_uid,
                      referrers=self.referrers(key) if referrers else (), pods_under_root=siblings,
                      parent_gone=parent_gone)

@@ -70,3 +70,33 @@ def test_past_one_statements_worth_of_references_facts_reads_them_all(each_store
     facts = each_store._write(run)
     assert set(facts.references) == {k for k in references if k in held}
     assert facts.usage.user == 0 and facts.usage.team == 0
+
+
+# A controller's pod reads its parent, the parent's root and what the root's other pods hold in one
+# statement (`Ledger.parent_and_root`): the same as `pods_under` reads alone.
+UIDS = ("job-1", "job-2", "rs-1", "pod-1", "pod-2", "pod-3", "")
+rows = st.lists(st.tuples(st.sampled_from(("pods", "pods", "replicasets.apps", "jobs.batch")),
+                          st.sampled_from(NAMES), st.sampled_from(UIDS), st.sampled_from(UIDS), st.integers(0, 8)),
+                max_size=14)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(held=rows, parent_uid=st.sampled_from(UIDS[:-1]), pod=st.sampled_from(NAMES))
+def test_a_pods_parent_root_and_siblings_are_read_as_pods_under_reads_them(
+        each_store: Any, held: Any, parent_uid: str, pod: str) -> None:  # noqa: F811
+    key = ("pods", "ns", pod)
+
+    def run(ledger: Ledger) -> tuple[Any, Any]:
+        _fill(ledger, {})
+        for resource, name, uid, root_uid, gpus in held:
+            ledger.db.run(
+                "INSERT INTO reservations (resource, namespace, name, owner, team, role, gpus, charged, shape, "
+                "created_at, request_uid, uid, root_uid) VALUES (?, 'ns', ?, 'u', 't', 'r', ?, 0, '{}', 0, 'q', ?, ?) "
+                "ON CONFLICT (resource, namespace, name) DO UPDATE SET gpus = excluded.gpus, uid = excluded.uid, "
+                "root_uid = excluded.root_uid", (resource, name, gpus, uid, root_uid))
+        parent, root, siblings = ledger.parent_and_root(parent_uid, None, key)
+        expected = ledger.pods_under(root.uid, key) if root is not None and root.uid else None
+        return (parent, root, siblings if expected is not None else None), (parent, root, expected)
+
+    merged, separate = each_store._write(run)
+    assert merged == separate
