@@ -189,6 +189,9 @@ _TARGET_AND_USAGE = (
     _TARGET_ROW + "(SELECT gpus FROM usage WHERE scope = 'user' AND name = COALESCE(r.owner, ?)) AS used_user, "
     "(SELECT gpus FROM usage WHERE scope = 'team' AND name = COALESCE(r.team, ?)) AS used_team " + _OF_TARGET)
 _TARGET_ALONE = _TARGET_ROW + "NULL AS used_user, NULL AS used_team " + _OF_TARGET
+_AND_REFERENCES = (
+    " UNION ALL SELECT 1 AS part, resource, namespace, name, owner, team, role, gpus, charged, shape, uid, "
+    "root_uid, 0 AS waiting, NULL AS used_user, NULL AS used_team FROM reservations WHERE ")
 
 #: `Ledger.parent_and_root`: a controller's parent by UID, its root (itself when it holds its own
 #: charge), and `Ledger.pods_under` that root for the pod asking (its namespace and name first).
@@ -205,9 +208,6 @@ _PARENT_AND_ROOT = (
     "AND qp.name = p.name LEFT JOIN reservations r ON r.uid = p.root_uid AND p.root_uid <> '' "
     "AND p.root_uid <> p.uid LEFT JOIN queue qr ON qr.resource = r.resource AND qr.namespace = r.namespace "
     "AND qr.name = r.name WHERE p.uid = ?")
-_AND_REFERENCES = (
-    " UNION ALL SELECT 1 AS part, resource, namespace, name, owner, team, role, gpus, charged, shape, uid, "
-    "root_uid, 0 AS waiting, NULL AS used_user, NULL AS used_team FROM reservations WHERE ")
 
 
 class Ledger:
